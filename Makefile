@@ -1,0 +1,53 @@
+# offload — every target does its own set-up: the venv, the package, a server.
+SHELL       := /bin/bash
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+TESTBED_DIR ?= .testbed
+UP_ARGS     ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help up down status logs test lint clean distclean server venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed ## create .venv with offload and its test tools
+
+server: ## make sure a MariaDB/MySQL server binary is installed
+	@bash mysql/ensure-server.sh
+
+up: venv server ## start primary + GTID replica (UP_ARGS="--replicas 2" etc.)
+	$(BIN)/offload testbed up --dir $(TESTBED_DIR) $(UP_ARGS)
+
+down: venv ## stop every server `make up` started
+	$(BIN)/offload testbed down --dir $(TESTBED_DIR)
+
+status: venv ## replication state, GTID positions, lag of every server
+	$(BIN)/offload --config $(TESTBED_DIR)/offload.conf testbed status
+
+logs: ## the servers' error logs
+	@for f in $(TESTBED_DIR)/*/error.log; do echo "== $$f"; tail -n 30 "$$f"; done
+
+test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff and mypy --strict
+	$(BIN)/ruff check app tests
+	$(BIN)/mypy
+
+clean: ## stop the testbed and delete its data
+	@if [ -x $(BIN)/offload ] && [ -f $(TESTBED_DIR)/state.json ]; then \
+	  $(BIN)/offload testbed down --dir $(TESTBED_DIR); fi
+	rm -rf $(TESTBED_DIR)
+
+distclean: clean ## also delete .venv
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

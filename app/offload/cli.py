@@ -1,0 +1,219 @@
+"""The ``offload`` command.
+
+Settings are loaded once, here, and handed down.  Every deliberate error is
+one line on stderr (``offload: error: ...; what to do``) with exit status 2
+for usage and configuration, 1 for everything else — never a traceback, never
+a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from offload import __version__
+from offload.config import Settings, find_config_file, load_settings
+from offload.errors import ConfigError, OffloadError, TestbedError
+from offload.urls import masked
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+log = logging.getLogger("offload")
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not (number == 0 or 1024 <= number <= 65000):
+        raise argparse.ArgumentTypeError(f"use 1024-65000, or 0 for free ports; got {number}")
+    return number
+
+
+# --- testbed ----------------------------------------------------------------
+
+def _docker_engine_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _testbed_dir(args: argparse.Namespace, settings: Settings) -> Path:
+    if args.dir:
+        return Path(args.dir)
+    if settings.testbed.dir:
+        return Path(settings.testbed.dir)
+    return Path(".testbed")
+
+
+def _backend(args: argparse.Namespace) -> str:
+    backend: str = args.backend
+    if backend == "auto":
+        # The compose backend lands with the Docker testbed; until then auto
+        # means native even where a Docker engine answers (say so, once).
+        if _docker_engine_answers():
+            log.info("a Docker engine answers, but the compose backend is not available yet; "
+                     "using the native backend")
+        return "native"
+    if backend == "compose":
+        raise TestbedError("the compose backend is not available in this version",
+                           hint="use --backend native (the default)")
+    return backend
+
+
+def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    _backend(args)
+    topology = NativeTopology(_testbed_dir(args, settings), port=args.port,
+                              replicas=args.replicas, mysqld=args.mysqld)
+    info = topology.up()
+    _out(f"testbed up ({info.backend}, {info.flavor.value}) in {info.dir}")
+    _out(f"  primary   {masked(info.primary_url())}")
+    for url in info.replica_urls():
+        _out(f"  replica   {masked(url)}")
+    _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
+    _out("next: `make status` shows replication; `make down` stops it")
+    return 0
+
+
+def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    directory = _testbed_dir(args, settings)
+    if not (directory / "state.json").exists():
+        _out(f"no testbed in {directory}; nothing to stop")
+        return 0
+    NativeTopology(directory).down()
+    _out(f"testbed in {directory} stopped (data kept; `make clean` removes it)")
+    return 0
+
+
+def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.status import collect, render  # noqa: PLC0415
+
+    reports = collect(settings)
+    if args.json:
+        _out(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        _out(render(reports))
+    broken = any(r.error for r in reports) or any(
+        r.replica is not None and not r.replica.threads_running for r in reports
+    )
+    return 1 if broken else 0
+
+
+# --- db ---------------------------------------------------------------------
+
+def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from offload import schema  # noqa: PLC0415
+    from offload.db import Database  # noqa: PLC0415
+
+    with Database(settings) as db, db.writer() as session:
+        schema.create_all(session.connection())
+    _out(f"schema in place on the primary ({masked(settings.require_connection())}): "
+         f"{len(schema.NOVA_TABLES)} tables")
+    return 0
+
+
+# --- parser -----------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line with the hint to use --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="offload", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"offload {__version__}")
+    parser.add_argument("--config", metavar="FILE",
+                        help="nova.conf-style file (default: $OFFLOAD_CONFIG, then "
+                             ".testbed/offload.conf when present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
+    testbed_commands = testbed.add_subparsers(dest="testbed_command", required=True,
+                                              parser_class=_Parser)
+    up = testbed_commands.add_parser("up", help="start the testbed (idempotent)")
+    up.add_argument("--backend", choices=["auto", "native", "compose"], default="auto")
+    up.add_argument("--dir", help="testbed directory (default .testbed)")
+    up.add_argument("--replicas", type=_positive, default=1, help="number of replicas")
+    up.add_argument("--port", type=_port, default=33061,
+                    help="primary port; replicas take the next ones (0: free ports)")
+    up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
+    up.set_defaults(handler=cmd_testbed_up)
+    down = testbed_commands.add_parser("down", help="stop every server the testbed started")
+    down.add_argument("--dir", help="testbed directory (default .testbed)")
+    down.set_defaults(handler=cmd_testbed_down)
+    status = testbed_commands.add_parser("status", help="replication state of every server")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_testbed_status)
+
+    database = commands.add_parser("db", help="the nova schema")
+    db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    sync = db_commands.add_parser("sync", help="create the tables on the primary")
+    sync.set_defaults(handler=cmd_db_sync)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``offload`` console script."""
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        settings = load_settings(find_config_file(args.config, os.environ), os.environ)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except OffloadError as exc:
+        sys.stderr.write(f"offload: error: {exc}\n")
+        return exc.exit_code
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        sys.stderr.write(f"offload: error: database error: {detail}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("offload: interrupted\n")
+        return 130
+    except BrokenPipeError:  # `offload ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

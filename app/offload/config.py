@@ -1,0 +1,357 @@
+"""Settings: one frozen object, built once in ``main()`` from a nova.conf-style file.
+
+Sources, later ones winning:
+
+1. built-in defaults (Nova's and oslo.db's where the option is theirs);
+2. the INI file (``--config FILE``, else ``$OFFLOAD_CONFIG``, else
+   ``.testbed/offload.conf`` when a testbed wrote one);
+3. environment variables ``OFFLOAD_<SECTION>__<KEY>`` (``OFFLOAD_REPLICA__MAX_LAG=0.05``).
+
+A real nova.conf is accepted unchanged: in Nova's own sections (``[DEFAULT]``,
+``[database]``) options offload does not use are ignored, because such a file
+holds hundreds of them.  In offload's own sections an unknown option is an
+error, and so is an unknown environment override anywhere — both are typos.
+"""
+
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL
+
+from offload.errors import ConfigError
+from offload.urls import parse_url
+
+__all__ = [
+    "DEFAULT_TESTBED_CONFIG",
+    "DatabaseSettings",
+    "LagPolicy",
+    "ReplicaSettings",
+    "Settings",
+    "TestbedSettings",
+    "find_config_file",
+    "load_settings",
+]
+
+#: where ``offload testbed up`` writes the config every later command reads
+DEFAULT_TESTBED_CONFIG = Path(".testbed") / "offload.conf"
+ENV_PREFIX = "OFFLOAD_"
+
+
+class LagPolicy(StrEnum):
+    """What a task does when no replica is fit to read from."""
+
+    PRIMARY = "primary"  # read from the primary instead
+    SKIP = "skip"  # skip this run of the task
+    STALE = "stale"  # read the replica anyway, counted and logged
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """``[database]``: Nova's connection options (oslo.db names and defaults)."""
+
+    connection: URL | None = None
+    #: empty: every read goes to the primary, exactly as in Nova
+    slave_connections: tuple[URL, ...] = ()
+    max_pool_size: int = 5
+    max_overflow: int = 50
+    pool_timeout: int = 30
+    connection_recycle_time: int = 3600
+    mysql_sql_mode: str = "TRADITIONAL"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSettings:
+    """``[replica]``: offload's lag awareness (an extension to Nova)."""
+
+    max_lag: float = 1.0
+    lag_policy: LagPolicy = LagPolicy.PRIMARY
+    causal_reads: bool = True
+    causal_timeout: float = 0.5
+    heartbeat_interval: float = 0.1
+    heartbeat_table: str = "heartbeat"
+    heartbeat_source: str = "offload"
+    #: how long wait_for_replication waits before ReplicationTimeout
+    wait_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TestbedSettings:
+    """``[testbed]``: written by ``offload testbed up``; empty outside a testbed."""
+
+    __test__ = False  # not a pytest test class despite its name
+
+    backend: str = ""
+    dir: str = ""
+    #: privileged account on the primary (status, test databases)
+    admin_connection: URL | None = None
+    #: privileged accounts on each replica, in the order of slave_connections
+    replica_admin_connections: tuple[URL, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything offload is configured with; immutable once loaded."""
+
+    host: str = field(default_factory=socket.gethostname)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    replica: ReplicaSettings = field(default_factory=ReplicaSettings)
+    testbed: TestbedSettings = field(default_factory=TestbedSettings)
+    #: the file the settings came from, if any
+    source: Path | None = None
+
+    @property
+    def has_replica(self) -> bool:
+        return bool(self.database.slave_connections)
+
+    def require_connection(self) -> URL:
+        """The primary URL, or a ConfigError saying how to get one."""
+        if self.database.connection is None:
+            where = f" in {self.source}" if self.source else ""
+            raise ConfigError(
+                f"no [database] connection is configured{where}",
+                hint="run `make up` (it writes .testbed/offload.conf) or pass --config FILE",
+            )
+        return self.database.connection
+
+
+# --- option table --------------------------------------------------------
+
+Parser = Callable[[str, str], Any]
+
+
+def _text(value: str, option: str) -> str:
+    return value.strip()
+
+
+def _int(minimum: int) -> Parser:
+    def parse(value: str, option: str) -> int:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{option} must be a whole number, got {value.strip()!r}"
+            ) from None
+        if number < minimum:
+            raise ConfigError(f"{option} must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def _float(minimum: float, *, exclusive: bool = False) -> Parser:
+    def parse(value: str, option: str) -> float:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ConfigError(
+                f"{option} must be a number of seconds, got {value.strip()!r}"
+            ) from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{option} must be a finite number, got {value.strip()!r}")
+        if number < minimum or (exclusive and number == minimum):
+            bound = ">" if exclusive else ">="
+            raise ConfigError(f"{option} must be {bound} {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _bool(value: str, option: str) -> bool:
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(f"{option} must be true or false, got {value.strip()!r}")
+
+
+def _choice(enum: type[Enum]) -> Parser:
+    def parse(value: str, option: str) -> Enum:
+        word = value.strip().lower()
+        for member in enum:
+            if member.value == word:
+                return member
+        allowed = " | ".join(str(m.value) for m in enum)
+        raise ConfigError(f"{option} must be one of {allowed}, got {value.strip()!r}")
+
+    return parse
+
+
+def _words(*allowed: str) -> Parser:
+    def parse(value: str, option: str) -> str:
+        word = value.strip().lower()
+        if word not in allowed:
+            raise ConfigError(
+                f"{option} must be one of {' | '.join(allowed)}, got {value.strip()!r}"
+            )
+        return word
+
+    return parse
+
+
+def _optional_url(value: str, option: str) -> URL | None:
+    return parse_url(value, option=option) if value.strip() else None
+
+
+def _url_list(value: str, option: str) -> tuple[URL, ...]:
+    # Nova takes one URL; a comma-separated list is offload's extension for
+    # several replicas.  Commas cannot occur unescaped in a URL's userinfo.
+    parts = [p for p in (s.strip() for s in value.split(",")) if p]
+    return tuple(parse_url(p, option=option) for p in parts)
+
+
+def _server_url(value: str, option: str) -> URL | None:
+    return parse_url(value, option=option, need_database=False) if value.strip() else None
+
+
+def _server_url_list(value: str, option: str) -> tuple[URL, ...]:
+    parts = [p for p in (s.strip() for s in value.split(",")) if p]
+    return tuple(parse_url(p, option=option, need_database=False) for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    section: str
+    key: str
+    attribute: str
+    parse: Parser
+
+
+def _opt(section: str, key: str, parse: Parser, attribute: str | None = None) -> _Option:
+    return _Option(section, key, attribute or key, parse)
+
+
+_OPTIONS: tuple[_Option, ...] = (
+    _opt("DEFAULT", "host", _text),
+    _opt("database", "connection", _optional_url),
+    _opt("database", "slave_connection", _url_list, "slave_connections"),
+    _opt("database", "max_pool_size", _int(1)),
+    _opt("database", "max_overflow", _int(0)),
+    _opt("database", "pool_timeout", _int(1)),
+    _opt("database", "connection_recycle_time", _int(1)),
+    _opt("database", "mysql_sql_mode", _text),
+    _opt("replica", "max_lag", _float(0.0, exclusive=True)),
+    _opt("replica", "lag_policy", _choice(LagPolicy)),
+    _opt("replica", "causal_reads", _bool),
+    _opt("replica", "causal_timeout", _float(0.0)),
+    _opt("replica", "heartbeat_interval", _float(0.0, exclusive=True)),
+    _opt("replica", "heartbeat_table", _text),
+    _opt("replica", "heartbeat_source", _words("offload", "pt-heartbeat")),
+    _opt("replica", "wait_timeout", _float(0.0, exclusive=True)),
+    _opt("testbed", "backend", _words("native", "compose", "external")),
+    _opt("testbed", "dir", _text),
+    _opt("testbed", "admin_connection", _server_url),
+    _opt("testbed", "replica_admin_connections", _server_url_list),
+)
+#: sections that belong to Nova/oslo: options offload does not know are ignored
+_FOREIGN_SECTIONS = frozenset({"DEFAULT", "database"})
+_SECTIONS: dict[str, type[Any]] = {
+    "database": DatabaseSettings,
+    "replica": ReplicaSettings,
+    "testbed": TestbedSettings,
+}
+
+
+def _known(section: str) -> dict[str, _Option]:
+    return {o.key: o for o in _OPTIONS if o.section == section}
+
+
+def _read_file(path: Path) -> dict[str, dict[str, str]]:
+    # [DEFAULT] must be a section like any other, not configparser's
+    # inherit-into-every-section default; no %-interpolation (nova.conf
+    # values contain %); repeated keys (oslo MultiStrOpt) keep the last one.
+    parser = configparser.ConfigParser(
+        default_section="\0none", interpolation=None, strict=False
+    )
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            hint="run `make up` to create .testbed/offload.conf, or pass --config FILE",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"{path} is not an INI file ({first})", hint="fix the line it names"
+        ) from None
+    return {name: dict(parser.items(name)) for name in parser.sections()}
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].partition("__")
+        section = "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
+        if key.lower() not in _known(section):
+            known = ", ".join(sorted(f"{ENV_PREFIX}{o.section.upper()}__{o.key.upper()}"
+                                     for o in _OPTIONS))
+            raise ConfigError(
+                f"environment variable {name} names no offload option",
+                hint=f"known: {known}",
+            )
+        found.setdefault(section, {})[key.lower()] = value
+    return found
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str],
+                     cwd: Path | None = None) -> Path | None:
+    """The config file to use: --config, then $OFFLOAD_CONFIG, then the testbed's."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("OFFLOAD_CONFIG"):
+        return Path(environ["OFFLOAD_CONFIG"])
+    candidate = (cwd or Path.cwd()) / DEFAULT_TESTBED_CONFIG
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the one Settings object from ``path`` (may be None) and ``environ``."""
+    file_values = _read_file(path) if path is not None else {}
+    env_values = _env_values(os.environ if environ is None else environ)
+
+    for section, values in file_values.items():
+        if section in _FOREIGN_SECTIONS or section not in _SECTIONS:
+            continue  # nova's own, or a section offload has no business with
+        unknown = sorted(set(values) - set(_known(section)))
+        if unknown:
+            raise ConfigError(
+                f"unknown option [{section}] {unknown[0]} in {path}",
+                hint=f"known options there: {', '.join(sorted(_known(section)))}",
+            )
+
+    parsed: dict[str, dict[str, Any]] = {}
+    for option in _OPTIONS:
+        raw = env_values.get(option.section, {}).get(option.key)
+        if raw is None:
+            raw = file_values.get(option.section, {}).get(option.key)
+        if raw is None:
+            continue
+        value = option.parse(raw, f"[{option.section}] {option.key}")
+        parsed.setdefault(option.section, {})[option.attribute] = value
+
+    top: dict[str, Any] = {
+        name: cls(**parsed.get(name, {})) for name, cls in _SECTIONS.items()
+    }
+    host = parsed.get("DEFAULT", {}).get("host")
+    if host:
+        top["host"] = host
+    return Settings(source=path, **top)

@@ -1,0 +1,249 @@
+"""Database: sessions whose route — write, read on the primary, read on a replica — is fixed.
+
+``writer()`` yields a session on the primary that commits when the block ends.
+``reader()`` yields a read-only session on the primary; ``reader(allow_replica=True)``
+one on a replica (on the primary when no ``slave_connection`` is configured,
+exactly as Nova does).  The route is chosen when the session opens and never
+changes, so a session cannot drift from the replica to the primary half-way.
+
+Reader sessions refuse writes on the client, before anything reaches a server:
+a flush with pending changes, or a statement whose verb can change data, raises
+``WriteInReaderSession``.  Replicas refuse them too (``read_only`` and a
+SELECT-only user) — the client guard only makes the mistake loud and early.
+
+Driver errors are translated once, in the engine's ``handle_error`` hook
+(see ``offload.dberrors``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session, sessionmaker
+
+from offload import replication
+from offload.config import DatabaseSettings, Settings
+from offload.dberrors import install_translation
+from offload.errors import ConfigError, WriteInReaderSession
+from offload.sqlverbs import is_read_only, statement_verb
+
+__all__ = ["Database", "Route", "Target", "make_engine", "session_route", "session_target"]
+
+_ROUTE_OPTION = "offload_route"
+_SQL_MODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_,")
+
+
+class Route(StrEnum):
+    """Why a session talks to a server; fixed for the session's life."""
+
+    WRITE = "write"
+    READ_PRIMARY = "primary"
+    READ_REPLICA = "replica"
+
+    @property
+    def writes(self) -> bool:
+        return self is Route.WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a session's statements go: a label ('primary', 'replica0'...) and its engine."""
+
+    name: str
+    engine: Engine
+
+    @property
+    def is_replica(self) -> bool:
+        return self.name != "primary"
+
+
+def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
+    """An engine with oslo.db-like pool settings, pre-ping and translated errors."""
+    mode = options.mysql_sql_mode.strip().upper()
+    if mode and not set(mode) <= _SQL_MODE_CHARS:
+        raise ConfigError(
+            f"[database] mysql_sql_mode {options.mysql_sql_mode!r} is not a list of sql_mode "
+            "names",
+            hint="use e.g. TRADITIONAL or STRICT_TRANS_TABLES,NO_ZERO_DATE",
+        )
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if mode:
+        connect_args["init_command"] = f"SET SESSION sql_mode = '{mode}'"
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=options.max_pool_size,
+        max_overflow=options.max_overflow,
+        pool_timeout=options.pool_timeout,
+        pool_recycle=options.connection_recycle_time,
+        connect_args=connect_args,
+    )
+    install_translation(engine, name=name)
+    event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
+    return engine
+
+
+def _refuse_writes_on_read_routes(  # noqa: PLR0917 - the event's signature
+    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+    executemany: bool,
+) -> None:
+    route = conn.get_execution_options().get(_ROUTE_OPTION)
+    if route is None or route == Route.WRITE.value:
+        return
+    if not is_read_only(statement):
+        raise WriteInReaderSession(
+            f"{statement_verb(statement) or 'a statement'} attempted in a read-only session "
+            f"(route={route})",
+            hint="open the session with db.writer() to change data",
+        )
+
+
+class _ReaderSession(Session):
+    """A session that refuses to flush: reader sessions never change data."""
+
+
+@event.listens_for(_ReaderSession, "before_flush")
+def _refuse_flush(session: Session, flush_context: Any, instances: Any) -> None:
+    changed = bool(session.new or session.deleted) or any(
+        session.is_modified(obj) for obj in session.dirty
+    )
+    if changed:
+        raise WriteInReaderSession(
+            "flush of pending changes in a read-only session "
+            f"(route={session_route(session).value})",
+            hint="make the changes in a db.writer() session",
+        )
+
+
+def session_route(session: Session) -> Route:
+    """The route a session of this Database was opened with."""
+    route: Route = session.info["offload_route"]
+    return route
+
+
+def session_target(session: Session) -> Target:
+    """The server (primary or which replica) a session of this Database talks to."""
+    target: Target = session.info["offload_target"]
+    return target
+
+
+class Database:
+    """Engines for the primary and its replicas, and sessions with a fixed route."""
+
+    def __init__(self, settings: Settings) -> None:
+        options = settings.database
+        self.settings = settings
+        self.primary = Target("primary", make_engine(settings.require_connection(), options,
+                                                     name="primary"))
+        self.replicas: tuple[Target, ...] = tuple(
+            Target(f"replica{i}", make_engine(url, options, name=f"replica{i}"))
+            for i, url in enumerate(options.slave_connections)
+        )
+        self._next_replica = itertools.cycle(self.replicas) if self.replicas else None
+        self._writer_factory = sessionmaker(expire_on_commit=False)
+        self._reader_factory = sessionmaker(class_=_ReaderSession, autoflush=False)
+        self._flavor: replication.Flavor | None = None
+
+    @property
+    def has_replica(self) -> bool:
+        return bool(self.replicas)
+
+    def dispose(self) -> None:
+        """Close every pooled connection (the Database stays usable)."""
+        for target in (self.primary, *self.replicas):
+            target.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
+    # --- sessions ---------------------------------------------------------
+
+    def _open(self, route: Route, target: Target) -> Session:
+        bind = target.engine.execution_options(**{_ROUTE_OPTION: route.value})
+        factory = self._writer_factory if route.writes else self._reader_factory
+        session = factory(bind=bind)
+        session.info["offload_route"] = route
+        session.info["offload_target"] = target
+        return session
+
+    def _replica_target(self) -> Target:
+        if self._next_replica is None:
+            return self.primary  # no slave_connection: replica reads go to the primary
+        return next(self._next_replica)
+
+    @contextmanager
+    def writer(self) -> Iterator[Session]:
+        """A session on the primary; commits when the block ends, rolls back on error."""
+        session = self._open(Route.WRITE, self.primary)
+        try:
+            with session.begin():
+                yield session
+        finally:
+            session.close()
+
+    @contextmanager
+    def reader(self, *, allow_replica: bool = False) -> Iterator[Session]:
+        """A read-only session: on a replica when allowed and configured, else the primary."""
+        route = Route.READ_REPLICA if allow_replica else Route.READ_PRIMARY
+        target = self._replica_target() if allow_replica else self.primary
+        session = self._open(route, target)
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
+
+    # --- replication ------------------------------------------------------
+
+    @property
+    def flavor(self) -> replication.Flavor:
+        """MariaDB or MySQL, read from the primary's VERSION() once."""
+        if self._flavor is None:
+            with self.primary.engine.connect() as conn:
+                self._flavor = replication.server_flavor(conn)
+        return self._flavor
+
+    def replication_position(self) -> str:
+        """The primary's current GTID position (what a replica must reach)."""
+        with self.primary.engine.connect() as conn:
+            return replication.gtid_position(conn, self.flavor)
+
+    def wait_for_replicas(
+        self,
+        *,
+        gtid: str | None = None,
+        timeout: float | None = None,
+        status_engines: Sequence[Engine] = (),
+    ) -> float:
+        """Wait until every replica applied ``gtid`` (default: the primary's position now).
+
+        Uses the server's own GTID wait, no polling.  ``status_engines`` (one per
+        replica, privileged) let a ``ReplicationTimeout`` carry the replica's
+        status.  Returns the seconds waited in all.
+        """
+        position = self.replication_position() if gtid is None else gtid
+        limit = self.settings.replica.wait_timeout if timeout is None else timeout
+        started = time.monotonic()
+        for index, target in enumerate(self.replicas):
+            remaining = max(0.0, limit - (time.monotonic() - started))
+            status_engine = status_engines[index] if index < len(status_engines) else None
+            with target.engine.connect() as conn:
+                if status_engine is None:
+                    replication.wait_for_gtid(conn, position, remaining, self.flavor,
+                                              replica=target.name)
+                else:
+                    with status_engine.connect() as status_conn:
+                        replication.wait_for_gtid(conn, position, remaining, self.flavor,
+                                                  status_conn=status_conn, replica=target.name)
+        return time.monotonic() - started

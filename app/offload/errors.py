@@ -1,0 +1,129 @@
+"""One exception base for everything offload raises on purpose.
+
+Every error carries a one-line ``message`` (what happened) and an optional
+``hint`` (what to do).  ``str(err)`` joins them, so a CLI can print it as the
+single line users see.  No message may contain a password: URLs are always
+rendered masked before they reach an error.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from offload.replication import ReplicaStatus
+
+__all__ = [
+    "AccessDenied",
+    "CannotConnect",
+    "ConfigError",
+    "ConnectionLost",
+    "DatabaseError",
+    "Deadlock",
+    "OffloadError",
+    "ReadOnlyRefused",
+    "ReplicationError",
+    "ReplicationTimeout",
+    "TestbedError",
+    "UnknownDatabase",
+    "WriteInReaderSession",
+]
+
+
+class OffloadError(Exception):
+    """Base of every error offload raises deliberately."""
+
+    #: process exit status the CLI uses for this kind of error
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}; {self.hint}"
+        return self.message
+
+
+class ConfigError(OffloadError):
+    """Bad configuration or usage: a missing file, an unknown option, a malformed URL."""
+
+    exit_code = 2
+
+
+class DatabaseError(OffloadError):
+    """A driver error, translated once at the engine."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, code: int | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+class ConnectionLost(DatabaseError):
+    """The connection to a server broke or could not be made; safe to retry."""
+
+
+class CannotConnect(ConnectionLost):
+    """No connection could be opened (server down, wrong host or port)."""
+
+
+class Deadlock(DatabaseError):
+    """The server rolled the transaction back (deadlock or lock wait timeout); retry it."""
+
+
+class AccessDenied(DatabaseError):
+    """Wrong credentials, or the user lacks a privilege for this statement."""
+
+    exit_code = 2
+
+
+class UnknownDatabase(DatabaseError):
+    """The database named in the URL does not exist on the server."""
+
+    exit_code = 2
+
+
+class ReadOnlyRefused(DatabaseError):
+    """The server refused a write because it runs read_only (a replica)."""
+
+
+class WriteInReaderSession(OffloadError):
+    """A write was attempted in a session opened by ``Database.reader()``.
+
+    Raised on the client before the statement reaches any server.
+    """
+
+
+class ReplicationError(OffloadError):
+    """Replication is not in the state an operation needs."""
+
+
+class ReplicationTimeout(ReplicationError):
+    """A replica did not apply a GTID position within the allowed time."""
+
+    def __init__(
+        self,
+        gtid: str,
+        waited: float,
+        replica_status: ReplicaStatus | None,
+        *,
+        replica: str = "replica",
+    ) -> None:
+        state = replica_status.describe() if replica_status else "replica status unavailable"
+        super().__init__(
+            f"{replica} did not apply GTID {gtid} within {waited:.3f}s ({state})",
+            hint="check the replica's IO/SQL threads with `offload testbed status`",
+        )
+        self.gtid = gtid
+        self.waited = waited
+        self.replica_status = replica_status
+
+
+class TestbedError(OffloadError):
+    """The testbed could not be brought up, inspected or taken down."""
+
+    __test__ = False  # not a pytest test class despite its name

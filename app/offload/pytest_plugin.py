@@ -1,0 +1,158 @@
+"""pytest fixtures over the testbed and the Database — thin by design.
+
+Registered through the ``pytest11`` entry point, so any project that installs
+offload can use them:
+
+``testbed``            session: a running primary + replicas (``TestbedInfo``).
+                       ``--testbed=native`` (default) starts one on free ports in a
+                       temporary dir and stops it afterwards; ``--testbed=external``
+                       uses ``--primary-url``/``--replica-url`` (privileged accounts).
+``db_factory``         function: ``db_factory(with_replica=True)`` → a ``Database`` on a
+                       fresh database of its own, schema created and replicated.
+``db``                 function: ``db_factory()``.
+``wait_for_replication``  function: ``wait_for_replication(db)`` waits on every replica
+                       for the primary's current GTID (the server's own GTID wait).
+``replica_admin``      function: admin engines on the replicas (fault injection).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from offload import schema
+from offload.config import Settings
+from offload.db import Database
+from offload.dberrors import install_translation
+from offload.replication import detect_flavor
+from offload.testbed.native import NativeTopology
+from offload.testbed.topology import TestbedInfo
+from offload.urls import parse_url, with_database
+
+__all__ = ["pytest_addoption"]
+
+DbFactory = Callable[..., Database]
+WaitForReplication = Callable[..., float]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("offload", "offload testbed")
+    group.addoption("--testbed", choices=["native", "external"], default="native",
+                    help="where the primary and replicas come from (default: native)")
+    group.addoption("--testbed-dir", default=None,
+                    help="directory for the native testbed (default: a temporary one)")
+    group.addoption("--testbed-replicas", type=int, default=1,
+                    help="replicas in the native testbed (default 1)")
+    group.addoption("--primary-url", default=None,
+                    help="external: privileged URL of the primary")
+    group.addoption("--replica-url", action="append", default=[],
+                    help="external: privileged URL of a replica (repeatable)")
+
+
+def _admin_engine(url: URL) -> Engine:
+    engine = create_engine(url, poolclass=NullPool)
+    install_translation(engine, name=url.host or "server")
+    return engine
+
+
+def _external(config: pytest.Config) -> TestbedInfo:
+    primary = config.getoption("--primary-url")
+    replicas = config.getoption("--replica-url")
+    if not primary or not replicas:
+        raise pytest.UsageError("--testbed=external needs --primary-url and --replica-url")
+    primary_url = parse_url(primary, option="--primary-url")
+    replica_urls = tuple(parse_url(u, option="--replica-url") for u in replicas)
+    with _admin_engine(primary_url).connect() as conn:
+        version = conn.execute(text("SELECT VERSION()")).scalar_one()
+    return TestbedInfo(backend="external", dir=None, flavor=detect_flavor(version),
+                       primary=primary_url, replicas=replica_urls,
+                       admin=with_database(primary_url, None),
+                       replica_admins=tuple(with_database(u, None) for u in replica_urls))
+
+
+@pytest.fixture(scope="session")
+def testbed(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
+    """A running primary with GTID replicas for the whole test session."""
+    config = request.config
+    if config.getoption("--testbed") == "external":
+        yield _external(config)
+        return
+    directory = config.getoption("--testbed-dir")
+    topology = NativeTopology(
+        Path(directory) if directory else tmp_path_factory.mktemp("testbed"),
+        port=0, replicas=config.getoption("--testbed-replicas"), bind_to_parent=True,
+    )
+    with topology as info:
+        yield info
+
+
+def _grant(conn: object, database: str, url: URL, privileges: str, admin: URL) -> None:
+    if url.username and url.username != admin.username:
+        conn.execute(text(  # type: ignore[attr-defined]
+            f"GRANT {privileges} ON `{database}`.* TO '{url.username}'@'%'"))
+
+
+@pytest.fixture
+def wait_for_replication(testbed: TestbedInfo) -> Iterator[WaitForReplication]:
+    """``wait_for_replication(db, timeout=None)``: every replica applied the primary's GTID."""
+    engines = [_admin_engine(url) for url in testbed.replica_admin_urls()]
+
+    def wait(db: Database, timeout: float | None = None) -> float:
+        return db.wait_for_replicas(timeout=timeout, status_engines=engines)
+
+    yield wait
+    for engine in engines:
+        engine.dispose()
+
+
+@pytest.fixture
+def db_factory(testbed: TestbedInfo,
+               wait_for_replication: WaitForReplication) -> Iterator[DbFactory]:
+    """``db_factory(with_replica=True, settings=None)`` → a Database on this test's own database."""
+    name = f"nova_t{secrets.token_hex(5)}"
+    admin = _admin_engine(testbed.admin_url())
+    created: list[Database] = []
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        _grant(conn, name, testbed.primary, "ALL PRIVILEGES", testbed.admin)
+        for url in testbed.replicas:
+            _grant(conn, name, url, "SELECT", testbed.admin)
+    first = Database(testbed.settings(database=name))
+    created.append(first)
+    with first.writer() as session:
+        schema.create_all(session.connection())
+    wait_for_replication(first)
+
+    def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
+        database = Database(testbed.settings(database=name, with_replica=with_replica,
+                                             base=settings))
+        created.append(database)
+        return database
+
+    yield make
+    for database in created:
+        database.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture
+def db(db_factory: DbFactory) -> Database:
+    """A Database (primary + replicas) on a fresh, replicated nova schema."""
+    return db_factory()
+
+
+@pytest.fixture
+def replica_admin(testbed: TestbedInfo) -> Iterator[list[Engine]]:
+    """Privileged engines on each replica, for stopping and starting replication."""
+    engines = [_admin_engine(url) for url in testbed.replica_admin_urls()]
+    yield engines
+    for engine in engines:
+        engine.dispose()

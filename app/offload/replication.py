@@ -1,0 +1,465 @@
+"""Replication helpers for both server flavors: MariaDB and MySQL 8.4.
+
+The two flavors differ in GTID format, in statement names and in the return
+codes of their GTID wait functions.  Every flavor-specific statement lives in
+one ``FlavorSQL`` instance per flavor (see ``sql_for``); everything else here
+is either a pure function (flavor detection, status parsing, wait-result
+interpretation, argument validation) or a thin function that runs one of
+those statements on a ``sqlalchemy.engine.Connection``.
+
+Facts this module relies on (checked against the servers' docs and source):
+
+* MariaDB ``MASTER_GTID_WAIT(gtid, timeout)`` returns 0 when the position is
+  reached and -1 on timeout; a NULL gtid gives NULL; a NULL or negative
+  timeout waits forever; fractional timeouts work (MariaDB's own test suite
+  calls it with 0.5).  (mariadb.com/kb/en/master_gtid_wait/)
+* MySQL ``WAIT_FOR_EXECUTED_GTID_SET(gtid_set, timeout)`` returns 0 when the
+  set is executed and 1 on timeout.  Since 8.0 the timeout is read as a
+  DOUBLE, so fractions of a second work (5.7 took whole seconds); a timeout of
+  0 means *no timeout* and a negative one is an error.  It returns NULL (with
+  an error) for a NULL set or when called from a replication applier thread.
+  (sql/item_gtid_func.cc and Gtid_state::wait_for_gtid_set in mysql-server;
+  WL#7796)
+* ``MASTER_DELAY`` / ``SOURCE_DELAY`` are whole seconds, 0 to 2**31 - 1.
+  MariaDB requires the replica stopped to change it; MySQL needs at least the
+  SQL (applier) thread stopped (WL#6120).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Final
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from offload.errors import AccessDenied, ReplicationError, ReplicationTimeout
+
+__all__ = [
+    "MAX_DELAY",
+    "MIN_WAIT_TIMEOUT",
+    "Flavor",
+    "FlavorSQL",
+    "ReplicaStatus",
+    "WaitOutcome",
+    "detect_flavor",
+    "gtid_position",
+    "interpret_wait_result",
+    "is_access_denied",
+    "last_gtid",
+    "normalize_gtid",
+    "parse_replica_status",
+    "replica_status",
+    "server_flavor",
+    "set_replica_delay",
+    "sql_for",
+    "start_replica",
+    "stop_replica",
+    "validate_delay",
+    "wait_for_gtid",
+    "wait_timeout_argument",
+]
+
+#: Largest MASTER_DELAY / SOURCE_DELAY both servers accept (seconds).
+MAX_DELAY: Final = 2**31 - 1
+
+#: Smallest timeout passed to a GTID wait.  MySQL treats a timeout of 0 as
+#: "wait forever", so a caller's 0 (no time left) must never reach it as 0.
+MIN_WAIT_TIMEOUT: Final = 0.001
+
+# Server error numbers that mean "this user lacks a privilege".
+_ACCESS_DENIED_CODES: Final = frozenset({1044, 1045, 1142, 1143, 1227, 1370, 1698})
+
+
+class Flavor(enum.Enum):
+    """Which server family a connection talks to."""
+
+    MARIADB = "mariadb"
+    MYSQL = "mysql"
+
+
+def detect_flavor(version: str) -> Flavor:
+    """The flavor behind a ``VERSION()`` string.
+
+    MariaDB always names itself ('10.11.6-MariaDB-0+deb12u1-log'); MySQL and
+    its builds (Ubuntu, Percona) do not ('8.4.3', '8.0.36-0ubuntu0.22.04.1').
+    """
+    cleaned = version.strip()
+    if "mariadb" in cleaned.lower():
+        return Flavor.MARIADB
+    if cleaned[:1].isdigit():
+        return Flavor.MYSQL
+    raise ValueError(f"not a MySQL or MariaDB version string: {version!r}")
+
+
+# --- per-flavor SQL ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorSQL:
+    """Every statement whose text depends on the flavor."""
+
+    flavor: Flavor
+    show_replica_status: str
+    #: the primary's position: every GTID it has written or applied
+    gtid_position: str
+    #: the replica's applied position, when SHOW ... STATUS does not carry it
+    replica_executed_gtid: str | None
+    #: the GTID this session last wrote (or a superset of it)
+    last_gtid: str
+    #: takes :gtid and :timeout (seconds)
+    wait_for_gtid: str
+    #: the wait function's result on timeout (0 always means reached)
+    wait_timed_out: int
+    start_replica: str
+    stop_replica: str
+    start_sql_thread: str
+    stop_sql_thread: str
+    #: takes :seconds; run it with replication stopped (see ``set_replica_delay``)
+    set_delay: str
+
+    @property
+    def wait_function(self) -> str:
+        """The GTID wait function's name, for messages."""
+        return self.wait_for_gtid.removeprefix("SELECT ").split("(", 1)[0]
+
+
+_MARIADB_SQL: Final = FlavorSQL(
+    flavor=Flavor.MARIADB,
+    show_replica_status="SHOW SLAVE STATUS",
+    gtid_position="SELECT @@GLOBAL.gtid_binlog_pos",
+    replica_executed_gtid="SELECT @@GLOBAL.gtid_slave_pos",
+    last_gtid="SELECT @@SESSION.last_gtid",
+    wait_for_gtid="SELECT MASTER_GTID_WAIT(:gtid, :timeout)",
+    wait_timed_out=-1,
+    start_replica="START SLAVE",
+    stop_replica="STOP SLAVE",
+    start_sql_thread="START SLAVE SQL_THREAD",
+    stop_sql_thread="STOP SLAVE SQL_THREAD",
+    set_delay="CHANGE MASTER TO MASTER_DELAY = :seconds",
+)
+
+_MYSQL_SQL: Final = FlavorSQL(
+    flavor=Flavor.MYSQL,
+    show_replica_status="SHOW REPLICA STATUS",
+    gtid_position="SELECT @@GLOBAL.gtid_executed",
+    replica_executed_gtid=None,  # Executed_Gtid_Set is a column of SHOW REPLICA STATUS
+    # MySQL exposes a session's own GTID only through session_track_gtids in
+    # the OK packet, which PyMySQL does not surface.  gtid_executed contains
+    # it (it is a superset), so waiting for it is still a correct causal wait,
+    # only sometimes longer than needed.
+    last_gtid="SELECT @@GLOBAL.gtid_executed",
+    wait_for_gtid="SELECT WAIT_FOR_EXECUTED_GTID_SET(:gtid, :timeout)",
+    wait_timed_out=1,
+    start_replica="START REPLICA",
+    stop_replica="STOP REPLICA",
+    start_sql_thread="START REPLICA SQL_THREAD",
+    stop_sql_thread="STOP REPLICA SQL_THREAD",
+    set_delay="CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds",
+)
+
+
+def sql_for(flavor: Flavor) -> FlavorSQL:
+    """The statements for ``flavor``."""
+    return _MARIADB_SQL if flavor is Flavor.MARIADB else _MYSQL_SQL
+
+
+# --- value normalisation ----------------------------------------------------
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _int_or_none(value: object) -> int | None:
+    raw = _text(value).strip()
+    return int(raw) if raw else None
+
+
+def _int(value: object) -> int:
+    number = _int_or_none(value)
+    return 0 if number is None else number
+
+
+def normalize_gtid(value: object) -> str:
+    """A GTID position as one clean string ('' for NULL or nothing).
+
+    MySQL prints long GTID sets with a newline after each comma; the
+    whitespace is dropped so positions compare and log as one line.
+    """
+    return "".join(_text(value).split())
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+# --- replica status ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """The parts of SHOW REPLICA STATUS / SHOW SLAVE STATUS offload uses."""
+
+    io_running: str  # 'Yes', 'No' or 'Connecting'
+    sql_running: str
+    last_io_errno: int
+    last_io_error: str
+    last_sql_errno: int
+    last_sql_error: str
+    seconds_behind: int | None  # NULL while the SQL thread is stopped
+    source_host: str
+    source_port: int | None
+    using_gtid: str  # MariaDB 'Slave_Pos'/'Current_Pos'/'No'; MySQL 'auto_position'/'No'
+    received_gtid: str
+    executed_gtid: str
+    sql_delay: int
+    sql_remaining_delay: int | None
+
+    @property
+    def threads_running(self) -> bool:
+        """Both the IO (receiver) and SQL (applier) threads run."""
+        return self.io_running == "Yes" and self.sql_running == "Yes"
+
+    def describe(self) -> str:
+        """One line for logs and error messages."""
+        behind = "NULL" if self.seconds_behind is None else f"{self.seconds_behind}s"
+        parts = [
+            f"IO={self.io_running or '?'} SQL={self.sql_running or '?'} behind={behind}",
+            f"received={self.received_gtid or '-'} executed={self.executed_gtid or '-'}",
+        ]
+        if self.sql_delay:
+            parts.append(f"delay={self.sql_delay}s")
+        line = " ".join(parts)
+        if self.last_io_errno or self.last_io_error:
+            line += f"; last IO error {self.last_io_errno}: {_one_line(self.last_io_error)}"
+        if self.last_sql_errno or self.last_sql_error:
+            line += f"; last SQL error {self.last_sql_errno}: {_one_line(self.last_sql_error)}"
+        return line
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields (and ``threads_running``) as JSON-friendly values."""
+        result: dict[str, object] = asdict(self)
+        result["threads_running"] = self.threads_running
+        return result
+
+
+def _pick(row: Mapping[str, object], *names: str) -> object:
+    """The value of the first of ``names`` present in ``row`` (None if none is)."""
+    for name in names:
+        if name in row:
+            return row[name]
+    return None
+
+
+def parse_replica_status(
+    row: Mapping[str, object], flavor: Flavor, *, executed_gtid: str | None = None
+) -> ReplicaStatus:
+    """A ``ReplicaStatus`` from one row of SHOW REPLICA STATUS / SHOW SLAVE STATUS.
+
+    Accepts MySQL 8.4's Replica_/Source_ column names and the older Slave_/
+    Master_ ones (MySQL before 8.0.22, MariaDB).  For MariaDB pass the value of
+    ``@@gtid_slave_pos`` as ``executed_gtid``; the row does not carry it.  An
+    explicit ``executed_gtid`` also overrides MySQL's Executed_Gtid_Set.
+    """
+    if flavor is Flavor.MARIADB:
+        received = _pick(row, "Gtid_IO_Pos")
+        executed: object = (
+            executed_gtid if executed_gtid is not None else _pick(row, "Gtid_Slave_Pos")
+        )
+    else:
+        received = _pick(row, "Retrieved_Gtid_Set")
+        executed = executed_gtid if executed_gtid is not None else _pick(row, "Executed_Gtid_Set")
+    if "Using_Gtid" in row:
+        using_gtid = _text(row["Using_Gtid"]).strip() or "No"
+    else:
+        using_gtid = "auto_position" if _int(_pick(row, "Auto_Position")) else "No"
+    return ReplicaStatus(
+        io_running=_text(_pick(row, "Replica_IO_Running", "Slave_IO_Running")).strip(),
+        sql_running=_text(_pick(row, "Replica_SQL_Running", "Slave_SQL_Running")).strip(),
+        last_io_errno=_int(_pick(row, "Last_IO_Errno")),
+        last_io_error=_text(_pick(row, "Last_IO_Error")).strip(),
+        last_sql_errno=_int(_pick(row, "Last_SQL_Errno")),
+        last_sql_error=_text(_pick(row, "Last_SQL_Error")).strip(),
+        seconds_behind=_int_or_none(_pick(row, "Seconds_Behind_Source", "Seconds_Behind_Master")),
+        source_host=_text(_pick(row, "Source_Host", "Master_Host")).strip(),
+        source_port=_int_or_none(_pick(row, "Source_Port", "Master_Port")),
+        using_gtid=using_gtid,
+        received_gtid=normalize_gtid(received),
+        executed_gtid=normalize_gtid(executed),
+        sql_delay=_int(_pick(row, "SQL_Delay")),
+        sql_remaining_delay=_int_or_none(_pick(row, "SQL_Remaining_Delay")),
+    )
+
+
+# --- GTID wait: pure parts --------------------------------------------------
+
+
+class WaitOutcome(enum.Enum):
+    """What a GTID wait function's result means."""
+
+    REACHED = "reached"
+    TIMED_OUT = "timed_out"
+    FAILED = "failed"  # NULL or a value the function never documents
+
+
+def interpret_wait_result(flavor: Flavor, value: object) -> WaitOutcome:
+    """Read the result of ``MASTER_GTID_WAIT`` / ``WAIT_FOR_EXECUTED_GTID_SET``.
+
+    Both return 0 when the position is reached.  A timeout is -1 on MariaDB
+    and 1 on MySQL.  NULL means the server could not wait at all.
+    """
+    try:
+        number = _int_or_none(value)
+    except ValueError:
+        return WaitOutcome.FAILED
+    if number == 0:
+        return WaitOutcome.REACHED
+    if number is not None and number == sql_for(flavor).wait_timed_out:
+        return WaitOutcome.TIMED_OUT
+    return WaitOutcome.FAILED
+
+
+def wait_timeout_argument(timeout: float) -> float:
+    """The timeout to pass to the server's GTID wait for a caller's ``timeout``.
+
+    Raises ValueError for a negative or non-finite timeout (both servers would
+    wait forever).  Values below ``MIN_WAIT_TIMEOUT`` are raised to it, since
+    MySQL reads 0 as "no timeout".
+    """
+    if not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"GTID wait timeout must be a finite number >= 0, not {timeout!r}")
+    return max(float(timeout), MIN_WAIT_TIMEOUT)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` says the user lacks a privilege (translated or raw)."""
+    if isinstance(exc, AccessDenied):
+        return True
+    if isinstance(exc, DBAPIError):
+        args: tuple[object, ...] = getattr(exc.orig, "args", ())
+        return bool(args) and args[0] in _ACCESS_DENIED_CODES
+    return False
+
+
+def validate_delay(seconds: int) -> int:
+    """``seconds`` checked as a MASTER_DELAY / SOURCE_DELAY value."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int):
+        raise TypeError(f"replication delay must be whole seconds (int), not {seconds!r}")
+    if not 0 <= seconds <= MAX_DELAY:
+        raise ValueError(f"replication delay must be between 0 and {MAX_DELAY}, not {seconds}")
+    return seconds
+
+
+# --- functions on a connection ----------------------------------------------
+
+
+def server_flavor(conn: Connection) -> Flavor:
+    """The flavor of the server ``conn`` talks to, from ``VERSION()``."""
+    return detect_flavor(_text(conn.execute(text("SELECT VERSION()")).scalar()))
+
+
+def gtid_position(conn: Connection, flavor: Flavor) -> str:
+    """The server's current GTID position ('' when nothing was ever written)."""
+    return normalize_gtid(conn.execute(text(sql_for(flavor).gtid_position)).scalar())
+
+
+def last_gtid(conn: Connection, flavor: Flavor) -> str:
+    """The GTID of this session's last write; on MySQL the (superset) gtid_executed."""
+    return normalize_gtid(conn.execute(text(sql_for(flavor).last_gtid)).scalar())
+
+
+def replica_status(conn: Connection, flavor: Flavor) -> ReplicaStatus | None:
+    """The replica's status, or None when the server is not a replica.
+
+    Needs REPLICATION CLIENT (MySQL) / SLAVE MONITOR (MariaDB).  With several
+    replication channels only the first row is read.
+    """
+    sql = sql_for(flavor)
+    row = conn.execute(text(sql.show_replica_status)).mappings().first()
+    if row is None:
+        return None
+    executed: str | None = None
+    if sql.replica_executed_gtid is not None:
+        executed = _text(conn.execute(text(sql.replica_executed_gtid)).scalar())
+    columns = {str(name): value for name, value in row.items()}
+    return parse_replica_status(columns, flavor, executed_gtid=executed)
+
+
+def _status_or_none(conn: Connection, flavor: Flavor) -> ReplicaStatus | None:
+    """``replica_status``, or None when the user may not read it."""
+    try:
+        return replica_status(conn, flavor)
+    except (DBAPIError, AccessDenied) as exc:
+        if is_access_denied(exc):
+            return None
+        raise
+
+
+def wait_for_gtid(
+    conn: Connection,
+    gtid: str,
+    timeout: float,
+    flavor: Flavor,
+    *,
+    status_conn: Connection | None = None,
+    replica: str = "replica",
+) -> float:
+    """Block until the replica behind ``conn`` has applied ``gtid``; seconds waited.
+
+    Uses the server's own wait function, no polling.  Returns 0.0 at once for
+    an empty ``gtid``.  On timeout raises ``ReplicationTimeout`` carrying the
+    replica's status read through ``status_conn`` (default ``conn``), or None
+    if that user may not read it.  Raises ``ReplicationError`` when the server
+    cannot wait (the function returned NULL).
+    """
+    position = normalize_gtid(gtid)
+    if not position:
+        return 0.0
+    sql = sql_for(flavor)
+    params = {"gtid": position, "timeout": wait_timeout_argument(timeout)}
+    started = time.monotonic()
+    result = conn.execute(text(sql.wait_for_gtid), params).scalar()
+    waited = time.monotonic() - started
+    outcome = interpret_wait_result(flavor, result)
+    if outcome is WaitOutcome.REACHED:
+        return waited
+    if outcome is WaitOutcome.TIMED_OUT:
+        status = _status_or_none(status_conn if status_conn is not None else conn, flavor)
+        raise ReplicationTimeout(position, waited, status, replica=replica)
+    shown = "NULL" if result is None else repr(result)
+    raise ReplicationError(
+        f"{replica}: {sql.wait_function}({position!r}) returned {shown}, so it cannot wait",
+        hint="check that the server is a replica with GTID replication configured",
+    )
+
+
+def start_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = False) -> None:
+    """START REPLICA / START SLAVE (only the SQL thread if ``sql_thread_only``)."""
+    sql = sql_for(flavor)
+    conn.execute(text(sql.start_sql_thread if sql_thread_only else sql.start_replica))
+
+
+def stop_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = False) -> None:
+    """STOP REPLICA / STOP SLAVE (only the SQL thread if ``sql_thread_only``)."""
+    sql = sql_for(flavor)
+    conn.execute(text(sql.stop_sql_thread if sql_thread_only else sql.stop_replica))
+
+
+def set_replica_delay(conn: Connection, flavor: Flavor, seconds: int) -> None:
+    """Set MASTER_DELAY / SOURCE_DELAY to ``seconds`` (whole, >= 0).
+
+    Replication must be stopped first: MariaDB refuses the change while either
+    thread runs; MySQL needs at least the SQL thread stopped.  Start it again
+    afterwards with ``start_replica``.
+    """
+    conn.execute(text(sql_for(flavor).set_delay), {"seconds": validate_delay(seconds)})

@@ -1,0 +1,92 @@
+"""What a SQL statement does, from its text: the verb the write guard checks.
+
+Reader sessions may run statements that cannot change data.  The verb is the
+first keyword after leading comments (the tracing tag is one); for a
+``WITH`` statement it is the keyword that follows the common table
+expressions, because MySQL 8 allows ``WITH ... UPDATE``/``DELETE``.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["READ_ONLY_VERBS", "is_read_only", "statement_verb"]
+
+#: verbs a reader session may send: reads, session settings, transaction control
+READ_ONLY_VERBS = frozenset(
+    {
+        "SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "DESC", "SET", "DO", "VALUES", "TABLE",
+        "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+    }
+)
+
+_WORD = re.compile(r"[A-Za-z_]+")
+
+
+def _skip_blank(sql: str, pos: int) -> int:
+    """Index of the first character after whitespace and comments from ``pos``."""
+    length = len(sql)
+    while pos < length:
+        if sql[pos].isspace():
+            pos += 1
+        elif sql.startswith("/*", pos):
+            end = sql.find("*/", pos + 2)
+            pos = length if end < 0 else end + 2
+        elif sql.startswith("--", pos) or sql[pos] == "#":
+            end = sql.find("\n", pos)
+            pos = length if end < 0 else end + 1
+        else:
+            break
+    return pos
+
+
+def _after_ctes(sql: str, pos: int) -> str:
+    """The verb after ``WITH [RECURSIVE] name AS (...), ...``: first word at depth 0."""
+    depth = 0
+    quote: str | None = None
+    index = pos
+    while index < len(sql):
+        char = sql[index]
+        if quote:
+            if char == "\\":
+                index += 2
+                continue
+            if char == quote:
+                quote = None
+        elif char in "'\"`":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif depth == 0 and char.isalpha():
+            word = _WORD.match(sql, index)
+            assert word is not None
+            upper = word.group().upper()
+            if upper in {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "TABLE", "VALUES"}:
+                return upper
+            index = word.end()
+            continue
+        index += 1
+    return "WITH"
+
+
+def statement_verb(sql: str) -> str:
+    """The statement's verb in upper case (``''`` for an empty statement)."""
+    pos = _skip_blank(sql, 0)
+    while pos < len(sql) and sql[pos] == "(":  # (SELECT ...) UNION (SELECT ...)
+        pos = _skip_blank(sql, pos + 1)
+    word = _WORD.match(sql, pos)
+    if word is None:
+        return ""
+    verb = word.group().upper()
+    return _after_ctes(sql, word.end()) if verb == "WITH" else verb
+
+
+def is_read_only(sql: str) -> bool:
+    """True when ``sql`` cannot change data (see READ_ONLY_VERBS)."""
+    verb = statement_verb(sql)
+    if verb not in READ_ONLY_VERBS:
+        return False
+    # SELECT ... INTO OUTFILE/DUMPFILE writes a file on the server
+    return not (verb == "SELECT" and re.search(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", sql, re.I))

@@ -1,0 +1,358 @@
+"""The native testbed: a primary and GTID replicas as local server processes.
+
+No Docker needed — the embedded default.  Layout of the testbed directory::
+
+    DIR/state.json          what runs: flavor, ports, pids (0600)
+    DIR/credentials.json    generated passwords (0600)
+    DIR/offload.conf        the config every later command reads (0600)
+    DIR/primary/            my.cnf, data/, error.log, mysqld.sock
+    DIR/replica0/ ...
+
+``up()`` is idempotent: a running, healthy testbed is left alone; stale
+processes of an earlier run (a crashed launcher) are swept first; data dirs are
+kept between ``down()`` and ``up()``.  A half-started testbed is stopped before
+``up()`` raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from offload import replication
+from offload.errors import OffloadError, TestbedError
+from offload.testbed.mysqld import (
+    ServerProgram,
+    find_mysql_dir,
+    find_server,
+    render_sql,
+    split_sql,
+    write_defaults_file,
+)
+from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
+from offload.testbed.topology import (
+    NOVA_DATABASE,
+    Credentials,
+    TestbedInfo,
+    loopback_url,
+    write_config,
+)
+from offload.waiting import Deadline, wait_for
+
+__all__ = ["DEFAULT_PORT", "NativeTopology"]
+
+DEFAULT_PORT = 33061
+LOOPBACK = "127.0.0.1"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    path.chmod(0o600)
+
+
+class NativeTopology:
+    """A primary and ``replicas`` GTID replicas, run from the local server binary."""
+
+    backend = "native"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int = DEFAULT_PORT,
+        replicas: int = 1,
+        mysqld: str | None = None,
+        bind_to_parent: bool = False,
+        start_timeout: float = 60.0,
+    ) -> None:
+        if replicas < 1:
+            raise TestbedError(f"a testbed needs at least one replica, asked for {replicas}",
+                               hint="use --replicas 1 or more")
+        if not 0 <= port <= 65535 - replicas:
+            raise TestbedError(f"port {port} is out of range",
+                               hint="use 1024-65000, or 0 for free ports")
+        self.dir = directory.resolve()
+        self.port = port
+        self.replicas = replicas
+        self.mysqld = mysqld
+        self.bind_to_parent = bind_to_parent
+        self.start_timeout = start_timeout
+        self.servers: dict[str, ServerProcess] = {}
+
+    # --- state --------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "offload.conf"
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TestbedError(f"{self.state_path} is unreadable ({exc})",
+                               hint=f"remove {self.dir} (`make clean`) and run up again") from None
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        _write_private(self.state_path, state)
+
+    def _credentials(self) -> Credentials:
+        path = self.dir / "credentials.json"
+        if path.exists():
+            return Credentials(**json.loads(path.read_text(encoding="utf-8")))
+        creds = Credentials.generate()
+        _write_private(path, asdict(creds))
+        return creds
+
+    # --- processes ----------------------------------------------------------
+
+    @staticmethod
+    def _is_ours(pid: int, defaults_file: str) -> bool:
+        return pid_alive(pid) and f"--defaults-file={defaults_file}" in cmdline(pid)
+
+    def _sweep(self, state: dict[str, Any]) -> None:
+        """Stop server processes an earlier run left behind (crashed launcher)."""
+        for record in state.get("servers", {}).values():
+            pid, defaults = record.get("pid"), record.get("defaults_file", "")
+            if pid:
+                stop_process_group(pid, is_ours=partial(self._is_ours, defaults_file=defaults))
+            record["pid"] = None
+
+    def _running(self, state: dict[str, Any]) -> bool:
+        servers = state.get("servers", {})
+        return bool(servers) and all(
+            r.get("pid") and self._is_ours(r["pid"], r["defaults_file"]) for r in servers.values()
+        )
+
+    # --- admin connections (root over the Unix socket) ----------------------
+
+    def _root_engine(self, name: str) -> Engine:
+        url = URL.create("mysql+pymysql", username="root", password="",
+                         query={"unix_socket": str(self.dir / name / "mysqld.sock")})
+        return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
+
+    def _answers(self, name: str) -> bool:
+        engine = self._root_engine(name)
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except OffloadError:
+            return False
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+        finally:
+            engine.dispose()
+
+    def _run_script(self, name: str, template: Path, values: dict[str, str]) -> None:
+        engine = self._root_engine(name)
+        try:
+            with engine.begin() as conn:
+                cursor = conn.connection.cursor()
+                for statement in split_sql(render_sql(template, values)):
+                    cursor.execute(statement)  # no parameters: '%' is literal
+        finally:
+            engine.dispose()
+
+    # --- up / down ----------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        return ["primary", *(f"replica{i}" for i in range(self.replicas))]
+
+    def _plan(self, state: dict[str, Any], program: ServerProgram) -> dict[str, Any]:
+        """Ports, flavor and server records: from the existing state, or new ones."""
+        if state.get("initialised"):
+            if state.get("flavor") != program.flavor.value:
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with {state.get('flavor')}, "
+                    f"but the server found now is {program.flavor.value}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh")
+            if len(state.get("replica_ports", [])) != self.replicas:
+                raise TestbedError(
+                    f"the testbed in {self.dir} has {len(state['replica_ports'])} replica(s), "
+                    f"asked for {self.replicas}",
+                    hint=f"remove {self.dir} (`make clean`) to change the topology")
+            return state
+        ports = (_free_ports(self.replicas + 1) if self.port == 0
+                 else [self.port + i for i in range(self.replicas + 1)])
+        return {
+            "backend": self.backend,
+            "flavor": program.flavor.value,
+            "version": program.version,
+            "host": LOOPBACK,
+            "primary_port": ports[0],
+            "replica_ports": ports[1:],
+            "initialised": False,
+            "servers": {
+                name: {"pid": None, "port": port, "server_id": index + 1,
+                       "defaults_file": str(self.dir / name / "my.cnf")}
+                for index, (name, port) in enumerate(zip(self._names(), ports, strict=True))
+            },
+        }
+
+    def _info(self, state: dict[str, Any], creds: Credentials) -> TestbedInfo:
+        host, replica_ports = state["host"], state["replica_ports"]
+
+        def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
+            return tuple(loopback_url(user, password, port, database, host)
+                         for port in replica_ports)
+
+        return TestbedInfo(
+            backend=self.backend, dir=self.dir, flavor=replication.Flavor(state["flavor"]),
+            primary=loopback_url("nova", creds.nova, state["primary_port"], NOVA_DATABASE, host),
+            replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
+            admin=loopback_url("offload_admin", creds.admin, state["primary_port"], None, host),
+            replica_admins=urls("offload_admin", creds.admin, None),
+        )
+
+    def up(self) -> TestbedInfo:
+        """Start primary and replicas; return when replication runs on every replica."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        state = self._load_state()
+        creds = self._credentials()
+        if state.get("initialised") and self._running(state):
+            info = self._info(state, creds)
+            self._await_replication(state)
+            write_config(info, self.config_path)
+            return info
+        self._sweep(state)
+        program = find_server(self.mysqld)
+        state = self._plan(state, program)
+        self._save_state(state)
+        try:
+            self._start_all(state, program)
+            if not state["initialised"]:
+                self._bootstrap(state, program, creds)
+                state["initialised"] = True
+                self._save_state(state)
+            self._await_replication(state)
+        except BaseException:
+            self._stop_all(state)
+            if not state["initialised"]:
+                # a half-bootstrapped data dir cannot be trusted: start afresh next time
+                for name in state["servers"]:
+                    shutil.rmtree(self.dir / name, ignore_errors=True)
+            raise
+        info = self._info(state, creds)
+        write_config(info, self.config_path)
+        return info
+
+    def _start_all(self, state: dict[str, Any], program: ServerProgram) -> None:
+        mysql_dir = find_mysql_dir()
+        for name, record in state["servers"].items():
+            home = self.dir / name
+            defaults = write_defaults_file(
+                Path(record["defaults_file"]), mysql_dir=mysql_dir, flavor=program.flavor,
+                role="primary" if name == "primary" else "replica",
+                server_id=record["server_id"], port=record["port"], host=state["host"],
+            ) if not state["initialised"] or not Path(record["defaults_file"]).exists() \
+                else Path(record["defaults_file"])
+            if not (home / "data").exists():
+                program.initialise(home / "data", home / "init.log")
+            server = ServerProcess(
+                name=name, args=program.run_command(defaults), port=record["port"],
+                log_path=home / "error.log", ready=partial(self._answers, name),
+                start_timeout=self.start_timeout, bind_to_parent=self.bind_to_parent,
+            )
+            self.servers[name] = server
+            # record the pid as soon as it exists: a crash now leaves something to sweep
+            server.start()
+            record["pid"] = server.pid
+            self._save_state(state)
+
+    def _bootstrap(self, state: dict[str, Any], program: ServerProgram,
+                   creds: Credentials) -> None:
+        mysql_dir = find_mysql_dir() / "bootstrap"
+        values = creds.placeholders()
+        self._run_script("primary", mysql_dir / "primary.sql", values)
+        replica_values = {**values, "PRIMARY_HOST": state["host"],
+                          "PRIMARY_PORT": str(state["primary_port"])}
+        for name in state["servers"]:
+            if name != "primary":
+                self._run_script(name, mysql_dir / f"replica-{program.flavor.value}.sql",
+                                 replica_values)
+
+    def _await_replication(self, state: dict[str, Any]) -> None:
+        """Every replica's IO and SQL threads run and it applied the primary's position."""
+        flavor = replication.Flavor(state["flavor"])
+        primary = self._root_engine("primary")
+        try:
+            with primary.connect() as conn:
+                position = replication.gtid_position(conn, flavor)
+        finally:
+            primary.dispose()
+        for name in state["servers"]:
+            if name == "primary":
+                continue
+            engine = self._root_engine(name)
+            try:
+                with engine.connect() as conn:
+                    last: list[replication.ReplicaStatus | None] = [None]
+
+                    def threads_run(c: Any = conn, box: list[Any] = last) -> bool:
+                        box[0] = replication.replica_status(c, flavor)
+                        return box[0] is not None and box[0].threads_running
+
+                    if not wait_for(threads_run, Deadline(self.start_timeout), interval=0.05):
+                        status = last[0].describe() if last[0] else "not configured as a replica"
+                        raise TestbedError(f"replication on {name} did not start ({status})",
+                                           hint=f"see {self.dir / name / 'error.log'}")
+                    replication.wait_for_gtid(conn, position, self.start_timeout, flavor,
+                                              replica=name)
+            finally:
+                engine.dispose()
+
+    def _stop_all(self, state: dict[str, Any]) -> None:
+        for name in reversed(list(state.get("servers", {}))):
+            record = state["servers"][name]
+            server = self.servers.pop(name, None)
+            if server is not None:
+                server.stop()
+            elif record.get("pid"):
+                stop_process_group(
+                    record["pid"],
+                    is_ours=partial(self._is_ours, defaults_file=record["defaults_file"]))
+            record["pid"] = None
+        if state:
+            with contextlib.suppress(OSError):
+                self._save_state(state)
+
+    def down(self) -> None:
+        """Stop every server this testbed started (data dirs are kept)."""
+        self._stop_all(self._load_state())
+
+    def __enter__(self) -> TestbedInfo:
+        return self.up()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()

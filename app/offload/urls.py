@@ -1,0 +1,62 @@
+"""Database URLs: parsed once, validated, and never shown with a password."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import URL
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from offload.errors import ConfigError
+
+__all__ = ["masked", "parse_url", "with_database"]
+
+_EXPECTED = "expected mysql+pymysql://USER:PASSWORD@HOST[:PORT]/DATABASE"
+#: drivers we accept in a URL; every one is run through PyMySQL
+_BACKENDS = frozenset({"mysql", "mariadb"})
+# userinfo of a URL-like string: scheme://user:password@
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<secret>[^@]*)@")
+
+
+def masked(url: URL | str) -> str:
+    """The URL as text with its password replaced by ``***``.
+
+    Works on strings that do not even parse, so error messages about a
+    malformed URL can show what was given without leaking a secret.
+    """
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
+    """Parse and validate a MySQL/MariaDB URL given for ``option``.
+
+    ``mysql://`` and ``mysql+<driver>://`` (nova.conf style) are accepted and
+    normalised to PyMySQL, the one driver offload runs on.
+    """
+    text = value.strip()
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"{option} is not a valid database URL ({masked(text)})", hint=_EXPECTED
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in _BACKENDS:
+        raise ConfigError(
+            f"{option} names the {backend!r} backend ({masked(url)}); "
+            "offload works with MySQL and MariaDB only",
+            hint=_EXPECTED,
+        )
+    if not url.host:
+        raise ConfigError(f"{option} has no host ({masked(url)})", hint=_EXPECTED)
+    if need_database and not url.database:
+        raise ConfigError(f"{option} names no database ({masked(url)})", hint=_EXPECTED)
+    return url.set(drivername="mysql+pymysql")
+
+
+def with_database(url: URL, database: str | None) -> URL:
+    """The same server and credentials, another database (None: no default database)."""
+    return url.set(database=database)

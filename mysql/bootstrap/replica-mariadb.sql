@@ -1,0 +1,9 @@
+-- Run once on a new MariaDB replica, by root: replicate from the primary by GTID.
+CHANGE MASTER TO
+  MASTER_HOST = '${PRIMARY_HOST}',
+  MASTER_PORT = ${PRIMARY_PORT},
+  MASTER_USER = 'repl',
+  MASTER_PASSWORD = '${REPL_PASSWORD}',
+  MASTER_CONNECT_RETRY = 1,
+  MASTER_USE_GTID = slave_pos;
+START SLAVE;
