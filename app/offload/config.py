@@ -18,6 +18,7 @@ from __future__ import annotations
 import configparser
 import math
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -206,11 +207,20 @@ def _optional_url(value: str, option: str) -> URL | None:
     return parse_url(value, option=option) if value.strip() else None
 
 
+#: a comma that starts the next URL of a list: one followed by "scheme://"
+_URL_SEPARATOR = re.compile(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def _split_urls(value: str) -> list[str]:
+    # A comma is legal unescaped in a URL's userinfo (RFC 3986 sub-delims), so
+    # a nova.conf password may hold one: split only where a new URL begins.
+    return [p for p in (s.strip().strip(",").strip() for s in _URL_SEPARATOR.split(value)) if p]
+
+
 def _url_list(value: str, option: str) -> tuple[URL, ...]:
     # Nova takes one URL; a comma-separated list is offload's extension for
-    # several replicas.  Commas cannot occur unescaped in a URL's userinfo.
-    parts = [p for p in (s.strip() for s in value.split(",")) if p]
-    return tuple(parse_url(p, option=option) for p in parts)
+    # several replicas.
+    return tuple(parse_url(p, option=option) for p in _split_urls(value))
 
 
 def _server_url(value: str, option: str) -> URL | None:
@@ -218,8 +228,7 @@ def _server_url(value: str, option: str) -> URL | None:
 
 
 def _server_url_list(value: str, option: str) -> tuple[URL, ...]:
-    parts = [p for p in (s.strip() for s in value.split(",")) if p]
-    return tuple(parse_url(p, option=option, need_database=False) for p in parts)
+    return tuple(parse_url(p, option=option, need_database=False) for p in _split_urls(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,11 +296,24 @@ def _read_file(path: Path) -> dict[str, dict[str, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except configparser.Error as exc:
-        first = str(exc).splitlines()[0]
+        # Only line numbers: the offending line itself may hold a password.
+        first = str(exc).splitlines()[0].split(":")[0].rstrip(".")
+        lines = _error_lines(exc)
+        where = f" at line {', '.join(map(str, lines))}" if lines else ""
         raise ConfigError(
-            f"{path} is not an INI file ({first})", hint="fix the line it names"
+            f"{path} is not an INI file ({first}{where})",
+            hint="every option must sit under a [section] header as `name = value`",
         ) from None
     return {name: dict(parser.items(name)) for name in parser.sections()}
+
+
+def _error_lines(exc: configparser.Error) -> list[int]:
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return [exc.lineno]
+    if isinstance(exc, configparser.ParsingError):
+        return [lineno for lineno, _line in exc.errors]
+    lineno = getattr(exc, "lineno", None)
+    return [lineno] if isinstance(lineno, int) else []
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

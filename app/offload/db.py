@@ -201,7 +201,8 @@ class Database:
         try:
             yield session
         finally:
-            session.rollback()
+            # close() ends the transaction on the server (a rollback) but, unlike
+            # rollback(), leaves loaded objects readable after the block
             session.close()
 
     # --- replication ------------------------------------------------------

@@ -20,7 +20,15 @@ READ_ONLY_VERBS = frozenset(
     }
 )
 
-_WORD = re.compile(r"[A-Za-z_]+")
+#: a whole word or identifier: "table1", "_select" and "select$x" are names, not verbs
+_WORD = re.compile(r"[\w$]+")
+
+
+def _is_comment(sql: str, pos: int) -> bool:
+    """A comment starts at ``pos``: ``/* */``, ``#``, or ``--`` followed by blank/end."""
+    if sql.startswith("/*", pos) or sql.startswith("#", pos):
+        return True
+    return sql.startswith("--", pos) and (pos + 2 == len(sql) or sql[pos + 2].isspace())
 
 
 def _skip_blank(sql: str, pos: int) -> int:
@@ -32,12 +40,15 @@ def _skip_blank(sql: str, pos: int) -> int:
         elif sql.startswith("/*", pos):
             end = sql.find("*/", pos + 2)
             pos = length if end < 0 else end + 2
-        elif sql.startswith("--", pos) or sql[pos] == "#":
+        elif _is_comment(sql, pos):
             end = sql.find("\n", pos)
             pos = length if end < 0 else end + 1
         else:
             break
     return pos
+
+
+_CTE_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "TABLE", "VALUES"})
 
 
 def _after_ctes(sql: str, pos: int) -> str:
@@ -53,17 +64,18 @@ def _after_ctes(sql: str, pos: int) -> str:
                 continue
             if char == quote:
                 quote = None
+        elif _is_comment(sql, index):  # a comment's words and brackets do not count
+            index = _skip_blank(sql, index)
+            continue
         elif char in "'\"`":
             quote = char
         elif char == "(":
             depth += 1
         elif char == ")":
             depth -= 1
-        elif depth == 0 and char.isalpha():
-            word = _WORD.match(sql, index)
-            assert word is not None
+        elif word := _WORD.match(sql, index):
             upper = word.group().upper()
-            if upper in {"SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "TABLE", "VALUES"}:
+            if depth == 0 and upper in _CTE_VERBS:
                 return upper
             index = word.end()
             continue
@@ -88,5 +100,8 @@ def is_read_only(sql: str) -> bool:
     verb = statement_verb(sql)
     if verb not in READ_ONLY_VERBS:
         return False
-    # SELECT ... INTO OUTFILE/DUMPFILE writes a file on the server
-    return not (verb == "SELECT" and re.search(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", sql, re.I))
+    # SELECT/TABLE/VALUES ... INTO OUTFILE/DUMPFILE writes a file on the server
+    return not (
+        verb in {"SELECT", "TABLE", "VALUES"}
+        and re.search(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", sql, re.I)
+    )

@@ -15,19 +15,31 @@ __all__ = ["masked", "parse_url", "with_database"]
 _EXPECTED = "expected mysql+pymysql://USER:PASSWORD@HOST[:PORT]/DATABASE"
 #: drivers we accept in a URL; every one is run through PyMySQL
 _BACKENDS = frozenset({"mysql", "mariadb"})
-# userinfo of a URL-like string: scheme://user:password@
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<secret>[^@]*)@")
+# the scheme of a URL-like string: "mysql+pymysql://"
+_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def masked(url: URL | str) -> str:
     """The URL as text with its password replaced by ``***``.
 
     Works on strings that do not even parse, so error messages about a
-    malformed URL can show what was given without leaking a secret.
+    malformed URL can show what was given without leaking a secret: whatever
+    lies between the first ``:`` of the userinfo and the *last* ``@`` is
+    hidden, so a missing scheme (``nova:pw@host/nova``), a mangled one
+    (``mysql:/nova:pw@...``) or an unescaped ``@`` in the password leaks nothing.
     """
     if isinstance(url, URL):
+        if url.host and "@" in url.host:  # "user:p@ss@host": the tail of p@ss is in host
+            return masked(url.render_as_string(hide_password=False))
         return url.render_as_string(hide_password=True)
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+    at = url.rfind("@")
+    if at < 0:
+        return url
+    scheme = _SCHEME.match(url)
+    colon = url.find(":", scheme.end() if scheme else 0, at)
+    if colon < 0:
+        return url
+    return f"{url[:colon]}:***{url[at:]}"
 
 
 def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
@@ -52,6 +64,11 @@ def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
         )
     if not url.host:
         raise ConfigError(f"{option} has no host ({masked(url)})", hint=_EXPECTED)
+    if "@" in url.host:
+        raise ConfigError(
+            f"{option} has an unescaped '@' in its user or password ({masked(url)})",
+            hint="percent-encode it as %40",
+        )
     if need_database and not url.database:
         raise ConfigError(f"{option} names no database ({masked(url)})", hint=_EXPECTED)
     return url.set(drivername="mysql+pymysql")

@@ -20,7 +20,7 @@ class Deadline:
     """A point in monotonic time ``seconds`` from now."""
 
     def __init__(self, seconds: float, *, clock: Clock = time.monotonic) -> None:
-        if seconds < 0:
+        if not seconds >= 0:  # also NaN, which would never expire
             raise ValueError(f"a deadline cannot be in the past ({seconds}s)")
         self.seconds = seconds
         self._clock = clock

@@ -49,13 +49,13 @@ from offload.testbed.topology import (
 )
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["DEFAULT_PORT", "NativeTopology"]
+__all__ = ["DEFAULT_PORT", "NativeTopology", "free_ports"]
 
 DEFAULT_PORT = 33061
 LOOPBACK = "127.0.0.1"
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:
@@ -202,7 +202,7 @@ class NativeTopology:
                     f"asked for {self.replicas}",
                     hint=f"remove {self.dir} (`make clean`) to change the topology")
             return state
-        ports = (_free_ports(self.replicas + 1) if self.port == 0
+        ports = (free_ports(self.replicas + 1) if self.port == 0
                  else [self.port + i for i in range(self.replicas + 1)])
         return {
             "backend": self.backend,

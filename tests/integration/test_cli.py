@@ -1,0 +1,101 @@
+"""The offload command against the session testbed: output, errors, no secrets."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import URL
+
+from offload.testbed import TestbedInfo, write_config
+from offload.testbed.native import free_ports
+
+
+def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "offload.cli", *args], capture_output=True,
+                          text=True, timeout=120, check=False, cwd=cwd)
+
+
+def _secrets(testbed: TestbedInfo) -> list[str]:
+    urls: list[URL] = [testbed.primary, *testbed.replicas, testbed.admin]
+    return [url.password for url in urls if url.password]
+
+
+@pytest.fixture
+def config(testbed: TestbedInfo, tmp_path: Path) -> Path:
+    return write_config(testbed, tmp_path / "offload.conf")
+
+
+def _assert_one_clean_line(result: subprocess.CompletedProcess[str],
+                           testbed: TestbedInfo) -> None:
+    assert result.stderr.startswith("offload: error: "), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for secret in _secrets(testbed):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_status_shows_running_replication_and_no_password(
+    testbed: TestbedInfo, config: Path, tmp_path: Path
+) -> None:
+    result = _offload("--config", str(config), "testbed", "status", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "IO=Yes SQL=Yes" in result.stdout
+    assert "gtid_position=" in result.stdout
+    for secret in _secrets(testbed):
+        assert secret not in result.stdout
+    as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)
+    reports = json.loads(as_json.stdout)
+    assert [r["role"] for r in reports] == ["primary", "replica0"]
+    assert reports[1]["replication"]["threads_running"] is True
+    assert reports[1]["read_only"] is True and reports[0]["read_only"] is False
+
+
+def test_db_sync_creates_the_schema(testbed: TestbedInfo, config: Path, tmp_path: Path) -> None:
+    result = _offload("--config", str(config), "db", "sync", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "11 tables" in result.stdout
+    assert "***" in result.stdout  # the URL is shown masked
+
+
+def _config_with(tmp_path: Path, connection: URL) -> Path:
+    path = tmp_path / "bad.conf"
+    plain = connection.render_as_string(hide_password=False)
+    path.write_text(f"[database]\nconnection = {plain}\n")
+    return path
+
+
+def test_wrong_password_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = testbed.primary_url().set(password="Wr0ngPassw0rd")
+    result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
+    assert result.returncode == 2
+    _assert_one_clean_line(result, testbed)
+    assert "refused access" in result.stderr and "Wr0ngPassw0rd" not in result.stderr
+
+
+def test_unreachable_server_is_one_line_exit_1(testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = testbed.primary_url().set(port=free_ports(1)[0])
+    result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
+    assert result.returncode == 1
+    _assert_one_clean_line(result, testbed)
+    assert "cannot connect" in result.stderr
+
+
+def test_missing_database_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = testbed.admin_url("nova_missing")
+    result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
+    assert result.returncode == 2
+    _assert_one_clean_line(result, testbed)
+    assert "nova_missing" in result.stderr
+
+
+def test_malformed_url_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
+    path = tmp_path / "bad.conf"
+    path.write_text("[database]\nconnection = mysql+pymysql://nova:Sup3rSecret@host:port/nova\n")
+    result = _offload("--config", str(path), "db", "sync", cwd=tmp_path)
+    assert result.returncode == 2
+    _assert_one_clean_line(result, testbed)
+    assert "Sup3rSecret" not in result.stderr and "not a valid database URL" in result.stderr
