@@ -154,7 +154,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line with the hint to use --help."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}", hint=f"see `{self.prog} --help`")
+        raise ConfigError(message, hint=f"see `{self.prog} --help`")
 
 
 def build_parser() -> argparse.ArgumentParser:

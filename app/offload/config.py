@@ -250,6 +250,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _opt("database", "max_pool_size", _int(1)),
     _opt("database", "max_overflow", _int(0)),
     _opt("database", "pool_timeout", _int(1)),
+    # oslo.db's deprecated name first, so that the current name wins when both are set
+    _opt("database", "idle_timeout", _int(1), "connection_recycle_time"),
     _opt("database", "connection_recycle_time", _int(1)),
     _opt("database", "mysql_sql_mode", _text),
     _opt("replica", "max_lag", _float(0.0, exclusive=True)),
@@ -272,6 +274,26 @@ _SECTIONS: dict[str, type[Any]] = {
     "replica": ReplicaSettings,
     "testbed": TestbedSettings,
 }
+
+
+_REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
+
+
+def _substitute(raw: str, section: str, file_values: dict[str, dict[str, str]],
+                option: str) -> str:
+    """oslo.config's substitution: ``$$`` is a literal ``$``, ``$name`` another option."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1):
+            return "$"
+        name = match.group(2) or match.group(3)
+        for where in (section, "DEFAULT"):
+            if name in file_values.get(where, {}):
+                return file_values[where][name]
+        raise ConfigError(f"{option} refers to ${name}, which is not set",
+                          hint="write a literal $ as $$ (as oslo.config wants)")
+
+    return _REFERENCE.sub(replace, raw)
 
 
 def _known(section: str) -> dict[str, _Option]:
@@ -362,12 +384,15 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 
     parsed: dict[str, dict[str, Any]] = {}
     for option in _OPTIONS:
+        name = f"[{option.section}] {option.key}"
         raw = env_values.get(option.section, {}).get(option.key)
         if raw is None:
             raw = file_values.get(option.section, {}).get(option.key)
+            if raw is not None:
+                raw = _substitute(raw, option.section, file_values, name)
         if raw is None:
             continue
-        value = option.parse(raw, f"[{option.section}] {option.key}")
+        value = option.parse(raw, name)
         parsed.setdefault(option.section, {})[option.attribute] = value
 
     top: dict[str, Any] = {

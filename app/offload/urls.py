@@ -69,11 +69,17 @@ def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
             f"{option} has an unescaped '@' in its user or password ({masked(url)})",
             hint="percent-encode it as %40",
         )
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise ConfigError(f"{option} has port {url.port}, outside 1-65535 ({masked(url)})",
+                          hint=_EXPECTED)
     if need_database and not url.database:
         raise ConfigError(f"{option} names no database ({masked(url)})", hint=_EXPECTED)
-    return url.set(drivername="mysql+pymysql")
+    # devstack adds ?plugin=dbcounter, a SQLAlchemy plugin offload does not ship
+    return url.difference_update_query(["plugin"]).set(drivername="mysql+pymysql")
 
 
 def with_database(url: URL, database: str | None) -> URL:
     """The same server and credentials, another database (None: no default database)."""
-    return url.set(database=database)
+    # URL.set() ignores None ("values are used if they are non-None"); SQLAlchemy
+    # documents the namedtuple's _replace() as the way to clear a field.
+    return url._replace(database=database)

@@ -121,7 +121,7 @@ def test_replica_refuses_writes_even_from_a_user_with_write_grants(
     on_replica = url.set(port=testbed.replica_urls()[0].port)
     engine = create_engine(on_replica, poolclass=NullPool)
     install_translation(engine, name="replica0")
-    with pytest.raises(ReadOnlyRefused, match="read-only|read_only"), engine.begin() as conn:
+    with pytest.raises(ReadOnlyRefused, match=r"read-only|read_only"), engine.begin() as conn:
         conn.execute(insert(Instance).values(uuid="u-rw", host="compute-1"))
     engine.dispose()
     assert count_instances(db) == 0

@@ -24,10 +24,10 @@ def _server_pids(directory: Path) -> list[int]:
     """Live server processes whose command line names a config in ``directory``."""
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and pid_alive(int(entry.name)):
-            if any(str(directory) in part and "--defaults-file" in part
-                   for part in cmdline(int(entry.name))):
-                found.append(int(entry.name))
+        if (entry.name.isdigit() and pid_alive(int(entry.name))
+                and any(str(directory) in part and "--defaults-file" in part
+                        for part in cmdline(int(entry.name)))):
+            found.append(int(entry.name))
     return found
 
 

@@ -1,0 +1,172 @@
+"""Unit tests for offload.dberrors: PyMySQL errors become offload exceptions."""
+
+from __future__ import annotations
+
+import pymysql
+import pytest
+
+from offload.dberrors import error_code, translate
+from offload.errors import (
+    AccessDenied,
+    CannotConnect,
+    ConnectionLost,
+    DatabaseError,
+    Deadlock,
+    OffloadError,
+    ReadOnlyRefused,
+    UnknownDatabase,
+)
+
+WHERE = "replica0 127.0.0.1:33062"
+
+
+def translated(exc: BaseException) -> DatabaseError:
+    result = translate(exc, WHERE)
+    assert result is not None, f"{exc!r} was not translated"
+    assert WHERE in result.message
+    assert isinstance(result, OffloadError)
+    return result
+
+
+def test_refused_tcp_connection_is_cannot_connect() -> None:
+    exc = pymysql.err.OperationalError(
+        2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
+
+    err = translated(exc)
+
+    assert type(err) is CannotConnect
+    assert isinstance(err, ConnectionLost)  # retry code catches both
+    assert err.code == 2003
+    assert "Connection refused" in err.message
+    assert "make up" in (err.hint or "")
+    assert err.exit_code == 1
+
+
+@pytest.mark.parametrize("code", [2002, 2005])
+def test_socket_and_unknown_host_are_cannot_connect(code: int) -> None:
+    assert type(translated(pymysql.err.OperationalError(code, "nope"))) is CannotConnect
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (2013, "Lost connection to MySQL server during query"),
+        (2006, "MySQL server has gone away"),
+        (2055, "Lost connection to MySQL server at 'reading initial communication packet'"),
+        (1053, "Server shutdown in progress"),
+    ],
+)
+def test_lost_connection(code: int, text: str) -> None:
+    err = translated(pymysql.err.OperationalError(code, text))
+
+    assert type(err) is ConnectionLost
+    assert err.code == code
+    assert text in err.message
+
+
+def test_closed_connection_interface_error_is_connection_lost() -> None:
+    err = translated(pymysql.err.InterfaceError(0, ""))
+
+    assert type(err) is ConnectionLost
+    assert "closed" in err.message
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (1213, "Deadlock found when trying to get lock; try restarting transaction"),
+        (1205, "Lock wait timeout exceeded; try restarting transaction"),
+    ],
+)
+def test_deadlock_and_lock_wait_timeout(code: int, text: str) -> None:
+    err = translated(pymysql.err.OperationalError(code, text))
+
+    assert type(err) is Deadlock
+    assert err.code == code
+    assert "Deadlock" in err.message or "Lock wait" in err.message
+
+
+def test_access_denied_is_a_usage_error() -> None:
+    exc = pymysql.err.OperationalError(
+        1045, "Access denied for user 'nova'@'localhost' (using password: YES)")
+
+    err = translated(exc)
+
+    assert type(err) is AccessDenied
+    assert err.exit_code == 2
+    assert err.code == 1045
+    assert "password" in (err.hint or "")
+
+
+def test_missing_privilege_is_access_denied() -> None:
+    exc = pymysql.err.OperationalError(
+        1142, "INSERT command denied to user 'nova_ro'@'localhost' for table 'instances'")
+
+    assert type(translated(exc)) is AccessDenied
+
+
+def test_unknown_database() -> None:
+    err = translated(pymysql.err.OperationalError(1049, "Unknown database 'nova'"))
+
+    assert type(err) is UnknownDatabase
+    assert err.exit_code == 2
+    assert "Unknown database 'nova'" in err.message
+    assert "db sync" in (err.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (1290, "The MySQL server is running with the --read-only option so it cannot "
+               "execute this statement"),
+        (1792, "Cannot execute statement in a READ ONLY transaction."),
+        (1836, "Running in read-only mode"),
+    ],
+)
+def test_read_only_server_refusal(code: int, text: str) -> None:
+    err = translated(pymysql.err.InternalError(code, text))
+
+    assert type(err) is ReadOnlyRefused
+    assert err.code == code
+
+
+def test_multi_line_driver_message_keeps_the_first_line() -> None:
+    err = translated(pymysql.err.OperationalError(2013, "Lost connection\nsecond line"))
+
+    assert "second line" not in str(err)
+    assert "\n" not in str(err)
+
+
+def test_duplicate_key_is_left_to_sqlalchemy() -> None:
+    exc = pymysql.err.IntegrityError(1062, "Duplicate entry 'x' for key 'uniq_instances0uuid'")
+
+    assert translate(exc, WHERE) is None
+
+
+def test_syntax_error_is_left_to_sqlalchemy() -> None:
+    exc = pymysql.err.ProgrammingError(1064, "You have an error in your SQL syntax")
+
+    assert translate(exc, WHERE) is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("nope"),
+        OSError(111, "Connection refused"),  # an int first arg, but not a driver error
+        RuntimeError(2003, "looks like a code"),
+        pymysql.err.OperationalError("no code at all"),
+    ],
+)
+def test_other_exceptions_are_not_translated(exc: BaseException) -> None:
+    assert translate(exc, WHERE) is None
+
+
+def test_error_code() -> None:
+    assert error_code(pymysql.err.OperationalError(2003, "x")) == 2003
+    assert error_code(pymysql.err.IntegrityError(1062, "x")) == 1062
+    assert error_code(pymysql.err.InterfaceError(0, "")) == 0
+    assert error_code(pymysql.err.OperationalError()) is None
+    assert error_code(pymysql.err.OperationalError("text")) is None
+    assert error_code(OSError(111, "Connection refused")) is None
+    assert error_code(ValueError(5)) is None
