@@ -9,6 +9,7 @@ a password.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -148,6 +149,60 @@ def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- tasks and the service ---------------------------------------------------
+
+def _for_host(args: argparse.Namespace, settings: Settings) -> Settings:
+    host = getattr(args, "host", None)
+    return dataclasses.replace(settings, host=host) if host else settings
+
+
+def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.compute.manager import TASKS  # noqa: PLC0415
+
+    _out(f"{'task':<36} {'release':<9} {'every':>7}  state")
+    for spec in TASKS:
+        spacing = spec.spacing(settings.compute)
+        off = spec.off_because(settings.compute)
+        every = f"{spacing:.0f}s" if spacing is not None else "-"
+        _out(f"{spec.name:<36} {spec.release:<9} {every:>7}  {'off: ' + off if off else 'on'}")
+    return 0
+
+
+def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.db import Database  # noqa: PLC0415
+    from offload.service import build_manager  # noqa: PLC0415
+
+    settings = _for_host(args, settings)
+    with Database(settings) as db:
+        manager = build_manager(settings, db)
+        spec = manager.spec(args.name)  # unknown names fail before any connection
+        manager.init_host()
+        report = manager.run(spec.name)
+    if args.json:
+        _out(json.dumps(report.as_dict(), indent=2, default=str))
+        return 0
+    statements = report.details.get("statements", {})
+    _out(f"{report.task} on {report.host}: {report.duration * 1000:.1f} ms, "
+         f"{report.items} items, {report.written} written, {report.rejected} rejected"
+         + (f" (skipped: {report.skipped})" if report.skipped else ""))
+    for route, verbs in statements.get("by_route", {}).items():
+        servers = ", ".join(statements["servers"].get(route, []))
+        _out(f"  {route:<8} {dict(verbs)}  on {servers}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.service import Service  # noqa: PLC0415
+
+    settings = _for_host(args, settings)
+    if args.trace:
+        settings = dataclasses.replace(
+            settings, service=dataclasses.replace(settings.service, trace_file=args.trace))
+    settings.require_connection()
+    Service(settings).run()
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -188,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     sync = db_commands.add_parser("sync", help="create the tables on the primary")
     sync.set_defaults(handler=cmd_db_sync)
+
+    tasks = commands.add_parser("tasks", help="the periodic tasks, their interval, on or off")
+    tasks.set_defaults(handler=cmd_tasks)
+    run_task = commands.add_parser("run-task", help="run one periodic task once")
+    run_task.add_argument("name", help="task name, with or without the leading underscore")
+    run_task.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
+    run_task.add_argument("--json", action="store_true", help="print the run report as JSON")
+    run_task.set_defaults(handler=cmd_run_task)
+    serve = commands.add_parser("serve", help="run the periodic tasks as a service")
+    serve.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
+    serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

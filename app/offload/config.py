@@ -33,9 +33,11 @@ from offload.urls import parse_url
 
 __all__ = [
     "DEFAULT_TESTBED_CONFIG",
+    "ComputeSettings",
     "DatabaseSettings",
     "LagPolicy",
     "ReplicaSettings",
+    "ServiceSettings",
     "Settings",
     "TestbedSettings",
     "find_config_file",
@@ -85,6 +87,57 @@ class ReplicaSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ComputeSettings:
+    """nova-compute's periodic-task options: Nova's names and defaults.
+
+    Read from ``[compute]``, else from ``[DEFAULT]`` where Juno-era nova.conf
+    files keep them.  Interval semantics are oslo.service's: a negative
+    spacing disables the task, 0 runs it at the default interval
+    (``periodic_interval_max``); options that gate a task inside it (timeouts,
+    ``volume_usage_poll_interval``, ``instance_usage_audit``) are off at 0/false.
+    """
+
+    periodic_interval_max: int = 60
+    update_resources_interval: int = 0
+    instance_delete_interval: int = 300
+    maximum_instance_delete_attempts: int = 5
+    instance_usage_audit: bool = False
+    instance_usage_audit_period: str = "month"
+    bandwidth_poll_interval: int = 600
+    volume_usage_poll_interval: int = 0
+    sync_power_state_interval: int = 600
+    heal_instance_info_cache_interval: int = 60
+    reboot_timeout: int = 0
+    rescue_timeout: int = 0
+    resize_confirm_window: int = 0
+    shelved_poll_interval: int = 3600
+    shelved_offload_time: int = 0
+    reclaim_instance_interval: int = 0
+    running_deleted_instance_poll_interval: int = 1800
+    running_deleted_instance_action: str = "reap"
+    running_deleted_instance_timeout: int = 0
+    reserved_host_memory_mb: int = 512
+    reserved_host_disk_mb: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """``[service]``: how ``offload serve`` runs (offload's own section)."""
+
+    #: HTTP /healthz /metrics /status; 0 turns the endpoint off
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    #: JSON lines of every statement (empty: off)
+    trace_file: str = ""
+    #: JSON lines of usage notifications (empty: kept in memory, counted)
+    notifications_file: str = ""
+    #: seed of the simulated hypervisor
+    driver_seed: int = 0
+    #: scheduled runs are delayed by up to this fraction of their spacing
+    jitter: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class TestbedSettings:
     """``[testbed]``: written by ``offload testbed up``; empty outside a testbed."""
 
@@ -106,6 +159,8 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     replica: ReplicaSettings = field(default_factory=ReplicaSettings)
     testbed: TestbedSettings = field(default_factory=TestbedSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
     #: the file the settings came from, if any
     source: Path | None = None
 
@@ -237,10 +292,20 @@ class _Option:
     key: str
     attribute: str
     parse: Parser
+    #: a section read when ``section`` does not set the option
+    fallback: str | None = None
 
 
 def _opt(section: str, key: str, parse: Parser, attribute: str | None = None) -> _Option:
     return _Option(section, key, attribute or key, parse)
+
+
+_ANY_INT = _int(-(2**31))
+
+
+def _nova(key: str, parse: Parser) -> _Option:
+    """A nova-compute option: ``[compute]``, else ``[DEFAULT]`` (Juno's place for it)."""
+    return _Option("compute", key, key, parse, fallback="DEFAULT")
 
 
 _OPTIONS: tuple[_Option, ...] = (
@@ -262,17 +327,46 @@ _OPTIONS: tuple[_Option, ...] = (
     _opt("replica", "heartbeat_table", _text),
     _opt("replica", "heartbeat_source", _words("offload", "pt-heartbeat")),
     _opt("replica", "wait_timeout", _float(0.0, exclusive=True)),
+    _nova("periodic_interval_max", _int(1)),
+    _nova("update_resources_interval", _ANY_INT),
+    _nova("instance_delete_interval", _ANY_INT),
+    _nova("maximum_instance_delete_attempts", _int(1)),
+    _nova("instance_usage_audit", _bool),
+    _nova("instance_usage_audit_period", _words("hour", "day", "month", "year")),
+    _nova("bandwidth_poll_interval", _ANY_INT),
+    _nova("volume_usage_poll_interval", _ANY_INT),
+    _nova("sync_power_state_interval", _ANY_INT),
+    _nova("heal_instance_info_cache_interval", _ANY_INT),
+    _nova("reboot_timeout", _int(0)),
+    _nova("rescue_timeout", _int(0)),
+    _nova("resize_confirm_window", _int(0)),
+    _nova("shelved_poll_interval", _ANY_INT),
+    _nova("shelved_offload_time", _ANY_INT),
+    _nova("reclaim_instance_interval", _ANY_INT),
+    _nova("running_deleted_instance_poll_interval", _ANY_INT),
+    _nova("running_deleted_instance_action", _words("noop", "log", "shutdown", "reap")),
+    _nova("running_deleted_instance_timeout", _int(0)),
+    _nova("reserved_host_memory_mb", _int(0)),
+    _nova("reserved_host_disk_mb", _int(0)),
+    _opt("service", "http_host", _text),
+    _opt("service", "http_port", _int(0)),
+    _opt("service", "trace_file", _text),
+    _opt("service", "notifications_file", _text),
+    _opt("service", "driver_seed", _int(0)),
+    _opt("service", "jitter", _float(0.0)),
     _opt("testbed", "backend", _words("native", "compose", "external")),
     _opt("testbed", "dir", _text),
     _opt("testbed", "admin_connection", _server_url),
     _opt("testbed", "replica_admin_connections", _server_url_list),
 )
 #: sections that belong to Nova/oslo: options offload does not know are ignored
-_FOREIGN_SECTIONS = frozenset({"DEFAULT", "database"})
+_FOREIGN_SECTIONS = frozenset({"DEFAULT", "database", "compute"})
 _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseSettings,
     "replica": ReplicaSettings,
     "testbed": TestbedSettings,
+    "compute": ComputeSettings,
+    "service": ServiceSettings,
 }
 
 
@@ -387,9 +481,12 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         name = f"[{option.section}] {option.key}"
         raw = env_values.get(option.section, {}).get(option.key)
         if raw is None:
-            raw = file_values.get(option.section, {}).get(option.key)
-            if raw is not None:
-                raw = _substitute(raw, option.section, file_values, name)
+            for where in filter(None, (option.section, option.fallback)):
+                raw = file_values.get(where, {}).get(option.key)
+                if raw is not None:
+                    name = f"[{where}] {option.key}"
+                    raw = _substitute(raw, where, file_values, name)
+                    break
         if raw is None:
             continue
         value = option.parse(raw, name)

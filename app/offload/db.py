@@ -34,6 +34,7 @@ from offload.config import DatabaseSettings, Settings
 from offload.dberrors import install_translation
 from offload.errors import ConfigError, WriteInReaderSession
 from offload.sqlverbs import is_read_only, statement_verb
+from offload.tracing import Tracer
 
 __all__ = ["Database", "Route", "Target", "make_engine", "session_route", "session_target"]
 
@@ -91,7 +92,7 @@ def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
     return engine
 
 
-def _refuse_writes_on_read_routes(  # noqa: PLR0917 - the event's signature
+def _refuse_writes_on_read_routes(
     conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
     executemany: bool,
 ) -> None:
@@ -138,19 +139,24 @@ def session_target(session: Session) -> Target:
 class Database:
     """Engines for the primary and its replicas, and sessions with a fixed route."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer: Tracer | None = None) -> None:
         options = settings.database
         self.settings = settings
-        self.primary = Target("primary", make_engine(settings.require_connection(), options,
-                                                     name="primary"))
+        #: tags every statement and feeds StatementRecords to its sinks
+        self.tracer = tracer or Tracer()
+        self.primary = self._target("primary", settings.require_connection())
         self.replicas: tuple[Target, ...] = tuple(
-            Target(f"replica{i}", make_engine(url, options, name=f"replica{i}"))
-            for i, url in enumerate(options.slave_connections)
+            self._target(f"replica{i}", url) for i, url in enumerate(options.slave_connections)
         )
         self._next_replica = itertools.cycle(self.replicas) if self.replicas else None
         self._writer_factory = sessionmaker(expire_on_commit=False)
         self._reader_factory = sessionmaker(class_=_ReaderSession, autoflush=False)
         self._flavor: replication.Flavor | None = None
+
+    def _target(self, name: str, url: URL) -> Target:
+        engine = make_engine(url, self.settings.database, name=name)
+        self.tracer.install(engine, target=name)
+        return Target(name, engine)
 
     @property
     def has_replica(self) -> bool:

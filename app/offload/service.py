@@ -1,0 +1,184 @@
+"""``offload serve``: the compute host's periodic tasks as a long-lived service.
+
+One thread runs the scheduler; an optional HTTP endpoint (loopback by default)
+serves ``/healthz``, ``/metrics`` (Prometheus text) and ``/status`` (JSON: per
+task, last run, duration, statements by route, guarded writes rejected).
+SIGTERM/SIGINT stop the service after the running task finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from offload.compute.context import Compute
+from offload.compute.driver import FakeDriver
+from offload.compute.manager import TASKS, ComputeManager
+from offload.compute.notifier import JsonLinesNotifier, MemoryNotifier, Notifier
+from offload.config import Settings
+from offload.db import Database
+from offload.periodic import Scheduler, install_signal_handlers
+from offload.tracing import JsonLinesSink, StatementRecord
+from offload.urls import masked
+
+__all__ = ["Service", "StatementCounter", "build_manager"]
+
+log = logging.getLogger("offload.service")
+
+
+class StatementCounter:
+    """A tracer sink counting statements by (task, route, target, verb)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, record: StatementRecord) -> None:
+        key = (record.task or "-", record.route or "none", record.target, record.verb)
+        with self._lock:
+            self.counts[key] += 1
+
+    def snapshot(self) -> Counter[tuple[str, str, str, str]]:
+        with self._lock:
+            return Counter(self.counts)
+
+
+def _notifier(settings: Settings) -> Notifier:
+    if settings.service.notifications_file:
+        return JsonLinesNotifier(settings.host, Path(settings.service.notifications_file))
+    return MemoryNotifier(settings.host)
+
+
+def build_manager(settings: Settings, db: Database) -> ComputeManager:
+    """The compute host of ``settings``: its hypervisor, notifier and tasks."""
+    driver = FakeDriver(settings.host, seed=settings.service.driver_seed)
+    compute = Compute(host=settings.host, db=db, driver=driver, notifier=_notifier(settings),
+                      options=settings.compute)
+    return ComputeManager(compute)
+
+
+class Service:
+    """The scheduler, its statement counters and its HTTP endpoint."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings)
+        self.counter = StatementCounter()
+        self.db.tracer.add_sink(self.counter)
+        self.manager = build_manager(settings, self.db)
+        self.scheduler = Scheduler(self.manager.periodic_tasks(), jitter=settings.service.jitter,
+                                   logger=log)
+        self.stop_event = threading.Event()
+        self.started = time.time()
+
+    # --- views --------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        counts = self.counter.snapshot()
+        tasks = []
+        for spec in TASKS:
+            stats = self.scheduler.stats[spec.name]
+            last = self.manager.last_reports.get(spec.name)
+            by_route: Counter[str] = Counter()
+            for (task, route, _target, verb), n in counts.items():
+                if task == spec.name:
+                    by_route[f"{route}:{verb}"] += n
+            tasks.append({
+                "task": spec.name, "release": spec.release,
+                "enabled": stats.enabled, "off_because": spec.off_because(self.settings.compute),
+                "spacing": spec.spacing(self.settings.compute),
+                "runs": stats.runs, "failures": stats.failures,
+                "last_started": stats.last_started, "last_duration": stats.last_duration,
+                "last_error": stats.last_error,
+                "rejected_writes": self.manager.totals[spec.name]["rejected"],
+                "statements": dict(sorted(by_route.items())),
+                "last_run": last.as_dict() if last else None,
+            })
+        return {
+            "host": self.settings.host, "uptime": round(time.time() - self.started, 3),
+            "primary": masked(self.settings.require_connection()),
+            "replicas": [masked(u) for u in self.settings.database.slave_connections],
+            "tasks": tasks,
+        }
+
+    def metrics(self) -> str:
+        lines = ["# HELP offload_statements_total Statements sent, by task, route and server.",
+                 "# TYPE offload_statements_total counter"]
+        for (task, route, target, verb), n in sorted(self.counter.snapshot().items()):
+            lines.append(f'offload_statements_total{{task="{task}",route="{route}",'
+                         f'target="{target}",verb="{verb}"}} {n}')
+        lines += ["# HELP offload_task_runs_total Runs of each periodic task.",
+                  "# TYPE offload_task_runs_total counter"]
+        for name, stats in self.scheduler.stats.items():
+            lines.append(f'offload_task_runs_total{{task="{name}"}} {stats.runs}')
+            lines.append(f'offload_task_failures_total{{task="{name}"}} {stats.failures}')
+            lines.append(f'offload_task_rejected_writes_total{{task="{name}"}} '
+                         f'{self.manager.totals[name]["rejected"]}')
+        return "\n".join(lines) + "\n"
+
+    # --- running ------------------------------------------------------------
+
+    @contextmanager
+    def _http(self) -> Iterator[ThreadingHTTPServer | None]:
+        port = self.settings.service.http_port
+        if not port:
+            yield None
+            return
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/healthz":
+                    body, kind = b"ok\n", "text/plain"
+                elif self.path == "/metrics":
+                    body, kind = service.metrics().encode(), "text/plain; version=0.0.4"
+                elif self.path == "/status":
+                    body, kind = json.dumps(service.status(), indent=2).encode(), \
+                        "application/json"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("http: " + format, *args)
+
+        server = ThreadingHTTPServer((self.settings.service.http_host, port), Handler)
+        thread = threading.Thread(target=server.serve_forever, name="offload-http", daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def run(self, *, handle_signals: bool = True) -> None:
+        """Run until ``stop_event`` is set (SIGTERM/SIGINT set it when handled)."""
+        with ExitStack() as stack:
+            if handle_signals:
+                stack.callback(install_signal_handlers(self.stop_event))
+            if self.settings.service.trace_file:
+                sink = JsonLinesSink(Path(self.settings.service.trace_file))
+                self.db.tracer.add_sink(sink)
+                stack.callback(sink.close)
+            stack.callback(self.db.dispose)
+            stack.enter_context(self._http())
+            self.manager.init_host()
+            log.info("offload serve: host %s, %d tasks enabled, primary %s, %d replica(s)",
+                     self.settings.host, len(self.scheduler.enabled_tasks),
+                     masked(self.settings.require_connection()),
+                     len(self.settings.database.slave_connections))
+            self.scheduler.run_forever(self.stop_event)
+            log.info("offload serve: stopped")

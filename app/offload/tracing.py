@@ -1,0 +1,275 @@
+"""Statement tags and traces: where every statement of every task went.
+
+Each statement is sent with a tag prepended (MySQL truncates long statements
+in its logs, so the tag comes first)::
+
+    /* offload task=_poll_bandwidth_usage route=replica run=7f3a9c01 */ SELECT ...
+
+The tag carries the current task and run (a ``ContextVar`` set by
+``task_scope``) and the session's route, so the servers' own records
+(performance_schema statement history, the general log) show which task sent
+what where.  On the client, every executed statement becomes a
+``StatementRecord`` — task, run, route, target, the identity of the server that
+ran it (read once per connection), verb, tables, duration — handed to the
+tracer's sinks: a ``QueryTrace`` in tests, counters and a JSON-lines file in
+the service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from offload.sqlverbs import statement_verb
+
+__all__ = [
+    "JsonLinesSink",
+    "QueryTrace",
+    "ServerIdentity",
+    "StatementRecord",
+    "TaskContext",
+    "Tracer",
+    "current_task",
+    "server_identity",
+    "tables_in",
+    "tag_for",
+    "task_scope",
+]
+
+_ROUTE_OPTION = "offload_route"  # set by offload.db on each session's bind
+_SERVER_KEY = "offload_server"
+_SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
+_NAME = r"`?([A-Za-z_][A-Za-z0-9_$]*)`?"
+_TABLE = re.compile(rf"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+{_NAME}(?:\s*\.\s*{_NAME})?",
+                    re.IGNORECASE)
+_NOT_TABLES = frozenset({"select", "dual", "set", "values", "where"})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """The task (and which run of it) the current code is working for."""
+
+    task: str
+    run: str
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("offload_task", default=None)
+
+
+def current_task() -> TaskContext | None:
+    return _current.get()
+
+
+@contextmanager
+def task_scope(task: str, run: str | None = None) -> Iterator[TaskContext]:
+    """Tag every statement sent inside the block with ``task`` and a run id."""
+    context = TaskContext(_SAFE.sub("_", task), run or secrets.token_hex(4))
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def tag_for(route: str | None, context: TaskContext | None) -> str:
+    """The comment prepended to a statement (safe: no ``*/`` can occur in it)."""
+    parts = ["offload"]
+    if context is not None:
+        parts.append(f"task={context.task}")
+    parts.append(f"route={_SAFE.sub('_', route or 'none')}")
+    if context is not None:
+        parts.append(f"run={context.run}")
+    return f"/* {' '.join(parts)} */ "
+
+
+def tables_in(statement: str) -> tuple[str, ...]:
+    """Table names a statement names after FROM/JOIN/INTO/UPDATE (in order, no repeats)."""
+    found: list[str] = []
+    for match in _TABLE.finditer(statement):
+        name = match.group(2) or match.group(1)
+        if name.lower() not in _NOT_TABLES and name not in found:
+            found.append(name)
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerIdentity:
+    """Which server a connection is really talking to, as the server says."""
+
+    server_id: int
+    hostname: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.port}/server_id={self.server_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StatementRecord:
+    """One executed statement, as the client saw it."""
+
+    task: str | None
+    run: str | None
+    route: str | None
+    target: str
+    server: ServerIdentity | None
+    verb: str
+    tables: tuple[str, ...]
+    duration: float
+    at: float  # wall-clock time.time() when it finished
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["server"] = asdict(self.server) if self.server else None
+        return data
+
+
+Sink = Callable[[StatementRecord], None]
+
+
+def server_identity(conn: Connection) -> ServerIdentity | None:
+    """The identity read when the connection was opened (None if not read)."""
+    identity = conn.info.get(_SERVER_KEY)
+    return identity if isinstance(identity, ServerIdentity) else None
+
+
+class QueryTrace:
+    """Statement records collected while recording; thread-safe."""
+
+    def __init__(self) -> None:
+        self._records: list[StatementRecord] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, record: StatementRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+
+    @property
+    def records(self) -> list[StatementRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def for_task(self, task: str) -> list[StatementRecord]:
+        return [r for r in self.records if r.task == task]
+
+    def counts(self, task: str | None = None) -> Counter[tuple[str, str]]:
+        """(route, verb) → number of statements, for one task or all."""
+        records = self.for_task(task) if task else self.records
+        return Counter((r.route or "none", r.verb) for r in records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def table(self, task: str | None = None) -> str:
+        """A readable table of what went where, for assertion messages."""
+        rows = [("task", "route", "target", "server", "verb", "tables")]
+        for r in self.for_task(task) if task else self.records:
+            rows.append((r.task or "-", r.route or "-", r.target, str(r.server or "?"), r.verb,
+                         ",".join(r.tables) or "-"))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                         for row in rows)
+
+
+class JsonLinesSink:
+    """Writes each record as one JSON object per line (the service's ``--trace FILE``)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: TextIO = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, record: StatementRecord) -> None:
+        line = json.dumps(record.as_dict(), sort_keys=True)
+        with self._lock:
+            self._handle.write(line + "\n")
+            self._handle.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._handle.close()
+
+
+class Tracer:
+    """Tags statements on the engines it is installed on and feeds records to sinks."""
+
+    def __init__(self) -> None:
+        self._sinks: list[Sink] = []
+        self._lock = threading.Lock()
+
+    def add_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self._sinks = [*self._sinks, sink]
+
+    def remove_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self._sinks = [s for s in self._sinks if s is not sink]
+
+    @contextmanager
+    def recording(self) -> Iterator[QueryTrace]:
+        """Collect every statement sent through this tracer's engines inside the block."""
+        trace = QueryTrace()
+        self.add_sink(trace)
+        try:
+            yield trace
+        finally:
+            self.remove_sink(trace)
+
+    def _emit(self, record: StatementRecord) -> None:
+        for sink in self._sinks:  # a snapshot: add/remove replace the list
+            sink(record)
+
+    def install(self, engine: Engine, *, target: str) -> None:
+        """Tag and record every statement ``engine`` runs; ``target`` names the server."""
+
+        @event.listens_for(engine, "connect")
+        def _identify(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT @@server_id, @@hostname, @@port")
+                server_id, hostname, port = cursor.fetchone()
+            finally:
+                cursor.close()
+            record.info[_SERVER_KEY] = ServerIdentity(int(server_id), str(hostname), int(port))
+
+        @event.listens_for(engine, "before_cursor_execute", retval=True)
+        def _tag(conn: Connection, cursor: Any, statement: str, parameters: Any,
+                 context: Any, executemany: bool) -> tuple[str, Any]:
+            if context is not None:
+                context.offload_started = time.perf_counter()
+            route = conn.get_execution_options().get(_ROUTE_OPTION)
+            return tag_for(route, _current.get()) + statement, parameters
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _record(conn: Connection, cursor: Any, statement: str, parameters: Any,
+                    context: Any, executemany: bool) -> None:
+            if not self._sinks:
+                return
+            started = getattr(context, "offload_started", None)
+            task = _current.get()
+            self._emit(StatementRecord(
+                task=task.task if task else None,
+                run=task.run if task else None,
+                route=conn.get_execution_options().get(_ROUTE_OPTION),
+                target=target,
+                server=server_identity(conn),
+                verb=statement_verb(statement),
+                tables=tables_in(statement),
+                duration=time.perf_counter() - started if started is not None else 0.0,
+                at=time.time(),
+            ))
