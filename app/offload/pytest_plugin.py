@@ -13,6 +13,11 @@ offload can use them:
 ``wait_for_replication``  function: ``wait_for_replication(db)`` waits on every replica
                        for the primary's current GTID (the server's own GTID wait).
 ``replica_admin``      function: admin engines on the replicas (fault injection).
+``primary_admin``      function: an admin engine on the primary.
+``tracer``             function: the Tracer every Database of the test shares.
+``trace``              function: a ``QueryTrace`` recording the test's statements.
+``compute_factory``    function: ``compute_factory(db, host="compute-1", options=None)``
+                       → a ``ComputeManager`` with a FakeDriver and a MemoryNotifier.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ from sqlalchemy import URL, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from offload import schema
-from offload.config import Settings
+from offload.compute.context import Compute
+from offload.compute.driver import FakeDriver
+from offload.compute.manager import ComputeManager
+from offload.compute.notifier import MemoryNotifier
+from offload.config import ComputeSettings, Settings
 from offload.db import Database
 from offload.dberrors import install_translation
 from offload.replication import detect_flavor
 from offload.testbed.native import NativeTopology
 from offload.testbed.topology import TestbedInfo
+from offload.tracing import QueryTrace, Tracer
 from offload.urls import parse_url, with_database
 
 __all__ = ["pytest_addoption"]
@@ -112,7 +122,20 @@ def wait_for_replication(testbed: TestbedInfo) -> Iterator[WaitForReplication]:
 
 
 @pytest.fixture
-def db_factory(testbed: TestbedInfo,
+def tracer() -> Tracer:
+    """The Tracer shared by every Database ``db_factory`` makes in one test."""
+    return Tracer()
+
+
+@pytest.fixture
+def trace(tracer: Tracer) -> Iterator[QueryTrace]:
+    """Every statement the test's Databases send, with task, route and server."""
+    with tracer.recording() as recorded:
+        yield recorded
+
+
+@pytest.fixture
+def db_factory(testbed: TestbedInfo, tracer: Tracer,
                wait_for_replication: WaitForReplication) -> Iterator[DbFactory]:
     """``db_factory(with_replica=True, settings=None)`` → a Database on this test's own database."""
     name = f"nova_t{secrets.token_hex(5)}"
@@ -123,7 +146,7 @@ def db_factory(testbed: TestbedInfo,
         _grant(conn, name, testbed.primary, "ALL PRIVILEGES", testbed.admin)
         for url in testbed.replicas:
             _grant(conn, name, url, "SELECT", testbed.admin)
-    first = Database(testbed.settings(database=name))
+    first = Database(testbed.settings(database=name), tracer=tracer)
     created.append(first)
     with first.writer() as session:
         schema.create_all(session.connection())
@@ -131,7 +154,7 @@ def db_factory(testbed: TestbedInfo,
 
     def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
         database = Database(testbed.settings(database=name, with_replica=with_replica,
-                                             base=settings))
+                                             base=settings), tracer=tracer)
         created.append(database)
         return database
 
@@ -147,6 +170,27 @@ def db_factory(testbed: TestbedInfo,
 def db(db_factory: DbFactory) -> Database:
     """A Database (primary + replicas) on a fresh, replicated nova schema."""
     return db_factory()
+
+
+@pytest.fixture
+def compute_factory() -> Callable[..., ComputeManager]:
+    """``compute_factory(db, host="compute-1", options=None, seed=0)`` → a ComputeManager."""
+
+    def make(db: Database, host: str = "compute-1", options: ComputeSettings | None = None,
+             seed: int = 0) -> ComputeManager:
+        compute = Compute(host=host, db=db, driver=FakeDriver(host, seed=seed),
+                          notifier=MemoryNotifier(host), options=options or ComputeSettings())
+        return ComputeManager(compute)
+
+    return make
+
+
+@pytest.fixture
+def primary_admin(testbed: TestbedInfo) -> Iterator[Engine]:
+    """A privileged engine on the primary."""
+    engine = _admin_engine(testbed.admin_url())
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import uuid as uuidlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import Engine, create_engine, select, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, select, text
 
 from offload import replication
+from offload.compute.context import RunReport
+from offload.compute.manager import ComputeManager
+from offload.config import ComputeSettings
 from offload.db import Database
 from offload.schema import Instance
+from offload.sqlverbs import statement_verb
 from offload.testbed import TestbedInfo
+from offload.testing import (
+    assert_task_read_from_primary,
+    assert_task_read_from_replica,
+    server_statements,
+)
+from offload.tracing import QueryTrace, StatementRecord
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,20 +59,76 @@ def count_instances(db: Database, *, allow_replica: bool = False) -> int:
 
 
 @pytest.fixture
-def primary_admin(testbed: TestbedInfo) -> Iterator[Engine]:
-    engine = create_engine(testbed.admin_url(), poolclass=NullPool)
-    yield engine
-    engine.dispose()
+def paused_applier(
+    testbed: TestbedInfo, replica_admin: list[Engine]
+) -> Callable[[], AbstractContextManager[None]]:
+    """``with paused_applier():`` the first replica's SQL thread is stopped (IO keeps going)."""
+
+    @contextmanager
+    def paused() -> Iterator[None]:
+        with replica_admin[0].connect() as conn:
+            replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+        try:
+            yield
+        finally:
+            with replica_admin[0].connect() as conn:
+                replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+
+    return paused
+
+
+#: every gate open: the options under which each task has something to do
+ALL_ON = ComputeSettings(
+    instance_usage_audit=True, volume_usage_poll_interval=60, reboot_timeout=60,
+    rescue_timeout=60, resize_confirm_window=60, shelved_offload_time=60,
+    reclaim_instance_interval=60,
+)
+
+
+@dataclass
+class Proven:
+    """A task run and what the client and the servers recorded of it."""
+
+    report: RunReport
+    records: list[StatementRecord]
+    replica_statements: list[str]
+    primary_statements: list[str]
 
 
 @pytest.fixture
-def stopped_applier(testbed: TestbedInfo, replica_admin: list[Engine]) -> Iterator[Engine]:
-    """The first replica with its SQL (applier) thread stopped; restarted afterwards."""
-    engine = replica_admin[0]
-    with engine.connect() as conn:
-        replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
-    try:
-        yield engine
-    finally:
-        with engine.connect() as conn:
-            replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+def run_on_replica(
+    trace: QueryTrace, primary_admin: Engine, replica_admin: list[Engine],
+) -> Callable[..., Proven]:
+    """Run a task and prove, client- and server-side, its reads hit the replica only."""
+
+    def run(manager: ComputeManager, task: str) -> Proven:
+        db = manager.compute.db
+        assert db.has_replica
+        report = manager.run(task)
+        assert report.error is None
+        records = assert_task_read_from_replica(trace, task, run=report.run,
+                                                primary_server_id=primary_server_id(db))
+        on_replica = server_statements(replica_admin[0], task=task, run=report.run)
+        on_primary = server_statements(primary_admin, task=task, run=report.run)
+        replica_selects = [s for s in on_replica if statement_verb(s) == "SELECT"]
+        client_selects = [r for r in records if r.verb == "SELECT"]
+        assert len(replica_selects) == len(client_selects), (on_replica, trace.table(task))
+        assert not [s for s in on_primary if statement_verb(s) == "SELECT"], on_primary
+        assert all("route=write" in s for s in on_primary), on_primary
+        return Proven(report, records, on_replica, on_primary)
+
+    return run
+
+
+@pytest.fixture
+def run_without_replica(trace: QueryTrace) -> Callable[..., RunReport]:
+    """Run a task on a Database without slave_connection: its reads go to the primary."""
+
+    def run(manager: ComputeManager, task: str) -> RunReport:
+        assert not manager.compute.db.has_replica
+        report = manager.run(task)
+        assert report.error is None
+        assert_task_read_from_primary(trace, task, run=report.run)
+        return report
+
+    return run

@@ -60,13 +60,16 @@ def test_wait_returns_promptly_when_already_applied(db: Database, wait_for_repli
 
 
 def test_timeout_carries_the_replica_status(
-    db: Database, stopped_applier: Engine, wait_for_replication
+    db: Database, paused_applier, wait_for_replication
 ) -> None:
-    with db.writer() as session:
-        session.add(new_instance())
-    started = time.monotonic()
-    with pytest.raises(ReplicationTimeout) as caught:
-        wait_for_replication(db, timeout=0.3)
+    with paused_applier():
+        with db.writer() as session:
+            session.add(new_instance())
+        started = time.monotonic()
+        with pytest.raises(ReplicationTimeout) as caught:
+            wait_for_replication(db, timeout=0.3)
+        # nothing applied on the replica while the applier is stopped
+        assert count_instances(db, allow_replica=True) == 0
     assert time.monotonic() - started >= 0.3
     error = caught.value
     assert error.gtid == db.replication_position()
@@ -75,21 +78,14 @@ def test_timeout_carries_the_replica_status(
     assert error.replica_status.sql_running == "No"
     assert error.replica_status.io_running == "Yes"
     assert "SQL=No" in str(error)
-    # nothing applied on the replica while the applier is stopped
-    assert count_instances(db, allow_replica=True) == 0
 
 
 def test_replication_resumes_after_the_applier_restarts(
-    db: Database, testbed: TestbedInfo, replica_admin: list[Engine], wait_for_replication
+    db: Database, paused_applier, wait_for_replication
 ) -> None:
-    with replica_admin[0].connect() as conn:
-        replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
-    try:
+    with paused_applier():
         with db.writer() as session:
             session.add(new_instance())
         assert count_instances(db, allow_replica=True) == 0
-    finally:
-        with replica_admin[0].connect() as conn:
-            replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
     wait_for_replication(db)
     assert count_instances(db, allow_replica=True) == 1

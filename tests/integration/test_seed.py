@@ -8,7 +8,7 @@ from sqlalchemy import func, select, text
 
 from offload import schema
 from offload.db import Database
-from offload.seed import Kind, SeedSummary, host_names, node_name, seed
+from offload.seed import Kind, SeedSummary, host_names, instance_kind, node_name, plan, seed
 
 NOW = datetime(2025, 3, 10, 12, 30, 0)
 TABLES = [name for name in schema.NOVA_TABLES if name != "heartbeat"]
@@ -65,3 +65,23 @@ def test_seed_writes_the_plan_on_the_primary_and_it_replicates(
         replica_deleted = session.execute(text(
             "SELECT COUNT(*) FROM instances WHERE deleted = id")).scalar_one()
     assert replica_deleted == expected_deleted
+
+
+def test_rows_read_back_equal_the_plan(db: Database) -> None:
+    seed(db, instances=300, hosts=3, seed=5, now=NOW, batch=64)
+    planned = plan(300, 3, 5, NOW)
+    for name, rows in planned.items():
+        table = schema.metadata.tables[name]
+        with db.reader() as session:
+            stored = [dict(row._mapping) for row in session.execute(
+                select(table).order_by(table.c.id))]
+        assert len(stored) == len(rows), name
+        for row, got in zip(rows, stored, strict=True):
+            want = dict(row)
+            if name == "compute_nodes":
+                assert got["service_id"] is not None
+                del want["service_id"]
+            if name == "instances" and instance_kind(row).deleted:
+                assert got["deleted"] == got["id"]
+                del want["deleted"]
+            assert {k: got[k] for k in want} == want, name

@@ -118,7 +118,7 @@ def reclaim_queued_deletes(c: Compute, report: RunReport) -> None:
             ).values(vm_state="deleted", task_state=None, power_state=int(PowerState.NOSTATE),
                      terminated_at=c.now(), **soft_delete_values(Instance.id)), report,
                 what=f"delete of {uuid}")
-            session.execute(update(BlockDeviceMapping).where(
+            session.connection().execute(update(BlockDeviceMapping).where(
                 BlockDeviceMapping.instance_uuid == uuid, BlockDeviceMapping.deleted == 0,
             ).values(**soft_delete_values(BlockDeviceMapping.id)))
     report.details["reclaimed"] = len(due)

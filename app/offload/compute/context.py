@@ -11,13 +11,12 @@ not an error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import ColumnElement, Executable, Insert, exists, insert, literal, select
 from sqlalchemy.orm import Session
 
 from offload.compute.driver import FakeDriver
@@ -26,9 +25,17 @@ from offload.config import ComputeSettings
 from offload.db import Database
 from offload.schema import utcnow
 
-__all__ = ["Compute", "RunReport"]
+__all__ = ["Compute", "RunReport", "insert_unless"]
 
 log = logging.getLogger("offload.compute")
+
+
+def insert_unless(model: Any, values: Mapping[str, object],
+                  *conditions: ColumnElement[bool]) -> Insert:
+    """``INSERT ... SELECT ... WHERE NOT EXISTS (a row matching conditions)``: a guarded insert."""
+    names = list(values)
+    source = select(*(literal(values[n]) for n in names)).where(~exists().where(*conditions))
+    return insert(model).from_select(names, source)
 
 
 @dataclass(slots=True)
@@ -81,8 +88,10 @@ class Compute:
     def guarded(self, session: Session, statement: Executable, report: RunReport, *,
                 what: str) -> bool:
         """Run a conditional write; True if the primary applied it, else count a rejection."""
-        result = session.execute(statement)
-        if not isinstance(result, CursorResult) or result.rowcount == 0:
+        # Core execution on the session's connection: an ORM-enabled UPDATE would
+        # first SELECT the matching rows on the primary to synchronise the session
+        result = session.connection().execute(statement)
+        if result.rowcount == 0:
             report.rejected += 1
             log.info("%s on %s: guarded write rejected (%s): the primary no longer "
                      "matches what the replica showed", report.task, self.host, what)

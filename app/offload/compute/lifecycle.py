@@ -200,7 +200,7 @@ def poll_unconfirmed_resizes(c: Compute, report: RunReport) -> None:
         c.driver.confirm_migration(migration_id, uuid or "")
         report.driver_calls += 1
         with c.db.writer() as session:
-            session.execute(update(Migration).where(
+            session.connection().execute(update(Migration).where(
                 Migration.id == migration_id, Migration.status == "confirming",
             ).values(status="confirmed", updated_at=c.now()))
             if c.guarded(session, update(Instance).where(

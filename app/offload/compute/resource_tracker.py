@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
-from offload.compute.context import Compute, RunReport
+from offload.compute.context import Compute, RunReport, insert_unless
 from offload.schema import ComputeNode, Instance, Migration, soft_delete_values
 
 __all__ = ["IN_PROGRESS_EXCLUDED", "update_available_resource"]
@@ -94,11 +94,12 @@ def update_available_resource(c: Compute, report: RunReport) -> None:
                 "updated_at": c.now(),
             }
             record = records.get(node)
-            if record is None:
-                session.execute(insert(ComputeNode).values(
-                    host=c.host, hypervisor_hostname=node, created_at=c.now(), deleted=0,
-                    **values))
-                report.written += 1
+            if record is None:  # create it, unless the primary has it already
+                c.guarded(session, insert_unless(ComputeNode, {
+                    "host": c.host, "hypervisor_hostname": node, "created_at": c.now(),
+                    "deleted": 0, **values,
+                }, ComputeNode.host == c.host, ComputeNode.hypervisor_hostname == node,
+                    ComputeNode.deleted == 0), report, what=f"record of node {node}")
                 continue
             c.guarded(session, update(ComputeNode).where(
                 ComputeNode.id == record.id, ComputeNode.deleted == 0,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, insert, literal, or_, select, update
 from sqlalchemy.sql.expression import exists
 
-from offload.compute.context import Compute, RunReport
+from offload.compute.context import Compute, RunReport, insert_unless
 from offload.schema import BandwidthUsage, BlockDeviceMapping, Instance, TaskLog, VolumeUsage
 
 __all__ = [
@@ -174,21 +174,12 @@ def poll_bandwidth_usage(c: Compute, report: RunReport) -> None:
                     _matches(BandwidthUsage.last_ctr_out, row.last_ctr_out),
                 ).values(updated_at=refreshed, **values)
             else:
-                statement = _insert_unless(BandwidthUsage, {
+                statement = insert_unless(BandwidthUsage, {
                     "uuid": uuid, "mac": mac, "start_period": current, "created_at": refreshed,
                     "deleted": 0, **values,
                 }, BandwidthUsage.uuid == uuid, BandwidthUsage.mac == mac,
                     BandwidthUsage.start_period == current, BandwidthUsage.deleted == 0)
             c.guarded(session, statement, report, what=f"bandwidth of {uuid}/{mac}")
-
-
-def _insert_unless(model: Any, values: Mapping[str, object],
-                   *conditions: ColumnElement[bool]) -> Any:
-    """INSERT ... SELECT ... WHERE NOT EXISTS (a row matching ``conditions``)."""
-    names = list(values)
-    source = select(*(literal(values[n]) for n in names)).where(
-        ~exists().where(*conditions))
-    return insert(model).from_select(names, source)
 
 
 # --- _poll_volume_usage ------------------------------------------------------
@@ -268,7 +259,7 @@ def poll_volume_usage(c: Compute, report: RunReport) -> None:
                     *(_matches(getattr(VolumeUsage, k), getattr(row, k)) for k in _CURR + _TOT),
                 ).values(updated_at=refreshed, instance_uuid=instance.uuid, **values)
             else:
-                statement = _insert_unless(VolumeUsage, {
+                statement = insert_unless(VolumeUsage, {
                     "volume_id": volume_id, "instance_uuid": instance.uuid,
                     "project_id": instance.project_id, "user_id": instance.user_id,
                     "availability_zone": instance.availability_zone,

@@ -1,0 +1,78 @@
+"""update_available_resource on real servers: replica reads, primary writes, guarded usage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+
+from offload.db import Database
+from offload.schema import ComputeNode, Instance
+
+from .conftest import ALL_ON, new_instance
+
+TASK = "update_available_resource"
+
+
+def _seed(db: Database) -> None:
+    with db.writer() as session:
+        session.add_all([
+            new_instance(memory_mb=2048, vcpus=2, root_gb=20, ephemeral_gb=5),
+            new_instance(memory_mb=1024, vcpus=1, root_gb=10),
+            new_instance(host="compute-2", memory_mb=4096, vcpus=4, root_gb=40),
+        ])
+
+
+def _node(db: Database) -> ComputeNode:
+    with db.reader() as session:
+        return session.scalars(select(ComputeNode).where(ComputeNode.host == "compute-1")).one()
+
+
+def test_usage_is_recomputed_from_replica_reads(
+    db: Database, wait_for_replication, compute_factory, run_on_replica
+) -> None:
+    _seed(db)
+    manager = compute_factory(db, options=ALL_ON)
+    first = run_on_replica(manager, TASK)  # creates the node record
+    assert first.report.written == 1
+    wait_for_replication(db)
+    second = run_on_replica(manager, TASK)
+    assert second.report.written == 1 and second.report.rejected == 0
+    node = _node(db)
+    reserved = ALL_ON.reserved_host_memory_mb
+    assert (node.vcpus_used, node.memory_mb_used, node.local_gb_used) == (3, 3072 + reserved, 35)
+    assert node.running_vms == 2
+    assert node.free_ram_mb == node.memory_mb - node.memory_mb_used
+
+
+def test_without_slave_connection_reads_hit_the_primary(
+    db_factory, compute_factory, run_without_replica
+) -> None:
+    db = db_factory(with_replica=False)
+    _seed(db)
+    report = run_without_replica(compute_factory(db, options=ALL_ON), TASK)
+    assert report.written == 1
+    assert _node(db).running_vms == 2
+
+
+def test_usage_from_a_stale_replica_is_refused(
+    db: Database, wait_for_replication, compute_factory, paused_applier
+) -> None:
+    manager = compute_factory(db, options=ALL_ON)
+    with db.writer() as session:
+        session.add(new_instance(memory_mb=512))
+    manager.run(TASK)
+    wait_for_replication(db)  # the replica holds the node record and the instance
+    with paused_applier():
+        # meanwhile on the primary: the instance grows and the record is rewritten
+        with db.writer() as session:
+            session.execute(update(Instance).values(memory_mb=8192))
+            session.execute(update(ComputeNode).values(
+                memory_mb_used=9999, updated_at=datetime(2030, 1, 1)))
+        report = manager.run(TASK)  # reads the stale replica
+    assert report.rejected == 1 and report.written == 0
+    assert _node(db).memory_mb_used == 9999  # the stale usage did not overwrite it
+    wait_for_replication(db)
+    report = manager.run(TASK)  # caught up: the next run corrects the record
+    assert report.written == 1 and report.rejected == 0
+    assert _node(db).memory_mb_used == 8192 + ALL_ON.reserved_host_memory_mb
