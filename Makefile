@@ -25,17 +25,25 @@ venv: $(BIN)/.installed ## create .venv with offload and its test tools
 server: ## make sure a MariaDB/MySQL server binary is installed
 	@bash mysql/ensure-server.sh
 
-up: venv server ## start primary + GTID replica (UP_ARGS="--replicas 2" etc.)
-	$(BIN)/offload testbed up --dir $(TESTBED_DIR) $(UP_ARGS)
+OFFLOAD     := $(BIN)/offload --config $(TESTBED_DIR)/offload.conf
+SEED_ARGS   ?= --instances 1000 --hosts 2
 
-down: venv ## stop every server `make up` started
+up: venv server ## start primary + GTID replica + the compute service (UP_ARGS="--replicas 2")
+	$(BIN)/offload testbed up --dir $(TESTBED_DIR) $(UP_ARGS)
+	$(OFFLOAD) db sync
+	$(OFFLOAD) seed --if-empty $(SEED_ARGS)
+	$(OFFLOAD) service start
+
+down: venv ## stop the compute service and every server `make up` started
+	@if [ -f $(TESTBED_DIR)/offload.conf ]; then $(OFFLOAD) service stop; fi
 	$(BIN)/offload testbed down --dir $(TESTBED_DIR)
 
-status: venv ## replication state, GTID positions, lag of every server
-	$(BIN)/offload --config $(TESTBED_DIR)/offload.conf testbed status
+status: venv ## replication state and GTIDs of every server; per task: runs, routes, rejections
+	@$(OFFLOAD) testbed status; echo; $(OFFLOAD) service status
 
-logs: ## the servers' error logs
-	@for f in $(TESTBED_DIR)/*/error.log; do echo "== $$f"; tail -n 30 "$$f"; done
+logs: ## the servers' error logs and the compute service's log
+	@for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \
+	  [ -f "$$f" ] && { echo "== $$f"; tail -n 30 "$$f"; }; done; true
 
 test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -45,8 +53,7 @@ lint: venv ## ruff and mypy --strict
 	$(BIN)/mypy
 
 clean: ## stop the testbed and delete its data
-	@if [ -x $(BIN)/offload ] && [ -f $(TESTBED_DIR)/state.json ]; then \
-	  $(BIN)/offload testbed down --dir $(TESTBED_DIR); fi
+	@if [ -x $(BIN)/offload ] && [ -f $(TESTBED_DIR)/state.json ]; then $(MAKE) --no-print-directory down; fi
 	rm -rf $(TESTBED_DIR)
 
 distclean: clean ## also delete .venv

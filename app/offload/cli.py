@@ -16,8 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,6 +27,9 @@ from offload import __version__
 from offload.config import Settings, find_config_file, load_settings
 from offload.errors import ConfigError, OffloadError, TestbedError
 from offload.urls import masked
+
+if TYPE_CHECKING:
+    from offload.testbed.service import ServiceRunner
 
 __all__ = ["main"]
 
@@ -149,6 +154,31 @@ def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    from offload import schema  # noqa: PLC0415
+    from offload.db import Database  # noqa: PLC0415
+    from offload.seed import seed  # noqa: PLC0415
+
+    with Database(settings) as db:
+        with db.writer() as session:
+            schema.create_all(session.connection())
+        if args.if_empty:
+            with db.reader() as session:
+                present = session.scalar(select(func.count()).select_from(schema.Instance))
+            if present:
+                _out(f"seed: {present} instances already there; nothing written")
+                return 0
+        summary = seed(db, instances=args.instances, hosts=args.hosts, seed=args.seed)
+    _out(f"seeded {summary.instances} instances over {len(summary.hosts)} hosts "
+         f"({', '.join(summary.hosts[:3])}{', ...' if len(summary.hosts) > 3 else ''}) "
+         f"in {summary.elapsed:.2f}s")
+    for table, rows in summary.rows.items():
+        _out(f"  {table:<26} {rows}")
+    return 0
+
+
 # --- tasks and the service ---------------------------------------------------
 
 def _for_host(args: argparse.Namespace, settings: Settings) -> Settings:
@@ -203,6 +233,63 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _runner(settings: Settings) -> ServiceRunner:
+    from offload.testbed.service import ServiceRunner  # noqa: PLC0415
+
+    if not settings.testbed.dir or settings.source is None:
+        raise ConfigError("`offload service` manages a testbed's compute service, and this "
+                          "config is not a testbed's",
+                          hint="run `make up` first, or run `offload serve` in the foreground")
+    return ServiceRunner(Path(settings.testbed.dir), settings.source, settings.service.http_port)
+
+
+def cmd_service_start(args: argparse.Namespace, settings: Settings) -> int:
+    pid = _runner(settings).start()
+    _out(f"compute service for {settings.host} running (pid {pid}), "
+         f"http://127.0.0.1:{settings.service.http_port}/status; log in "
+         f"{Path(settings.testbed.dir) / 'service.log'}")
+    return 0
+
+
+def cmd_service_stop(args: argparse.Namespace, settings: Settings) -> int:
+    if _runner(settings).stop():
+        _out("compute service stopped")
+    else:
+        _out("compute service was not running")
+    return 0
+
+
+def cmd_service_status(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.service import fetch  # noqa: PLC0415
+
+    runner = _runner(settings)
+    if not runner.running():
+        _out("compute service: not running (`make up` starts it)")
+        return 1
+    status = json.loads(fetch(settings.service.http_port, "/status"))
+    if args.json:
+        _out(json.dumps(status, indent=2))
+        return 0
+    _out(f"compute service for {status['host']}, up {status['uptime']:.0f}s")
+    _out(f"{'task':<36} {'runs':>5} {'fail':>4} {'last run':>9} {'ms':>7} "
+         f"{'replica SELECTs':>15} {'primary SELECTs':>15} {'writes':>6} {'rejected':>8}")
+    for task in status["tasks"]:
+        if not task["enabled"]:
+            _out(f"{task['task']:<36}   off: {task['off_because']}")
+            continue
+        counts: dict[str, int] = task["statements"]
+        replica = sum(n for k, n in counts.items() if k == "replica:SELECT")
+        primary = sum(n for k, n in counts.items() if k in ("primary:SELECT", "write:SELECT"))
+        writes = sum(n for k, n in counts.items() if k.startswith("write:")
+                     and not k.endswith(":SELECT"))
+        last = task["last_started"]
+        ago = f"{time.time() - last:>8.0f}s" if last else f"{'never':>9}"
+        duration = f"{task['last_duration'] * 1000:7.1f}" if task["last_duration"] else f"{'-':>7}"
+        _out(f"{task['task']:<36} {task['runs']:>5} {task['failures']:>4} {ago} {duration} "
+             f"{replica:>15} {primary:>15} {writes:>6} {task['rejected_writes']:>8}")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -244,6 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync = db_commands.add_parser("sync", help="create the tables on the primary")
     sync.set_defaults(handler=cmd_db_sync)
 
+    seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
+    seeding.add_argument("--instances", type=_positive, default=1000)
+    seeding.add_argument("--hosts", type=_positive, default=2, help="hosts compute-1..H")
+    seeding.add_argument("--seed", type=int, default=0, help="random seed (deterministic)")
+    seeding.add_argument("--if-empty", action="store_true",
+                         help="write nothing when instances exist already")
+    seeding.set_defaults(handler=cmd_seed)
+
     tasks = commands.add_parser("tasks", help="the periodic tasks, their interval, on or off")
     tasks.set_defaults(handler=cmd_tasks)
     run_task = commands.add_parser("run-task", help="run one periodic task once")
@@ -255,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
     serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
     serve.set_defaults(handler=cmd_serve)
+
+    service = commands.add_parser("service", help="the testbed's compute service (background)")
+    service_commands = service.add_subparsers(dest="service_command", required=True,
+                                              parser_class=_Parser)
+    service_commands.add_parser("start", help="start `offload serve` in the background") \
+        .set_defaults(handler=cmd_service_start)
+    service_commands.add_parser("stop", help="stop it (the running task finishes)") \
+        .set_defaults(handler=cmd_service_stop)
+    service_status = service_commands.add_parser("status", help="per task: runs, routes")
+    service_status.add_argument("--json", action="store_true")
+    service_status.set_defaults(handler=cmd_service_status)
     return parser
 
 

@@ -23,9 +23,11 @@ __all__ = [
     "server_statements",
 ]
 
+# a tag leads the statement, or follows the verb of a bulk INSERT/REPLACE
 _HISTORY = text(
     "SELECT SQL_TEXT FROM performance_schema.events_statements_history_long "
-    "WHERE SQL_TEXT LIKE :pattern ORDER BY EVENT_ID"
+    "WHERE SQL_TEXT LIKE :pattern OR SQL_TEXT LIKE CONCAT('INSERT ', :pattern) "
+    "OR SQL_TEXT LIKE CONCAT('REPLACE ', :pattern) ORDER BY EVENT_ID"
 )
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "server_identity",
     "tables_in",
     "tag_for",
+    "tagged",
     "task_scope",
 ]
 
@@ -94,6 +95,23 @@ def tag_for(route: str | None, context: TaskContext | None) -> str:
     if context is not None:
         parts.append(f"run={context.run}")
     return f"/* {' '.join(parts)} */ "
+
+
+_BULK_VERB = re.compile(r"\s*(INSERT|REPLACE)\b", re.IGNORECASE)
+
+
+def tagged(statement: str, tag: str, *, executemany: bool = False) -> str:
+    """``statement`` with ``tag`` in front — or, for a bulk INSERT, right after the verb.
+
+    PyMySQL turns an executemany INSERT into one multi-row statement only when
+    the text starts with INSERT/REPLACE; a leading comment would cost one round
+    trip per row.
+    """
+    if executemany:
+        bulk = _BULK_VERB.match(statement)
+        if bulk:
+            return f"{statement[:bulk.end()]} {tag.rstrip()}{statement[bulk.end():]}"
+    return tag + statement
 
 
 def tables_in(statement: str) -> tuple[str, ...]:
@@ -253,7 +271,8 @@ class Tracer:
             if context is not None:
                 context.offload_started = time.perf_counter()
             route = conn.get_execution_options().get(_ROUTE_OPTION)
-            return tag_for(route, _current.get()) + statement, parameters
+            return tagged(statement, tag_for(route, _current.get()),
+                          executemany=executemany), parameters
 
         @event.listens_for(engine, "after_cursor_execute")
         def _record(conn: Connection, cursor: Any, statement: str, parameters: Any,

@@ -52,6 +52,8 @@ from offload.waiting import Deadline, wait_for
 __all__ = ["DEFAULT_PORT", "NativeTopology", "free_ports"]
 
 DEFAULT_PORT = 33061
+#: the compute service listens on the primary's port + 19 (33080 by default)
+SERVICE_PORT_OFFSET = 19
 LOOPBACK = "127.0.0.1"
 
 
@@ -91,7 +93,9 @@ class NativeTopology:
         if replicas < 1:
             raise TestbedError(f"a testbed needs at least one replica, asked for {replicas}",
                                hint="use --replicas 1 or more")
-        if not 0 <= port <= 65535 - replicas:
+        if replicas >= SERVICE_PORT_OFFSET:
+            raise TestbedError(f"at most {SERVICE_PORT_OFFSET - 1} replicas, asked for {replicas}")
+        if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET:
             raise TestbedError(f"port {port} is out of range",
                                hint="use 1024-65000, or 0 for free ports")
         self.dir = directory.resolve()
@@ -202,20 +206,23 @@ class NativeTopology:
                     f"asked for {self.replicas}",
                     hint=f"remove {self.dir} (`make clean`) to change the topology")
             return state
-        ports = (free_ports(self.replicas + 1) if self.port == 0
-                 else [self.port + i for i in range(self.replicas + 1)])
+        # the servers' ports, then the compute service's HTTP port
+        ports = (free_ports(self.replicas + 2) if self.port == 0
+                 else [*(self.port + i for i in range(self.replicas + 1)),
+                       self.port + SERVICE_PORT_OFFSET])
         return {
             "backend": self.backend,
             "flavor": program.flavor.value,
             "version": program.version,
             "host": LOOPBACK,
             "primary_port": ports[0],
-            "replica_ports": ports[1:],
+            "replica_ports": ports[1:-1],
+            "service_port": ports[-1],
             "initialised": False,
             "servers": {
                 name: {"pid": None, "port": port, "server_id": index + 1,
                        "defaults_file": str(self.dir / name / "my.cnf")}
-                for index, (name, port) in enumerate(zip(self._names(), ports, strict=True))
+                for index, (name, port) in enumerate(zip(self._names(), ports[:-1], strict=True))
             },
         }
 
@@ -232,6 +239,7 @@ class NativeTopology:
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
             admin=loopback_url("offload_admin", creds.admin, state["primary_port"], None, host),
             replica_admins=urls("offload_admin", creds.admin, None),
+            service_port=state.get("service_port", 0),
         )
 
     def up(self) -> TestbedInfo:

@@ -68,6 +68,8 @@ class TestbedInfo:
     replicas: tuple[URL, ...] = field(repr=False)
     admin: URL = field(repr=False)
     replica_admins: tuple[URL, ...] = field(repr=False)
+    #: the compute service's HTTP port (0: none)
+    service_port: int = 0
 
     def primary_url(self, database: str | None = NOVA_DATABASE) -> URL:
         return with_database(self.primary, database)
@@ -117,8 +119,30 @@ def _plain(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
+#: the testbed turns every task on, with short intervals, so that all of them
+#: have run within a minute of `make up` (Nova's defaults are minutes to hours)
+TESTBED_COMPUTE_OPTIONS = {
+    "periodic_interval_max": "10",
+    "update_resources_interval": "10",
+    "instance_delete_interval": "15",
+    "instance_usage_audit": "true",
+    "bandwidth_poll_interval": "10",
+    "volume_usage_poll_interval": "10",
+    "sync_power_state_interval": "20",
+    "heal_instance_info_cache_interval": "5",
+    "reboot_timeout": "60",
+    "rescue_timeout": "3600",
+    "resize_confirm_window": "3600",
+    "shelved_poll_interval": "20",
+    "shelved_offload_time": "86400",
+    "reclaim_instance_interval": "86400",
+    "running_deleted_instance_poll_interval": "20",
+}
+
+
 def write_config(info: TestbedInfo, path: Path, *, host: str = "compute-1") -> Path:
     """Write the offload.conf every command after ``up`` reads (mode 0600: it holds passwords)."""
+    service_dir = info.dir or path.parent
     lines = [
         "# Written by `offload testbed up`; every offload command reads it.",
         "# It holds this testbed's generated passwords: keep it private (mode 0600).",
@@ -134,6 +158,14 @@ def write_config(info: TestbedInfo, path: Path, *, host: str = "compute-1") -> P
         f"dir = {info.dir or ''}",
         f"admin_connection = {_plain(info.admin_url())}",
         f"replica_admin_connections = {', '.join(_plain(u) for u in info.replica_admin_urls())}",
+        "",
+        "[compute]",
+        *(f"{key} = {value}" for key, value in TESTBED_COMPUTE_OPTIONS.items()),
+        "",
+        "[service]",
+        "http_host = 127.0.0.1",
+        f"http_port = {info.service_port}",
+        f"notifications_file = {service_dir / 'notifications.jsonl'}",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
