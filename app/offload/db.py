@@ -17,10 +17,12 @@ Driver errors are translated once, in the engine's ``handle_error`` hook
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,8 +35,9 @@ from offload import replication
 from offload.config import DatabaseSettings, Settings
 from offload.dberrors import install_translation
 from offload.errors import ConfigError, WriteInReaderSession
+from offload.routing import RoutingStats, StalenessGuard
 from offload.sqlverbs import is_read_only, statement_verb
-from offload.tracing import Tracer
+from offload.tracing import Tracer, current_task, server_identity
 
 __all__ = ["Database", "Route", "Target", "make_engine", "session_route", "session_target"]
 
@@ -136,6 +139,10 @@ def session_target(session: Session) -> Target:
     return target
 
 
+#: the GTID this task run last committed (run id, gtid): what its replica reads wait for
+_last_write: ContextVar[tuple[str, str] | None] = ContextVar("offload_last_write", default=None)
+
+
 class Database:
     """Engines for the primary and its replicas, and sessions with a fixed route."""
 
@@ -144,14 +151,17 @@ class Database:
         self.settings = settings
         #: tags every statement and feeds StatementRecords to its sinks
         self.tracer = tracer or Tracer()
+        #: fallbacks, skips, stale reads and causal waits, by task
+        self.routing = RoutingStats()
         self.primary = self._target("primary", settings.require_connection())
         self.replicas: tuple[Target, ...] = tuple(
             self._target(f"replica{i}", url) for i, url in enumerate(options.slave_connections)
         )
-        self._next_replica = itertools.cycle(self.replicas) if self.replicas else None
         self._writer_factory = sessionmaker(expire_on_commit=False)
         self._reader_factory = sessionmaker(class_=_ReaderSession, autoflush=False)
         self._flavor: replication.Flavor | None = None
+        self._guard: StalenessGuard | None = None
+        self._guard_lock = threading.Lock()
 
     def _target(self, name: str, url: URL) -> Target:
         engine = make_engine(url, self.settings.database, name=name)
@@ -162,8 +172,26 @@ class Database:
     def has_replica(self) -> bool:
         return bool(self.replicas)
 
+    def _monitor_engine(self, url: URL, name: str) -> Engine:
+        """A small untraced pool for heartbeats and lag probes (not task statements)."""
+        options = dataclasses.replace(self.settings.database, max_pool_size=1, max_overflow=1)
+        return make_engine(url, options, name=name)
+
+    @property
+    def guard(self) -> StalenessGuard:
+        """The staleness guard (heartbeat writer, lag probes), built at first use."""
+        with self._guard_lock:
+            if self._guard is None:
+                self._guard = StalenessGuard(self.settings, self.routing,
+                                             make_engine=self._monitor_engine)
+            return self._guard
+
     def dispose(self) -> None:
-        """Close every pooled connection (the Database stays usable)."""
+        """Stop the heartbeat and close every pooled connection (the Database stays usable)."""
+        with self._guard_lock:
+            if self._guard is not None:
+                self._guard.close()
+                self._guard = None
         for target in (self.primary, *self.replicas):
             target.engine.dispose()
 
@@ -175,42 +203,84 @@ class Database:
 
     # --- sessions ---------------------------------------------------------
 
-    def _open(self, route: Route, target: Target) -> Session:
-        bind = target.engine.execution_options(**{_ROUTE_OPTION: route.value})
+    def _open(self, route: Route, target: Target, conn: Connection) -> Session:
+        conn.execution_options(**{_ROUTE_OPTION: route.value})
         factory = self._writer_factory if route.writes else self._reader_factory
-        session = factory(bind=bind)
+        session = factory(bind=conn)
         session.info["offload_route"] = route
         session.info["offload_target"] = target
         return session
 
-    def _replica_target(self) -> Target:
-        if self._next_replica is None:
-            return self.primary  # no slave_connection: replica reads go to the primary
-        return next(self._next_replica)
-
     @contextmanager
     def writer(self) -> Iterator[Session]:
         """A session on the primary; commits when the block ends, rolls back on error."""
-        session = self._open(Route.WRITE, self.primary)
+        with self.primary.engine.connect() as conn:
+            session = self._open(Route.WRITE, self.primary, conn)
+            try:
+                with session.begin():
+                    yield session
+            finally:
+                session.close()
+            self._remember_write(conn)
+
+    def _remember_write(self, conn: Connection) -> None:
+        """In a task with causal reads on, note the GTID just committed."""
+        task = current_task()
+        if task is None or not self.replicas or not self.settings.replica.causal_reads:
+            return
+        conn.execution_options(**{_ROUTE_OPTION: "causal"})
+        gtid = replication.last_gtid(conn, self.flavor)
+        if gtid:
+            _last_write.set((task.run, gtid))
+
+    def _replica_connection(self) -> tuple[Target, Connection]:
+        """The replica (or the primary) a READ_REPLICA session uses, connected."""
+        if not self.replicas:
+            return self.primary, self.primary.engine.connect()  # as in Nova
+        choice = self.guard.choose()  # may raise SkipRun
+        if choice.replica is None:
+            return self.primary, self.primary.engine.connect()
+        target = next(t for t in self.replicas if t.name == choice.replica)
+        conn = target.engine.connect()
+        task, last = current_task(), _last_write.get()
+        if task is None or last is None or last[0] != task.run:
+            return target, conn
         try:
-            with session.begin():
-                yield session
-        finally:
-            session.close()
+            conn.execution_options(**{_ROUTE_OPTION: Route.READ_REPLICA.value})
+            reached, waited = replication.try_wait_for_gtid(
+                conn, last[1], self.settings.replica.causal_timeout, self.flavor)
+        except BaseException:
+            conn.close()
+            raise
+        self.routing.causal_wait(waited)
+        if reached:
+            return target, conn
+        conn.close()
+        self.routing.fallback("causal_timeout")
+        return self.primary, self.primary.engine.connect()
 
     @contextmanager
     def reader(self, *, allow_replica: bool = False) -> Iterator[Session]:
-        """A read-only session: on a replica when allowed and configured, else the primary."""
-        route = Route.READ_REPLICA if allow_replica else Route.READ_PRIMARY
-        target = self._replica_target() if allow_replica else self.primary
-        session = self._open(route, target)
-        try:
-            yield session
-        finally:
-            # close() ends the transaction on the server (a rollback) but, unlike
-            # rollback(), leaves loaded objects readable after the block
-            session.close()
+        """A read-only session: on a replica when allowed, configured and fit; else the primary.
 
+        With ``allow_replica`` the staleness guard picks the least-lagged replica
+        within ``max_lag`` (else ``lag_policy`` applies; ``skip`` raises
+        ``SkipRun``), and in a task that wrote, the read first waits for that
+        write's GTID on the replica (up to ``causal_timeout``, else the primary).
+        """
+        route = Route.READ_REPLICA if allow_replica else Route.READ_PRIMARY
+        if allow_replica:
+            target, conn = self._replica_connection()
+        else:
+            target, conn = self.primary, self.primary.engine.connect()
+        with conn:
+            session = self._open(route, target, conn)
+            try:
+                yield session
+            finally:
+                # close() ends the transaction on the server (a rollback) but, unlike
+                # rollback(), leaves loaded objects readable after the block
+                session.close()
     # --- replication ------------------------------------------------------
 
     @property
@@ -218,7 +288,11 @@ class Database:
         """MariaDB or MySQL, read from the primary's VERSION() once."""
         if self._flavor is None:
             with self.primary.engine.connect() as conn:
-                self._flavor = replication.server_flavor(conn)
+                # read when the connection was opened: no statement of its own
+                identity = server_identity(conn)
+                self._flavor = (replication.detect_flavor(identity.version)
+                                if identity and identity.version
+                                else replication.server_flavor(conn))
         return self._flavor
 
     def replication_position(self) -> str:

@@ -60,6 +60,7 @@ __all__ = [
     "sql_for",
     "start_replica",
     "stop_replica",
+    "try_wait_for_gtid",
     "validate_delay",
     "wait_for_gtid",
     "wait_timeout_argument",
@@ -441,6 +442,19 @@ def wait_for_gtid(
         f"{replica}: {sql.wait_function}({position!r}) returned {shown}, so it cannot wait",
         hint="check that the server is a replica with GTID replication configured",
     )
+
+
+def try_wait_for_gtid(conn: Connection, gtid: str, timeout: float,
+                      flavor: Flavor) -> tuple[bool, float]:
+    """Wait like ``wait_for_gtid``, but answer (reached, seconds waited) instead of raising."""
+    position = normalize_gtid(gtid)
+    if not position:
+        return True, 0.0
+    params = {"gtid": position, "timeout": wait_timeout_argument(timeout)}
+    started = time.monotonic()
+    result = conn.execute(text(sql_for(flavor).wait_for_gtid), params).scalar()
+    return interpret_wait_result(flavor, result) is WaitOutcome.REACHED, \
+        time.monotonic() - started
 
 
 def start_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = False) -> None:

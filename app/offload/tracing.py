@@ -131,6 +131,7 @@ class ServerIdentity:
     server_id: int
     hostname: str
     port: int
+    version: str = ""
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.port}/server_id={self.server_id}"
@@ -259,11 +260,12 @@ class Tracer:
         def _identify(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute("SELECT @@server_id, @@hostname, @@port")
-                server_id, hostname, port = cursor.fetchone()
+                cursor.execute("SELECT @@server_id, @@hostname, @@port, VERSION()")
+                server_id, hostname, port, version = cursor.fetchone()
             finally:
                 cursor.close()
-            record.info[_SERVER_KEY] = ServerIdentity(int(server_id), str(hostname), int(port))
+            record.info[_SERVER_KEY] = ServerIdentity(int(server_id), str(hostname), int(port),
+                                                      str(version))
 
         @event.listens_for(engine, "before_cursor_execute", retval=True)
         def _tag(conn: Connection, cursor: Any, statement: str, parameters: Any,

@@ -65,6 +65,7 @@ def test_timeout_carries_the_replica_status(
     with paused_applier():
         with db.writer() as session:
             session.add(new_instance())
+        position = db.replication_position()
         started = time.monotonic()
         with pytest.raises(ReplicationTimeout) as caught:
             wait_for_replication(db, timeout=0.3)
@@ -72,7 +73,7 @@ def test_timeout_carries_the_replica_status(
         assert count_instances(db, allow_replica=True) == 0
     assert time.monotonic() - started >= 0.3
     error = caught.value
-    assert error.gtid == db.replication_position()
+    assert error.gtid == position
     assert error.waited >= 0.3
     assert error.replica_status is not None
     assert error.replica_status.sql_running == "No"

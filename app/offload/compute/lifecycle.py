@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, select, update
 
 from offload.compute.context import Compute, RunReport
 from offload.compute.driver import PowerState
@@ -140,7 +140,7 @@ def poll_rescued_instances(c: Compute, report: RunReport) -> None:
     with c.db.reader(allow_replica=True) as session:
         rows = session.execute(select(Instance.uuid, Instance.launched_at).where(
             Instance.host == c.host, Instance.deleted == 0,
-            Instance.vm_state == "rescued")).all()
+            Instance.vm_state == "rescued", Instance.task_state.is_(None))).all()
     now = c.now()
     due = [uuid for uuid, launched in rows if _older_than(launched, timeout, now)]
     report.items = len(rows)
@@ -148,7 +148,7 @@ def poll_rescued_instances(c: Compute, report: RunReport) -> None:
         with c.db.writer() as session:
             if not c.guarded(session, update(Instance).where(
                     Instance.uuid == uuid, Instance.deleted == 0, Instance.vm_state == "rescued",
-                    Instance.task_state.is_(None),
+                    Instance.task_state.is_(None), Instance.host == c.host,
             ).values(task_state="unrescuing", updated_at=c.now()), report,
                     what=f"unrescue of {uuid}"):
                 continue
@@ -161,10 +161,22 @@ def poll_rescued_instances(c: Compute, report: RunReport) -> None:
                      updated_at=c.now()), report, what=f"end of unrescue of {uuid}")
 
 
-def _fail_migration(c: Compute, report: RunReport, migration_id: int) -> None:
+def _instance_still(uuid: str | None,
+                    state: tuple[str | None, str | None] | None) -> ColumnElement[bool]:
+    """On the primary, the instance is still in ``state`` (vm_state, task_state), or still gone."""
+    live = exists().where(Instance.uuid == uuid, Instance.deleted == 0)
+    if state is None:
+        return ~live
+    vm_state, task_state = state
+    return live.where(Instance.vm_state.is_not_distinct_from(vm_state),
+                      Instance.task_state.is_not_distinct_from(task_state))
+
+
+def _fail_migration(c: Compute, report: RunReport, migration_id: int,
+                    instance_as_read: ColumnElement[bool]) -> None:
     with c.db.writer() as session:
         c.guarded(session, update(Migration).where(
-            Migration.id == migration_id, Migration.status == "finished",
+            Migration.id == migration_id, Migration.status == "finished", instance_as_read,
         ).values(status="error", updated_at=c.now()), report,
             what=f"error state of migration {migration_id}")
 
@@ -189,11 +201,13 @@ def poll_unconfirmed_resizes(c: Compute, report: RunReport) -> None:
     for migration_id, uuid in migrations:
         state = states.get(uuid or "")
         if state is None or state != ("resized", None):
-            _fail_migration(c, report, migration_id)  # gone, or not RESIZED/None
+            # gone, or not RESIZED/None: unless the primary shows otherwise
+            _fail_migration(c, report, migration_id, _instance_still(uuid, state))
             continue
         with c.db.writer() as session:
             if not c.guarded(session, update(Migration).where(
                     Migration.id == migration_id, Migration.status == "finished",
+                    _instance_still(uuid, state),
             ).values(status="confirming", updated_at=c.now()), report,
                     what=f"confirm of migration {migration_id}"):
                 continue
@@ -232,28 +246,37 @@ def poll_shelved_instances(c: Compute, report: RunReport) -> None:
         uuids = list(session.scalars(select(Instance.uuid).where(
             Instance.host == c.host, Instance.deleted == 0, Instance.vm_state == "shelved",
             Instance.task_state.is_(None))))
-        stamps = _shelved_at(session.execute(select(
+        seen = session.execute(select(
             InstanceSystemMetadata.instance_uuid, InstanceSystemMetadata.value,
         ).where(InstanceSystemMetadata.instance_uuid.in_(uuids),
                 InstanceSystemMetadata.key == SHELVED_AT_KEY,
-                InstanceSystemMetadata.deleted == 0)).tuples().all())
+                InstanceSystemMetadata.deleted == 0)).all()
+    pairs = [(uuid, value) for uuid, value in seen]
+    stamps, texts = _shelved_at(pairs), dict(pairs)
     now = c.now()
     due = [u for u in uuids if u in stamps and _older_than(stamps[u], keep, now)]
     report.items = len(uuids)
+    offloaded = 0
     for uuid in due:
         with c.db.writer() as session:
+            # claim: still shelved, idle and here, and since the same moment (not
+            # unshelved and shelved again) on the primary
             if not c.guarded(session, update(Instance).where(
                     Instance.uuid == uuid, Instance.deleted == 0, Instance.vm_state == "shelved",
                     Instance.task_state.is_(None), Instance.host == c.host,
+                    exists().where(InstanceSystemMetadata.instance_uuid == uuid,
+                                   InstanceSystemMetadata.key == SHELVED_AT_KEY,
+                                   InstanceSystemMetadata.deleted == 0,
+                                   InstanceSystemMetadata.value == texts[uuid]),
             ).values(task_state="shelving_offloading", updated_at=c.now()), report,
                     what=f"offload of {uuid}"):
                 continue
         c.driver.shelve_offload(uuid)
         report.driver_calls += 1
         with c.db.writer() as session:
-            c.guarded(session, update(Instance).where(
+            offloaded += c.guarded(session, update(Instance).where(
                 Instance.uuid == uuid, Instance.task_state == "shelving_offloading",
             ).values(vm_state="shelved_offloaded", task_state=None, host=None, node=None,
                      power_state=int(PowerState.NOSTATE), updated_at=c.now()), report,
                 what=f"end of offload of {uuid}")
-    report.details["offloaded"] = len(due)
+    report.details["offloaded"] = offloaded

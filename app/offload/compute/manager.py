@@ -43,6 +43,7 @@ from offload.compute.resource_tracker import update_available_resource
 from offload.compute.usage import instance_usage_audit, poll_bandwidth_usage, poll_volume_usage
 from offload.config import ComputeSettings
 from offload.periodic import PeriodicTask, UnknownTask
+from offload.routing import SkipRun
 from offload.schema import Instance
 from offload.tracing import QueryTrace, StatementRecord, task_scope
 
@@ -132,6 +133,18 @@ def summarize(records: list[StatementRecord]) -> dict[str, Any]:
     }
 
 
+def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What changed between two RoutingStats.for_task() snapshots."""
+    result: dict[str, Any] = {}
+    for key, value in after.items():
+        if isinstance(value, dict):
+            changed = {k: v - before.get(key, {}).get(k, 0) for k, v in value.items()}
+            result[key] = {k: v for k, v in changed.items() if v}
+        else:
+            result[key] = round(value - before.get(key, 0), 6)
+    return result
+
+
 class ComputeManager:
     """The periodic tasks of one compute host and the reports of their runs."""
 
@@ -154,7 +167,8 @@ class ComputeManager:
         c = self.compute
         with task_scope("init_host"), c.db.reader() as session:
             for uuid, deleted in session.execute(select(Instance.uuid, Instance.deleted).where(
-                    Instance.host == c.host, Instance.vm_state != "shelved_offloaded")):
+                    Instance.host == c.host,
+                    Instance.vm_state.is_distinct_from("shelved_offloaded"))):
                 # a deleted instance's VM may still run: that is what
                 # _cleanup_running_deleted_instances is for
                 if not deleted or c.driver.instance_exists(uuid):
@@ -171,13 +185,18 @@ class ComputeManager:
         spec = self.spec(name)
         with self._recorded(spec.name) as (report, trace):
             started = time.perf_counter()
+            routing_before = self.compute.db.routing.for_task(spec.name)
             try:
                 spec.func(self.compute, report)
+            except SkipRun as skip:  # lag_policy = skip: a decision, not a failure
+                report.skipped = skip.message
             except Exception as exc:
                 report.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 raise
             finally:
                 report.duration = time.perf_counter() - started
+                report.details["routing"] = _delta(
+                    routing_before, self.compute.db.routing.for_task(spec.name))
                 records = [r for r in trace.records if r.run == report.run]
                 report.details["statements"] = summarize(records)
                 self._account(report, records)

@@ -1,0 +1,211 @@
+"""Replication lag in milliseconds: a heartbeat on the primary, readings on each replica.
+
+The heartbeat table has pt-heartbeat's layout (``ts varchar(26)``,
+``server_id int unsigned`` primary key, ...), so an existing pt-heartbeat can
+feed it instead of offload's writer (``[replica] heartbeat_source``).
+
+How lag is read.  A replica shows the newest heartbeat it has applied, ``ts``.
+
+* With offload's writer in the same process, the writer remembers when it
+  wrote each heartbeat (monotonic clock).  If a heartbeat written after ``ts``
+  exists, the replica is behind by at least *now - the moment that next
+  heartbeat was written* — an exact lower bound, never off by more than one
+  interval; if none exists, the replica has everything the heartbeat shows
+  (lag 0, not "up to one interval" as pt-heartbeat would say).
+* Otherwise (pt-heartbeat, or another process) lag is *now - ts* on the wall
+  clock, pt-heartbeat's own rule: it includes up to one interval and assumes
+  synchronised clocks.
+
+``Seconds_Behind_Master`` is shown by status but never used to decide.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, MetaData, Table, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from offload.errors import OffloadError
+from offload.schema import Heartbeat
+from offload.waiting import Clock
+
+__all__ = [
+    "HeartbeatHistory",
+    "HeartbeatWriter",
+    "LagProbe",
+    "LagReading",
+    "format_ts",
+    "heartbeat_table",
+    "parse_ts",
+]
+
+log = logging.getLogger("offload.lag")
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # pt-heartbeat's 26 characters
+
+
+def format_ts(moment: float) -> str:
+    """A UNIX time as pt-heartbeat writes it (UTC, microseconds)."""
+    return datetime.fromtimestamp(moment, UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(value: str) -> float:
+    """pt-heartbeat's ``ts`` back to a UNIX time (UTC)."""
+    return datetime.strptime(value.strip(), _TS_FORMAT).replace(tzinfo=UTC).timestamp()
+
+
+def heartbeat_table(name: str) -> Table:
+    """The heartbeat table under ``name`` (pt-heartbeat's layout)."""
+    if name == Heartbeat.__tablename__:
+        return Heartbeat.__table__  # type: ignore[return-value]
+    return Heartbeat.__table__.to_metadata(MetaData(), name=name)  # type: ignore[attr-defined,no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class LagReading:
+    """One look at one replica."""
+
+    replica: str
+    #: seconds behind by the heartbeat; None when unknown (unreachable, no heartbeat)
+    lag: float | None
+    reachable: bool
+    error: str = ""
+    #: monotonic time of the reading
+    at: float = 0.0
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and self.lag is not None
+
+
+class HeartbeatHistory:
+    """What the in-process writer wrote recently: (ts text, monotonic time written)."""
+
+    def __init__(self, keep: int = 10_000) -> None:
+        self._written: deque[tuple[str, float]] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._dropped = False  # True once the oldest entries fell out
+
+    def add(self, ts: str, written_at: float) -> None:
+        with self._lock:
+            self._dropped |= len(self._written) == self._written.maxlen
+            self._written.append((ts, written_at))
+
+    def lag(self, applied_ts: str | None, now: float) -> float | None:
+        """Seconds since the first heartbeat the replica has not applied (0: none).
+
+        None when the history cannot tell: nothing written yet, or the replica is
+        behind everything still remembered.
+        """
+        with self._lock:
+            if not self._written:
+                return None
+            stamps = [ts for ts, _ in self._written]
+            if applied_ts is None or applied_ts < stamps[0]:
+                # older than all we remember: exact only if we remember our first beat
+                return None if self._dropped else max(0.0, now - self._written[0][1])
+            index = bisect.bisect_right(stamps, applied_ts)
+            if index == len(stamps):
+                return 0.0
+            return max(0.0, now - self._written[index][1])
+
+
+class HeartbeatWriter:
+    """Updates the primary's heartbeat row every ``interval`` seconds, on its own thread."""
+
+    def __init__(self, engine: Engine, *, table: str = "heartbeat", interval: float = 0.1,
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
+        self.engine = engine
+        self.table = heartbeat_table(table)
+        self.interval = interval
+        self.history = HeartbeatHistory()
+        self._clock = clock
+        self._wall = wall_clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.server_id: int | None = None
+        self.failures = 0
+
+    def beat(self) -> str:
+        """Write one heartbeat now; returns the ts written."""
+        with self.engine.begin() as conn:
+            if self.server_id is None:
+                self.server_id = int(conn.execute(text("SELECT @@server_id")).scalar_one())
+            ts = format_ts(self._wall())
+            written = conn.execute(update(self.table).where(
+                self.table.c.server_id == self.server_id).values(ts=ts)).rowcount
+            if not written:
+                conn.execute(self.table.insert().values(ts=ts, server_id=self.server_id))
+        self.history.add(ts, self._clock())
+        return ts
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = self._clock()
+            try:
+                self.beat()
+            except (OffloadError, SQLAlchemyError) as exc:  # primary down: keep trying
+                self.failures += 1
+                log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+            self._stop.wait(max(0.0, self.interval - (self._clock() - started)))
+
+    def start(self) -> None:
+        """Beat once now (so lag can be read at once), then every interval on a thread."""
+        if self._thread is None:
+            try:
+                self.beat()
+            except (OffloadError, SQLAlchemyError) as exc:
+                self.failures += 1
+                log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+            self._thread = threading.Thread(target=self._run, name="offload-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+
+class LagProbe:
+    """Reads one replica's heartbeat lag through a SELECT-only account."""
+
+    def __init__(self, name: str, engine: Engine, *, table: str = "heartbeat",
+                 primary_server_id: Callable[[], int | None],
+                 history: HeartbeatHistory | None = None,
+                 clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
+        self.name = name
+        self.engine = engine
+        self.table = heartbeat_table(table)
+        self._primary_server_id = primary_server_id
+        self.history = history
+        self._clock = clock
+        self._wall = wall_clock
+
+    def read(self) -> LagReading:
+        now = self._clock()
+        server_id = self._primary_server_id()
+        try:
+            with self.engine.connect() as conn:
+                query = select(self.table.c.ts)
+                if server_id is not None:
+                    query = query.where(self.table.c.server_id == server_id)
+                applied = conn.execute(query.order_by(self.table.c.ts.desc()).limit(1)).scalar()
+        except (OffloadError, SQLAlchemyError) as exc:
+            return LagReading(self.name, None, reachable=False,
+                              error=str(exc).splitlines()[0], at=now)
+        assert applied is None or isinstance(applied, str)
+        lag = self.history.lag(applied, self._clock()) if self.history else None
+        if lag is None and applied is None:
+            return LagReading(self.name, None, reachable=True, error="no heartbeat yet", at=now)
+        if lag is None and applied is not None:  # pt-heartbeat's rule
+            lag = max(0.0, self._wall() - parse_ts(applied))
+        return LagReading(self.name, lag, reachable=True, at=now)

@@ -1,0 +1,226 @@
+"""The staleness guard: which replica a READ_REPLICA session may use, and what to do if none.
+
+Before a replica read, each replica's cached lag reading (refreshed when older
+than one heartbeat interval) decides: a reachable replica within ``max_lag``
+is fit, the least lagged fit one wins.  When none is fit, ``lag_policy`` says:
+``primary`` (read there), ``skip`` (skip this run of the task), ``stale``
+(read the least-lagged reachable replica anyway, logged with its lag).  A
+replica that is fit again is chosen again at its next reading — nothing to
+restart.  Every decision that is not "a fit replica" is counted by task and
+reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import URL, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from offload.config import LagPolicy, Settings
+from offload.errors import OffloadError
+from offload.lag import HeartbeatWriter, LagProbe, LagReading
+from offload.tracing import current_task
+from offload.waiting import Clock
+
+__all__ = [
+    "CAUSAL_WAIT_BUCKETS",
+    "Choice",
+    "ReplicaSelector",
+    "RoutingStats",
+    "SkipRun",
+    "StalenessGuard",
+]
+
+log = logging.getLogger("offload.routing")
+#: histogram buckets (seconds) of causal waits, for /metrics
+CAUSAL_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class SkipRun(OffloadError):
+    """lag_policy = skip: no replica is fit, so this run of the task does nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """Where a replica read goes: a replica name, or None for the primary."""
+
+    replica: str | None
+    #: why not a fit replica: lag | unreachable | no_heartbeat (None: a fit one)
+    reason: str | None = None
+    lag: float | None = None
+    #: True when the read knowingly goes to a replica beyond max_lag
+    stale: bool = False
+
+
+class RoutingStats:
+    """Counters of routing decisions by task, thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.fallbacks: Counter[tuple[str, str]] = Counter()  # (task, reason)
+        self.skips: Counter[tuple[str, str]] = Counter()
+        self.stale_reads: Counter[str] = Counter()
+        self.causal_waits: Counter[str] = Counter()
+        self.causal_wait_seconds: dict[str, float] = {}
+        self.causal_buckets: Counter[float] = Counter()
+
+    @staticmethod
+    def _task() -> str:
+        context = current_task()
+        return context.task if context else "-"
+
+    def fallback(self, reason: str) -> None:
+        with self._lock:
+            self.fallbacks[(self._task(), reason)] += 1
+
+    def skip(self, reason: str) -> None:
+        with self._lock:
+            self.skips[(self._task(), reason)] += 1
+
+    def stale(self) -> None:
+        with self._lock:
+            self.stale_reads[self._task()] += 1
+
+    def causal_wait(self, seconds: float) -> None:
+        task = self._task()
+        with self._lock:
+            self.causal_waits[task] += 1
+            self.causal_wait_seconds[task] = self.causal_wait_seconds.get(task, 0.0) + seconds
+            for bound in CAUSAL_WAIT_BUCKETS:
+                if seconds <= bound:
+                    self.causal_buckets[bound] += 1
+            self.causal_buckets[float("inf")] += 1
+
+    def for_task(self, task: str) -> dict[str, object]:
+        with self._lock:
+            return {
+                "fallbacks": {r: n for (t, r), n in self.fallbacks.items() if t == task},
+                "skips": {r: n for (t, r), n in self.skips.items() if t == task},
+                "stale_reads": self.stale_reads[task],
+                "causal_waits": self.causal_waits[task],
+                "causal_wait_seconds": round(self.causal_wait_seconds.get(task, 0.0), 6),
+            }
+
+
+class ReplicaSelector:
+    """Keeps a fresh-enough lag reading per replica and applies the policy."""
+
+    def __init__(self, probes: Sequence[LagProbe], *, max_lag: float, policy: LagPolicy,
+                 refresh: float, stats: RoutingStats, clock: Clock = time.monotonic) -> None:
+        self.probes = {probe.name: probe for probe in probes}
+        self.max_lag = max_lag
+        self.policy = policy
+        self.refresh = refresh
+        self.stats = stats
+        self._clock = clock
+        self._readings: dict[str, LagReading] = {}
+        self._lock = threading.Lock()
+
+    def readings(self) -> dict[str, LagReading]:
+        """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
+
+        Re-reading an unfit replica at every decision lets it back in the moment
+        it is fit again, instead of one refresh period later.
+        """
+        now = self._clock()
+        with self._lock:
+            for name, probe in self.probes.items():
+                cached = self._readings.get(name)
+                if cached is None or now - cached.at >= self.refresh or not self._fit(cached):
+                    self._readings[name] = probe.read()
+            return dict(self._readings)
+
+    def _fit(self, reading: LagReading) -> bool:
+        return reading.usable and reading.lag is not None and reading.lag <= self.max_lag
+
+    def choose(self) -> Choice:
+        readings = self.readings()
+        fit = sorted((r for r in readings.values() if self._fit(r)),
+                     key=lambda r: r.lag or 0.0)
+        if fit:
+            return Choice(fit[0].replica, lag=fit[0].lag)
+        reachable = sorted((r for r in readings.values() if r.usable),
+                           key=lambda r: r.lag or 0.0)
+        if reachable:
+            reason, worst = "lag", reachable[0]
+        elif any(r.reachable for r in readings.values()):
+            reason, worst = "no_heartbeat", None
+        else:
+            reason, worst = "unreachable", None
+        lag = worst.lag if worst else None
+        if self.policy is LagPolicy.STALE and worst is not None:
+            self.stats.stale()
+            log.warning("stale read: %s is %.3fs behind (max_lag %.3fs)", worst.replica,
+                        worst.lag or 0.0, self.max_lag)
+            return Choice(worst.replica, reason=reason, lag=lag, stale=True)
+        if self.policy is LagPolicy.SKIP:
+            self.stats.skip(reason)
+            raise SkipRun(f"no replica fit to read ({reason}"
+                          + (f", best {lag:.3f}s behind" if lag is not None else "") + ")")
+        self.stats.fallback(reason)
+        return Choice(None, reason=reason, lag=lag)
+
+
+EngineFactory = Callable[[URL, str], Engine]
+
+
+class StalenessGuard:
+    """The heartbeat writer (when offload feeds the heartbeat), the probes, the selector."""
+
+    def __init__(self, settings: Settings, stats: RoutingStats, *,
+                 make_engine: EngineFactory) -> None:
+        options = settings.replica
+        primary = settings.require_connection()
+        self._make_engine = make_engine
+        self._engines: list[Engine] = []
+        self._primary_url = primary
+        self._server_id: int | None = None
+        self.writer: HeartbeatWriter | None = None
+        if options.heartbeat_source == "offload":
+            self.writer = HeartbeatWriter(self._engine(primary, "heartbeat"),
+                                          table=options.heartbeat_table,
+                                          interval=options.heartbeat_interval)
+            self.writer.start()
+        probes = [LagProbe(f"replica{i}", self._engine(url, f"replica{i}-lag"),
+                           table=options.heartbeat_table,
+                           primary_server_id=self.primary_server_id,
+                           history=self.writer.history if self.writer else None)
+                  for i, url in enumerate(settings.database.slave_connections)]
+        self.selector = ReplicaSelector(probes, max_lag=options.max_lag,
+                                        policy=options.lag_policy,
+                                        refresh=options.heartbeat_interval, stats=stats)
+
+    def _engine(self, url: URL, name: str) -> Engine:
+        engine = self._make_engine(url, name)
+        self._engines.append(engine)
+        return engine
+
+    def primary_server_id(self) -> int | None:
+        """The primary's @@server_id: the heartbeat row to read (None if unknown yet)."""
+        if self.writer is not None and self.writer.server_id is not None:
+            return self.writer.server_id
+        if self._server_id is None:
+            try:
+                with self._engine(self._primary_url, "primary-monitor").connect() as conn:
+                    self._server_id = int(conn.execute(text("SELECT @@server_id")).scalar_one())
+            except (OffloadError, SQLAlchemyError):
+                return None
+        return self._server_id
+
+    def choose(self) -> Choice:
+        return self.selector.choose()
+
+    def readings(self) -> dict[str, LagReading]:
+        return self.selector.readings()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
+        for engine in self._engines:
+            engine.dispose()
