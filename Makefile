@@ -39,7 +39,7 @@ down: venv ## stop the compute service and every server `make up` started
 	$(BIN)/offload testbed down --dir $(TESTBED_DIR)
 
 status: venv ## replication state and GTIDs of every server; per task: runs, routes, rejections
-	@$(OFFLOAD) testbed status; echo; $(OFFLOAD) service status
+	@$(OFFLOAD) testbed status; echo; $(OFFLOAD) status
 
 logs: ## the servers' error logs and the compute service's log
 	@for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \

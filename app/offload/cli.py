@@ -16,11 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from offload import __version__
@@ -259,34 +259,73 @@ def cmd_service_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_service_status(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.service import Service  # noqa: PLC0415
+    from offload.statusview import render_status  # noqa: PLC0415
     from offload.testbed.service import fetch  # noqa: PLC0415
 
-    runner = _runner(settings)
-    if not runner.running():
-        _out("compute service: not running (`make up` starts it)")
-        return 1
-    status = json.loads(fetch(settings.service.http_port, "/status"))
+    settings.require_connection()
+    status: dict[str, Any] | None = None
+    if settings.service.http_port:
+        try:
+            status = json.loads(fetch(settings.service.http_port, "/status", timeout=10))
+        except OSError:
+            status = None
+    live = status is not None
+    if status is None:  # no service: read the replicas from here
+        service = Service(settings)
+        try:
+            status = service.status()
+        finally:
+            service.close()
     if args.json:
         _out(json.dumps(status, indent=2))
-        return 0
-    _out(f"compute service for {status['host']}, up {status['uptime']:.0f}s")
-    _out(f"{'task':<36} {'runs':>5} {'fail':>4} {'last run':>9} {'ms':>7} "
-         f"{'replica SELECTs':>15} {'primary SELECTs':>15} {'writes':>6} {'rejected':>8}")
-    for task in status["tasks"]:
-        if not task["enabled"]:
-            _out(f"{task['task']:<36}   off: {task['off_because']}")
-            continue
-        counts: dict[str, int] = task["statements"]
-        replica = sum(n for k, n in counts.items() if k == "replica:SELECT")
-        primary = sum(n for k, n in counts.items() if k in ("primary:SELECT", "write:SELECT"))
-        writes = sum(n for k, n in counts.items() if k.startswith("write:")
-                     and not k.endswith(":SELECT"))
-        last = task["last_started"]
-        ago = f"{time.time() - last:>8.0f}s" if last else f"{'never':>9}"
-        duration = f"{task['last_duration'] * 1000:7.1f}" if task["last_duration"] else f"{'-':>7}"
-        _out(f"{task['task']:<36} {task['runs']:>5} {task['failures']:>4} {ago} {duration} "
-             f"{replica:>15} {primary:>15} {writes:>6} {task['rejected_writes']:>8}")
+    else:
+        _out(render_status(status, live=live))
+    return 0 if status["health"] == "ok" else 1
+
+
+def _replica_admin(settings: Settings, index: int) -> URL:
+    urls = settings.testbed.replica_admin_connections
+    if not urls:
+        raise ConfigError("controlling replication needs a privileged account on the replica",
+                          hint="use the testbed's config (`make up` writes one), whose "
+                               "[testbed] replica_admin_connections has it")
+    if not 0 <= index < len(urls):
+        raise ConfigError(f"there is no replica {index}; this config has {len(urls)}",
+                          hint=f"use --replica 0..{len(urls) - 1}")
+    return urls[index]
+
+
+def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import create_engine  # noqa: PLC0415
+    from sqlalchemy.pool import NullPool  # noqa: PLC0415
+
+    from offload import replication  # noqa: PLC0415
+    from offload.dberrors import install_translation  # noqa: PLC0415
+
+    url = _replica_admin(settings, args.replica)
+    engine = create_engine(url, poolclass=NullPool)
+    install_translation(engine, name=f"replica{args.replica}")
+    try:
+        with engine.connect() as conn:
+            flavor = replication.server_flavor(conn)
+            if args.replica_command == "pause":
+                replication.stop_replica(conn, flavor, sql_thread_only=True)
+                _out(f"replica{args.replica}: SQL thread stopped (IO keeps receiving)")
+            elif args.replica_command == "resume":
+                replication.start_replica(conn, flavor, sql_thread_only=True)
+                _out(f"replica{args.replica}: SQL thread started")
+            else:
+                replication.stop_replica(conn, flavor)
+                try:
+                    replication.set_replica_delay(conn, flavor, args.seconds)
+                finally:
+                    replication.start_replica(conn, flavor)
+                _out(f"replica{args.replica}: applies each transaction {args.seconds}s after "
+                     "the primary committed it")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -299,15 +338,7 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, hint=f"see `{self.prog} --help`")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="offload", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--version", action="version", version=f"offload {__version__}")
-    parser.add_argument("--config", metavar="FILE",
-                        help="nova.conf-style file (default: $OFFLOAD_CONFIG, then "
-                             ".testbed/offload.conf when present)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
     testbed_commands = testbed.add_subparsers(dest="testbed_command", required=True,
                                               parser_class=_Parser)
@@ -326,11 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_testbed_status)
 
+
+def _add_data(commands: Any) -> None:
     database = commands.add_parser("db", help="the nova schema")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
     sync = db_commands.add_parser("sync", help="create the tables on the primary")
     sync.set_defaults(handler=cmd_db_sync)
-
     seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
     seeding.add_argument("--instances", type=_positive, default=1000)
     seeding.add_argument("--hosts", type=_positive, default=2, help="hosts compute-1..H")
@@ -339,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write nothing when instances exist already")
     seeding.set_defaults(handler=cmd_seed)
 
+
+def _add_tasks(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="the periodic tasks, their interval, on or off")
     tasks.set_defaults(handler=cmd_tasks)
     run_task = commands.add_parser("run-task", help="run one periodic task once")
@@ -350,7 +384,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
     serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
     serve.set_defaults(handler=cmd_serve)
-
     service = commands.add_parser("service", help="the testbed's compute service (background)")
     service_commands = service.add_subparsers(dest="service_command", required=True,
                                               parser_class=_Parser)
@@ -358,9 +391,36 @@ def build_parser() -> argparse.ArgumentParser:
         .set_defaults(handler=cmd_service_start)
     service_commands.add_parser("stop", help="stop it (the running task finishes)") \
         .set_defaults(handler=cmd_service_stop)
-    service_status = service_commands.add_parser("status", help="per task: runs, routes")
-    service_status.add_argument("--json", action="store_true")
-    service_status.set_defaults(handler=cmd_service_status)
+    status = commands.add_parser("status", help="replica lag and health; per task routes")
+    status.add_argument("--json", action="store_true", help="the same JSON as /status")
+    status.set_defaults(handler=cmd_status)
+
+
+def _add_replica(commands: Any) -> None:
+    replica = commands.add_parser("replica", help="control a replica's lag (testbed)")
+    replica_commands = replica.add_subparsers(dest="replica_command", required=True,
+                                              parser_class=_Parser)
+    for name, text in (("pause", "stop the SQL thread: lag grows"),
+                       ("resume", "start the SQL thread: the replica catches up")):
+        command = replica_commands.add_parser(name, help=text)
+        command.add_argument("--replica", type=int, default=0, help="replica index (0)")
+        command.set_defaults(handler=cmd_replica)
+    delay = replica_commands.add_parser("delay", help="MASTER_DELAY / SOURCE_DELAY")
+    delay.add_argument("seconds", type=int, help="whole seconds (0 removes the delay)")
+    delay.add_argument("--replica", type=int, default=0, help="replica index (0)")
+    delay.set_defaults(handler=cmd_replica)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="offload", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"offload {__version__}")
+    parser.add_argument("--config", metavar="FILE",
+                        help="nova.conf-style file (default: $OFFLOAD_CONFIG, then "
+                             ".testbed/offload.conf when present)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_testbed, _add_data, _add_tasks, _add_replica):
+        add(commands)
     return parser
 
 

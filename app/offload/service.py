@@ -8,6 +8,7 @@ SIGTERM/SIGINT stop the service after the running task finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -19,13 +20,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
 from offload.compute.context import Compute
 from offload.compute.driver import FakeDriver
 from offload.compute.manager import TASKS, ComputeManager
 from offload.compute.notifier import JsonLinesNotifier, MemoryNotifier, Notifier
 from offload.config import Settings
-from offload.db import Database
+from offload.db import Database, make_engine
+from offload.errors import OffloadError
+from offload.monitor import replica_views
 from offload.periodic import Scheduler, install_signal_handlers
+from offload.routing import CAUSAL_WAIT_BUCKETS
 from offload.tracing import JsonLinesSink, StatementRecord
 from offload.urls import masked
 
@@ -78,10 +85,34 @@ class Service:
                                    logger=log)
         self.stop_event = threading.Event()
         self.started = time.time()
+        self._health_engine = make_engine(settings.require_connection(),
+                                          dataclasses.replace(settings.database,
+                                                              max_pool_size=1),
+                                          name="primary")
 
     # --- views --------------------------------------------------------------
 
+    def health(self) -> tuple[bool, list[str]]:
+        """(primary answers, reasons the service is degraded)."""
+        try:
+            with self._health_engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except (OffloadError, SQLAlchemyError) as exc:
+            return False, [f"primary: {str(exc).splitlines()[0]}"]
+        reasons = []
+        if self.db.replicas:
+            for name, reading in self.db.guard.readings().items():
+                if not reading.reachable:
+                    reasons.append(f"{name} unreachable")
+                elif reading.lag is None:
+                    reasons.append(f"{name}: {reading.error or 'lag unknown'}")
+                elif reading.lag > self.settings.replica.max_lag:
+                    reasons.append(f"{name} {reading.lag * 1000:.0f} ms behind "
+                                   f"(max_lag {self.settings.replica.max_lag * 1000:.0f} ms)")
+        return True, reasons
+
     def status(self) -> dict[str, Any]:
+        healthy, reasons = self.health()
         counts = self.counter.snapshot()
         tasks = []
         for spec in TASKS:
@@ -100,12 +131,18 @@ class Service:
                 "last_error": stats.last_error,
                 "rejected_writes": self.manager.totals[spec.name]["rejected"],
                 "statements": dict(sorted(by_route.items())),
+                "routing": self.db.routing.for_task(spec.name),
                 "last_run": last.as_dict() if last else None,
             })
         return {
             "host": self.settings.host, "uptime": round(time.time() - self.started, 3),
-            "primary": masked(self.settings.require_connection()),
-            "replicas": [masked(u) for u in self.settings.database.slave_connections],
+            "health": "down" if not healthy else ("degraded" if reasons else "ok"),
+            "degraded_because": reasons,
+            "primary": {"url": masked(self.settings.require_connection()),
+                        "reachable": healthy},
+            "max_lag_ms": self.settings.replica.max_lag * 1000,
+            "lag_policy": self.settings.replica.lag_policy.value,
+            "replicas": replica_views(self.db, self.settings.testbed.replica_admin_connections),
             "tasks": tasks,
         }
 
@@ -115,14 +152,56 @@ class Service:
         for (task, route, target, verb), n in sorted(self.counter.snapshot().items()):
             lines.append(f'offload_statements_total{{task="{task}",route="{route}",'
                          f'target="{target}",verb="{verb}"}} {n}')
+        lines += ["# HELP offload_replica_lag_seconds Heartbeat lag of each replica.",
+                  "# TYPE offload_replica_lag_seconds gauge",
+                  "# HELP offload_replica_reachable 1 when the replica answered its last probe.",
+                  "# TYPE offload_replica_reachable gauge"]
+        readings = self.db.guard.readings() if self.db.replicas else {}
+        for name, reading in sorted(readings.items()):
+            if reading.lag is not None:
+                lines.append(f'offload_replica_lag_seconds{{replica="{name}"}} {reading.lag:.6f}')
+            lines.append(f'offload_replica_reachable{{replica="{name}"}} '
+                         f'{int(reading.reachable)}')
+        routing = self.db.routing
+        lines += ["# HELP offload_fallbacks_total Replica reads sent to the primary, by reason.",
+                  "# TYPE offload_fallbacks_total counter"]
+        for (task, reason), n in sorted(routing.fallbacks.items()):
+            lines.append(f'offload_fallbacks_total{{task="{task}",reason="{reason}"}} {n}')
+        lines += ["# HELP offload_skips_total Task runs skipped by lag_policy=skip.",
+                  "# TYPE offload_skips_total counter"]
+        for (task, reason), n in sorted(routing.skips.items()):
+            lines.append(f'offload_skips_total{{task="{task}",reason="{reason}"}} {n}')
+        lines += ["# HELP offload_stale_reads_total Reads beyond max_lag (lag_policy=stale).",
+                  "# TYPE offload_stale_reads_total counter"]
+        for task, n in sorted(routing.stale_reads.items()):
+            lines.append(f'offload_stale_reads_total{{task="{task}"}} {n}')
+        lines += ["# HELP offload_causal_wait_seconds Waits of replica reads for the task's "
+                  "own writes.", "# TYPE offload_causal_wait_seconds histogram"]
+        for bound in (*CAUSAL_WAIT_BUCKETS, float("inf")):
+            label = "+Inf" if bound == float("inf") else f"{bound}"
+            lines.append(f'offload_causal_wait_seconds_bucket{{le="{label}"}} '
+                         f'{routing.causal_buckets[bound]}')
+        lines.append(f"offload_causal_wait_seconds_sum "
+                     f"{sum(routing.causal_wait_seconds.values()):.6f}")
+        lines.append(f"offload_causal_wait_seconds_count {sum(routing.causal_waits.values())}")
         lines += ["# HELP offload_task_runs_total Runs of each periodic task.",
                   "# TYPE offload_task_runs_total counter"]
-        for name, stats in self.scheduler.stats.items():
-            lines.append(f'offload_task_runs_total{{task="{name}"}} {stats.runs}')
-            lines.append(f'offload_task_failures_total{{task="{name}"}} {stats.failures}')
-            lines.append(f'offload_task_rejected_writes_total{{task="{name}"}} '
-                         f'{self.manager.totals[name]["rejected"]}')
+        stats = self.scheduler.stats
+        lines += [f'offload_task_runs_total{{task="{n}"}} {s.runs}' for n, s in stats.items()]
+        lines += ["# HELP offload_task_failures_total Runs that raised.",
+                  "# TYPE offload_task_failures_total counter"]
+        lines += [f'offload_task_failures_total{{task="{n}"}} {s.failures}'
+                  for n, s in stats.items()]
+        lines += ["# HELP offload_task_rejected_writes_total Guarded writes the primary refused.",
+                  "# TYPE offload_task_rejected_writes_total counter"]
+        lines += [f'offload_task_rejected_writes_total{{task="{n}"}} '
+                  f'{self.manager.totals[n]["rejected"]}' for n in stats]
         return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        """Release connections and stop the heartbeat (``run`` does this itself)."""
+        self.db.dispose()
+        self._health_engine.dispose()
 
     # --- running ------------------------------------------------------------
 
@@ -137,7 +216,12 @@ class Service:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/healthz":
-                    body, kind = b"ok\n", "text/plain"
+                    healthy, reasons = service.health()
+                    if not healthy:
+                        self.send_error(503, "; ".join(reasons))
+                        return
+                    text_ = "degraded: " + "; ".join(reasons) if reasons else "ok"
+                    body, kind = (text_ + "\n").encode(), "text/plain"
                 elif self.path == "/metrics":
                     body, kind = service.metrics().encode(), "text/plain; version=0.0.4"
                 elif self.path == "/status":
@@ -174,8 +258,11 @@ class Service:
                 self.db.tracer.add_sink(sink)
                 stack.callback(sink.close)
             stack.callback(self.db.dispose)
+            stack.callback(self._health_engine.dispose)
             stack.enter_context(self._http())
             self.manager.init_host()
+            if self.db.replicas:
+                self.db.guard  # noqa: B018 - start the heartbeat before the first task
             log.info("offload serve: host %s, %d tasks enabled, primary %s, %d replica(s)",
                      self.settings.host, len(self.scheduler.enabled_tasks),
                      masked(self.settings.require_connection()),

@@ -195,26 +195,28 @@ def test_pending_deletes_from_a_stale_replica_are_refused(
 ) -> None:
     with db.writer() as session:
         cleaned_meanwhile = _deleted(session, attempts=1)
+        cleaned_at_first_attempt = _deleted(session)
         counted_meanwhile = _deleted(session, attempts=1)
         first_counted_meanwhile = _deleted(session)
     wait_for_replication(db)
     driver = FakeDriver("compute-1", delete_failure_rate=0.0)
     manager = _manager(compute_factory, db, driver)
     with paused_applier():
-        # meanwhile on the primary: another worker cleaned one and counted attempts on two
+        # meanwhile on the primary: another worker cleaned two and counted attempts on two
         with db.writer() as session:
-            session.execute(update(Instance).where(
-                Instance.uuid == cleaned_meanwhile.uuid).values(cleaned=1))
+            session.execute(update(Instance).where(Instance.uuid.in_(
+                [cleaned_meanwhile.uuid, cleaned_at_first_attempt.uuid])).values(cleaned=1))
             session.execute(update(InstanceSystemMetadata).where(
                 InstanceSystemMetadata.instance_uuid == counted_meanwhile.uuid,
             ).values(value="2"))
             session.add(InstanceSystemMetadata(instance_uuid=first_counted_meanwhile.uuid,
                                                key=CLEAN_ATTEMPTS_KEY, value="1"))
         report = run_on_replica(manager, PENDING_DELETES).report  # reads the stale replica
-    assert report.items == 3
-    assert (report.rejected, report.written) == (3, 0)
+    assert report.items == 4
+    assert (report.rejected, report.written) == (4, 0)
     assert _deletes_asked(driver) == []  # nothing claimed: the hypervisor was not asked
     assert _cleanup_state(db, cleaned_meanwhile) == ("1", 1)
+    assert _cleanup_state(db, cleaned_at_first_attempt) == (None, 1)
     assert _cleanup_state(db, counted_meanwhile) == ("2", 0)
     assert _cleanup_state(db, first_counted_meanwhile) == ("1", 0)
 
@@ -222,6 +224,7 @@ def test_pending_deletes_from_a_stale_replica_are_refused(
     report = run_on_replica(manager, PENDING_DELETES).report  # caught up
     assert (report.items, report.rejected, report.written) == (2, 0, 4)
     assert _cleanup_state(db, cleaned_meanwhile) == ("1", 1)
+    assert _cleanup_state(db, cleaned_at_first_attempt) == (None, 1)
     assert _cleanup_state(db, counted_meanwhile) == ("3", 1)
     assert _cleanup_state(db, first_counted_meanwhile) == ("2", 1)
     assert _deletes_asked(driver) == sorted([counted_meanwhile.uuid,

@@ -236,7 +236,7 @@ def poll_volume_usage(c: Compute, report: RunReport) -> None:
                 .where(Instance.host == c.host, Instance.deleted == 0,
                        BlockDeviceMapping.deleted == 0,
                        BlockDeviceMapping.destination_type == "volume",
-                       BlockDeviceMapping.volume_id.is_not(None))).tuples()
+                       BlockDeviceMapping.volume_id.is_not(None)))
             if volume_id]
         rows = {r.volume_id: r for r in session.scalars(select(VolumeUsage).where(
             VolumeUsage.volume_id.in_([v for _, v in pairs]), VolumeUsage.deleted == 0))}

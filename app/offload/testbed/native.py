@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 from dataclasses import asdict
 from functools import partial
@@ -275,9 +276,32 @@ class NativeTopology:
         write_config(info, self.config_path)
         return info
 
-    def _start_all(self, state: dict[str, Any], program: ServerProgram) -> None:
+    def kill(self, name: str) -> None:
+        """SIGKILL one server of a running testbed (fault injection): no clean shutdown."""
+        state = self._load_state()
+        record = state["servers"][name]
+        server = self.servers.pop(name, None)
+        if server is not None:
+            server.kill()
+        elif record.get("pid") and self._is_ours(record["pid"], record["defaults_file"]):
+            os.killpg(record["pid"], signal.SIGKILL)
+            wait_for(lambda: not pid_alive(record["pid"]), Deadline(10), interval=0.02)
+        record["pid"] = None
+        self._save_state(state)
+
+    def start(self, name: str) -> None:
+        """Start one stopped server of an initialised testbed again, on its data."""
+        state = self._load_state()
+        if not state.get("initialised"):
+            raise TestbedError(f"the testbed in {self.dir} is not up", hint="run up() first")
+        self._start_all(state, find_server(self.mysqld), only=name)
+
+    def _start_all(self, state: dict[str, Any], program: ServerProgram, *,
+                   only: str | None = None) -> None:
         mysql_dir = find_mysql_dir()
         for name, record in state["servers"].items():
+            if only is not None and name != only:
+                continue
             home = self.dir / name
             defaults = write_defaults_file(
                 Path(record["defaults_file"]), mysql_dir=mysql_dir, flavor=program.flavor,
