@@ -88,4 +88,6 @@ def install_translation(engine: Engine, *, name: str) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: ExceptionContext) -> BaseException | None:
+        if context.is_pre_ping:
+            return None  # a dead pooled connection: the pool reconnects, nothing to report
         return translate(context.original_exception, where)

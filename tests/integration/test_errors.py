@@ -77,3 +77,14 @@ def test_nothing_listening_is_cannot_connect(testbed: TestbedInfo) -> None:
     with Database(settings) as db, pytest.raises(CannotConnect, match="cannot connect"), \
             db.reader() as s:
         s.execute(text("SELECT 1"))
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_silently(
+    db: Database, primary_admin: Engine
+) -> None:
+    with db.writer() as session:
+        idle_id = session.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    with primary_admin.connect() as admin:  # the server drops the pooled connection
+        admin.execute(text(f"KILL CONNECTION {int(idle_id)}"))
+    with db.writer() as session:  # pre-ping notices and reconnects: no error
+        assert session.execute(text("SELECT CONNECTION_ID()")).scalar_one() != idle_id

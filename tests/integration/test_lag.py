@@ -1,0 +1,203 @@
+"""Lag-aware replica reads on a real replica: heartbeat lag, the guard's policies, causal reads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, select, text
+
+from offload import replication
+from offload.config import LagPolicy, ReplicaSettings, ServiceSettings, Settings
+from offload.db import Database, session_target
+from offload.lag import LagProbe
+from offload.schema import Instance
+from offload.service import Service
+from offload.testbed import TestbedInfo
+from offload.tracing import QueryTrace, task_scope
+from offload.waiting import Deadline, wait_for
+
+from .conftest import ALL_ON, new_instance
+
+TASK = "_poll_bandwidth_usage"
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
+
+
+def _probe(db: Database, name: str = "replica0") -> LagProbe:
+    return db.guard.selector.probes[name]
+
+
+def _lag_under(probe: LagProbe, seconds: float) -> bool:
+    reading = probe.read()
+    return reading.lag is not None and reading.lag < seconds
+
+
+def _settings(**replica: object) -> Settings:
+    return Settings(replica=ReplicaSettings(**replica))  # type: ignore[arg-type]
+
+
+def test_heartbeat_lag_grows_at_wall_clock_rate_and_recovers(db: Database, paused_applier) -> None:
+    probe = _probe(db)
+    assert wait_for(lambda: _lag_under(probe, 0.05), Deadline(10))
+    with paused_applier():  # the heartbeat keeps writing on the primary meanwhile
+        first, started = probe.read(), time.monotonic()
+        assert first.lag is not None
+        latest: list[tuple[float, float]] = []
+
+        def grown_by_a_second() -> bool:
+            reading = probe.read()
+            assert reading.lag is not None
+            latest[:] = [(reading.lag, time.monotonic())]
+            return reading.lag >= first.lag + 1.0  # type: ignore[operator]
+
+        assert wait_for(grown_by_a_second, Deadline(10), interval=0.02)
+        lag, now = latest[0]
+        growth, elapsed = lag - first.lag, now - started
+        assert abs(growth - elapsed) <= max(0.1 * elapsed, 0.05), (growth, elapsed)
+    resumed = time.monotonic()
+    assert wait_for(lambda: _lag_under(probe, 0.010), Deadline(10), interval=0.01)
+    assert time.monotonic() - resumed < 5
+
+
+@pytest.fixture
+def lagging(db_factory, compute_factory, wait_for_replication, paused_applier):
+    """(policy) → (db, manager, pause): max_lag 0.2, one instance on compute-1, replicated."""
+
+    def make(policy: LagPolicy):
+        db = db_factory(settings=_settings(max_lag=0.2, lag_policy=policy))
+        with db.writer() as session:
+            session.add(new_instance())
+        wait_for_replication(db)
+        return db, compute_factory(db, options=ALL_ON)
+
+    return make
+
+
+@pytest.mark.parametrize("policy", list(LagPolicy))
+def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
+    policy: LagPolicy, lagging, paused_applier, wait_for_replication, trace: QueryTrace,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    db, manager = lagging(policy)
+    probe = _probe(db)
+    with paused_applier(), caplog.at_level(logging.WARNING, logger="offload.routing"):
+        assert wait_for(lambda: not _lag_under(probe, 0.3), Deadline(10), interval=0.02)
+        report = manager.run(TASK)
+        selects = [r for r in trace.for_task(TASK) if r.run == report.run and r.verb == "SELECT"
+               and r.route == "replica"]
+        routing = report.details["routing"]
+        if policy is LagPolicy.PRIMARY:
+            assert selects and all(r.target == "primary" for r in selects), trace.table(TASK)
+            assert routing["fallbacks"].get("lag", 0) >= 1
+        elif policy is LagPolicy.SKIP:
+            assert report.skipped and "no replica fit" in report.skipped
+            assert selects == []
+            assert routing["skips"] == {"lag": 1}
+        else:
+            assert selects and all(r.target == "replica0" for r in selects), trace.table(TASK)
+            assert routing["stale_reads"] >= 1
+            assert "stale read: replica0" in caplog.text
+    wait_for_replication(db)  # resumed and caught up: the very next run is on the replica
+    report = manager.run(TASK)
+    selects = [r for r in trace.for_task(TASK) if r.run == report.run and r.verb == "SELECT"
+               and r.route == "replica"]
+    assert selects and all(r.target == "replica0" for r in selects), trace.table(TASK)
+    assert report.details["routing"]["fallbacks"] == {}
+
+
+def _restart_applier_later(engine: Engine, flavor: replication.Flavor,
+                           delay: float) -> threading.Timer:
+    def start() -> None:
+        with engine.connect() as conn:
+            replication.start_replica(conn, flavor, sql_thread_only=True)
+
+    timer = threading.Timer(delay, start)
+    timer.start()
+    return timer
+
+
+def _own_row_visible(db: Database, uuid: str) -> tuple[str, bool]:
+    with db.reader(allow_replica=True) as session:
+        found = session.scalar(select(Instance.id).where(Instance.uuid == uuid)) is not None
+        return session_target(session).name, found
+
+
+def test_causal_read_waits_for_the_tasks_own_write(
+    db_factory, replica_admin: list[Engine], testbed: TestbedInfo,
+) -> None:
+    db = db_factory(settings=_settings(causal_timeout=2.0))
+    _probe(db)  # heartbeat on before the pause
+    with replica_admin[0].connect() as conn:
+        replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+    timer = None
+    try:
+        with task_scope("causal_probe"):
+            instance = new_instance()
+            with db.writer() as session:
+                session.add(instance)
+            timer = _restart_applier_later(replica_admin[0], testbed.flavor, 0.3)
+            target, found = _own_row_visible(db, instance.uuid)
+    finally:
+        if timer is not None:
+            timer.join()
+        with replica_admin[0].connect() as conn:  # idempotent if the timer ran
+            replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+    assert (target, found) == ("replica0", True)
+    stats = db.routing.for_task("causal_probe")
+    assert stats["causal_waits"] == 1 and stats["fallbacks"] == {}
+    assert 0.2 <= float(stats["causal_wait_seconds"]) < 2.0  # type: ignore[arg-type]
+
+
+def test_causal_read_goes_to_the_primary_after_causal_timeout(
+    db_factory, paused_applier,
+) -> None:
+    db = db_factory(settings=_settings(causal_timeout=0.3))
+    _probe(db)
+    with paused_applier(), task_scope("causal_probe"):
+        instance = new_instance()
+        with db.writer() as session:
+            session.add(instance)
+        assert _own_row_visible(db, instance.uuid) == ("primary", True)
+    stats = db.routing.for_task("causal_probe")
+    assert stats["fallbacks"] == {"causal_timeout": 1}
+    assert 0.3 <= float(stats["causal_wait_seconds"]) < 1.0  # type: ignore[arg-type]
+
+
+def test_without_causal_reads_the_replica_answers_stale(db_factory, paused_applier) -> None:
+    db = db_factory(settings=_settings(causal_reads=False))
+    _probe(db)
+    with paused_applier(), task_scope("causal_probe"):
+        instance = new_instance()
+        with db.writer() as session:
+            session.add(instance)
+        assert _own_row_visible(db, instance.uuid) == ("replica0", False)
+    assert db.routing.for_task("causal_probe")["causal_waits"] == 0
+
+
+def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: TestbedInfo) -> None:
+    db = db_factory()
+    database = db.settings.require_connection().database
+    settings = testbed.settings(database=database or "nova", base=Settings(
+        host="compute-1", compute=ALL_ON, service=ServiceSettings(http_port=0)))
+    service = Service(settings)
+    try:
+        service.manager.run(TASK)
+        families = {f.name: f for f in text_string_to_metric_families(service.metrics())}
+        status = service.status()
+    finally:
+        service.close()
+    assert "offload_replica_lag_seconds" in families
+    assert "offload_causal_wait_seconds" in families
+    assert any(s.labels.get("task") == TASK for s in families["offload_statements"].samples)
+    jsonschema.validate(status, json.loads(SCHEMA.read_text()))
+    assert status["health"] == "ok"
+    assert status["replicas"][0]["io_running"] == "Yes"
+    assert json.loads(json.dumps(status)) == status
+    with db.reader() as session:
+        assert session.execute(text("SELECT 1")).scalar_one() == 1
