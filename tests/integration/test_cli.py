@@ -99,3 +99,44 @@ def test_malformed_url_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) 
     assert result.returncode == 2
     _assert_one_clean_line(result, testbed)
     assert "Sup3rSecret" not in result.stderr and "not a valid database URL" in result.stderr
+
+
+def test_replica_pause_resume_and_delay(testbed: TestbedInfo, config: Path,
+                                        tmp_path: Path, replica_admin) -> None:
+    from offload import replication  # noqa: PLC0415
+
+    def status() -> replication.ReplicaStatus:
+        with replica_admin[0].connect() as conn:
+            found = replication.replica_status(conn, testbed.flavor)
+        assert found is not None
+        return found
+
+    try:
+        paused = _offload("--config", str(config), "replica", "pause", cwd=tmp_path)
+        assert paused.returncode == 0, paused.stderr
+        assert (status().io_running, status().sql_running) == ("Yes", "No")
+        resumed = _offload("--config", str(config), "replica", "resume", cwd=tmp_path)
+        assert resumed.returncode == 0 and status().sql_running == "Yes"
+        delayed = _offload("--config", str(config), "replica", "delay", "2", cwd=tmp_path)
+        assert delayed.returncode == 0, delayed.stderr
+        assert status().sql_delay == 2 and status().threads_running
+    finally:
+        _offload("--config", str(config), "replica", "delay", "0", cwd=tmp_path)
+        _offload("--config", str(config), "replica", "resume", cwd=tmp_path)
+    assert status().sql_delay == 0 and status().threads_running
+    missing = _offload("--config", str(config), "replica", "pause", "--replica", "5",
+                       cwd=tmp_path)
+    assert missing.returncode == 2 and "no replica 5" in missing.stderr
+
+
+def test_status_without_a_service_reads_the_replicas_now(
+    testbed: TestbedInfo, config: Path, tmp_path: Path
+) -> None:
+    assert _offload("--config", str(config), "db", "sync", cwd=tmp_path).returncode == 0
+    result = _offload("--config", str(config), "status", "--json", cwd=tmp_path)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    assert report["replicas"][0]["reachable"] is True
+    assert report["replicas"][0]["sql_running"] == "Yes"
+    for secret in _secrets(testbed):
+        assert secret not in result.stdout
