@@ -200,12 +200,15 @@ def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
     from offload.db import Database  # noqa: PLC0415
+    from offload.preflight import preflight  # noqa: PLC0415
     from offload.service import build_manager  # noqa: PLC0415
 
     settings = _for_host(args, settings)
     with Database(settings) as db:
         manager = build_manager(settings, db)
         spec = manager.spec(args.name)  # unknown names fail before any connection
+        for warning in preflight(settings):
+            sys.stderr.write(f"offload: warning: {warning}\n")
         manager.init_host()
         report = manager.run(spec.name)
     if args.json:
@@ -228,7 +231,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.trace:
         settings = dataclasses.replace(
             settings, service=dataclasses.replace(settings.service, trace_file=args.trace))
+    from offload.preflight import preflight  # noqa: PLC0415
+
     settings.require_connection()
+    for warning in preflight(settings):
+        sys.stderr.write(f"offload: warning: {warning}\n")
     Service(settings).run()
     return 0
 

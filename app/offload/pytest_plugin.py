@@ -47,6 +47,8 @@ from offload.urls import parse_url, with_database
 __all__ = ["pytest_addoption"]
 
 DbFactory = Callable[..., Database]
+#: what the service's account may do on its database (as mysql/bootstrap/primary.sql)
+SERVICE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP, REFERENCES"
 WaitForReplication = Callable[..., float]
 
 
@@ -143,7 +145,7 @@ def db_factory(testbed: TestbedInfo, tracer: Tracer,
     created: list[Database] = []
     with admin.begin() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        _grant(conn, name, testbed.primary, "ALL PRIVILEGES", testbed.admin)
+        _grant(conn, name, testbed.primary, SERVICE_PRIVILEGES, testbed.admin)
         for url in testbed.replicas:
             _grant(conn, name, url, "SELECT", testbed.admin)
     first = Database(testbed.settings(database=name), tracer=tracer)

@@ -21,6 +21,7 @@ __all__ = [
     "assert_task_read_from_primary",
     "assert_task_read_from_replica",
     "server_statements",
+    "table_checksums",
 ]
 
 # a tag leads the statement, or follows the verb of a bulk INSERT/REPLACE
@@ -36,6 +37,19 @@ def server_statements(engine: Engine, *, task: str, run: str | None = None) -> l
     pattern = f"/* offload task={task} route=% run={run or '%'} */%"
     with engine.connect() as conn:
         return [str(row[0]) for row in conn.execute(_HISTORY, {"pattern": pattern})]
+
+
+def table_checksums(engine: Engine, database: str,
+                    tables: Sequence[str] | None = None) -> dict[str, int | None]:
+    """``CHECKSUM TABLE`` of the nova tables (heartbeat excluded: it moves every 100 ms)."""
+    from offload.schema import NOVA_TABLES  # noqa: PLC0415 - schema is heavy; tests only
+
+    names = [t for t in (tables or NOVA_TABLES) if t != "heartbeat"]
+    listed = ", ".join(f"`{database}`.`{name}`" for name in names)
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"CHECKSUM TABLE {listed}")).all()
+    return {str(row[0]).split(".", 1)[1]: (int(row[1]) if row[1] is not None else None)
+            for row in rows}
 
 
 def _fail(trace: QueryTrace, task: str, problem: str) -> AssertionError:

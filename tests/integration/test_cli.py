@@ -140,3 +140,63 @@ def test_status_without_a_service_reads_the_replicas_now(
     assert report["replicas"][0]["sql_running"] == "Yes"
     for secret in _secrets(testbed):
         assert secret not in result.stdout
+
+
+def _two_url_config(tmp_path: Path, primary: URL, replica: URL) -> Path:
+    path = tmp_path / "pair.conf"
+    plain = [u.render_as_string(hide_password=False) for u in (primary, replica)]
+    path.write_text(f"[database]\nconnection = {plain[0]}\nslave_connection = {plain[1]}\n")
+    return path
+
+
+def test_slave_connection_naming_the_primary_is_refused(
+    testbed: TestbedInfo, tmp_path: Path
+) -> None:
+    config = _two_url_config(tmp_path, testbed.primary_url(), testbed.primary_url())
+    result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
+    assert result.returncode == 2
+    _assert_one_clean_line(result, testbed)
+    assert "is the primary itself (server_id 1)" in result.stderr
+
+
+def test_replica_account_that_may_write_is_warned_about(
+    testbed: TestbedInfo, tmp_path: Path
+) -> None:
+    # the primary's account (it may write) used for the replica
+    writable = testbed.primary_url().set(port=testbed.replica_urls()[0].port)
+    config = _two_url_config(tmp_path, testbed.primary_url(), writable)
+    _offload("--config", str(config), "db", "sync", cwd=tmp_path)
+    result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("offload: warn")]
+    assert len(warnings) == 1 and "account 'nova' may write" in warnings[0], result.stderr
+    assert "give it SELECT only" in warnings[0]
+    for secret in _secrets(testbed):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_replica_that_is_not_read_only_is_warned_about(
+    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+) -> None:
+    from sqlalchemy import text  # noqa: PLC0415
+
+    _offload("--config", str(config), "db", "sync", cwd=tmp_path)
+    with replica_admin[0].connect() as conn:
+        conn.execute(text("SET GLOBAL read_only = OFF"))
+    try:
+        result = _offload("--config", str(config), "run-task", "sync_power_states",
+                          cwd=tmp_path)
+    finally:
+        with replica_admin[0].connect() as conn:
+            conn.execute(text("SET GLOBAL read_only = ON"))
+    assert result.returncode == 0, result.stderr
+    assert "replica0 (mysql+pymysql://nova_ro:***@" in result.stderr
+    assert "is not read_only" in result.stderr
+
+
+def test_unknown_task_is_one_line_exit_2(testbed: TestbedInfo, config: Path,
+                                         tmp_path: Path) -> None:
+    result = _offload("--config", str(config), "run-task", "_poll_everything", cwd=tmp_path)
+    assert result.returncode == 2
+    _assert_one_clean_line(result, testbed)
+    assert "no periodic task named '_poll_everything'" in result.stderr

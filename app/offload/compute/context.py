@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Executable, Insert, exists, insert, literal, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from offload.compute.driver import FakeDriver
@@ -88,6 +89,11 @@ class Compute:
     def guarded(self, session: Session, statement: Executable, report: RunReport, *,
                 what: str) -> bool:
         """Run a conditional write; True if the primary applied it, else count a rejection."""
+        return self.guarded_result(session, statement, report, what=what) is not None
+
+    def guarded_result(self, session: Session, statement: Executable, report: RunReport, *,
+                       what: str) -> CursorResult[Any] | None:
+        """``guarded`` that hands back the result (``lastrowid``...) of an applied write."""
         # Core execution on the session's connection: an ORM-enabled UPDATE would
         # first SELECT the matching rows on the primary to synchronise the session
         result = session.connection().execute(statement)
@@ -95,9 +101,9 @@ class Compute:
             report.rejected += 1
             log.info("%s on %s: guarded write rejected (%s): the primary no longer "
                      "matches what the replica showed", report.task, self.host, what)
-            return False
+            return None
         report.written += 1
-        return True
+        return result
 
     def notify(self, report: RunReport, event_type: str, payload: dict[str, Any]) -> None:
         self.notifier.notify(event_type, payload)

@@ -24,6 +24,14 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import select
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from offload.compute.cleanup import (
     cleanup_running_deleted_instances,
@@ -42,10 +50,11 @@ from offload.compute.lifecycle import (
 from offload.compute.resource_tracker import update_available_resource
 from offload.compute.usage import instance_usage_audit, poll_bandwidth_usage, poll_volume_usage
 from offload.config import ComputeSettings
+from offload.errors import ConnectionLost, Deadlock
 from offload.periodic import PeriodicTask, UnknownTask
 from offload.routing import SkipRun
 from offload.schema import Instance
-from offload.tracing import QueryTrace, StatementRecord, task_scope
+from offload.tracing import QueryTrace, StatementRecord, current_task, task_scope
 
 __all__ = ["TASKS", "ComputeManager", "TaskSpec", "summarize"]
 
@@ -133,6 +142,11 @@ def summarize(records: list[StatementRecord]) -> dict[str, Any]:
     }
 
 
+def current_task_name() -> str:
+    context = current_task()
+    return context.task if context else "-"
+
+
 def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """What changed between two RoutingStats.for_task() snapshots."""
     result: dict[str, Any] = {}
@@ -148,8 +162,16 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 class ComputeManager:
     """The periodic tasks of one compute host and the reports of their runs."""
 
-    def __init__(self, compute: Compute) -> None:
+    def __init__(self, compute: Compute, *, retry_attempts: int = 8,
+                 retry_budget: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.compute = compute
+        # a run that lost its connection (primary restarting) or was chosen as a
+        # deadlock victim is run again: safe, because every write is guarded
+        self._retry = Retrying(
+            retry=retry_if_exception_type((ConnectionLost, Deadlock)),
+            stop=stop_after_attempt(retry_attempts) | stop_after_delay(retry_budget),
+            wait=wait_exponential(multiplier=0.1, max=2.0), sleep=sleep, reraise=True,
+            before_sleep=self._log_retry)
         self.last_reports: dict[str, RunReport] = {}
         self.totals: dict[str, Counter[str]] = defaultdict(Counter)
         self._specs = {spec.name: spec for spec in TASKS}
@@ -187,7 +209,10 @@ class ComputeManager:
             started = time.perf_counter()
             routing_before = self.compute.db.routing.for_task(spec.name)
             try:
-                spec.func(self.compute, report)
+                for attempt in self._retry.copy():
+                    with attempt:
+                        report.details["attempts"] = attempt.retry_state.attempt_number
+                        spec.func(self.compute, report)
             except SkipRun as skip:  # lag_policy = skip: a decision, not a failure
                 report.skipped = skip.message
             except Exception as exc:
@@ -201,6 +226,12 @@ class ComputeManager:
                 report.details["statements"] = summarize(records)
                 self._account(report, records)
         return report
+
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("%s: attempt %d failed (%s); trying again", current_task_name(),
+                    state.attempt_number, str(error).splitlines()[0] if error else "?")
 
     def _account(self, report: RunReport, records: list[StatementRecord]) -> None:
         self.last_reports[report.task] = report

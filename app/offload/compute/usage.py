@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 AUDIT_TASK = "instance_usage_audit"  # Nova's task_log name
+#: a RUNNING audit row untouched this long belongs to a worker that died: take it over
+AUDIT_STUCK_AFTER = 3600
 
 
 def last_completed_audit_period(unit: str, now: datetime) -> tuple[datetime, datetime]:
@@ -81,12 +83,15 @@ def instance_usage_audit(c: Compute, report: RunReport) -> None:
         return
     begin, end = last_completed_audit_period(c.options.instance_usage_audit_period, c.now())
     with c.db.reader(allow_replica=True) as session:
-        done = session.scalar(select(TaskLog.state).where(
+        logged = session.execute(select(TaskLog.id, TaskLog.state, TaskLog.updated_at,
+                                        TaskLog.created_at).where(
             TaskLog.task_name == AUDIT_TASK, TaskLog.host == c.host,
             TaskLog.period_beginning == begin, TaskLog.period_ending == end,
-            TaskLog.deleted == 0))
-        if done is not None:
-            report.skipped = f"audit of {begin:%Y-%m-%d %H:%M} already {done}"
+            TaskLog.deleted == 0)).one_or_none()
+        stuck = logged is not None and _stuck(c, logged.state, logged.id,
+                                              logged.updated_at or logged.created_at)
+        if logged is not None and not stuck:
+            report.skipped = f"audit of {begin:%Y-%m-%d %H:%M} already {logged.state}"
             return
         # deleted instances count too: they existed during the period
         instances = list(session.scalars(select(Instance).where(
@@ -99,19 +104,55 @@ def instance_usage_audit(c: Compute, report: RunReport) -> None:
             usage.setdefault(row.uuid or "", {})[row.mac or ""] = {
                 "bw_in": row.bw_in or 0, "bw_out": row.bw_out or 0}
     report.items = len(instances)
+    if logged is not None:  # an audit that died RUNNING: take it over, once
+        with c.db.writer() as session:
+            if not c.guarded(session, update(TaskLog).where(
+                    TaskLog.id == logged.id, TaskLog.state == "RUNNING",
+                    TaskLog.updated_at.is_not_distinct_from(logged.updated_at),
+            ).values(updated_at=c.now(), message="Instance usage audit taken over"), report,
+                    what=f"takeover of the audit for {begin:%Y-%m-%d}"):
+                return
+        report.details["taken_over"] = logged.id
+    else:
+        _start_audit(c, report, begin, end, len(instances))
+        if report.details.get("audit_started") is None:
+            return
+    _finish_audit(c, report, begin, end, instances, usage)
+
+
+def _stuck(c: Compute, state: str, log_id: int, since: datetime | None) -> bool:
+    """A RUNNING audit this process started (and crashed in), or one silent for too long."""
+    if state != "RUNNING":
+        return False
+    if log_id in c.memory.get("audit_ids", set()):
+        return True
+    return since is None or since + timedelta(seconds=AUDIT_STUCK_AFTER) <= c.now()
+
+
+def _start_audit(c: Compute, report: RunReport, begin: datetime, end: datetime,
+                 items: int) -> None:
     with c.db.writer() as session:  # start: unique key (task, host, period) guards it
         claim = select(literal(AUDIT_TASK), literal("RUNNING"), literal(c.host),
                        literal(begin), literal(end), literal("Instance usage audit started"),
-                       literal(len(instances)), literal(0), literal(c.now()), literal(0)
+                       literal(items), literal(0), literal(c.now()), literal(0)
                        ).where(~exists().where(TaskLog.task_name == AUDIT_TASK,
                                                TaskLog.host == c.host,
                                                TaskLog.period_beginning == begin,
                                                TaskLog.period_ending == end))
-        if not c.guarded(session, insert(TaskLog).from_select(
-                ["task_name", "state", "host", "period_beginning", "period_ending", "message",
-                 "task_items", "errors", "created_at", "deleted"], claim), report,
-                what=f"start of the audit for {begin:%Y-%m-%d}"):
+        result = c.guarded_result(session, insert(TaskLog).from_select(
+            ["task_name", "state", "host", "period_beginning", "period_ending", "message",
+             "task_items", "errors", "created_at", "deleted"], claim), report,
+            what=f"start of the audit for {begin:%Y-%m-%d}")
+        if result is None:
             return
+        started = result.lastrowid  # LAST_INSERT_ID(): no read on the primary
+    # remember it: if this process dies mid-audit and retries, the row is ours to finish
+    c.memory.setdefault("audit_ids", set()).add(started)
+    report.details["audit_started"] = started
+
+
+def _finish_audit(c: Compute, report: RunReport, begin: datetime, end: datetime,
+                  instances: list[Instance], usage: dict[str, dict[str, dict[str, int]]]) -> None:
     errors = 0
     for instance in instances:
         try:

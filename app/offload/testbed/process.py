@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,9 @@ class ServerProcess:
                 hint="stop what listens there (`make down`?) or choose other ports with --port",
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # PR_SET_PDEATHSIG fires when the *thread* that forked ends: bind only from
+        # the main thread (a server started elsewhere is swept by the next up)
+        bind = self.bind_to_parent and threading.current_thread() is threading.main_thread()
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 list(self.args),
@@ -117,7 +121,7 @@ class ServerProcess:
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_die_with_parent if self.bind_to_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if bind else None,  # noqa: PLW1509
             )
         self.pid = self._popen.pid
         try:
