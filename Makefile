@@ -8,7 +8,7 @@ UP_ARGS     ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs test lint clean distclean server venv
+.PHONY: help up down status logs test soak lint clean distclean server venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -47,6 +47,10 @@ logs: ## the servers' error logs and the compute service's log
 
 test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+SOAK_SECONDS ?= 600
+soak: venv server ## the service for SOAK_SECONDS (600) under writes and replica pauses
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/soak
 
 lint: venv ## ruff and mypy --strict
 	$(BIN)/ruff check app tests
