@@ -1,0 +1,154 @@
+"""The ``offload lag`` commands: options → a plan, a progress bar, the table at the end.
+
+``offload lag run`` starts a testbed of its own on free ports and stops it
+afterwards, unless ``--config FILE`` names an existing testbed's config (as
+``offload bench`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from offload.config import LagPolicy, Settings, load_settings
+from offload.errors import ConfigError
+from offload.experiments.compare import compare
+from offload.experiments.provision import own_testbed, topology_of
+from offload.experiments.runner import ExperimentPlan, ExperimentResult, run_experiment
+from offload.experiments.scenarios import load_scenario
+from offload.experiments.summary import task_table
+
+__all__ = ["DEFAULT_OUT", "DEFAULT_WRITE_RATE", "compare_command", "run_command"]
+
+DEFAULT_OUT = "lag-results"
+DEFAULT_WRITE_RATE = 20.0
+
+
+class Bar:
+    """A rich progress bar over the experiment's seconds (plain lines when not a terminal)."""
+
+    def __init__(self, duration: float, console: Console) -> None:
+        self.duration = duration
+        self.progress = Progress(
+            TextColumn("[bold]lag run"), BarColumn(),
+            TextColumn("{task.completed:>5.1f}/{task.total:.0f} s"), TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"), console=console, transient=False)
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Bar:
+        self.progress.start()
+        self._task = self.progress.add_task("lag", total=self.duration, status="setting up")
+        return self
+
+    def update(self, elapsed: float, status: str) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, completed=elapsed, status=status)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.progress.stop()
+
+
+def _number(value: float | None, name: str, *, minimum: float, exclusive: bool = False
+            ) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
+        bound = ">" if exclusive else ">="
+        raise ConfigError(f"{name} must be a number {bound} {minimum:g}, got {value!r}")
+    return value
+
+
+def plan_from(args: argparse.Namespace) -> ExperimentPlan:
+    """The plan the command line asks for (scenario file defaults, then built-in ones)."""
+    scenario = load_scenario(args.scenario)
+    duration = _number(args.duration, "--duration", minimum=0, exclusive=True)
+    rate = _number(args.write_rate, "--write-rate", minimum=0)
+    if rate is None:
+        rate = scenario.write_rate if scenario.write_rate is not None else DEFAULT_WRITE_RATE
+    plan = ExperimentPlan(
+        scenario=scenario,
+        duration=duration if duration is not None else scenario.default_duration(),
+        write_rate=rate, task_interval=args.task_interval, instances=args.instances,
+    )
+    plan.scenario.check(plan.duration)
+    return plan
+
+
+def _replica_options(args: argparse.Namespace, settings: Settings) -> Settings:
+    replica = settings.replica
+    max_lag = _number(args.max_lag, "--max-lag", minimum=0, exclusive=True)
+    if max_lag is not None:
+        replica = dataclasses.replace(replica, max_lag=max_lag)
+    if args.policy is not None:
+        replica = dataclasses.replace(replica, lag_policy=LagPolicy(args.policy))
+    if args.causal is not None:
+        replica = dataclasses.replace(replica, causal_reads=args.causal)
+    return dataclasses.replace(settings, replica=replica)
+
+
+def _print(result: ExperimentResult) -> None:
+    summary = result.summary
+    total = summary["all"]
+    lines = ["", *task_table(summary, total="all"), ""]
+    for name, stats in summary["lag"].items():
+        lines.append(f"{name}: lag p50 {stats['lag_p50']} s, p99 {stats['lag_p99']} s, "
+                     f"max {stats['lag_max']} s; {stats['seconds_above_max_lag']} s above "
+                     "max_lag")
+    reasons = ", ".join(f"{k} {v}" for k, v in total["fallbacks_by_reason"].items())
+    lines += [
+        f"{total['runs']} task runs: staleness p50 {total['staleness_p50']} s, max "
+        f"{total['staleness_max']} s; {total['stale_data_reads']} read data older than max_lag",
+        f"  {total['fallbacks']} fallbacks to the primary ({reasons or 'none'}), "
+        f"{total['skips']} skips, {total['rejected_writes']} guarded writes rejected, "
+        f"{total['primary_reads']} reads on the primary",
+        f"written to {result.out}/: " + ", ".join(sorted(p.name for p in result.files.values())),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``offload lag run``: on the testbed of ``--config``, else on one of its own."""
+    plan = plan_from(args)
+    _replica_options(args, settings)  # usage errors before any server starts
+    out = Path(args.out)
+    console = Console(highlight=False, soft_wrap=True)
+    existing: Settings | None = None  # None: a testbed of its own
+    if args.lag_config:
+        existing = load_settings(Path(args.lag_config), os.environ)
+    elif args.config:
+        existing = settings
+    if existing is None:
+        replicas = max(args.replicas, plan.scenario.replicas_needed())
+        console.print(f"starting a testbed of its own ({replicas} replica(s), free ports); "
+                      "it is stopped afterwards")
+        with own_testbed(replicas=replicas) as (info, topology):
+            configured = info.settings(base=_replica_options(args, Settings()))
+            console.print(f"scenario {plan.scenario.spec} for {plan.duration:g} s "
+                          f"({info.flavor.value})")
+            with Bar(plan.duration, console) as bar:
+                result = run_experiment(configured, plan, out, topology=topology,
+                                        progress=bar, testbed="own")
+    else:
+        configured = _replica_options(args, existing)
+        console.print(f"scenario {plan.scenario.spec} for {plan.duration:g} s on the testbed "
+                      f"of {existing.source or 'the environment'}")
+        with Bar(plan.duration, console) as bar:
+            result = run_experiment(configured, plan, out, topology=topology_of(existing),
+                                    progress=bar, testbed="config")
+    _print(result)
+    return 0
+
+
+def compare_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``offload lag compare DIR...``."""
+    sys.stdout.write(compare([Path(d) for d in args.dirs]) + "\n")
+    return 0
