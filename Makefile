@@ -8,7 +8,7 @@ UP_ARGS     ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs test soak lint clean distclean server venv
+.PHONY: help up down status logs test soak lint clean distclean server venv images test-compose
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -28,7 +28,8 @@ server: ## make sure a MariaDB/MySQL server binary is installed
 OFFLOAD     := $(BIN)/offload --config $(TESTBED_DIR)/offload.conf
 SEED_ARGS   ?= --instances 1000 --hosts 2
 
-up: venv server ## start primary + GTID replica + the compute service (UP_ARGS="--replicas 2")
+up: venv ## start primary + GTID replica + the compute service (UP_ARGS="--replicas 2")
+	@docker info >/dev/null 2>&1 || bash mysql/ensure-server.sh  # compose needs no local server
 	$(BIN)/offload testbed up --dir $(TESTBED_DIR) $(UP_ARGS)
 	$(OFFLOAD) db sync
 	$(OFFLOAD) seed --if-empty $(SEED_ARGS)
@@ -42,15 +43,38 @@ status: venv ## replication state and GTIDs of every server; per task: runs, rou
 	@$(OFFLOAD) testbed status; echo; $(OFFLOAD) status
 
 logs: ## the servers' error logs and the compute service's log
-	@for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \
+	@if [ -f $(TESTBED_DIR)/compose.env ]; then $(BIN)/offload testbed logs --dir $(TESTBED_DIR); exit; fi; \
+	for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \
 	  [ -f "$$f" ] && { echo "== $$f"; tail -n 30 "$$f"; }; done; true
 
 test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# the compose subset: every task's replica-read proof, routing, the stack itself
+COMPOSE_TESTS ?= tests/integration/test_task_*.py tests/integration/test_routing.py tests/compose
+images: venv ## local images for the compose testbed without a registry (debootstrap, root; cached)
+	$(BIN)/offload testbed images
+
+test-compose: venv ## COMPOSE_TESTS on the compose stack (pytest-docker; removed afterwards)
+	$(BIN)/pytest --testbed=compose $(COMPOSE_TESTS) $(PYTEST_ARGS)
+
 SOAK_SECONDS ?= 600
 soak: venv server ## the service for SOAK_SECONDS (600) under writes and replica pauses
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/soak
+
+BENCH ?= quick
+.PHONY: bench
+bench: venv server ## benchmarks on their own testbed (free ports; stopped after); BENCH=full for the full sizes
+	$(BIN)/offload bench --$(BENCH) --out bench/results.json --docs docs/benchmarks.md
+
+# the default experiment: every kind of injection once, in 50 s (docs/experiments.md)
+LAG_SCENARIO ?= pause:3@5+pause:0.5@12+burst:300k@17+delay:2@25..35+kill-replica@41..43
+LAG_ARGS     ?= --duration 50 --max-lag 0.5 --policy primary --write-rate 20
+LAG_OUT      ?= lag-results
+LAG_CONFIG   ?=
+.PHONY: lag
+lag: venv server ## lag experiment, ~1 min, on its own testbed (LAG_CONFIG=FILE: an existing one); results in LAG_OUT
+	$(BIN)/offload lag run --scenario '$(LAG_SCENARIO)' $(LAG_ARGS) --out $(LAG_OUT)$(if $(LAG_CONFIG), --config $(LAG_CONFIG))
 
 lint: venv ## ruff and mypy --strict
 	$(BIN)/ruff check app tests

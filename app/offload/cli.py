@@ -29,6 +29,8 @@ from offload.errors import ConfigError, OffloadError, TestbedError
 from offload.urls import masked
 
 if TYPE_CHECKING:
+    from offload.testbed.compose import ComposeTopology
+    from offload.testbed.native import NativeTopology
     from offload.testbed.service import ServiceRunner
 
 __all__ = ["main"]
@@ -84,46 +86,113 @@ def _testbed_dir(args: argparse.Namespace, settings: Settings) -> Path:
     return Path(".testbed")
 
 
-def _backend(args: argparse.Namespace) -> str:
+def _recorded_backend(directory: Path) -> str | None:
+    """The backend of the testbed in ``directory`` (state.json), None when there is none."""
+    try:
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    backend = state.get("backend", "native") if isinstance(state, dict) else None
+    return backend if backend in ("native", "compose") else None
+
+
+def _compose_available() -> bool:
+    from offload.testbed.compose import compose_command  # noqa: PLC0415
+
+    try:
+        compose_command()
+    except OffloadError:
+        return False
+    return _docker_engine_answers()
+
+
+def _backend(args: argparse.Namespace, directory: Path) -> str:
+    """native | compose: asked for; else the existing testbed's; else compose where Docker runs."""
     backend: str = args.backend
-    if backend == "auto":
-        # The compose backend lands with the Docker testbed; until then auto
-        # means native even where a Docker engine answers (say so, once).
-        if _docker_engine_answers():
-            log.info("a Docker engine answers, but the compose backend is not available yet; "
-                     "using the native backend")
-        return "native"
-    if backend == "compose":
-        raise TestbedError("the compose backend is not available in this version",
-                           hint="use --backend native (the default)")
-    return backend
+    if backend != "auto":
+        return backend
+    recorded = _recorded_backend(directory)
+    if recorded is not None:
+        return recorded
+    if args.replicas != 1 or args.mysqld or os.environ.get("OFFLOAD_MYSQLD"):
+        return "native"  # what only the native backend does: several replicas, a server binary
+    if _compose_available():
+        log.info("a Docker engine answers: using the compose backend (--backend native "
+                 "to run the servers as local processes)")
+        return "compose"
+    return "native"
 
 
 def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+    directory = _testbed_dir(args, settings)
+    backend = _backend(args, directory)
+    recorded = _recorded_backend(directory)
+    if recorded is not None and recorded != backend:
+        raise TestbedError(f"{directory} holds a {recorded} testbed, asked for {backend}",
+                           hint="take it down and remove it (`make clean`), or use another --dir")
+    topology: NativeTopology | ComposeTopology
+    if backend == "compose":
+        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
-    _backend(args)
-    topology = NativeTopology(_testbed_dir(args, settings), port=args.port,
-                              replicas=args.replicas, mysqld=args.mysqld)
+        # the compute container starts with `offload service start` (after the seed)
+        topology = ComposeTopology(directory, port=args.port, replicas=args.replicas,
+                                   offline=True if args.offline else None,
+                                   compute_scale=args.compute_scale, start_compute=False)
+    else:
+        from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+        topology = NativeTopology(directory, port=args.port, replicas=args.replicas,
+                                  mysqld=args.mysqld)
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.flavor.value}) in {info.dir}")
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
     _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
+    if info.backend == "compose":
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+        command = " ".join([*(Path(p).name for p in state["compose"]), "-p", state["project"],
+                            "--env-file", str(directory / "compose.env")])
+        _out(f"  compose   {command} ps|logs|stop replica ...")
+        _out("  compute   `offload service start` starts the compute container(s)")
     _out("next: `make status` shows replication; `make down` stops it")
     return 0
 
 
 def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.testbed.native import NativeTopology  # noqa: PLC0415
-
     directory = _testbed_dir(args, settings)
     if not (directory / "state.json").exists():
         _out(f"no testbed in {directory}; nothing to stop")
         return 0
+    if _recorded_backend(directory) == "compose":
+        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+        ComposeTopology(directory).down()
+        _out(f"compose testbed in {directory} removed (containers, network and volumes)")
+        return 0
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
     NativeTopology(directory).down()
     _out(f"testbed in {directory} stopped (data kept; `make clean` removes it)")
+    return 0
+
+
+def cmd_testbed_images(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.images import ensure_images  # noqa: PLC0415
+
+    for result in ensure_images(rebuild=args.rebuild, log=_out):
+        _out(f"  {result.describe()}")
+    return 0
+
+
+def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
+    directory = _testbed_dir(args, settings)
+    if _recorded_backend(directory) != "compose":
+        raise TestbedError(f"{directory} holds no compose testbed",
+                           hint="the native testbed's logs are files: `make logs`")
+    from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+    _out(ComposeTopology(directory).logs(tail=args.tail))
     return 0
 
 
@@ -250,7 +319,24 @@ def _runner(settings: Settings) -> ServiceRunner:
     return ServiceRunner(Path(settings.testbed.dir), settings.source, settings.service.http_port)
 
 
+def _compose_testbed(settings: Settings) -> ComposeTopology | None:
+    """The compose testbed of this config, whose compute service is a container."""
+    if settings.testbed.backend != "compose" or not settings.testbed.dir:
+        return None
+    from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+    return ComposeTopology(Path(settings.testbed.dir))
+
+
 def cmd_service_start(args: argparse.Namespace, settings: Settings) -> int:
+    compose = _compose_testbed(settings)
+    if compose is not None:
+        # started, or restarted: its init_host then sees the seeded data
+        info = compose.start_compute()
+        _out(f"compute service running as the compose testbed's compute container(s), "
+             f"healthy: http://127.0.0.1:{info.service_port}/status; "
+             "logs: `offload testbed logs`")
+        return 0
     pid = _runner(settings).start()
     _out(f"compute service for {settings.host} running (pid {pid}), "
          f"http://127.0.0.1:{settings.service.http_port}/status; log in "
@@ -259,6 +345,12 @@ def cmd_service_start(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_service_stop(args: argparse.Namespace, settings: Settings) -> int:
+    compose = _compose_testbed(settings)
+    if compose is not None:
+        stopped = compose.stop_compute()
+        _out("compute container stopped (`make up` starts it again)" if stopped
+             else "the compose testbed is not up")
+        return 0
     if _runner(settings).stop():
         _out("compute service stopped")
     else:
@@ -336,6 +428,18 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.bench.runner import run  # noqa: PLC0415
+
+    existing: Settings | None = None  # None: the bench starts a testbed of its own
+    if args.bench_config:
+        existing = load_settings(Path(args.bench_config), os.environ)
+    elif args.config:
+        existing = settings
+    return run(full=args.full, out=Path(args.out), settings=existing,
+               docs=Path(args.docs) if args.docs else None, only=args.only or ())
+
+
 # --- parser -----------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -350,16 +454,32 @@ def _add_testbed(commands: Any) -> None:
     testbed_commands = testbed.add_subparsers(dest="testbed_command", required=True,
                                               parser_class=_Parser)
     up = testbed_commands.add_parser("up", help="start the testbed (idempotent)")
-    up.add_argument("--backend", choices=["auto", "native", "compose"], default="auto")
+    up.add_argument("--backend", choices=["auto", "native", "compose"], default="auto",
+                    help="auto: the existing testbed's; else compose where a Docker engine "
+                         "answers; else native")
     up.add_argument("--dir", help="testbed directory (default .testbed)")
     up.add_argument("--replicas", type=_positive, default=1, help="number of replicas")
     up.add_argument("--port", type=_port, default=33061,
                     help="primary port; replicas take the next ones (0: free ports)")
     up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
+    up.add_argument("--compute-scale", type=_positive, default=1, metavar="N",
+                    help="compose: N compute containers, acting for compute-1..N (default 1)")
+    up.add_argument("--offline", action="store_true",
+                    help="compose: build and use local images, no registry "
+                         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)")
     up.set_defaults(handler=cmd_testbed_up)
-    down = testbed_commands.add_parser("down", help="stop every server the testbed started")
+    down = testbed_commands.add_parser(
+        "down", help="stop every server the testbed started (compose: remove the stack)")
     down.add_argument("--dir", help="testbed directory (default .testbed)")
     down.set_defaults(handler=cmd_testbed_down)
+    built = testbed_commands.add_parser(
+        "images", help="build the local images of the compose testbed (debootstrap; cached)")
+    built.add_argument("--rebuild", action="store_true", help="build even when cached")
+    built.set_defaults(handler=cmd_testbed_images)
+    logs = testbed_commands.add_parser("logs", help="the compose testbed's container logs")
+    logs.add_argument("--dir", help="testbed directory (default .testbed)")
+    logs.add_argument("--tail", type=_positive, default=30, help="lines per container (30)")
+    logs.set_defaults(handler=cmd_testbed_logs)
     status = testbed_commands.add_parser("status", help="replication state of every server")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_testbed_status)
@@ -418,6 +538,73 @@ def _add_replica(commands: Any) -> None:
     delay.set_defaults(handler=cmd_replica)
 
 
+def _add_bench(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="measure offload ratio, routing overhead, "
+                                              "replication wait, task scaling, write load")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="full", action="store_false",
+                      help="smaller data sets, fewer samples (default; under 5 minutes)")
+    size.add_argument("--full", dest="full", action="store_true",
+                      help="the full sizes (1k-100k instances; takes longer)")
+    bench.add_argument("--out", metavar="FILE", default="bench/results.json",
+                       help="JSON results (default bench/results.json)")
+    bench.add_argument("--config", dest="bench_config", metavar="FILE",
+                       help="use this existing testbed's config (default: start a testbed "
+                            "of its own on free ports, stopped afterwards)")
+    bench.add_argument("--docs", metavar="FILE",
+                       help="also write the tables into FILE's generated block "
+                            "(make bench: docs/benchmarks.md)")
+    bench.add_argument("--only", action="append", metavar="NAME",
+                       choices=["offload", "routing", "replication", "scaling", "write-load"],
+                       help="run only this benchmark (repeatable)")
+    bench.set_defaults(handler=cmd_bench, full=False)
+
+
+def _add_lag(commands: Any) -> None:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        from offload.experiments.commands import run_command  # noqa: PLC0415
+
+        return run_command(args, settings)
+
+    def compare(args: argparse.Namespace, settings: Settings) -> int:
+        from offload.experiments.commands import compare_command  # noqa: PLC0415
+
+        return compare_command(args, settings)
+
+    lag = commands.add_parser("lag", help="replication-lag experiments (docs/experiments.md)")
+    lag_commands = lag.add_subparsers(dest="lag_command", required=True, parser_class=_Parser)
+    experiment = lag_commands.add_parser(
+        "run", help="inject lag, run the tasks under write load; CSV, summary and lag.png")
+    experiment.add_argument("--scenario", default="steady",
+                            help="steps joined with +: steady, delay:S, pause:S[@AT], "
+                                 "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file")
+    experiment.add_argument("--duration", type=float, metavar="S",
+                            help="seconds (default: the scenario's end + 10, at least 20)")
+    experiment.add_argument("--write-rate", type=float, metavar="R",
+                            help="workload operations a second on the primary (default 20)")
+    experiment.add_argument("--out", metavar="DIR", default="lag-results",
+                            help="output directory (default lag-results)")
+    experiment.add_argument("--max-lag", type=float, metavar="X",
+                            help="[replica] max_lag for the run, seconds")
+    experiment.add_argument("--policy", choices=["primary", "skip", "stale"],
+                            help="[replica] lag_policy for the run")
+    experiment.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
+                            help="[replica] causal_reads for the run")
+    experiment.add_argument("--config", dest="lag_config", metavar="FILE",
+                            help="use this existing testbed's config (default: start a testbed "
+                                 "of its own on free ports, stopped afterwards)")
+    experiment.add_argument("--replicas", type=_positive, default=1,
+                            help="replicas of the testbed it starts (default 1)")
+    experiment.add_argument("--task-interval", type=_positive, default=1, metavar="S",
+                            help="every task runs every S seconds (default 1)")
+    experiment.add_argument("--instances", type=_positive, default=400,
+                            help="instances seeded over compute-1/2 (default 400)")
+    experiment.set_defaults(handler=run)
+    side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
+    side_by_side.add_argument("dirs", nargs="+", metavar="DIR", help="`lag run --out` dirs")
+    side_by_side.set_defaults(handler=compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="offload", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"offload {__version__}")
@@ -426,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ".testbed/offload.conf when present)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_testbed, _add_data, _add_tasks, _add_replica):
+    for add in (_add_testbed, _add_data, _add_tasks, _add_replica, _add_bench, _add_lag):
         add(commands)
     return parser
 

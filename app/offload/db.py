@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from offload import replication
 from offload.config import DatabaseSettings, Settings
 from offload.dberrors import install_translation
-from offload.errors import ConfigError, WriteInReaderSession
+from offload.errors import ConfigError, ReplicationTimeout, WriteInReaderSession
 from offload.routing import RoutingStats, StalenessGuard
 from offload.sqlverbs import is_read_only, statement_verb
 from offload.tracing import Tracer, current_task, server_identity
@@ -319,12 +319,16 @@ class Database:
         for index, target in enumerate(self.replicas):
             remaining = max(0.0, limit - (time.monotonic() - started))
             status_engine = status_engines[index] if index < len(status_engines) else None
-            with target.engine.connect() as conn:
-                if status_engine is None:
+            try:
+                with target.engine.connect() as conn:
                     replication.wait_for_gtid(conn, position, remaining, self.flavor,
                                               replica=target.name)
-                else:
-                    with status_engine.connect() as status_conn:
-                        replication.wait_for_gtid(conn, position, remaining, self.flavor,
-                                                  status_conn=status_conn, replica=target.name)
+            except ReplicationTimeout as timeout_error:
+                if status_engine is None:
+                    raise
+                # only now, on the slow path, ask the privileged account for the status
+                with status_engine.connect() as status_conn:
+                    status = replication.replica_status(status_conn, self.flavor)
+                raise ReplicationTimeout(timeout_error.gtid, timeout_error.waited, status,
+                                         replica=target.name) from None
         return time.monotonic() - started

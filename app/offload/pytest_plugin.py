@@ -5,8 +5,12 @@ offload can use them:
 
 ``testbed``            session: a running primary + replicas (``TestbedInfo``).
                        ``--testbed=native`` (default) starts one on free ports in a
-                       temporary dir and stops it afterwards; ``--testbed=external``
-                       uses ``--primary-url``/``--replica-url`` (privileged accounts).
+                       temporary dir and stops it afterwards; ``--testbed=compose``
+                       brings docker-compose.yml's primary, replica and compute
+                       containers up through pytest-docker (``docker_services``; ports
+                       Docker picks; removed with their volumes afterwards);
+                       ``--testbed=external`` uses ``--primary-url``/``--replica-url``
+                       (privileged accounts).
 ``db_factory``         function: ``db_factory(with_replica=True)`` → a ``Database`` on a
                        fresh database of its own, schema created and replicated.
 ``db``                 function: ``db_factory()``.
@@ -22,9 +26,12 @@ offload can use them:
 
 from __future__ import annotations
 
+import os
 import secrets
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import URL, Engine, create_engine, text
@@ -44,7 +51,10 @@ from offload.testbed.topology import TestbedInfo
 from offload.tracing import QueryTrace, Tracer
 from offload.urls import parse_url, with_database
 
-__all__ = ["pytest_addoption"]
+if TYPE_CHECKING:
+    from offload.testbed.compose import ComposeCommand, ComposeTopology
+
+__all__ = ["pytest_addoption", "pytest_configure"]
 
 DbFactory = Callable[..., Database]
 #: what the service's account may do on its database (as mysql/bootstrap/primary.sql)
@@ -54,8 +64,9 @@ WaitForReplication = Callable[..., float]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("offload", "offload testbed")
-    group.addoption("--testbed", choices=["native", "external"], default="native",
-                    help="where the primary and replicas come from (default: native)")
+    group.addoption("--testbed", choices=["native", "compose", "external"], default="native",
+                    help="where the primary and replicas come from (default: native; "
+                         "compose: docker-compose.yml through pytest-docker)")
     group.addoption("--testbed-dir", default=None,
                     help="directory for the native testbed (default: a temporary one)")
     group.addoption("--testbed-replicas", type=int, default=1,
@@ -87,6 +98,76 @@ def _external(config: pytest.Config) -> TestbedInfo:
                        replica_admins=tuple(with_database(u, None) for u in replica_urls))
 
 
+class ComposeFixtures:
+    """pytest-docker's configuration fixtures, pointed at offload's compose stack.
+
+    Registered in ``pytest_configure`` with ``--testbed=compose`` — after every
+    installed plugin, so these override pytest-docker's defaults (a conftest.py
+    can still override them).  ``docker_services`` itself stays pytest-docker's:
+    it runs ``up -d`` once per session and ``down --volumes`` at the end.
+    """
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def offload_compose(cls, tmp_path_factory: pytest.TempPathFactory) -> ComposeTopology:
+        """The compose testbed (own project name, ports Docker picks, a temporary dir)."""
+        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+        return ComposeTopology(tmp_path_factory.mktemp("compose-testbed"), port=0,
+                               project=f"offload-pytest{os.getpid()}")
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def offload_compose_command(cls, offload_compose: ComposeTopology) -> ComposeCommand:
+        """Credentials, images (offline: built or reused) and the env file, then the command."""
+        return offload_compose.prepare()
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def docker_compose_command(cls, offload_compose_command: ComposeCommand) -> str:
+        return shlex.join(offload_compose_command.program)
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def docker_compose_file(cls, offload_compose_command: ComposeCommand) -> str:
+        return offload_compose_command.file
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def docker_compose_project_name(cls, offload_compose_command: ComposeCommand) -> str:
+        return offload_compose_command.project
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def docker_setup(cls) -> list[str]:
+        # not `up --wait` (compose v2 only): the testbed waits on health itself
+        return ["up -d"]
+
+    @pytest.fixture(scope="session")
+    @classmethod
+    def docker_cleanup(cls) -> list[str]:
+        return ["down --volumes --remove-orphans --timeout 10"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--testbed", default="native") != "compose":
+        return
+    if not config.pluginmanager.hasplugin("docker"):
+        raise pytest.UsageError("--testbed=compose needs pytest-docker "
+                                "(pip install pytest-docker; it is in offload[test])")
+    config.pluginmanager.register(ComposeFixtures(), "offload-compose-fixtures")
+
+
+def _compose_testbed(request: pytest.FixtureRequest) -> TestbedInfo:
+    topology: ComposeTopology = request.getfixturevalue("offload_compose")
+    try:
+        request.getfixturevalue("docker_services")  # pytest-docker: `up -d` now, `down` at the end
+    except BaseException:
+        topology.down()  # `up` failed: pytest-docker's own clean-up is not armed yet
+        raise
+    return topology.await_up()  # healthy and replicating, or taken down and raised
+
+
 @pytest.fixture(scope="session")
 def testbed(request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
@@ -94,6 +175,9 @@ def testbed(request: pytest.FixtureRequest,
     config = request.config
     if config.getoption("--testbed") == "external":
         yield _external(config)
+        return
+    if config.getoption("--testbed") == "compose":
+        yield _compose_testbed(request)
         return
     directory = config.getoption("--testbed-dir")
     topology = NativeTopology(

@@ -121,6 +121,21 @@ class ReplicaSelector:
         self._clock = clock
         self._readings: dict[str, LagReading] = {}
         self._lock = threading.Lock()
+        #: the last decision's reason (None: a fit replica), to log changes only
+        self._last_reason: str | None = None
+
+    def _note(self, reason: str | None, lag: float | None = None) -> None:
+        """Log when reads stop or start going to a fit replica — once per change, not per read."""
+        with self._lock:
+            previous, self._last_reason = self._last_reason, reason
+        if reason == previous:
+            return
+        if reason is None:
+            log.warning("a replica is fit to read again: replica reads go to it")
+            return
+        behind = f", best {lag:.3f}s behind" if lag is not None else ""
+        log.warning("no replica fit to read (%s%s): lag_policy %s applies until one is",
+                    reason, behind, self.policy)
 
     def readings(self) -> dict[str, LagReading]:
         """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
@@ -144,6 +159,7 @@ class ReplicaSelector:
         fit = sorted((r for r in readings.values() if self._fit(r)),
                      key=lambda r: r.lag or 0.0)
         if fit:
+            self._note(None)
             return Choice(fit[0].replica, lag=fit[0].lag)
         reachable = sorted((r for r in readings.values() if r.usable),
                            key=lambda r: r.lag or 0.0)
@@ -154,6 +170,7 @@ class ReplicaSelector:
         else:
             reason, worst = "unreachable", None
         lag = worst.lag if worst else None
+        self._note(reason, lag)
         if self.policy is LagPolicy.STALE and worst is not None:
             self.stats.stale()
             log.warning("stale read: %s is %.3fs behind (max_lag %.3fs)", worst.replica,

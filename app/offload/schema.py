@@ -383,6 +383,15 @@ class Migration(TimestampMixin, SoftDeleteMixin, Base):
             mysql_length=_HOST_PREFIXES,
             mariadb_length=_HOST_PREFIXES,
         ),
+        # offload's additions (not in Nova): the periodic tasks look migrations up
+        # by one side's host and node; without these they scan every host's rows
+        # (measured by `make bench`'s rows-examined check)
+        Index("migrations_source_host_node_idx", "source_compute", "source_node",
+              mysql_length={"source_compute": 100, "source_node": 100},
+              mariadb_length={"source_compute": 100, "source_node": 100}),
+        Index("migrations_dest_host_node_idx", "dest_compute", "dest_node", "status",
+              mysql_length={"dest_compute": 100, "dest_node": 100, "status": 32},
+              mariadb_length={"dest_compute": 100, "dest_node": 100, "status": 32}),
         _TABLE_OPTIONS,
     )
 
@@ -430,7 +439,11 @@ class VolumeUsage(TimestampMixin, SoftDeleteMixin, Base):
     """Volume I/O counters: ``curr_*`` since the last reset, ``tot_*`` before it."""
 
     __tablename__ = "volume_usage_cache"
-    __table_args__ = (_TABLE_OPTIONS,)
+    __table_args__ = (
+        # offload's addition (not in Nova): _poll_volume_usage reads by volume
+        Index("volume_usage_cache_volume_id_idx", "volume_id"),
+        _TABLE_OPTIONS,
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     volume_id: Mapped[str] = mapped_column(String(36), nullable=False)

@@ -64,7 +64,8 @@ def test_up_is_idempotent_and_down_leaves_nothing(topology_dir: Path) -> None:
 
 def test_processes_left_by_a_crashed_launcher_are_swept(topology_dir: Path) -> None:
     # a launcher process starts the testbed and is gone; then one server dies
-    started = _offload("testbed", "up", "--dir", str(topology_dir), "--port", "0")
+    started = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
+                       "--port", "0")
     assert started.returncode == 0, started.stderr
     state = json.loads((topology_dir / "state.json").read_text())
     old = {name: record["pid"] for name, record in state["servers"].items()}
@@ -103,7 +104,8 @@ def test_port_in_use_is_a_one_line_error_and_nothing_is_left(topology_dir: Path)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = _offload("testbed", "up", "--dir", str(topology_dir), "--port", str(port))
+        result = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
+                          "--port", str(port))
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "already in use" in result.stderr and "Traceback" not in result.stderr
@@ -112,7 +114,8 @@ def test_port_in_use_is_a_one_line_error_and_nothing_is_left(topology_dir: Path)
 
 def test_missing_server_binary_says_what_to_install(topology_dir: Path) -> None:
     env = {**os.environ, "OFFLOAD_MYSQLD": "/nonexistent/mysqld"}
-    result = _offload("testbed", "up", "--dir", str(topology_dir), "--port", "0", env=env)
+    result = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
+                      "--port", "0", env=env)
     assert result.returncode == 1
     assert result.stderr.startswith("offload: error: server binary /nonexistent/mysqld")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -1,0 +1,607 @@
+"""The compose testbed: docker-compose.yml's primary, replica and compute containers.
+
+``ComposeTopology`` has the shape of ``NativeTopology``: ``up()`` returns a
+``TestbedInfo`` once the containers are healthy and the replica applied the
+primary's position, and writes ``DIR/offload.conf`` with 127.0.0.1 URLs, so every
+command after ``up`` is the same for both backends.  Layout of the directory::
+
+    DIR/state.json         backend, compose project and command, ports (0600)
+    DIR/credentials.json   generated passwords (0600), as the native backend
+    DIR/compose.env        what docker-compose.yml interpolates: passwords,
+                           images, host ports (0600; `--env-file` for your own
+                           `docker-compose` commands)
+    DIR/offload.conf       the config every later command reads (0600)
+
+The compose project is named after the directory (``offload-<hash>``), so two
+testbeds never share containers.  Compose v2 (``docker compose``) or v1
+(``docker-compose``), whichever exists, is run with argument lists.  Waiting
+uses one monotonic deadline; a timeout error carries the containers' states,
+the replica's status and the end of the logs.  A stack that did not come up is
+taken down (with its volumes when it was new) before ``up()`` raises;
+``down()`` removes containers, network and volumes.
+
+The compute container: ``up()`` starts it with the servers unless
+``start_compute=False`` — ``make up`` starts it after the seed
+(``offload service start`` → :meth:`ComposeTopology.start_compute`), as the
+native backend starts its service, so that the service's first look at the
+hypervisor sees the seeded instances and the seed does not race its first runs.
+
+Images: the DB image is ``$OFFLOAD_DB_IMAGE`` (default ``mysql:8.4`` from a
+registry).  Offline (``offline=True``, ``$OFFLOAD_OFFLINE=1``, or automatically
+when the local ``offload-mariadb`` image exists) the DB and compute images are
+the local ones of :mod:`offload.testbed.images`, built first when missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from offload import replication
+from offload.dberrors import install_translation
+from offload.errors import OffloadError, TestbedError
+from offload.testbed import images
+from offload.testbed.topology import (
+    NOVA_DATABASE,
+    Credentials,
+    TestbedInfo,
+    loopback_url,
+    write_config,
+)
+from offload.waiting import Deadline, wait_for
+
+__all__ = [
+    "DEFAULT_DB_IMAGE",
+    "ComposeCommand",
+    "ComposeTopology",
+    "compose_command",
+    "offline_wanted",
+    "project_name",
+]
+
+DEFAULT_DB_IMAGE = "mysql:8.4"
+DEFAULT_PORT = 33061
+#: as the native backend: replica on port + 1, the compute service on port + 19
+SERVICE_PORT_OFFSET = 19
+#: scaled compute containers take the host ports port+19 ... port+19+9
+SERVICE_PORT_RANGE = 10
+ONLINE_COMPUTE_IMAGE = "offload-compute:latest"
+ONLINE_BASE_IMAGE = "python:3.11-slim"
+DB_PORT = 3306
+SERVICE_HTTP_PORT = 8080
+#: what docker-compose.yml interpolates; never taken from the caller's environment
+_OWN_VARIABLES = (
+    "NOVA_PASSWORD", "NOVA_RO_PASSWORD", "REPL_PASSWORD", "ADMIN_PASSWORD",
+    "OFFLOAD_DB_IMAGE", "OFFLOAD_COMPUTE_IMAGE", "OFFLOAD_BASE_IMAGE", "OFFLOAD_WHEELHOUSE",
+    "OFFLOAD_PRIMARY_PORT", "OFFLOAD_REPLICA_PORT", "OFFLOAD_SERVICE_PORTS",
+    "OFFLOAD_COMPUTE_HOST",
+)
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_STOPPED = frozenset({"exited", "dead"})
+
+
+def _write_private(path: Path, content: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    path.chmod(0o600)
+
+
+def compose_command() -> list[str]:
+    """``docker compose`` (v2) when the plugin exists, else ``docker-compose`` (v1)."""
+    docker = shutil.which("docker")
+    if docker is not None:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True,
+                               check=False, timeout=30)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    if legacy is not None:
+        return [legacy]
+    raise TestbedError("neither `docker compose` (v2) nor `docker-compose` (v1) is installed",
+                       hint="install Docker Compose (Debian: `apt-get install docker-compose`), "
+                            "or use --backend native")
+
+
+def _require_engine() -> None:
+    result = subprocess.run([images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
+                            capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise TestbedError(f"no Docker engine answers ({detail})",
+                           hint="start one (`dockerd`, or Docker Desktop), or use the native "
+                                "backend (--backend native, --testbed=native)")
+
+
+def offline_wanted(environ: Mapping[str, str]) -> bool:
+    """$OFFLOAD_OFFLINE when set; otherwise True when the local base image exists."""
+    chosen = environ.get("OFFLOAD_OFFLINE", "").strip().lower()
+    if chosen:
+        return chosen in _TRUE
+    return images.image_exists(images.BASE_IMAGE)
+
+
+def project_name(directory: Path) -> str:
+    """``offload-<8 hex>``: one compose project per testbed directory."""
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:8]
+    return f"offload-{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class ComposeCommand:
+    """How to run compose on this testbed: ``[*program, "-f", file, "-p", project, ...]``."""
+
+    program: list[str]
+    file: str
+    project: str
+
+    def argv(self, *subcommand: str) -> list[str]:
+        return [*self.program, "-f", self.file, "-p", self.project, *subcommand]
+
+
+class ComposeTopology:
+    """docker-compose.yml's stack, driven like the native testbed."""
+
+    backend = "compose"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int = DEFAULT_PORT,
+        replicas: int = 1,
+        project: str | None = None,
+        offline: bool | None = None,
+        compute_scale: int = 1,
+        start_compute: bool = True,
+        start_timeout: float = 300.0,
+        compose_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if replicas != 1:
+            raise TestbedError(f"the compose testbed has one replica, asked for {replicas}",
+                               hint="use --backend native for more replicas")
+        if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET - SERVICE_PORT_RANGE:
+            raise TestbedError(f"port {port} is out of range",
+                               hint="use 1024-65000, or 0 for ports Docker picks")
+        if not 1 <= compute_scale <= SERVICE_PORT_RANGE:
+            raise TestbedError(f"1 to {SERVICE_PORT_RANGE} compute containers, "
+                               f"asked for {compute_scale}")
+        if project is not None and not _PROJECT.match(project):
+            raise TestbedError(f"{project!r} is not a compose project name",
+                               hint="use lower-case letters, digits, - and _")
+        self.dir = directory.resolve()
+        self.port = port
+        self.project = project
+        self.offline = offline
+        self.compute_scale = compute_scale
+        self.start_compute_now = start_compute
+        self.start_timeout = start_timeout
+        self.compose_file = compose_file
+        self.environ = dict(os.environ if environ is None else environ)
+
+    # --- files --------------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "offload.conf"
+
+    @property
+    def env_path(self) -> Path:
+        return self.dir / "compose.env"
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise TestbedError(f"{self.state_path} is unreadable ({exc})",
+                               hint=f"remove {self.dir} (`make clean`) and run up again") from None
+        if state.get("backend", "native") != self.backend:
+            raise TestbedError(
+                f"the testbed in {self.dir} is a {state.get('backend', 'native')} testbed",
+                hint="take it down first (`make down`), or use another --dir")
+        return state
+
+    def _save_state(self, state: Mapping[str, Any]) -> None:
+        _write_private(self.state_path, json.dumps(state, indent=2))
+
+    def _credentials(self) -> Credentials:
+        path = self.dir / "credentials.json"
+        if path.exists():
+            return Credentials(**json.loads(path.read_text(encoding="utf-8")))
+        creds = Credentials.generate()
+        _write_private(path, json.dumps(asdict(creds), indent=2))
+        return creds
+
+    # --- the compose command --------------------------------------------------
+
+    def _command(self, state: Mapping[str, Any]) -> ComposeCommand:
+        return ComposeCommand(program=[*state["compose"], "--env-file", str(self.env_path)],
+                              file=state["compose_file"], project=state["project"])
+
+    def _compose(self, state: Mapping[str, Any], *args: str, timeout: float = 600,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+        # the env file decides what the compose file interpolates, not the caller's shell
+        env = {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
+        try:
+            result = subprocess.run(self._command(state).argv(*args), capture_output=True,
+                                    text=True, check=False, timeout=max(timeout, 1.0), env=env,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise TestbedError(f"`compose {' '.join(args)}` did not finish within "
+                               f"{timeout:.0f}s") from None
+        if check and result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+            raise TestbedError(f"`compose {' '.join(args)}` failed (exit {result.returncode}):"
+                               f"\n{tail}")
+        return result
+
+    def run(self, *args: str, timeout: float = 600,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``compose ARGS`` on this testbed (``stop replica``, ``ps``, ``config -q`` ...)."""
+        state = self._load_state()
+        if not state.get("project"):
+            raise TestbedError(f"no compose testbed in {self.dir}", hint="run up first")
+        return self._compose(state, *args, timeout=timeout, check=check)
+
+    def _images(self) -> dict[str, str]:
+        offline = self.offline if self.offline is not None else offline_wanted(self.environ)
+        chosen_db = self.environ.get("OFFLOAD_DB_IMAGE", "").strip()
+        if offline:
+            images.ensure_images()
+            return {"OFFLOAD_DB_IMAGE": chosen_db or images.BASE_IMAGE,
+                    "OFFLOAD_COMPUTE_IMAGE": images.COMPUTE_IMAGE,
+                    "OFFLOAD_BASE_IMAGE": images.BASE_IMAGE,
+                    "OFFLOAD_WHEELHOUSE": str(images.WHEELHOUSE)}
+        return {"OFFLOAD_DB_IMAGE": chosen_db or DEFAULT_DB_IMAGE,
+                "OFFLOAD_COMPUTE_IMAGE": ONLINE_COMPUTE_IMAGE,
+                "OFFLOAD_BASE_IMAGE": ONLINE_BASE_IMAGE,
+                "OFFLOAD_WHEELHOUSE": ""}
+
+    @staticmethod
+    def _ports(state: Mapping[str, Any]) -> dict[str, str]:
+        """Host ports: fixed ones, or 0 (Docker picks); a range for scaled compute containers."""
+        port, scale = int(state["port"]), int(state.get("compute_scale", 1))
+        if port == 0:
+            return {"OFFLOAD_PRIMARY_PORT": "0", "OFFLOAD_REPLICA_PORT": "0",
+                    "OFFLOAD_SERVICE_PORTS": "0"}
+        first = port + SERVICE_PORT_OFFSET
+        # one compute container: exactly port+19; scaled: Docker hands out the range
+        service = str(first) if scale == 1 else f"{first}-{first + SERVICE_PORT_RANGE - 1}"
+        return {"OFFLOAD_PRIMARY_PORT": str(port), "OFFLOAD_REPLICA_PORT": str(port + 1),
+                "OFFLOAD_SERVICE_PORTS": service}
+
+    def _write_env(self, state: Mapping[str, Any], creds: Credentials) -> None:
+        values = {**creds.placeholders(), **state.get("images", {}), **self._ports(state),
+                  "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", "")}
+        lines = ["# Written by `offload testbed up --backend compose`: what docker-compose.yml",
+                 "# interpolates. It holds this testbed's passwords: keep it private (0600).",
+                 *(f"{key}={value}" for key, value in values.items()), ""]
+        _write_private(self.env_path, "\n".join(lines))
+
+    def prepare(self) -> ComposeCommand:
+        """Directory, credentials, images and compose.env; the compose command to run.
+
+        ``up()`` calls it; the pytest plugin calls it and lets pytest-docker run ``up``.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        state = self._load_state()
+        _require_engine()
+        if state.get("initialised") and state.get("port") != self.port:
+            raise TestbedError(f"the compose testbed in {self.dir} runs on port "
+                               f"{state['port']}, asked for {self.port}",
+                               hint="take it down first (`make down`) to change its ports")
+        creds = self._credentials()
+        state.update({
+            "backend": self.backend,
+            "project": self.project or state.get("project") or project_name(self.dir),
+            "compose": state.get("compose") or compose_command(),
+            "compose_file": str(self.compose_file.resolve() if self.compose_file
+                                else images.find_repo() / "docker-compose.yml"),
+            "env_file": str(self.env_path),
+            "port": self.port,
+            "compute_scale": self.compute_scale,
+            "images": self._images(),
+        })
+        state["compute"] = bool(state.get("compute")) or self.start_compute_now
+        state.setdefault("initialised", False)
+        self._write_env(state, creds)
+        self._save_state(state)
+        if not state["images"]["OFFLOAD_WHEELHOUSE"]:
+            # online: compose builds the compute image from the repository (layer-cached)
+            self._compose(state, "build", "compute", timeout=1800)
+        return self._command(state)
+
+    # --- up -----------------------------------------------------------------
+
+    def _scale_args(self, state: Mapping[str, Any]) -> list[str]:
+        scale = int(state.get("compute_scale", 1))
+        return ["--scale", f"compute={scale}"] if scale != 1 else []
+
+    def up(self) -> TestbedInfo:
+        """Start (or find running) the stack; return when it is healthy and replicating."""
+        self.prepare()
+        state = self._load_state()
+        deadline = Deadline(self.start_timeout)
+        services = [] if state["compute"] else ["primary", "replica"]
+        try:
+            scale = self._scale_args(state) if state["compute"] else []
+            result = self._compose(state, "up", "-d", "--remove-orphans", *scale, *services,
+                                   timeout=deadline.remaining(), check=False)
+            if result.returncode != 0:
+                output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+                hint = ""
+                if any(w in output.lower() for w in ("pull", "not found", "no such image")):
+                    hint = ("\n(no image registry? `make images` builds local images, which "
+                            "the compose testbed then uses; or set OFFLOAD_OFFLINE=1)")
+                raise TestbedError(f"`compose up` failed (exit {result.returncode}):\n"
+                                   f"{output}{hint}\n{self.diagnostics(state)}")
+        except BaseException:
+            self._take_down(state)
+            raise
+        return self.await_up(timeout=deadline.remaining())
+
+    def await_up(self, *, timeout: float | None = None) -> TestbedInfo:
+        """Wait for healthy containers and replication; write state and offload.conf.
+
+        A stack that does not get there is taken down before this raises.
+        """
+        state = self._load_state()
+        deadline = Deadline(self.start_timeout if timeout is None else max(timeout, 1.0))
+        try:
+            info = self._settle(state, deadline)
+        except BaseException:
+            self._take_down(state)
+            raise
+        return info
+
+    def _settle(self, state: dict[str, Any], deadline: Deadline) -> TestbedInfo:
+        containers = self._await_healthy(state, deadline)
+        state.update(self._published_ports(state, containers))
+        info = self._info(state, self._credentials())
+        state["flavor"] = info.flavor.value
+        self._await_replication(info, deadline)
+        state["initialised"] = True
+        self._save_state(state)
+        write_config(info, self.config_path)
+        return info
+
+    def _take_down(self, state: Mapping[str, Any]) -> None:
+        """Stop a stack that did not come up; its volumes too unless it was up before."""
+        args = ["down", "--remove-orphans", "--timeout", "10"]
+        if not state.get("initialised"):
+            args.append("--volumes")
+        with contextlib.suppress(OffloadError, OSError):
+            self._compose(state, *args, timeout=120, check=False)
+
+    def _inspect(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``docker inspect`` of every container of this project."""
+        docker = images.docker_command()
+        label = f"label=com.docker.compose.project={state['project']}"
+        listed = subprocess.run([docker, "ps", "-aq", "--filter", label], capture_output=True,
+                                text=True, check=False, timeout=60)
+        ids = listed.stdout.split()
+        if listed.returncode != 0 or not ids:
+            return []
+        shown = subprocess.run([docker, "inspect", *ids], capture_output=True, text=True,
+                               check=False, timeout=60)
+        if shown.returncode != 0:  # a container went away between ps and inspect
+            return []
+        found: list[dict[str, Any]] = json.loads(shown.stdout)
+        return found
+
+    @staticmethod
+    def _service(container: Mapping[str, Any]) -> str:
+        return str(container["Config"]["Labels"].get("com.docker.compose.service", ""))
+
+    @staticmethod
+    def _health(container: Mapping[str, Any]) -> str:
+        state = container["State"]
+        if state.get("Status") != "running":
+            return str(state.get("Status", "?"))
+        return str(state.get("Health", {}).get("Status", "running"))
+
+    def _await_healthy(self, state: Mapping[str, Any],
+                       deadline: Deadline) -> list[dict[str, Any]]:
+        wanted = {"primary": 1, "replica": 1}
+        if state.get("compute"):
+            wanted["compute"] = int(state.get("compute_scale", 1))
+        last: list[list[dict[str, Any]]] = [[]]
+
+        def healthy() -> bool:
+            containers = self._inspect(state)
+            last[0] = containers
+            by_service: dict[str, list[str]] = {}
+            for container in containers:
+                by_service.setdefault(self._service(container), []).append(
+                    self._health(container))
+            for service in wanted:
+                if any(s in _STOPPED for s in by_service.get(service, [])):
+                    raise TestbedError(f"the {service} container stopped while starting\n"
+                                       f"{self.diagnostics(state, containers)}")
+            return all(len(by_service.get(service, [])) >= count
+                       and all(s == "healthy" for s in by_service[service])
+                       for service, count in wanted.items())
+
+        if not wait_for(healthy, deadline, interval=1.0):
+            raise TestbedError(
+                f"the compose testbed was not healthy within {deadline.seconds:.0f}s\n"
+                f"{self.diagnostics(state, last[0])}",
+                hint="a first start initialises the data dirs; `make logs` shows more")
+        return last[0]
+
+    @staticmethod
+    def _host_port(container: Mapping[str, Any], port: int) -> int:
+        bindings = (container["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        raise TestbedError(f"container {container['Name']} publishes no host port for {port}")
+
+    def _published_ports(self, state: Mapping[str, Any],
+                         containers: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        """The host ports Docker bound (ports 0 and ranges are only known now)."""
+        def first(service: str) -> Mapping[str, Any] | None:
+            mine = [c for c in containers if self._service(c) == service
+                    and self._health(c) not in _STOPPED]
+            mine.sort(key=lambda c: int(c["Config"]["Labels"].get(
+                "com.docker.compose.container-number", "1")))
+            return mine[0] if mine else None
+
+        ports = {}
+        for key, service, port in (("primary_port", "primary", DB_PORT),
+                                   ("replica_port", "replica", DB_PORT),
+                                   ("service_port", "compute", SERVICE_HTTP_PORT)):
+            container = first(service)
+            if container is not None:
+                ports[key] = self._host_port(container, port)
+        if "service_port" not in ports:  # not started yet: where it will listen, if known
+            configured = self._ports(state)["OFFLOAD_SERVICE_PORTS"]
+            ports["service_port"] = int(configured) if configured.isdigit() else 0
+        return ports
+
+    def _info(self, state: Mapping[str, Any], creds: Credentials) -> TestbedInfo:
+        primary, replica = int(state["primary_port"]), int(state["replica_port"])
+        admin = loopback_url("offload_admin", creds.admin, primary, None)
+        engine = create_engine(admin, poolclass=NullPool, connect_args={"connect_timeout": 5})
+        install_translation(engine, name="primary")
+        try:
+            with engine.connect() as conn:
+                version = str(conn.execute(text("SELECT VERSION()")).scalar_one())
+        finally:
+            engine.dispose()
+        return TestbedInfo(
+            backend=self.backend, dir=self.dir, flavor=replication.detect_flavor(version),
+            primary=loopback_url("nova", creds.nova, primary, NOVA_DATABASE),
+            replicas=(loopback_url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
+            admin=admin,
+            replica_admins=(loopback_url("offload_admin", creds.admin, replica, None),),
+            service_port=int(state.get("service_port", 0)),
+        )
+
+    @staticmethod
+    def _await_replication(info: TestbedInfo, deadline: Deadline) -> None:
+        """The replica applied the primary's current position (asked from the host)."""
+        engines = [create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+                   for url in (info.admin_url(), *info.replica_admin_urls())]
+        try:
+            with engines[0].connect() as conn:
+                position = replication.gtid_position(conn, info.flavor)
+            with engines[1].connect() as conn:
+                replication.wait_for_gtid(conn, position, max(deadline.remaining(), 1.0),
+                                          info.flavor, replica="replica")
+        finally:
+            for engine in engines:
+                engine.dispose()
+
+    # --- what went wrong ------------------------------------------------------
+
+    def diagnostics(self, state: Mapping[str, Any],
+                    containers: Sequence[Mapping[str, Any]] | None = None) -> str:
+        """Containers' states, the replica's status, the end of the logs (for errors)."""
+        lines: list[str] = []
+        try:
+            listed = list(containers) if containers is not None else self._inspect(state)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            listed = []
+        lines.append("containers: " + (", ".join(
+            f"{c['Name'].lstrip('/')}={self._health(c)}" for c in listed) or "none"))
+        for container in listed:
+            if self._service(container) == "replica" and self._health(container) not in _STOPPED:
+                status = subprocess.run(
+                    [images.docker_command(), "exec", container["Id"], "/bin/sh",
+                     "/etc/offload/mysql/healthcheck.sh", "replica", "-v"],
+                    capture_output=True, text=True, check=False, timeout=30)
+                wanted = ("Running", "Error", "Gtid", "Master_Host", "Source_Host")
+                picked = [ln.strip() for ln in status.stdout.splitlines()
+                          if any(w in ln for w in wanted) and ln.strip()]
+                lines.append("replica status: " + ("; ".join(picked) or
+                                                    (status.stdout + status.stderr).strip()))
+        try:
+            logs = self._compose(state, "logs", "--no-color", "--tail", "25", timeout=60,
+                                 check=False)
+            lines.append("compose logs (last 25 lines per container):")
+            lines.append((logs.stdout + logs.stderr).rstrip())
+        except (OffloadError, OSError) as exc:
+            lines.append(f"compose logs unavailable: {exc}")
+        return "\n".join(lines)
+
+    # --- the compute containers, logs, down ------------------------------------
+
+    def _require_up(self) -> dict[str, Any]:
+        state = self._load_state()
+        if not state.get("initialised"):
+            raise TestbedError(f"the compose testbed in {self.dir} is not up",
+                               hint="run `make up` first")
+        return state
+
+    def start_compute(self) -> TestbedInfo:
+        """Start the compute container(s), or restart them (init_host sees new data)."""
+        state = self._require_up()
+        running = [c for c in self._inspect(state)
+                   if self._service(c) == "compute" and self._health(c) not in _STOPPED]
+        state["compute"] = True
+        self._save_state(state)
+        if running:
+            self._compose(state, "restart", "compute", timeout=120)
+        else:
+            self._compose(state, "up", "-d", "--no-recreate", *self._scale_args(state),
+                          "compute", timeout=self.start_timeout)
+        return self._settle(state, Deadline(self.start_timeout))
+
+    def stop_compute(self) -> bool:
+        """Stop the compute container(s); False when the testbed is not up."""
+        state = self._load_state()
+        if not state.get("initialised"):
+            return False
+        self._compose(state, "stop", "compute", timeout=120)
+        state["compute"] = False
+        self._save_state(state)
+        return True
+
+    def logs(self, *, tail: int = 30) -> str:
+        state = self._load_state()
+        if not state.get("project"):
+            return ""
+        result = self._compose(state, "logs", "--no-color", "--tail", str(tail), timeout=60,
+                               check=False)
+        return (result.stdout + result.stderr).rstrip()
+
+    def down(self) -> None:
+        """Remove the stack's containers, network and volumes (credentials are kept)."""
+        state = self._load_state()
+        if not state.get("project"):
+            return
+        if not self.env_path.exists():  # compose needs its variables even to take down
+            self._write_env(state, self._credentials())
+        self._compose(state, "down", "--volumes", "--remove-orphans", "--timeout", "30",
+                      timeout=300)
+        state["initialised"] = False
+        state["compute"] = False
+        self._save_state(state)
+
+    def __enter__(self) -> TestbedInfo:
+        return self.up()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()

@@ -1,0 +1,320 @@
+"""Local images for machines with no image registry: ``offload testbed images``.
+
+=========================  ==================================================================
+``offload-mariadb:bookworm``  Debian 12 (``debootstrap --variant=minbase``) with MariaDB and
+                              Python from Debian's packages, imported with ``docker import``:
+                              the DB image of the offline compose testbed, and the base of
+                              the compute image.
+``offload-compute:bookworm``  ``app/Dockerfile`` on top of it, installed from the repository
+                              with wheels from ``build/wheelhouse`` (downloaded on the host by
+                              pip), so the build itself needs no network.
+=========================  ==================================================================
+
+Cached: every image carries a label with a hash of what it was built from, and an image
+whose label matches (``docker image inspect``) is reused — a second run takes about a
+second.  The base needs root (debootstrap); the compute image needs only the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from offload.errors import TestbedError
+
+__all__ = [
+    "BASE_IMAGE",
+    "COMPUTE_IMAGE",
+    "ImageResult",
+    "docker_command",
+    "ensure_base",
+    "ensure_compute",
+    "ensure_images",
+    "find_repo",
+    "image_exists",
+]
+
+#: the debootstrapped base: MariaDB + Python from Debian 12 (the offline DB image)
+BASE_IMAGE = "offload-mariadb:bookworm"
+#: the compute service built from app/Dockerfile on the base
+COMPUTE_IMAGE = "offload-compute:bookworm"
+SUITE = "bookworm"
+#: the base's Python (Debian 12's python3): the wheels are downloaded for it
+TARGET_PYTHON = "3.11"
+BASE_PACKAGES = ("mariadb-server", "mariadb-client", "python3", "python3-venv")
+#: bump when the recipe changes in a way the package list does not show
+RECIPE_VERSION = "1"
+LABEL = "org.offload.recipe"
+WHEELHOUSE = Path("build") / "wheelhouse"
+#: what the image does not need: package caches, docs, the package's own data dir
+_TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+         "usr/share/locale", "usr/share/info", "var/lib/mysql")
+
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One image: reused from the engine's cache or built now, and how long that took."""
+
+    name: str
+    built: bool
+    seconds: float
+
+    def describe(self) -> str:
+        verb = "built" if self.built else "cached"
+        return f"{self.name:<28} {verb} ({self.seconds:.1f}s)"
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
+def docker_command() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        raise TestbedError("the docker command is not installed",
+                           hint="install Docker (Debian: `apt-get install docker.io`)")
+    return docker
+
+
+def _run(args: Sequence[str], *, what: str, timeout: float = 1800,
+         stdin: int | None = None, env: dict[str, str] | None = None) -> str:
+    """Run an argument list; a failure raises with the end of its output."""
+    try:
+        result = subprocess.run(list(args), capture_output=True, text=True, check=False,
+                                timeout=timeout, stdin=stdin, env=env)
+    except subprocess.TimeoutExpired:
+        raise TestbedError(f"{what} took longer than {timeout:.0f}s") from None
+    except OSError as exc:
+        raise TestbedError(f"{what} could not run ({exc})") from None
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise TestbedError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    return result.stdout
+
+
+def image_label(image: str) -> str | None:
+    """The recipe label of a local image; None when the engine has no such image."""
+    result = subprocess.run(
+        [docker_command(), "image", "inspect", "--format",
+         f'{{{{index .Config.Labels "{LABEL}"}}}}', image],
+        capture_output=True, text=True, check=False, timeout=60)
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip()
+
+
+def image_exists(image: str) -> bool:
+    return image_label(image) is not None
+
+
+def image_id(image: str) -> str:
+    return _run([docker_command(), "image", "inspect", "--format", "{{.Id}}", image],
+                what=f"docker image inspect {image}", timeout=60).strip()
+
+
+def find_repo() -> Path:
+    """The repository root: the directory holding docker-compose.yml, app/ and mysql/."""
+    from offload.testbed.mysqld import find_mysql_dir  # noqa: PLC0415
+
+    repo = find_mysql_dir().parent
+    if not (repo / "app" / "Dockerfile").is_file():
+        raise TestbedError(f"{repo} has no app/Dockerfile",
+                           hint="run from the offload repository or set OFFLOAD_MYSQL_DIR")
+    return repo
+
+
+# --- the base: debootstrap + docker import -----------------------------------
+
+def base_recipe() -> str:
+    text = "\n".join([RECIPE_VERSION, SUITE, *BASE_PACKAGES])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def debian_mirror() -> str:
+    """$OFFLOAD_DEBIAN_MIRROR, else the Debian mirror apt already uses, else deb.debian.org."""
+    chosen = os.environ.get("OFFLOAD_DEBIAN_MIRROR")
+    if chosen:
+        return chosen
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
+        try:
+            words = path.read_text(encoding="utf-8", errors="replace").split()
+        except OSError:
+            continue
+        for word in words:
+            if word.startswith(("http://", "https://")) and word.rstrip("/").endswith("/debian"):
+                return word.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount what a failed debootstrap left mounted in the rootfs (proc, sys, ...)."""
+    try:
+        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return
+    targets = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for target in sorted((t for t in targets if t.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
+def _debootstrap(rootfs: Path, mirror: str, log: Log) -> None:
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not Path(debootstrap).exists():
+        raise TestbedError("debootstrap is not installed",
+                           hint="apt-get install debootstrap (as root)")
+    log(f"images: debootstrap {SUITE} from {mirror} (about a minute)")
+    _run([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+          SUITE, str(rootfs), mirror], what="debootstrap", timeout=1800)
+    for relative in _TRIM:
+        target = rootfs / relative
+        if target.is_dir():
+            for child in target.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+
+
+def _import(rootfs: Path, name: str, recipe: str, log: Log) -> None:
+    log(f"images: docker import {name}")
+    with subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
+                          stdout=subprocess.PIPE) as tar:
+        assert tar.stdout is not None
+        try:
+            _run([docker_command(), "import",
+                  "--change", f"LABEL {LABEL}={recipe}",
+                  "--change", f"ENV PATH={_PATH}",
+                  "--change", "ENV LANG=C.UTF-8",
+                  "--change", 'CMD ["/bin/bash"]',
+                  "-", name], what="docker import", stdin=tar.stdout.fileno())
+        finally:
+            tar.stdout.close()
+    if tar.returncode != 0:
+        raise TestbedError(f"tar of {rootfs} failed (exit {tar.returncode})")
+
+
+def ensure_base(*, rebuild: bool = False, log: Log = _stderr) -> ImageResult:
+    """The base image, from the cache when its recipe label matches; else debootstrapped."""
+    started = time.monotonic()
+    recipe = base_recipe()
+    if not rebuild and image_label(BASE_IMAGE) == recipe:
+        return ImageResult(BASE_IMAGE, built=False, seconds=time.monotonic() - started)
+    if os.geteuid() != 0:
+        raise TestbedError(f"building {BASE_IMAGE} needs root (debootstrap)",
+                           hint="run `sudo make images` once; later runs reuse the image")
+    work = Path(tempfile.mkdtemp(prefix="offload-rootfs-", dir=os.environ.get("TMPDIR")))
+    try:
+        rootfs = work / "rootfs"
+        _debootstrap(rootfs, debian_mirror(), log)
+        _import(rootfs, BASE_IMAGE, recipe, log)
+        _prune()
+    finally:
+        _unmount_below(work)
+        shutil.rmtree(work, ignore_errors=True)
+    return ImageResult(BASE_IMAGE, built=True, seconds=time.monotonic() - started)
+
+
+# --- the compute image: wheels on the host, docker build offline -------------
+
+def _dependencies(repo: Path) -> list[str]:
+    project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))
+    build = project.get("build-system", {}).get("requires", [])
+    return [*project["project"]["dependencies"], *build, "wheel"]
+
+
+def _wheel_platforms() -> list[str]:
+    machine = platform.machine() or "x86_64"
+    # manylinux2014 is manylinux_2_17; Debian 12 has glibc 2.36
+    return [f"manylinux2014_{machine}",
+            *(f"manylinux_2_{minor}_{machine}" for minor in range(17, 37)),
+            f"linux_{machine}"]
+
+
+def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
+    """build/wheelhouse: wheels of every dependency for the base's Python (pip, on the host).
+
+    A stamp holds the hash of the requirement list: unchanged requirements, no pip run.
+    """
+    wheelhouse = repo / WHEELHOUSE
+    requirements = _dependencies(repo)
+    digest = hashlib.sha256(
+        "\n".join([TARGET_PYTHON, *_wheel_platforms(), *requirements]).encode()).hexdigest()
+    stamp = wheelhouse / ".requirements.sha256"
+    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == digest:
+        return wheelhouse
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    log(f"images: pip download wheels for Python {TARGET_PYTHON} into {WHEELHOUSE}")
+    platforms = [arg for name in _wheel_platforms() for arg in ("--platform", name)]
+    version = TARGET_PYTHON.replace(".", "")
+    _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheelhouse),
+          "--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+          "--abi", f"cp{version}", "--abi", "abi3", "--abi", "none", *platforms,
+          *requirements], what="pip download (the wheelhouse)", timeout=1800)
+    stamp.write_text(digest + "\n", encoding="utf-8")
+    return wheelhouse
+
+
+def _source_files(repo: Path) -> list[Path]:
+    files = [repo / "app" / "Dockerfile", repo / ".dockerignore", repo / "pyproject.toml",
+             repo / "README.md"]
+    package = repo / "app" / "offload"
+    files += sorted(p for p in package.rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return [p for p in files if p.is_file()]
+
+
+def compute_recipe(repo: Path, base: str) -> str:
+    """Hash of everything the compute image is built from (sources, Dockerfile, base id)."""
+    digest = hashlib.sha256(image_id(base).encode())
+    for path in _source_files(repo):
+        digest.update(str(path.relative_to(repo)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def ensure_compute(repo: Path, *, base: str = BASE_IMAGE, name: str = COMPUTE_IMAGE,
+                   rebuild: bool = False, log: Log = _stderr) -> ImageResult:
+    """The compute image on ``base``, from local wheels; reused while its sources are unchanged."""
+    started = time.monotonic()
+    recipe = compute_recipe(repo, base)
+    if not rebuild and image_label(name) == recipe:
+        return ImageResult(name, built=False, seconds=time.monotonic() - started)
+    ensure_wheelhouse(repo, log=log)
+    log(f"images: docker build {name} (app/Dockerfile on {base}, no network)")
+    _run([docker_command(), "build", "--file", str(repo / "app" / "Dockerfile"),
+          "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WHEELHOUSE={WHEELHOUSE}",
+          "--label", f"{LABEL}={recipe}", "--tag", name, str(repo)],
+         what=f"docker build {name}", timeout=1800)
+    _prune()
+    return ImageResult(name, built=True, seconds=time.monotonic() - started)
+
+
+def _prune() -> None:
+    """Drop what earlier builds left untagged: old images of ours and build stages."""
+    for label in (LABEL, "org.offload.stage=build"):
+        subprocess.run([docker_command(), "image", "prune", "--force", "--filter",
+                        f"label={label}"], capture_output=True, check=False, timeout=300)
+
+
+def ensure_images(repo: Path | None = None, *, rebuild: bool = False,
+                  log: Log = _stderr) -> list[ImageResult]:
+    """Both local images, each built only when missing or out of date."""
+    repo = repo or find_repo()
+    base = ensure_base(rebuild=rebuild, log=log)
+    compute = ensure_compute(repo, rebuild=rebuild or base.built, log=log)
+    return [base, compute]

@@ -1,0 +1,27 @@
+#!/bin/sh
+# Healthcheck of the compose testbed's DB containers: `healthcheck.sh primary|replica`.
+# primary: the server (the real one, after the bootstrap) answers SELECT 1.
+# replica: it answers AND its replication IO and SQL threads both run.
+# `-v` prints the replica's status (what `offload testbed up` shows on a timeout).
+set -eu
+ROLE=${1:-${OFFLOAD_ROLE:-}}
+VERBOSE=${2:-}
+SOCKET=/run/offload/mysqld.sock
+CLIENT=$(command -v mariadb || command -v mysql)
+ask() { "$CLIENT" --no-defaults --protocol=socket -S "$SOCKET" -uroot "$@"; }
+
+[ -f /var/lib/mysql/.offload-bootstrapped ] || { echo "bootstrap not finished"; exit 1; }
+ask -N -e 'SELECT 1' >/dev/null
+[ "$ROLE" = replica ] || exit 0
+
+# SHOW REPLICA STATUS: MySQL 8.0.22+ (Replica_* columns), MariaDB 10.5.1+ (Slave_*)
+status=$(ask -e 'SHOW REPLICA STATUS\G')
+[ "$VERBOSE" = -v ] && printf '%s\n' "$status"
+io=no sql=no
+case "$status" in *"_IO_Running: Yes"*) io=yes ;; esac
+case "$status" in *"_SQL_Running: Yes"*) sql=yes ;; esac
+if [ "$io" = yes ] && [ "$sql" = yes ]; then
+  exit 0
+fi
+echo "replication threads: IO $io, SQL $sql"
+exit 1
