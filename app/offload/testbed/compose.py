@@ -42,7 +42,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from offload import replication
 from offload.dberrors import install_translation
 from offload.errors import OffloadError, TestbedError
 from offload.testbed import images
+from offload.testbed.files import load_credentials, read_state, write_private
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -91,13 +92,6 @@ _OWN_VARIABLES = (
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _STOPPED = frozenset({"exited", "dead"})
-
-
-def _write_private(path: Path, content: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    path.chmod(0o600)
 
 
 def compose_command() -> list[str]:
@@ -208,13 +202,7 @@ class ComposeTopology:
         return self.dir / "compose.env"
 
     def _load_state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise TestbedError(f"{self.state_path} is unreadable ({exc})",
-                               hint=f"remove {self.dir} (`make clean`) and run up again") from None
+        state = read_state(self.dir)
         if state.get("backend", "native") != self.backend:
             raise TestbedError(
                 f"the testbed in {self.dir} is a {state.get('backend', 'native')} testbed",
@@ -222,15 +210,10 @@ class ComposeTopology:
         return state
 
     def _save_state(self, state: Mapping[str, Any]) -> None:
-        _write_private(self.state_path, json.dumps(state, indent=2))
+        write_private(self.state_path, json.dumps(state, indent=2))
 
     def _credentials(self) -> Credentials:
-        path = self.dir / "credentials.json"
-        if path.exists():
-            return Credentials(**json.loads(path.read_text(encoding="utf-8")))
-        creds = Credentials.generate()
-        _write_private(path, json.dumps(asdict(creds), indent=2))
-        return creds
+        return load_credentials(self.dir)
 
     # --- the compose command --------------------------------------------------
 
@@ -296,7 +279,7 @@ class ComposeTopology:
         lines = ["# Written by `offload testbed up --backend compose`: what docker-compose.yml",
                  "# interpolates. It holds this testbed's passwords: keep it private (0600).",
                  *(f"{key}={value}" for key, value in values.items()), ""]
-        _write_private(self.env_path, "\n".join(lines))
+        write_private(self.env_path, "\n".join(lines))
 
     def prepare(self) -> ComposeCommand:
         """Directory, credentials, images and compose.env; the compose command to run.

@@ -22,7 +22,6 @@ import os
 import shutil
 import signal
 import socket
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.errors import OffloadError, TestbedError
+from offload.testbed.files import load_credentials, read_state, write_private
 from offload.testbed.mysqld import (
     ServerProgram,
     find_mysql_dir,
@@ -67,13 +67,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def _write_private(path: Path, data: dict[str, Any]) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    path.chmod(0o600)
 
 
 class NativeTopology:
@@ -118,25 +111,13 @@ class NativeTopology:
         return self.dir / "offload.conf"
 
     def _load_state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            raise TestbedError(f"{self.state_path} is unreadable ({exc})",
-                               hint=f"remove {self.dir} (`make clean`) and run up again") from None
-        return state
+        return read_state(self.dir)
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        _write_private(self.state_path, state)
+        write_private(self.state_path, json.dumps(state, indent=2))
 
     def _credentials(self) -> Credentials:
-        path = self.dir / "credentials.json"
-        if path.exists():
-            return Credentials(**json.loads(path.read_text(encoding="utf-8")))
-        creds = Credentials.generate()
-        _write_private(path, asdict(creds))
-        return creds
+        return load_credentials(self.dir)
 
     # --- processes ----------------------------------------------------------
 
