@@ -214,3 +214,9 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
     assert published_hosts(result.stdout) == ["127.0.0.1"] * 3
     assert "condition: service_healthy" in result.stdout
     assert "container_name" not in result.stdout
+
+
+def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
+    from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+    assert ComposeTopology(tmp_path)._load_state() == {}  # noqa: SLF001

@@ -203,7 +203,7 @@ class ComposeTopology:
 
     def _load_state(self) -> dict[str, Any]:
         state = read_state(self.dir)
-        if state.get("backend", "native") != self.backend:
+        if state and state.get("backend", "native") != self.backend:
             raise TestbedError(
                 f"the testbed in {self.dir} is a {state.get('backend', 'native')} testbed",
                 hint="take it down first (`make down`), or use another --dir")
