@@ -219,4 +219,4 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
 def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
-    assert ComposeTopology(tmp_path)._load_state() == {}  # noqa: SLF001
+    assert ComposeTopology(tmp_path)._load_state() == {}
