@@ -397,15 +397,11 @@ def _replica_admin(settings: Settings, index: int) -> URL:
 
 
 def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy import create_engine  # noqa: PLC0415
-    from sqlalchemy.pool import NullPool  # noqa: PLC0415
-
     from offload import replication  # noqa: PLC0415
-    from offload.dberrors import install_translation  # noqa: PLC0415
+    from offload.dberrors import unpooled_engine  # noqa: PLC0415
 
     url = _replica_admin(settings, args.replica)
-    engine = create_engine(url, poolclass=NullPool)
-    install_translation(engine, name=f"replica{args.replica}")
+    engine = unpooled_engine(url, name=f"replica{args.replica}")
     try:
         with engine.connect() as conn:
             flavor = replication.server_flavor(conn)

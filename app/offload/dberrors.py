@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Final
 
 import pymysql
-from sqlalchemy import Engine, event
+from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.pool import NullPool
 
 from offload.errors import (
     AccessDenied,
@@ -24,7 +25,7 @@ from offload.errors import (
     UnknownDatabase,
 )
 
-__all__ = ["error_code", "install_translation", "translate"]
+__all__ = ["error_code", "install_translation", "translate", "unpooled_engine"]
 
 # client-side (CR_*) and server-side (ER_*) error numbers
 _CANNOT_CONNECT: Final = frozenset({2002, 2003, 2005})  # socket, TCP refused, unknown host
@@ -91,3 +92,12 @@ def install_translation(engine: Engine, *, name: str) -> None:
         if context.is_pre_ping:
             return None  # a dead pooled connection: the pool reconnects, nothing to report
         return translate(context.original_exception, where)
+
+
+def unpooled_engine(url: URL, *, name: str, connect_timeout: int = 5) -> Engine:
+    """An engine for one-off administrative work: a fresh connection each time, no
+    pool left behind, errors translated like every other engine's."""
+    engine = create_engine(url, poolclass=NullPool,
+                           connect_args={"connect_timeout": connect_timeout})
+    install_translation(engine, name=name)
+    return engine

@@ -146,24 +146,23 @@ class HeartbeatWriter:
         self.history.add(ts, self._clock())
         return ts
 
+    def _beat_or_log(self) -> None:
+        try:
+            self.beat()
+        except (OffloadError, SQLAlchemyError) as exc:  # primary down: keep trying
+            self.failures += 1
+            log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+
     def _run(self) -> None:
         while not self._stop.is_set():
             started = self._clock()
-            try:
-                self.beat()
-            except (OffloadError, SQLAlchemyError) as exc:  # primary down: keep trying
-                self.failures += 1
-                log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+            self._beat_or_log()
             self._stop.wait(max(0.0, self.interval - (self._clock() - started)))
 
     def start(self) -> None:
         """Beat once now (so lag can be read at once), then every interval on a thread."""
         if self._thread is None:
-            try:
-                self.beat()
-            except (OffloadError, SQLAlchemyError) as exc:
-                self.failures += 1
-                log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+            self._beat_or_log()
             self._thread = threading.Thread(target=self._run, name="offload-heartbeat",
                                             daemon=True)
             self._thread.start()

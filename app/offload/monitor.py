@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import URL, create_engine
+from sqlalchemy import URL
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.db import Database
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError
 from offload.gtid import gtid_distance
 from offload.urls import masked
@@ -27,8 +26,7 @@ __all__ = ["replica_views"]
 
 
 def _privileged(url: URL, name: str, flavor: replication.Flavor) -> dict[str, Any]:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
-    install_translation(engine, name=name)
+    engine = unpooled_engine(url, name=name, connect_timeout=2)
     try:
         with engine.connect() as conn:
             status = replication.replica_status(conn, flavor)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 import re
 
-from sqlalchemy import URL, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL, text
 
 from offload.config import Settings
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError
 from offload.urls import masked
 
@@ -27,8 +26,7 @@ _WRITE_PRIVILEGES = re.compile(
 
 
 def _identity(url: URL, name: str) -> tuple[int, str, bool, list[str]]:
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
-    install_translation(engine, name=name)
+    engine = unpooled_engine(url, name=name)
     try:
         with engine.connect() as conn:
             version = str(conn.execute(text("SELECT VERSION()")).scalar_one())

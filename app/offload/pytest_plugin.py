@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import URL, Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL, Engine, text
 
 from offload import schema
 from offload.compute.context import Compute
@@ -44,7 +43,7 @@ from offload.compute.manager import ComputeManager
 from offload.compute.notifier import MemoryNotifier
 from offload.config import ComputeSettings, Settings
 from offload.db import Database
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.replication import detect_flavor
 from offload.testbed.native import NativeTopology
 from offload.testbed.topology import TestbedInfo
@@ -78,9 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _admin_engine(url: URL) -> Engine:
-    engine = create_engine(url, poolclass=NullPool)
-    install_translation(engine, name=url.host or "server")
-    return engine
+    return unpooled_engine(url, name=url.host or "server")
 
 
 def _external(config: pytest.Config) -> TestbedInfo:

@@ -25,14 +25,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine
 
 from offload.bench.env import BenchContext, bare_connection
 from offload.bench.report import BenchResult, Check, Table, fmt, fmt_ratio
 from offload.bench.stats import ratio, rotation, summarize
 from offload.db import Database
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.replication import WaitOutcome, interpret_wait_result, sql_for
 
 __all__ = ["WAITERS", "Params", "run"]
@@ -54,9 +53,7 @@ FULL = Params(rounds=1500)
 
 def _status_engine(url: Any) -> Engine:
     """The fixture's status engine: privileged, NullPool, translated errors."""
-    engine = create_engine(url, poolclass=NullPool)
-    install_translation(engine, name="replica0-admin")
-    return engine
+    return unpooled_engine(url, name="replica0-admin")
 
 
 class _Waiters:

@@ -26,12 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from sqlalchemy import URL, Engine, create_engine
+from sqlalchemy import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from offload import replication
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError, OffloadError
 from offload.experiments.recorder import Recorder
 from offload.experiments.scenarios import Injection, Kind, Scenario
@@ -67,8 +66,7 @@ class Injector:
         self.topology = topology
         self._engines: list[Engine] = []
         for index, url in enumerate(replica_admin_urls):
-            engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
-            install_translation(engine, name=f"replica{index}")
+            engine = unpooled_engine(url, name=f"replica{index}")
             self._engines.append(engine)
         self._open: dict[Injection, float] = {}
         self._bursts: list[threading.Thread] = []

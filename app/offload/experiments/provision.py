@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import URL, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL, text
 
 from offload.config import Settings
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError
 from offload.testbed.native import NativeTopology
 from offload.testbed.topology import TestbedInfo
@@ -82,8 +81,7 @@ def experiment_database(settings: Settings, *, name: str | None = None) -> Itera
             hint="use a testbed's config (`make up` writes .testbed/offload.conf), or "
                  "run without --config (a testbed of its own)")
     database = name or f"offload_lag_{secrets.token_hex(4)}"
-    engine = create_engine(admin, poolclass=NullPool, connect_args={"connect_timeout": 5})
-    install_translation(engine, name="primary-admin")
+    engine = unpooled_engine(admin, name="primary-admin")
     try:
         with engine.begin() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{database}`"))

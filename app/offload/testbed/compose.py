@@ -46,11 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import text
 
 from offload import replication
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError, TestbedError
 from offload.testbed import images
 from offload.testbed.files import load_credentials, read_state, write_private
@@ -466,8 +465,7 @@ class ComposeTopology:
     def _info(self, state: Mapping[str, Any], creds: Credentials) -> TestbedInfo:
         primary, replica = int(state["primary_port"]), int(state["replica_port"])
         admin = loopback_url("offload_admin", creds.admin, primary, None)
-        engine = create_engine(admin, poolclass=NullPool, connect_args={"connect_timeout": 5})
-        install_translation(engine, name="primary")
+        engine = unpooled_engine(admin, name="primary")
         try:
             with engine.connect() as conn:
                 version = str(conn.execute(text("SELECT VERSION()")).scalar_one())
@@ -485,8 +483,9 @@ class ComposeTopology:
     @staticmethod
     def _await_replication(info: TestbedInfo, deadline: Deadline) -> None:
         """The replica applied the primary's current position (asked from the host)."""
-        engines = [create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 5})
-                   for url in (info.admin_url(), *info.replica_admin_urls())]
+        engines = [unpooled_engine(url, name=name) for name, url in
+                   zip(("primary", "replica"), (info.admin_url(), *info.replica_admin_urls()),
+                       strict=False)]
         try:
             with engines[0].connect() as conn:
                 position = replication.gtid_position(conn, info.flavor)

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from offload.errors import TestbedError
-from offload.testbed.topology import Credentials
+from offload.testbed.topology import Credentials, write_private
 
 __all__ = ["load_credentials", "read_state", "write_private"]
-
-
-def write_private(path: Path, content: str) -> None:
-    """Write ``content`` to ``path`` readable by its owner only (it may hold passwords)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    path.chmod(0o600)
 
 
 def read_state(directory: Path) -> dict[str, Any]:

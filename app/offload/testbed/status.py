@@ -11,13 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import URL, create_engine, text
+from sqlalchemy import URL, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.config import Settings
-from offload.dberrors import install_translation
+from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError
 from offload.urls import masked
 
@@ -50,8 +49,7 @@ class ServerReport:
 
 def _ask(role: str, url: URL, shown: URL) -> ServerReport:
     report = ServerReport(role=role, url=masked(shown))
-    engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
-    install_translation(engine, name=role)
+    engine = unpooled_engine(url, name=role, connect_timeout=3)
     try:
         with engine.connect() as conn:
             row = conn.execute(text("SELECT @@server_id, VERSION(), @@read_only")).one()

@@ -14,7 +14,7 @@ from offload.config import Settings, TestbedSettings
 from offload.replication import Flavor
 from offload.urls import with_database
 
-__all__ = ["Credentials", "TestbedInfo", "Topology", "loopback_url", "write_config"]
+__all__ = ["Credentials", "TestbedInfo", "Topology", "loopback_url", "write_config", "write_private"]
 
 NOVA_DATABASE = "nova"
 
@@ -169,8 +169,13 @@ def write_config(info: TestbedInfo, path: Path, *, host: str = "compute-1") -> P
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, "\n".join(lines))
+    return path
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write ``content`` to ``path`` readable by its owner only (it may hold passwords)."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
+        handle.write(content)
     path.chmod(0o600)
-    return path
