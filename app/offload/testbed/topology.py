@@ -14,7 +14,14 @@ from offload.config import Settings, TestbedSettings
 from offload.replication import Flavor
 from offload.urls import with_database
 
-__all__ = ["Credentials", "TestbedInfo", "Topology", "loopback_url", "write_config", "write_private"]
+__all__ = [
+    "Credentials",
+    "TestbedInfo",
+    "Topology",
+    "loopback_url",
+    "write_config",
+    "write_private",
+]
 
 NOVA_DATABASE = "nova"
 
