@@ -6,6 +6,15 @@ BIN         := $(VENV)/bin
 TESTBED_DIR ?= .testbed
 UP_ARGS     ?=
 PYTEST_ARGS ?=
+# the server: empty (the host's MariaDB), mariadb, mariadb-10.11, mariadb-11.8, mysql, mysql-9.7;
+# one the host lacks is provided from Debian (docs/testbed.md).  Every testbed of a target
+# (its pytest run, bench, lag) runs it: OFFLOAD_FLAVOR carries it.
+FLAVOR      ?=
+# native | compose (empty: compose where a Docker engine answers and no FLAVOR is named)
+BACKEND     ?=
+ifneq ($(FLAVOR),)
+export OFFLOAD_FLAVOR := $(FLAVOR)
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help up down status logs test soak lint clean distclean server venv images test-compose
@@ -22,15 +31,17 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## create .venv with offload and its test tools
 
-server: ## make sure a MariaDB/MySQL server binary is installed
-	@bash mysql/ensure-server.sh
+server: venv ## make sure a server of FLAVOR is at hand (installs or provides it when it can)
+	@OFFLOAD=$(BIN)/offload bash mysql/ensure-server.sh $(FLAVOR)
 
 OFFLOAD     := $(BIN)/offload --config $(TESTBED_DIR)/offload.conf
 SEED_ARGS   ?= --instances 1000 --hosts 2
 
-up: venv ## start primary + GTID replica + the compute service (UP_ARGS="--replicas 2")
-	@docker info >/dev/null 2>&1 || bash mysql/ensure-server.sh  # compose needs no local server
-	$(BIN)/offload testbed up --dir $(TESTBED_DIR) $(UP_ARGS)
+up: venv ## start primary + GTID replica + the compute service (FLAVOR=mysql, UP_ARGS="--replicas 2")
+	@# compose needs no local server; a named FLAVOR means native unless BACKEND=compose
+	@if [ "$(BACKEND)" != compose ] && { [ -n "$(FLAVOR)$(BACKEND)" ] || ! docker info >/dev/null 2>&1; }; \
+	  then OFFLOAD=$(BIN)/offload bash mysql/ensure-server.sh $(FLAVOR); fi
+	$(BIN)/offload testbed up --dir $(TESTBED_DIR)$(if $(BACKEND), --backend $(BACKEND)) $(UP_ARGS)
 	$(OFFLOAD) db sync
 	$(OFFLOAD) seed --if-empty $(SEED_ARGS)
 	$(OFFLOAD) service start
@@ -47,16 +58,18 @@ logs: ## the servers' error logs and the compute service's log
 	for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \
 	  [ -f "$$f" ] && { echo "== $$f"; tail -n 30 "$$f"; }; done; true
 
-test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards)
+test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards; FLAVOR=mysql)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # the compose subset: every task's replica-read proof, routing, the stack itself
 COMPOSE_TESTS ?= tests/integration/test_task_*.py tests/integration/test_routing.py tests/compose
+# the flavors `make test-compose` and `make images` cover (FLAVOR= narrows them to one)
+COMPOSE_FLAVORS ?= $(if $(FLAVOR),$(FLAVOR),mariadb mysql)
 images: venv ## local images for the compose testbed without a registry (debootstrap, root; cached)
-	$(BIN)/offload testbed images
+	$(BIN)/offload testbed images $(foreach f,$(COMPOSE_FLAVORS),--flavor $(f))
 
-test-compose: venv ## COMPOSE_TESTS on the compose stack (pytest-docker; removed afterwards)
-	$(BIN)/pytest --testbed=compose $(COMPOSE_TESTS) $(PYTEST_ARGS)
+test-compose: venv ## COMPOSE_TESTS on the compose stack, per flavor (mariadb, mysql; FLAVOR= one)
+	@BIN=$(BIN) bash scripts/test-compose.sh $(COMPOSE_FLAVORS) -- $(COMPOSE_TESTS) $(PYTEST_ARGS)
 
 SOAK_SECONDS ?= 600
 soak: venv server ## the service for SOAK_SECONDS (600) under writes and replica pauses
@@ -76,9 +89,10 @@ LAG_CONFIG   ?=
 lag: venv server ## lag experiment, ~1 min, on its own testbed (LAG_CONFIG=FILE: an existing one); results in LAG_OUT
 	$(BIN)/offload lag run --scenario '$(LAG_SCENARIO)' $(LAG_ARGS) --out $(LAG_OUT)$(if $(LAG_CONFIG), --config $(LAG_CONFIG))
 
-lint: venv ## ruff and mypy --strict
+lint: venv ## ruff (check and format), mypy --strict, actionlint on the shipped workflow
 	$(BIN)/ruff check app tests
 	$(BIN)/mypy
+	@BIN=$(BIN) bash scripts/actionlint.sh
 
 clean: ## stop the testbed and delete its data
 	@if [ -x $(BIN)/offload ] && [ -f $(TESTBED_DIR)/state.json ]; then $(MAKE) --no-print-directory down; fi

@@ -6,16 +6,19 @@
 set -eu
 ROLE=${1:-${OFFLOAD_ROLE:-}}
 VERBOSE=${2:-}
-SOCKET=/run/offload/mysqld.sock
+# where the server's socket and data dir are (the container's paths by default)
+SOCKET=${OFFLOAD_SOCKET:-/run/offload/mysqld.sock}
+DATADIR=${OFFLOAD_DATADIR:-/var/lib/mysql}
 CLIENT=$(command -v mariadb || command -v mysql)
 ask() { "$CLIENT" --no-defaults --protocol=socket -S "$SOCKET" -uroot "$@"; }
 
-[ -f /var/lib/mysql/.offload-bootstrapped ] || { echo "bootstrap not finished"; exit 1; }
+[ -f "$DATADIR/.offload-bootstrapped" ] || { echo "bootstrap not finished"; exit 1; }
 ask -N -e 'SELECT 1' >/dev/null
 [ "$ROLE" = replica ] || exit 0
 
-# SHOW REPLICA STATUS: MySQL 8.0.22+ (Replica_* columns), MariaDB 10.5.1+ (Slave_*)
-status=$(ask -e 'SHOW REPLICA STATUS\G')
+# SHOW REPLICA STATUS: MySQL 8.0.22+ (Replica_* columns), MariaDB 10.5.1+ (Slave_*);
+# -E (vertical) rather than \G, which MySQL 9's client refuses in batch mode
+status=$(ask -E -e 'SHOW REPLICA STATUS')
 [ "$VERBOSE" = -v ] && printf '%s\n' "$status"
 io=no sql=no
 case "$status" in *"_IO_Running: Yes"*) io=yes ;; esac

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from offload import __version__
 from offload.config import Settings, find_config_file, load_settings
 from offload.errors import ConfigError, OffloadError, TestbedError
+from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec, known_specs
 from offload.urls import masked
 
 if TYPE_CHECKING:
@@ -51,6 +53,13 @@ def _positive(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
     return number
+
+
+def _flavor(value: str) -> str:
+    try:
+        return str(FlavorSpec.parse(value))
+    except OffloadError as exc:
+        raise argparse.ArgumentTypeError(f"{exc.message}; {exc.hint}") from None
 
 
 def _port(value: str) -> int:
@@ -114,8 +123,11 @@ def _backend(args: argparse.Namespace, directory: Path) -> str:
     recorded = _recorded_backend(directory)
     if recorded is not None:
         return recorded
-    if args.replicas != 1 or args.mysqld or os.environ.get("OFFLOAD_MYSQLD"):
-        return "native"  # what only the native backend does: several replicas, a server binary
+    if (args.replicas != 1 or args.mysqld or os.environ.get("OFFLOAD_MYSQLD")
+            or getattr(args, "flavor", None) or os.environ.get(FLAVOR_VARIABLE)):
+        # what only the native backend does (several replicas, a server binary), or a flavor
+        # asked for by name: the native server of that flavor unless compose is asked for
+        return "native"
     if _compose_available():
         log.info("a Docker engine answers: using the compose backend (--backend native "
                  "to run the servers as local processes)")
@@ -130,21 +142,22 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     if recorded is not None and recorded != backend:
         raise TestbedError(f"{directory} holds a {recorded} testbed, asked for {backend}",
                            hint="take it down and remove it (`make clean`), or use another --dir")
+    flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
         from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
         # the compute container starts with `offload service start` (after the seed)
         topology = ComposeTopology(directory, port=args.port, replicas=args.replicas,
-                                   offline=True if args.offline else None,
+                                   offline=True if args.offline else None, flavor=flavor,
                                    compute_scale=args.compute_scale, start_compute=False)
     else:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
         topology = NativeTopology(directory, port=args.port, replicas=args.replicas,
-                                  mysqld=args.mysqld)
+                                  mysqld=args.mysqld, flavor=flavor)
     info = topology.up()
-    _out(f"testbed up ({info.backend}, {info.flavor.value}) in {info.dir}")
+    _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
@@ -177,10 +190,20 @@ def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_testbed_server(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.mysqld import find_server  # noqa: PLC0415
+
+    started = time.monotonic()
+    program = find_server(args.mysqld, spec=FlavorSpec.parse(args.flavor), log=_out)
+    _out(f"{program.describe()}: {program.path} ({time.monotonic() - started:.1f}s)")
+    return 0
+
+
 def cmd_testbed_images(args: argparse.Namespace, settings: Settings) -> int:
     from offload.testbed.images import ensure_images  # noqa: PLC0415
 
-    for result in ensure_images(rebuild=args.rebuild, log=_out):
+    flavors = [FlavorSpec.parse(f) for f in args.flavor] if args.flavor else None
+    for result in ensure_images(flavors=flavors, rebuild=args.rebuild, log=_out):
         _out(f"  {result.describe()}")
     return 0
 
@@ -458,6 +481,9 @@ def _add_testbed(commands: Any) -> None:
     up.add_argument("--port", type=_port, default=33061,
                     help="primary port; replicas take the next ones (0: free ports)")
     up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
+    up.add_argument("--flavor", type=_flavor, metavar="FLAVOR",
+                    help=f"server: {', '.join(known_specs())} (default: the host's server; "
+                         "a flavor the host lacks is provided from Debian, cached)")
     up.add_argument("--compute-scale", type=_positive, default=1, metavar="N",
                     help="compose: N compute containers, acting for compute-1..N (default 1)")
     up.add_argument("--offline", action="store_true",
@@ -471,6 +497,14 @@ def _add_testbed(commands: Any) -> None:
     built = testbed_commands.add_parser(
         "images", help="build the local images of the compose testbed (debootstrap; cached)")
     built.add_argument("--rebuild", action="store_true", help="build even when cached")
+    built.add_argument("--flavor", type=_flavor, action="append", metavar="FLAVOR",
+                       help="DB image of this server flavor (repeatable; default: mariadb)")
+    server = testbed_commands.add_parser(
+        "server", help="make sure a server of a flavor is at hand (provides it when needed)")
+    server.add_argument("--flavor", type=_flavor, default="mariadb", metavar="FLAVOR",
+                        help=f"{', '.join(known_specs())} (default mariadb)")
+    server.add_argument("--mysqld", help="this server binary (checked against --flavor)")
+    server.set_defaults(handler=cmd_testbed_server)
     built.set_defaults(handler=cmd_testbed_images)
     logs = testbed_commands.add_parser("logs", help="the compose testbed's container logs")
     logs.add_argument("--dir", help="testbed directory (default .testbed)")

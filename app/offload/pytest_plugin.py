@@ -44,8 +44,10 @@ from offload.compute.notifier import MemoryNotifier
 from offload.config import ComputeSettings, Settings
 from offload.db import Database
 from offload.dberrors import unpooled_engine
+from offload.errors import OffloadError
 from offload.replication import detect_flavor
 from offload.testbed.native import NativeTopology
+from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec
 from offload.testbed.topology import TestbedInfo
 from offload.tracing import QueryTrace, Tracer
 from offload.urls import parse_url, with_database
@@ -53,7 +55,8 @@ from offload.urls import parse_url, with_database
 if TYPE_CHECKING:
     from offload.testbed.compose import ComposeCommand, ComposeTopology
 
-__all__ = ["pytest_addoption", "pytest_configure"]
+__all__ = ["pytest_addoption", "pytest_configure", "pytest_report_header",
+           "pytest_terminal_summary"]
 
 DbFactory = Callable[..., Database]
 #: what the service's account may do on its database (as mysql/bootstrap/primary.sql)
@@ -70,10 +73,47 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="directory for the native testbed (default: a temporary one)")
     group.addoption("--testbed-replicas", type=int, default=1,
                     help="replicas in the native testbed (default 1)")
+    group.addoption("--testbed-flavor", default=None,
+                    help="server of the native and compose testbeds: mariadb, mariadb-10.11, "
+                         "mariadb-11.8, mysql, mysql-9.7 (default: the host's server; compose: "
+                         "$OFFLOAD_DB_IMAGE or mysql:8.4); one offload does not have is "
+                         "provided from Debian and cached")
     group.addoption("--primary-url", default=None,
                     help="external: privileged URL of the primary")
     group.addoption("--replica-url", action="append", default=[],
                     help="external: privileged URL of a replica (repeatable)")
+
+
+_SERVER_KEY = pytest.StashKey[str]()
+
+
+def _flavor(config: pytest.Config) -> FlavorSpec | None:
+    chosen = config.getoption("--testbed-flavor", default=None) or os.environ.get(
+        FLAVOR_VARIABLE)
+    if not chosen:
+        return None
+    try:
+        return FlavorSpec.parse(chosen)
+    except OffloadError as exc:
+        raise pytest.UsageError(f"--testbed-flavor: {exc}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = config.getoption("--testbed", default="native")
+    flavor = _flavor(config)
+    return f"offload testbed: {kind}, flavor {flavor or 'default (the host server)'}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    server = config.stash.get(_SERVER_KEY, None)
+    if server:
+        terminalreporter.write_line(f"offload testbed ran: {server}")
+
+
+def _remember(config: pytest.Config, info: TestbedInfo) -> TestbedInfo:
+    config.stash[_SERVER_KEY] = f"{info.backend} {info.server}"
+    return info
 
 
 def _admin_engine(url: URL) -> Engine:
@@ -90,6 +130,7 @@ def _external(config: pytest.Config) -> TestbedInfo:
     with _admin_engine(primary_url).connect() as conn:
         version = conn.execute(text("SELECT VERSION()")).scalar_one()
     return TestbedInfo(backend="external", dir=None, flavor=detect_flavor(version),
+                       version=version,
                        primary=primary_url, replicas=replica_urls,
                        admin=with_database(primary_url, None),
                        replica_admins=tuple(with_database(u, None) for u in replica_urls))
@@ -106,12 +147,14 @@ class ComposeFixtures:
 
     @pytest.fixture(scope="session")
     @classmethod
-    def offload_compose(cls, tmp_path_factory: pytest.TempPathFactory) -> ComposeTopology:
+    def offload_compose(cls, request: pytest.FixtureRequest,
+                        tmp_path_factory: pytest.TempPathFactory) -> ComposeTopology:
         """The compose testbed (own project name, ports Docker picks, a temporary dir)."""
         from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
         return ComposeTopology(tmp_path_factory.mktemp("compose-testbed"), port=0,
-                               project=f"offload-pytest{os.getpid()}")
+                               project=f"offload-pytest{os.getpid()}",
+                               flavor=_flavor(request.config))
 
     @pytest.fixture(scope="session")
     @classmethod
@@ -147,6 +190,10 @@ class ComposeFixtures:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    flavor = _flavor(config)
+    if flavor is not None:
+        # every testbed of the run, the tests' own and their subprocesses', runs this server
+        os.environ[FLAVOR_VARIABLE] = str(flavor)
     if config.getoption("--testbed", default="native") != "compose":
         return
     if not config.pluginmanager.hasplugin("docker"):
@@ -171,18 +218,19 @@ def testbed(request: pytest.FixtureRequest,
     """A running primary with GTID replicas for the whole test session."""
     config = request.config
     if config.getoption("--testbed") == "external":
-        yield _external(config)
+        yield _remember(config, _external(config))
         return
     if config.getoption("--testbed") == "compose":
-        yield _compose_testbed(request)
+        yield _remember(config, _compose_testbed(request))
         return
     directory = config.getoption("--testbed-dir")
     topology = NativeTopology(
         Path(directory) if directory else tmp_path_factory.mktemp("testbed"),
         port=0, replicas=config.getoption("--testbed-replicas"), bind_to_parent=True,
+        flavor=_flavor(config),
     )
     with topology as info:
-        yield info
+        yield _remember(config, info)
 
 
 def _grant(conn: object, database: str, url: URL, privileges: str, admin: URL) -> None:

@@ -27,11 +27,12 @@ Facts this module relies on (checked against the servers' docs and source):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Final
 
 from sqlalchemy import text
@@ -47,6 +48,8 @@ __all__ = [
     "FlavorSQL",
     "ReplicaStatus",
     "WaitOutcome",
+    "admin_writes",
+    "describe_server",
     "detect_flavor",
     "gtid_position",
     "interpret_wait_result",
@@ -64,6 +67,7 @@ __all__ = [
     "validate_delay",
     "wait_for_gtid",
     "wait_timeout_argument",
+    "with_worker_error",
 ]
 
 #: Largest MASTER_DELAY / SOURCE_DELAY both servers accept (seconds).
@@ -98,6 +102,11 @@ def detect_flavor(version: str) -> Flavor:
     raise ValueError(f"not a MySQL or MariaDB version string: {version!r}")
 
 
+def describe_server(flavor: Flavor, version: str) -> str:
+    """``mysql 9.7.4`` / ``mariadb 10.11.19``: the flavor and the exact server version."""
+    return f"{flavor.value} {version.strip().split('-')[0]}".strip()
+
+
 # --- per-flavor SQL ---------------------------------------------------------
 
 
@@ -123,6 +132,11 @@ class FlavorSQL:
     stop_sql_thread: str
     #: takes :seconds; run it with replication stopped (see ``set_replica_delay``)
     set_delay: str
+    #: the applier worker's own last error (multi-threaded appliers), None: in the status row
+    worker_error: str | None = None
+    #: let a privileged session write on a replica (for fault injection), and undo it
+    allow_admin_writes: str | None = None
+    deny_admin_writes: str | None = None
 
     @property
     def wait_function(self) -> str:
@@ -162,6 +176,17 @@ _MYSQL_SQL: Final = FlavorSQL(
     start_sql_thread="START REPLICA SQL_THREAD",
     stop_sql_thread="STOP REPLICA SQL_THREAD",
     set_delay="CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds",
+    # MySQL's applier is multi-threaded by default: SHOW REPLICA STATUS then carries the
+    # coordinator's "Coordinator stopped because there were error(s) in the worker(s)",
+    # the cause is the worker's (performance_schema, MySQL 8.0+)
+    worker_error=(
+        "SELECT LAST_ERROR_NUMBER, LAST_ERROR_MESSAGE"
+        " FROM performance_schema.replication_applier_status_by_worker"
+        " WHERE LAST_ERROR_NUMBER <> 0 ORDER BY LAST_ERROR_TIMESTAMP DESC LIMIT 1"
+    ),
+    # super_read_only stops even privileged users; read_only alone lets them write
+    allow_admin_writes="SET GLOBAL super_read_only = OFF",
+    deny_admin_writes="SET GLOBAL super_read_only = ON",
 )
 
 
@@ -393,7 +418,42 @@ def replica_status(conn: Connection, flavor: Flavor) -> ReplicaStatus | None:
     if sql.replica_executed_gtid is not None:
         executed = _text(conn.execute(text(sql.replica_executed_gtid)).scalar())
     columns = {str(name): value for name, value in row.items()}
-    return parse_replica_status(columns, flavor, executed_gtid=executed)
+    status = parse_replica_status(columns, flavor, executed_gtid=executed)
+    if status.last_sql_errno and sql.worker_error is not None:
+        try:
+            worker = conn.execute(text(sql.worker_error)).first()
+        except DBAPIError as exc:  # no performance_schema access: keep the coordinator's
+            if not is_access_denied(exc):
+                raise
+            worker = None
+        status = with_worker_error(status, None if worker is None else (worker[0], worker[1]))
+    return status
+
+
+def with_worker_error(status: ReplicaStatus,
+                      worker: tuple[object, object] | None) -> ReplicaStatus:
+    """The status with the applier worker's own error instead of its coordinator's summary."""
+    if worker is None or not _int(worker[0]):
+        return status
+    return replace(status, last_sql_errno=_int(worker[0]),
+                   last_sql_error=_text(worker[1]).strip())
+
+
+@contextlib.contextmanager
+def admin_writes(conn: Connection, flavor: Flavor) -> Iterator[None]:
+    """Let this privileged connection write on a read-only replica, then forbid it again.
+
+    MySQL's ``super_read_only`` refuses even the admin; MariaDB's ``read_only`` lets
+    privileged users write already.  For fault injection (a conflicting row planted by hand).
+    """
+    sql = sql_for(flavor)
+    if sql.allow_admin_writes:
+        conn.execute(text(sql.allow_admin_writes))
+    try:
+        yield
+    finally:
+        if sql.deny_admin_writes:
+            conn.execute(text(sql.deny_admin_writes))
 
 
 def _status_or_none(conn: Connection, flavor: Flavor) -> ReplicaStatus | None:

@@ -5,5 +5,7 @@ CHANGE MASTER TO
   MASTER_USER = 'repl',
   MASTER_PASSWORD = '${REPL_PASSWORD}',
   MASTER_CONNECT_RETRY = 1,
+  -- a heartbeat every second: the primary's dump thread notices a stopped replica at once
+  MASTER_HEARTBEAT_PERIOD = 1,
   MASTER_USE_GTID = slave_pos;
 START SLAVE;

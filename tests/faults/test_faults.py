@@ -188,8 +188,8 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     database = db.settings.require_connection().database
     with db.reader() as session:
         next_id = int(session.scalar(select(Instance.id).order_by(Instance.id.desc())) or 0) + 1
-    with replica_admin[0].connect() as conn:  # a row written on the replica by hand
-        conn.execute(text("SET SESSION sql_log_bin = 0"))
+    with replica_admin[0].connect() as conn, replication.admin_writes(conn, testbed.flavor):
+        conn.execute(text("SET SESSION sql_log_bin = 0"))  # a row written on the replica
         conn.execute(text(f"INSERT INTO `{database}`.instances (id, uuid, deleted) "
                           f"VALUES ({next_id}, 'written-on-the-replica', 0)"))
         conn.commit()
@@ -209,10 +209,11 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     assert report.error is None and _targets(trace, BANDWIDTH, report.run) == {"primary"}
 
     with replica_admin[0].connect() as conn:  # the operator's repair
-        conn.execute(text("SET SESSION sql_log_bin = 0"))
-        conn.execute(text(f"DELETE FROM `{database}`.instances "
-                          "WHERE uuid = 'written-on-the-replica'"))
-        conn.commit()
+        with replication.admin_writes(conn, testbed.flavor):
+            conn.execute(text("SET SESSION sql_log_bin = 0"))
+            conn.execute(text(f"DELETE FROM `{database}`.instances "
+                              "WHERE uuid = 'written-on-the-replica'"))
+            conn.commit()
         replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
     assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, insert, text
@@ -12,6 +16,8 @@ from offload.db import Database
 from offload.errors import ReplicationTimeout
 from offload.schema import Instance
 from offload.testbed import TestbedInfo
+from offload.testbed.mysqld import find_mysql_dir, probe_server
+from offload.waiting import Deadline, wait_for
 
 from .conftest import count_instances, new_instance
 
@@ -90,3 +96,60 @@ def test_replication_resumes_after_the_applier_restarts(
         assert count_instances(db, allow_replica=True) == 0
     wait_for_replication(db)
     assert count_instances(db, allow_replica=True) == 1
+
+
+def _dump_threads(primary_admin: Engine) -> int:
+    with primary_admin.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+            " WHERE COMMAND LIKE 'Binlog Dump%'")).scalar_one())
+
+
+def test_a_stopped_replica_leaves_no_dump_thread_on_the_primary(
+    testbed: TestbedInfo, primary_admin: Engine, replica_admin: list[Engine],
+) -> None:
+    # Without a short heartbeat a primary's dump thread outlives its stopped replica for
+    # up to 30 s — and MySQL's shutdown waits for it (a primary took 9-12 s to stop).
+    before = _dump_threads(primary_admin)
+    assert before == len(replica_admin)
+    with replica_admin[0].connect() as conn:
+        replication.stop_replica(conn, testbed.flavor)
+    try:
+        assert wait_for(lambda: _dump_threads(primary_admin) < before, Deadline(5),
+                        interval=0.05)
+    finally:
+        with replica_admin[0].connect() as conn:
+            replication.start_replica(conn, testbed.flavor)
+
+            def running() -> bool:
+                status = replication.replica_status(conn, testbed.flavor)
+                return status is not None and status.threads_running
+
+            assert wait_for(running, Deadline(30), interval=0.05)
+
+
+def _healthcheck(testbed: TestbedInfo, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """mysql/healthcheck.sh (the compose DB containers') against the native replica."""
+    assert testbed.dir is not None
+    state = json.loads((testbed.dir / "state.json").read_text(encoding="utf-8"))
+    program = probe_server(Path(state["server"]))
+    assert program is not None
+    (tmp_path / ".offload-bootstrapped").write_text("replica\n", encoding="utf-8")
+    env = {**os.environ, "PATH": f"{program.client().parent}{os.pathsep}{os.environ['PATH']}",
+           "OFFLOAD_SOCKET": str(testbed.dir / "replica0" / "mysqld.sock"),
+           "OFFLOAD_DATADIR": str(tmp_path)}
+    return subprocess.run(["sh", str(find_mysql_dir() / "healthcheck.sh"), "replica"],
+                          capture_output=True, text=True, env=env, check=False, timeout=30)
+
+
+def test_the_containers_healthcheck_reads_the_replicas_threads(
+    testbed: TestbedInfo, paused_applier, tmp_path: Path,
+) -> None:
+    if testbed.backend != "native":
+        pytest.skip("runs the healthcheck script against the native testbed's sockets")
+    healthy = _healthcheck(testbed, tmp_path)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    with paused_applier():
+        paused = _healthcheck(testbed, tmp_path)
+    assert paused.returncode == 1
+    assert "replication threads: IO yes, SQL no" in paused.stdout

@@ -166,8 +166,14 @@ def test_offline_is_asked_for_or_follows_the_local_image(monkeypatch: pytest.Mon
     assert offline_wanted({"OFFLOAD_OFFLINE": "1"}) is True
 
 
-def _args(backend: str, replicas: int = 1, mysqld: str | None = None) -> argparse.Namespace:
-    return argparse.Namespace(backend=backend, replicas=replicas, mysqld=mysqld)
+def _args(backend: str, replicas: int = 1, mysqld: str | None = None,
+          flavor: str | None = None) -> argparse.Namespace:
+    return argparse.Namespace(backend=backend, replicas=replicas, mysqld=mysqld, flavor=flavor)
+
+
+@pytest.fixture(autouse=True)
+def _no_flavor_from_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)  # `make test FLAVOR=...` sets it
 
 
 def test_auto_keeps_the_backend_of_an_existing_testbed(tmp_path: Path,
@@ -190,6 +196,17 @@ def test_auto_is_native_for_what_only_native_does(tmp_path: Path,
     assert cli._backend(_args("auto", replicas=2), tmp_path) == "native"
     assert cli._backend(_args("auto", mysqld="/usr/sbin/mariadbd"), tmp_path) == "native"
     monkeypatch.setenv("OFFLOAD_MYSQLD", "/usr/sbin/mariadbd")
+    assert cli._backend(_args("auto"), tmp_path) == "native"
+
+
+def test_a_named_flavor_means_native_unless_compose_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "_compose_available", lambda: True)
+    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
+    assert cli._backend(_args("auto", flavor="mysql"), tmp_path) == "native"
+    assert cli._backend(_args("compose", flavor="mysql"), tmp_path) == "compose"
+    monkeypatch.setenv("OFFLOAD_FLAVOR", "mysql")
     assert cli._backend(_args("auto"), tmp_path) == "native"
 
 

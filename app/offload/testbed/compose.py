@@ -53,6 +53,7 @@ from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError, TestbedError
 from offload.testbed import images
 from offload.testbed.files import load_credentials, read_state, write_private
+from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -69,6 +70,7 @@ __all__ = [
     "compose_command",
     "offline_wanted",
     "project_name",
+    "registry_image",
 ]
 
 DEFAULT_DB_IMAGE = "mysql:8.4"
@@ -107,6 +109,18 @@ def compose_command() -> list[str]:
     raise TestbedError("neither `docker compose` (v2) nor `docker-compose` (v1) is installed",
                        hint="install Docker Compose (Debian: `apt-get install docker-compose`), "
                             "or use --backend native")
+
+
+#: registry images by flavor spec (where a registry answers)
+REGISTRY_IMAGES = {"mysql": DEFAULT_DB_IMAGE, "mysql-9.7": "mysql:9.7", "mariadb": "mariadb:11.4",
+                   "mariadb-11.8": "mariadb:11.8", "mariadb-10.11": "mariadb:10.11"}
+
+
+def registry_image(flavor: FlavorSpec | None) -> str:
+    """The registry's DB image for a flavor (``mysql:8.4`` when none is asked for)."""
+    if flavor is None:
+        return DEFAULT_DB_IMAGE
+    return REGISTRY_IMAGES.get(str(flavor), f"{flavor.flavor.value}:{flavor.series}")
 
 
 def _require_engine() -> None:
@@ -163,6 +177,7 @@ class ComposeTopology:
         start_timeout: float = 300.0,
         compose_file: Path | None = None,
         environ: Mapping[str, str] | None = None,
+        flavor: FlavorSpec | None = None,
     ) -> None:
         if replicas != 1:
             raise TestbedError(f"the compose testbed has one replica, asked for {replicas}",
@@ -185,6 +200,7 @@ class ComposeTopology:
         self.start_timeout = start_timeout
         self.compose_file = compose_file
         self.environ = dict(os.environ if environ is None else environ)
+        self.flavor = flavor if flavor is not None else default_flavor()
 
     # --- files --------------------------------------------------------------
 
@@ -249,12 +265,12 @@ class ComposeTopology:
         offline = self.offline if self.offline is not None else offline_wanted(self.environ)
         chosen_db = self.environ.get("OFFLOAD_DB_IMAGE", "").strip()
         if offline:
-            images.ensure_images()
-            return {"OFFLOAD_DB_IMAGE": chosen_db or images.BASE_IMAGE,
+            images.ensure_images(flavors=[self.flavor] if self.flavor else None)
+            return {"OFFLOAD_DB_IMAGE": chosen_db or images.db_image(self.flavor),
                     "OFFLOAD_COMPUTE_IMAGE": images.COMPUTE_IMAGE,
                     "OFFLOAD_BASE_IMAGE": images.BASE_IMAGE,
                     "OFFLOAD_WHEELHOUSE": str(images.WHEELHOUSE)}
-        return {"OFFLOAD_DB_IMAGE": chosen_db or DEFAULT_DB_IMAGE,
+        return {"OFFLOAD_DB_IMAGE": chosen_db or registry_image(self.flavor),
                 "OFFLOAD_COMPUTE_IMAGE": ONLINE_COMPUTE_IMAGE,
                 "OFFLOAD_BASE_IMAGE": ONLINE_BASE_IMAGE,
                 "OFFLOAD_WHEELHOUSE": ""}
@@ -478,6 +494,7 @@ class ComposeTopology:
             admin=admin,
             replica_admins=(loopback_url("offload_admin", creds.admin, replica, None),),
             service_port=int(state.get("service_port", 0)),
+            version=version,
         )
 
     @staticmethod

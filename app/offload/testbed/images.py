@@ -26,19 +26,31 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
+from offload.testbed.rootfs import (
+    Log,
+    debian_mirror,
+    debootstrap,
+    run,
+    stderr_log,
+    trim,
+    unmount_below,
+)
+from offload.testbed.servers import FlavorSpec, Provided, provided_for
 
 __all__ = [
     "BASE_IMAGE",
     "COMPUTE_IMAGE",
     "ImageResult",
+    "db_image",
     "docker_command",
     "ensure_base",
     "ensure_compute",
+    "ensure_db_image",
     "ensure_images",
     "find_repo",
     "image_exists",
@@ -56,13 +68,8 @@ BASE_PACKAGES = ("mariadb-server", "mariadb-client", "python3", "python3-venv")
 RECIPE_VERSION = "1"
 LABEL = "org.offload.recipe"
 WHEELHOUSE = Path("build") / "wheelhouse"
-#: what the image does not need: package caches, docs, the package's own data dir
-_TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-         "usr/share/locale", "usr/share/info", "var/lib/mysql")
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +85,8 @@ class ImageResult:
         return f"{self.name:<28} {verb} ({self.seconds:.1f}s)"
 
 
-def _stderr(line: str) -> None:
-    sys.stderr.write(line + "\n")
+_stderr = stderr_log
+_run = run
 
 
 def docker_command() -> str:
@@ -88,22 +95,6 @@ def docker_command() -> str:
         raise TestbedError("the docker command is not installed",
                            hint="install Docker (Debian: `apt-get install docker.io`)")
     return docker
-
-
-def _run(args: Sequence[str], *, what: str, timeout: float = 1800,
-         stdin: int | None = None, env: dict[str, str] | None = None) -> str:
-    """Run an argument list; a failure raises with the end of its output."""
-    try:
-        result = subprocess.run(list(args), capture_output=True, text=True, check=False,
-                                timeout=timeout, stdin=stdin, env=env)
-    except subprocess.TimeoutExpired:
-        raise TestbedError(f"{what} took longer than {timeout:.0f}s") from None
-    except OSError as exc:
-        raise TestbedError(f"{what} could not run ({exc})") from None
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise TestbedError(f"{what} failed (exit {result.returncode}):\n{tail}")
-    return result.stdout
 
 
 def image_label(image: str) -> str | None:
@@ -144,53 +135,13 @@ def base_recipe() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def debian_mirror() -> str:
-    """$OFFLOAD_DEBIAN_MIRROR, else the Debian mirror apt already uses, else deb.debian.org."""
-    chosen = os.environ.get("OFFLOAD_DEBIAN_MIRROR")
-    if chosen:
-        return chosen
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in sources:
-        try:
-            words = path.read_text(encoding="utf-8", errors="replace").split()
-        except OSError:
-            continue
-        for word in words:
-            if word.startswith(("http://", "https://")) and word.rstrip("/").endswith("/debian"):
-                return word.rstrip("/")
-    return "http://deb.debian.org/debian"
-
-
-def _unmount_below(root: Path) -> None:
-    """Unmount what a failed debootstrap left mounted in the rootfs (proc, sys, ...)."""
-    try:
-        mounts = Path("/proc/mounts").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return
-    targets = [line.split()[1] for line in mounts if len(line.split()) > 1]
-    for target in sorted((t for t in targets if t.startswith(f"{root}/")), reverse=True):
-        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
-
-
 def _debootstrap(rootfs: Path, mirror: str, log: Log) -> None:
-    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
-    if not Path(debootstrap).exists():
-        raise TestbedError("debootstrap is not installed",
-                           hint="apt-get install debootstrap (as root)")
-    log(f"images: debootstrap {SUITE} from {mirror} (about a minute)")
-    _run([debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-          SUITE, str(rootfs), mirror], what="debootstrap", timeout=1800)
-    for relative in _TRIM:
-        target = rootfs / relative
-        if target.is_dir():
-            for child in target.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+    debootstrap(rootfs, SUITE, include=BASE_PACKAGES, mirror=mirror, log=log)
+    trim(rootfs)
 
 
 def _import(rootfs: Path, name: str, recipe: str, log: Log) -> None:
+    """``docker import`` of a tree (tar of it, numeric owners) with our label and PATH."""
     log(f"images: docker import {name}")
     with subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
                           stdout=subprocess.PIPE) as tar:
@@ -224,7 +175,7 @@ def ensure_base(*, rebuild: bool = False, log: Log = _stderr) -> ImageResult:
         _import(rootfs, BASE_IMAGE, recipe, log)
         _prune()
     finally:
-        _unmount_below(work)
+        unmount_below(work)
         shutil.rmtree(work, ignore_errors=True)
     return ImageResult(BASE_IMAGE, built=True, seconds=time.monotonic() - started)
 
@@ -311,10 +262,47 @@ def _prune() -> None:
                         f"label={label}"], capture_output=True, check=False, timeout=300)
 
 
-def ensure_images(repo: Path | None = None, *, rebuild: bool = False,
-                  log: Log = _stderr) -> list[ImageResult]:
-    """Both local images, each built only when missing or out of date."""
+# --- DB images of provided servers: the cached tree, imported --------------
+
+def _provided(flavor: FlavorSpec | None) -> Provided | None:
+    """The provided server behind a flavor's local image; None: the base image's MariaDB."""
+    if flavor is None or (flavor.flavor.value == "mariadb" and flavor.series in (None, "10.11")):
+        return None
+    provided = provided_for(flavor)
+    if provided is None:
+        raise TestbedError(f"no local image for {flavor}",
+                           hint="use mariadb, mariadb-11.8 or mysql (or set OFFLOAD_DB_IMAGE)")
+    return provided
+
+
+def db_image(flavor: FlavorSpec | None) -> str:
+    """The local DB image of a flavor: the base (Debian 12's MariaDB) or a provided server's."""
+    provided = _provided(flavor)
+    return BASE_IMAGE if provided is None else provided.image
+
+
+def ensure_db_image(provided: Provided, *, rebuild: bool = False,
+                    log: Log = _stderr) -> ImageResult:
+    """``offload-mysql:9.7`` and the like: the provided server's cached tree, imported."""
+    started = time.monotonic()
+    recipe = provided.recipe()
+    if not rebuild and image_label(provided.image) == recipe:
+        return ImageResult(provided.image, built=False, seconds=time.monotonic() - started)
+    provided.ensure(log=log)
+    _import(provided.rootfs(), provided.image, recipe, log)
+    _prune()
+    return ImageResult(provided.image, built=True, seconds=time.monotonic() - started)
+
+
+def ensure_images(repo: Path | None = None, *, flavors: Sequence[FlavorSpec] | None = None,
+                  rebuild: bool = False, log: Log = _stderr) -> list[ImageResult]:
+    """The base and compute images, and the DB image of each flavor; built only when needed."""
     repo = repo or find_repo()
     base = ensure_base(rebuild=rebuild, log=log)
     compute = ensure_compute(repo, rebuild=rebuild or base.built, log=log)
-    return [base, compute]
+    results = [base, compute]
+    for flavor in flavors or ():
+        provided = _provided(flavor)
+        if provided is not None:
+            results.append(ensure_db_image(provided, rebuild=rebuild, log=log))
+    return results

@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
-from offload.replication import Flavor, detect_flavor
+from offload.replication import Flavor, describe_server, detect_flavor
+from offload.testbed.rootfs import Log, stderr_log
+from offload.testbed.servers import FlavorSpec, provided_for
 
 __all__ = [
     "ServerProgram",
     "find_mysql_dir",
     "find_server",
+    "probe_server",
     "render_sql",
     "split_sql",
 ]
 
 _SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/local/mysql/bin",
                 "/opt/mysql/bin")
+_INSTALLERS = ("mariadb-install-db", "mysql_install_db")
 INSTALL_HINT = (
     "install a server: `sudo apt-get install mariadb-server` (Debian/Ubuntu; "
     "`make up` does it for you when run as root), or use Docker"
@@ -45,15 +49,38 @@ class ServerProgram:
         """Argument list that creates a fresh data dir whose root logs in with no password."""
         user = ["--user=root"] if os.geteuid() == 0 else []
         if self.flavor is Flavor.MARIADB:
-            installer = shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
-            if installer is None:
-                raise TestbedError("mariadb-install-db not found next to mariadbd",
-                                   hint=INSTALL_HINT)
-            return [installer, "--no-defaults", f"--datadir={datadir}",
+            return [str(self.installer()), "--no-defaults", f"--datadir={datadir}",
                     "--auth-root-authentication-method=normal", "--skip-test-db",
                     "--skip-name-resolve", *user]
+        # secure_file_priv: MySQL aborts when its default directory does not exist
         return [str(self.path), "--no-defaults", "--initialize-insecure",
-                f"--datadir={datadir}", f"--log-error={log}", *user]
+                f"--datadir={datadir}", f"--log-error={log}", "--secure-file-priv=NULL", *user]
+
+    def _sibling(self, names: tuple[str, ...], what: str) -> Path:
+        """A program of this server's own installation (never one of another on PATH)."""
+        top = self.path.parent.parent
+        places = (self.path.parent, top / "bin", top / "scripts")
+        for directory in places:
+            for name in names:
+                candidate = directory / name
+                if candidate.is_file() and os.access(candidate, os.X_OK):
+                    return candidate
+        raise TestbedError(
+            f"no {what} beside {self.path} (looked in {', '.join(map(str, places))})",
+            hint="point OFFLOAD_MYSQLD at a complete MariaDB/MySQL installation")
+
+    def installer(self) -> Path:
+        """MariaDB's install script that belongs to this server binary."""
+        return self._sibling(_INSTALLERS, "mariadb-install-db")
+
+    def client(self) -> Path:
+        """The command-line client of this server's installation."""
+        names = ("mariadb", "mysql") if self.flavor is Flavor.MARIADB else ("mysql",)
+        return self._sibling(names, "mysql client")
+
+    def describe(self) -> str:
+        """``mysql 9.7.4`` — the flavor and exact version, for reports."""
+        return describe_server(self.flavor, self.version)
 
     def run_command(self, defaults_file: Path) -> list[str]:
         """Argument list that runs the server with ``defaults_file`` (and nothing else)."""
@@ -82,30 +109,73 @@ def _version_of(binary: Path) -> str:
     return result.stdout.strip() or result.stderr.strip()
 
 
-def find_server(explicit: str | None = None) -> ServerProgram:
-    """The server binary: ``explicit``, else $OFFLOAD_MYSQLD, else mariadbd/mysqld on PATH."""
+def probe_server(path: Path) -> ServerProgram | None:
+    """The server at ``path`` with its flavor and version; None when it is not one."""
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        return None
+    # "mysqld  Ver 8.4.3 for Linux" / "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 ..."
+    words = _version_of(path).split()
+    if "Ver" not in words or words.index("Ver") + 1 >= len(words):
+        return None
+    number = words[words.index("Ver") + 1]
+    try:
+        return ServerProgram(path, detect_flavor(number), number)
+    except ValueError:
+        return None
+
+
+def _host_candidates() -> list[Path]:
     candidates: list[Path] = []
+    for name in ("mariadbd", "mysqld"):
+        found = shutil.which(name)
+        if found:
+            candidates.append(Path(found))
+        candidates.extend(Path(d) / name for d in _SEARCH_DIRS)
+    return list(dict.fromkeys(candidates))
+
+
+def find_server(explicit: str | None = None, *, spec: FlavorSpec | None = None,
+                provide: bool = True, log: Log = stderr_log) -> ServerProgram:
+    """The server binary a testbed runs.
+
+    ``explicit`` (``--mysqld``), else $OFFLOAD_MYSQLD; else a server installed on the host
+    that ``spec`` accepts (any, without a spec); else — for a spec — the server offload
+    provides from a newer Debian suite (:mod:`offload.testbed.servers`), built into the
+    cache first when ``provide`` and this machine can.
+    """
     chosen = explicit or os.environ.get("OFFLOAD_MYSQLD")
     if chosen:
-        candidates.append(Path(chosen))
+        program = probe_server(Path(chosen))
+        if program is None:
+            raise TestbedError(f"server binary {chosen} does not exist, is not executable "
+                               "or does not say its version",
+                               hint="fix $OFFLOAD_MYSQLD / --mysqld, or unset it")
+        if spec is not None and not spec.accepts(program.flavor, program.version):
+            raise TestbedError(f"{chosen} is {program.describe()}, asked for {spec}",
+                               hint="unset $OFFLOAD_MYSQLD / --mysqld, or ask for its flavor")
+        return program
+    for path in _host_candidates():
+        program = probe_server(path)
+        if program is not None and (spec is None or spec.accepts(program.flavor,
+                                                                  program.version)):
+            return program
+    provided = provided_for(spec) if spec is not None else None
+    if spec is None or provided is None:
+        what = ("no MySQL or MariaDB server (mariadbd or mysqld)" if spec is None
+                else f"no {spec} server")
+        raise TestbedError(f"{what} found on this machine", hint=INSTALL_HINT)
+    if provide:
+        launcher = provided.ensure(log=log)
+    elif provided.is_built():
+        launcher = provided.server_path()
     else:
-        for name in ("mariadbd", "mysqld"):
-            found = shutil.which(name)
-            if found:
-                candidates.append(Path(found))
-            candidates.extend(Path(d) / name for d in _SEARCH_DIRS)
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            version = _version_of(path)
-            # "mysqld  Ver 8.4.3 for Linux" / "mariadbd  Ver 10.11.6-MariaDB-0+deb12u1 ..."
-            words = version.split()
-            number = words[words.index("Ver") + 1] if "Ver" in words else version
-            return ServerProgram(path, detect_flavor(number), number)
-    if chosen:
-        raise TestbedError(f"server binary {chosen} does not exist or is not executable",
-                           hint="fix $OFFLOAD_MYSQLD / --mysqld, or unset it")
-    raise TestbedError("no MySQL or MariaDB server (mariadbd or mysqld) found on this machine",
-                       hint=INSTALL_HINT)
+        raise TestbedError(f"{provided.key} is not provided yet", hint=provided.how_to_build())
+    program = probe_server(launcher)
+    if program is None or not spec.accepts(program.flavor, program.version):
+        raise TestbedError(f"the provided {provided.key} at {launcher} does not run",
+                           hint=f"remove {provided.home()} and build it again: "
+                                f"{provided.how_to_build()}")
+    return program
 
 
 def find_mysql_dir() -> Path:

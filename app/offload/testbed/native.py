@@ -36,11 +36,13 @@ from offload.testbed.mysqld import (
     ServerProgram,
     find_mysql_dir,
     find_server,
+    probe_server,
     render_sql,
     split_sql,
     write_defaults_file,
 )
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
+from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -81,6 +83,7 @@ class NativeTopology:
         port: int = DEFAULT_PORT,
         replicas: int = 1,
         mysqld: str | None = None,
+        flavor: FlavorSpec | None = None,
         bind_to_parent: bool = False,
         start_timeout: float = 60.0,
     ) -> None:
@@ -96,6 +99,7 @@ class NativeTopology:
         self.port = port
         self.replicas = replicas
         self.mysqld = mysqld
+        self.flavor = flavor if flavor is not None else default_flavor()
         self.bind_to_parent = bind_to_parent
         self.start_timeout = start_timeout
         self.servers: dict[str, ServerProcess] = {}
@@ -174,6 +178,24 @@ class NativeTopology:
     def _names(self) -> list[str]:
         return ["primary", *(f"replica{i}" for i in range(self.replicas))]
 
+    def _program(self, state: dict[str, Any]) -> ServerProgram:
+        """The server: as asked; for an existing testbed without a spec, the one that made it."""
+        spec = self.flavor
+        made = f"{state.get('flavor')} {state.get('version', '')}".strip()
+        if spec is not None and state.get("initialised") and not spec.accepts(
+                replication.Flavor(state["flavor"]), state.get("version", "")):
+            raise TestbedError(f"the testbed in {self.dir} was made with {made}, asked for {spec}",
+                               hint=f"remove {self.dir} (`make clean`) to start afresh")
+        if spec is None and not self.mysqld and state.get("initialised") and state.get("spec"):
+            spec = FlavorSpec.parse(state["spec"])
+        program = find_server(self.mysqld, spec=spec)
+        if state.get("initialised") and state.get("server") and not self.mysqld \
+                and state["server"] != str(program.path):
+            recorded = probe_server(Path(state["server"]))
+            if recorded is not None and recorded.flavor is program.flavor:
+                return recorded  # the very binary that made the data dirs
+        return program
+
     def _plan(self, state: dict[str, Any], program: ServerProgram) -> dict[str, Any]:
         """Ports, flavor and server records: from the existing state, or new ones."""
         if state.get("initialised"):
@@ -196,6 +218,8 @@ class NativeTopology:
             "backend": self.backend,
             "flavor": program.flavor.value,
             "version": program.version,
+            "server": str(program.path),
+            "spec": str(self.flavor) if self.flavor is not None else "",
             "host": LOOPBACK,
             "primary_port": ports[0],
             "replica_ports": ports[1:-1],
@@ -222,6 +246,7 @@ class NativeTopology:
             admin=loopback_url("offload_admin", creds.admin, state["primary_port"], None, host),
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.get("service_port", 0),
+            version=state.get("version", ""),
         )
 
     def up(self) -> TestbedInfo:
@@ -236,7 +261,7 @@ class NativeTopology:
             write_config(info, self.config_path)
             return info
         self._sweep(state)
-        program = find_server(self.mysqld)
+        program = self._program(state)
         state = self._plan(state, program)
         self._save_state(state)
         try:
@@ -275,7 +300,7 @@ class NativeTopology:
         state = self._load_state()
         if not state.get("initialised"):
             raise TestbedError(f"the testbed in {self.dir} is not up", hint="run up() first")
-        self._start_all(state, find_server(self.mysqld), only=name)
+        self._start_all(state, self._program(state), only=name)
 
     def _start_all(self, state: dict[str, Any], program: ServerProgram, *,
                    only: str | None = None) -> None:

@@ -11,7 +11,7 @@ from typing import Protocol
 from sqlalchemy import URL
 
 from offload.config import Settings, TestbedSettings
-from offload.replication import Flavor
+from offload.replication import Flavor, describe_server
 from offload.urls import with_database
 
 __all__ = [
@@ -77,6 +77,13 @@ class TestbedInfo:
     replica_admins: tuple[URL, ...] = field(repr=False)
     #: the compute service's HTTP port (0: none)
     service_port: int = 0
+    #: the server's exact version, as it reports it (``9.7.4-2``, ``10.11.19-MariaDB-...``)
+    version: str = ""
+
+    @property
+    def server(self) -> str:
+        """``mysql 9.7.4``: flavor and version, for every report that names the server."""
+        return describe_server(self.flavor, self.version) if self.version else self.flavor.value
 
     def primary_url(self, database: str | None = NOVA_DATABASE) -> URL:
         return with_database(self.primary, database)
