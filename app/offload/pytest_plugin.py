@@ -99,9 +99,27 @@ def _flavor(config: pytest.Config) -> FlavorSpec | None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    """The server the run's testbed will be: ``offload testbed: native mysql 9.7.4 (path)``."""
     kind = config.getoption("--testbed", default="native")
     flavor = _flavor(config)
-    return f"offload testbed: {kind}, flavor {flavor or 'default (the host server)'}"
+    if kind == "native":
+        from offload.testbed.mysqld import find_server  # noqa: PLC0415
+
+        try:
+            program = find_server(spec=flavor, provide=False)
+        except OffloadError:
+            return f"offload testbed: native {flavor or 'server'} (not found yet: provided " \
+                   "or reported when the first test needs it)"
+        return f"offload testbed: native {program.describe()} ({program.path})"
+    if kind == "compose":
+        from offload.testbed.compose import registry_image  # noqa: PLC0415
+        from offload.testbed.images import db_image  # noqa: PLC0415
+
+        image = os.environ.get("OFFLOAD_DB_IMAGE") or (
+            f"{db_image(flavor)} (offline)" if os.environ.get("OFFLOAD_OFFLINE")
+            else f"{registry_image(flavor)}, or {db_image(flavor)} offline")
+        return f"offload testbed: compose, flavor {flavor or 'default'}, image {image}"
+    return "offload testbed: external (--primary-url / --replica-url)"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,

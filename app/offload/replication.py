@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from offload.errors import AccessDenied, ReplicationError, ReplicationTimeout
 
 __all__ = [
+    "HEARTBEAT_PERIOD",
     "MAX_DELAY",
     "MIN_WAIT_TIMEOUT",
     "Flavor",
@@ -69,6 +70,13 @@ __all__ = [
     "wait_timeout_argument",
     "with_worker_error",
 ]
+
+#: Seconds between the primary's heartbeats to an idle replica (mysql/bootstrap/replica-*.sql
+#: set the same): a dump thread then notices a stopped replica within about two of them
+#: (the default, half of replica_net_timeout, is 30 s, and a MySQL primary's shutdown waits
+#: for its dump threads).  MariaDB resets it to the default on every CHANGE MASTER that does
+#: not name it, so every CHANGE statement here names it.
+HEARTBEAT_PERIOD: Final = 1
 
 #: Largest MASTER_DELAY / SOURCE_DELAY both servers accept (seconds).
 MAX_DELAY: Final = 2**31 - 1
@@ -156,7 +164,8 @@ _MARIADB_SQL: Final = FlavorSQL(
     stop_replica="STOP SLAVE",
     start_sql_thread="START SLAVE SQL_THREAD",
     stop_sql_thread="STOP SLAVE SQL_THREAD",
-    set_delay="CHANGE MASTER TO MASTER_DELAY = :seconds",
+    set_delay=f"CHANGE MASTER TO MASTER_DELAY = :seconds, "
+              f"MASTER_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
 )
 
 _MYSQL_SQL: Final = FlavorSQL(
@@ -175,7 +184,8 @@ _MYSQL_SQL: Final = FlavorSQL(
     stop_replica="STOP REPLICA",
     start_sql_thread="START REPLICA SQL_THREAD",
     stop_sql_thread="STOP REPLICA SQL_THREAD",
-    set_delay="CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds",
+    set_delay=f"CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds, "
+              f"SOURCE_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
     # MySQL's applier is multi-threaded by default: SHOW REPLICA STATUS then carries the
     # coordinator's "Coordinator stopped because there were error(s) in the worker(s)",
     # the cause is the worker's (performance_schema, MySQL 8.0+)

@@ -474,7 +474,7 @@ def test_sql_for_mariadb() -> None:
     assert sql.stop_replica == "STOP SLAVE"
     assert sql.start_sql_thread == "START SLAVE SQL_THREAD"
     assert sql.stop_sql_thread == "STOP SLAVE SQL_THREAD"
-    assert sql.set_delay == "CHANGE MASTER TO MASTER_DELAY = :seconds"
+    assert sql.set_delay == "CHANGE MASTER TO MASTER_DELAY = :seconds, MASTER_HEARTBEAT_PERIOD = 1"
 
 
 def test_sql_for_mysql() -> None:
@@ -491,7 +491,8 @@ def test_sql_for_mysql() -> None:
     assert sql.stop_replica == "STOP REPLICA"
     assert sql.start_sql_thread == "START REPLICA SQL_THREAD"
     assert sql.stop_sql_thread == "STOP REPLICA SQL_THREAD"
-    assert sql.set_delay == "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds"
+    assert sql.set_delay == (
+        "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds, SOURCE_HEARTBEAT_PERIOD = 1")
 
 
 @pytest.mark.parametrize("seconds", [0, 1, 3600, 2**31 - 1])
@@ -647,11 +648,11 @@ def test_server_flavor_and_positions() -> None:
 
 
 def test_set_replica_delay_validates_before_executing() -> None:
-    conn = ScriptedConnection({"CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds": None})
+    conn = ScriptedConnection({sql_for(Flavor.MYSQL).set_delay: None})
     with pytest.raises(ValueError):
         replication.set_replica_delay(conn, Flavor.MYSQL, -5)  # type: ignore[arg-type]
     assert conn.executed == []
     replication.set_replica_delay(conn, Flavor.MYSQL, 5)  # type: ignore[arg-type]
     assert conn.executed == [
-        ("CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds", {"seconds": 5})
+        (sql_for(Flavor.MYSQL).set_delay, {"seconds": 5})
     ]

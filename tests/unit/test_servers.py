@@ -197,3 +197,13 @@ def test_the_workers_error_replaces_the_coordinators_summary() -> None:
     assert worker.last_sql_error == "Duplicate entry '4' for key 'PRIMARY'"
     assert with_worker_error(coordinator, None) == coordinator
     assert with_worker_error(coordinator, (0, "")) == coordinator
+
+
+@pytest.mark.parametrize("flavor", ["mariadb", "mysql"])
+def test_the_bootstrap_sets_the_heartbeat_the_code_keeps(flavor: str) -> None:
+    from offload.replication import HEARTBEAT_PERIOD  # noqa: PLC0415
+    from offload.testbed.mysqld import find_mysql_dir  # noqa: PLC0415
+
+    script = (find_mysql_dir() / "bootstrap" / f"replica-{flavor}.sql").read_text()
+    word = "MASTER" if flavor == "mariadb" else "SOURCE"
+    assert f"{word}_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}," in script

@@ -43,6 +43,7 @@ from offload.bench.report import (
 )
 from offload.config import Settings
 from offload.errors import ConfigError
+from offload.replication import describe_server
 from offload.testbed.native import NativeTopology
 
 __all__ = ["BENCHMARKS", "machine", "run"]
@@ -129,14 +130,14 @@ def run(*, full: bool, out: Path, settings: Settings | None = None, docs: Path |
             stack.callback(progress, "testbed stopped")
             stack.callback(topology.down)
             servers = Servers.from_testbed(info)
-            progress(f"testbed up in {directory} ({info.flavor.value}, free ports)")
+            progress(f"testbed up in {directory} ({info.server}, free ports)")
         else:
             servers = Servers.from_settings(settings)
             progress("using the testbed of the given config (scratch databases only)")
         instances, hosts = _SHARED[full]
         ctx = BenchContext(servers, full, progress, instances, hosts)
         stack.callback(ctx.close)
-        described = machine(servers.version)
+        described = machine(describe_server(servers.flavor, servers.version))
         for key in selected:
             began = time.monotonic()
             result = BENCHMARKS[key](ctx)

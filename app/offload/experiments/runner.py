@@ -27,7 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from offload import schema
+from sqlalchemy import text
+
+from offload import replication, schema
 from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError, ReplicationError
@@ -259,12 +261,20 @@ def _run(settings: Settings, plan: ExperimentPlan, out: Path, *, topology: Nativ
             "causal_reads": settings.replica.causal_reads,
             "causal_timeout": settings.replica.causal_timeout,
             "heartbeat_interval": settings.replica.heartbeat_interval,
-            "flavor": db.flavor.value, "replicas": len(db.replicas), "testbed": testbed,
+            "flavor": db.flavor.value, "server": _server(writer), "replicas": len(db.replicas),
+            "testbed": testbed,
             "started_at": started_at.isoformat(timespec="seconds"),
             "setup_seconds": round(setup_seconds, 3),
             "workload": workload.stats(),
         }
         return write_outputs(out, recorder.samples, recorder.runs, recorder.events, meta)
+
+
+def _server(db: Database) -> str:
+    """``mysql 9.7.4``: the primary's flavor and exact version, as it reports them."""
+    with db.writer() as session:
+        version = str(session.execute(text("SELECT VERSION()")).scalar_one())
+    return replication.describe_server(replication.detect_flavor(version), version)
 
 
 def write_outputs(out: Path, samples: Sequence[Sample], runs: Sequence[RunRow],
@@ -285,7 +295,7 @@ def write_outputs(out: Path, samples: Sequence[Sample], runs: Sequence[RunRow],
     causal = "on" if meta.get("causal_reads") else "off"
     title = (f"{meta.get('scenario')}\nmax_lag {meta.get('max_lag')} s, lag_policy "
              f"{meta.get('lag_policy')}, causal_reads {causal}, "
-             f"{meta.get('write_rate'):g} writes/s ({meta.get('flavor')})")
+             f"{meta.get('write_rate'):g} writes/s ({meta.get('server', meta.get('flavor'))})")
     files["lag.png"] = plot_experiment(samples, runs, events, max_lag=float(meta["max_lag"]),
                                        duration=float(meta["duration"]), title=title,
                                        path=out / "lag.png")

@@ -220,7 +220,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"- duration {exp.get('duration')} s, write rate {exp.get('write_rate')}/s, tasks every "
         f"{exp.get('task_interval')} s, {exp.get('instances', '?')} instances",
         f"- max_lag {exp.get('max_lag')} s, lag_policy {exp.get('lag_policy')}, causal_reads "
-        f"{exp.get('causal_reads')}; {exp.get('flavor', '?')} with "
+        f"{exp.get('causal_reads')}; {exp.get('server', exp.get('flavor', '?'))} with "
         f"{exp.get('replicas', '?')} replica(s)",
         f"- {total['runs']} task runs: {total['stale_data_reads']} read data older than "
         f"max_lag, {total['rejected_writes']} guarded writes rejected, "
