@@ -148,7 +148,7 @@ def test_a_provided_server_that_is_not_built_names_the_command(
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
     monkeypatch.setattr("offload.testbed.mysqld._host_candidates", list)
-    with pytest.raises(TestbedError, match="offload testbed server --flavor mysql-9.7"):
+    with pytest.raises(TestbedError, match=r"offload testbed server --flavor mysql-9\.7"):
         find_server(spec=FlavorSpec.parse("mysql"), provide=False)
 
 
