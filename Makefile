@@ -76,9 +76,11 @@ soak: venv server ## the service for SOAK_SECONDS (600) under writes and replica
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -m soak -s tests/soak
 
 BENCH ?= quick
+# the default flavor's results are the documented ones; another FLAVOR's go beside them
+BENCH_OUT ?= bench/results$(if $(FLAVOR),-$(FLAVOR)).json
 .PHONY: bench
-bench: venv server ## benchmarks on their own testbed (free ports; stopped after); BENCH=full for the full sizes
-	$(BIN)/offload bench --$(BENCH) --out bench/results.json --docs docs/benchmarks.md
+bench: venv server ## benchmarks on their own testbed (free ports; stopped after); BENCH=full, FLAVOR=mysql
+	$(BIN)/offload bench --$(BENCH) --out $(BENCH_OUT)$(if $(FLAVOR),, --docs docs/benchmarks.md)
 
 # the default experiment: every kind of injection once, in 50 s (docs/experiments.md)
 LAG_SCENARIO ?= pause:3@5+pause:0.5@12+burst:300k@17+delay:2@25..35+kill-replica@41..43
