@@ -93,6 +93,7 @@ lag: venv server ## lag experiment, ~1 min, on its own testbed (LAG_CONFIG=FILE:
 
 lint: venv ## ruff (check and format), mypy --strict, actionlint on the shipped workflow
 	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
 	$(BIN)/mypy
 	@BIN=$(BIN) bash scripts/actionlint.sh
 

@@ -74,13 +74,16 @@ def _port(value: str) -> int:
 
 # --- testbed ----------------------------------------------------------------
 
+
 def _docker_engine_answers() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
         result = subprocess.run(
             ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True, timeout=10, check=False,
+            capture_output=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -123,14 +126,21 @@ def _backend(args: argparse.Namespace, directory: Path) -> str:
     recorded = _recorded_backend(directory)
     if recorded is not None:
         return recorded
-    if (args.replicas != 1 or args.mysqld or os.environ.get("OFFLOAD_MYSQLD")
-            or getattr(args, "flavor", None) or os.environ.get(FLAVOR_VARIABLE)):
+    if (
+        args.replicas != 1
+        or args.mysqld
+        or os.environ.get("OFFLOAD_MYSQLD")
+        or getattr(args, "flavor", None)
+        or os.environ.get(FLAVOR_VARIABLE)
+    ):
         # what only the native backend does (several replicas, a server binary), or a flavor
         # asked for by name: the native server of that flavor unless compose is asked for
         return "native"
     if _compose_available():
-        log.info("a Docker engine answers: using the compose backend (--backend native "
-                 "to run the servers as local processes)")
+        log.info(
+            "a Docker engine answers: using the compose backend (--backend native "
+            "to run the servers as local processes)"
+        )
         return "compose"
     return "native"
 
@@ -140,22 +150,31 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     backend = _backend(args, directory)
     recorded = _recorded_backend(directory)
     if recorded is not None and recorded != backend:
-        raise TestbedError(f"{directory} holds a {recorded} testbed, asked for {backend}",
-                           hint="take it down and remove it (`make clean`), or use another --dir")
+        raise TestbedError(
+            f"{directory} holds a {recorded} testbed, asked for {backend}",
+            hint="take it down and remove it (`make clean`), or use another --dir",
+        )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
         from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
         # the compute container starts with `offload service start` (after the seed)
-        topology = ComposeTopology(directory, port=args.port, replicas=args.replicas,
-                                   offline=True if args.offline else None, flavor=flavor,
-                                   compute_scale=args.compute_scale, start_compute=False)
+        topology = ComposeTopology(
+            directory,
+            port=args.port,
+            replicas=args.replicas,
+            offline=True if args.offline else None,
+            flavor=flavor,
+            compute_scale=args.compute_scale,
+            start_compute=False,
+        )
     else:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
-        topology = NativeTopology(directory, port=args.port, replicas=args.replicas,
-                                  mysqld=args.mysqld, flavor=flavor)
+        topology = NativeTopology(
+            directory, port=args.port, replicas=args.replicas, mysqld=args.mysqld, flavor=flavor
+        )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
     _out(f"  primary   {masked(info.primary_url())}")
@@ -164,8 +183,15 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
     if info.backend == "compose":
         state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-        command = " ".join([*(Path(p).name for p in state["compose"]), "-p", state["project"],
-                            "--env-file", str(directory / "compose.env")])
+        command = " ".join(
+            [
+                *(Path(p).name for p in state["compose"]),
+                "-p",
+                state["project"],
+                "--env-file",
+                str(directory / "compose.env"),
+            ]
+        )
         _out(f"  compose   {command} ps|logs|stop replica ...")
         _out("  compute   `offload service start` starts the compute container(s)")
     _out("next: `make status` shows replication; `make down` stops it")
@@ -211,8 +237,10 @@ def cmd_testbed_images(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
     directory = _testbed_dir(args, settings)
     if _recorded_backend(directory) != "compose":
-        raise TestbedError(f"{directory} holds no compose testbed",
-                           hint="the native testbed's logs are files: `make logs`")
+        raise TestbedError(
+            f"{directory} holds no compose testbed",
+            hint="the native testbed's logs are files: `make logs`",
+        )
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
     _out(ComposeTopology(directory).logs(tail=args.tail))
@@ -235,14 +263,17 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- db ---------------------------------------------------------------------
 
+
 def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     from offload import schema  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
 
     with Database(settings) as db, db.writer() as session:
         schema.create_all(session.connection())
-    _out(f"schema in place on the primary ({masked(settings.require_connection())}): "
-         f"{len(schema.NOVA_TABLES)} tables")
+    _out(
+        f"schema in place on the primary ({masked(settings.require_connection())}): "
+        f"{len(schema.NOVA_TABLES)} tables"
+    )
     return 0
 
 
@@ -263,15 +294,18 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
                 _out(f"seed: {present} instances already there; nothing written")
                 return 0
         summary = seed(db, instances=args.instances, hosts=args.hosts, seed=args.seed)
-    _out(f"seeded {summary.instances} instances over {len(summary.hosts)} hosts "
-         f"({', '.join(summary.hosts[:3])}{', ...' if len(summary.hosts) > 3 else ''}) "
-         f"in {summary.elapsed:.2f}s")
+    _out(
+        f"seeded {summary.instances} instances over {len(summary.hosts)} hosts "
+        f"({', '.join(summary.hosts[:3])}{', ...' if len(summary.hosts) > 3 else ''}) "
+        f"in {summary.elapsed:.2f}s"
+    )
     for table, rows in summary.rows.items():
         _out(f"  {table:<26} {rows}")
     return 0
 
 
 # --- tasks and the service ---------------------------------------------------
+
 
 def _for_host(args: argparse.Namespace, settings: Settings) -> Settings:
     host = getattr(args, "host", None)
@@ -307,9 +341,11 @@ def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
         _out(json.dumps(report.as_dict(), indent=2, default=str))
         return 0
     statements = report.details.get("statements", {})
-    _out(f"{report.task} on {report.host}: {report.duration * 1000:.1f} ms, "
-         f"{report.items} items, {report.written} written, {report.rejected} rejected"
-         + (f" (skipped: {report.skipped})" if report.skipped else ""))
+    _out(
+        f"{report.task} on {report.host}: {report.duration * 1000:.1f} ms, "
+        f"{report.items} items, {report.written} written, {report.rejected} rejected"
+        + (f" (skipped: {report.skipped})" if report.skipped else "")
+    )
     for route, verbs in statements.get("by_route", {}).items():
         servers = ", ".join(statements["servers"].get(route, []))
         _out(f"  {route:<8} {dict(verbs)}  on {servers}")
@@ -322,7 +358,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = _for_host(args, settings)
     if args.trace:
         settings = dataclasses.replace(
-            settings, service=dataclasses.replace(settings.service, trace_file=args.trace))
+            settings, service=dataclasses.replace(settings.service, trace_file=args.trace)
+        )
     from offload.preflight import preflight  # noqa: PLC0415
 
     settings.require_connection()
@@ -336,9 +373,11 @@ def _runner(settings: Settings) -> ServiceRunner:
     from offload.testbed.service import ServiceRunner  # noqa: PLC0415
 
     if not settings.testbed.dir or settings.source is None:
-        raise ConfigError("`offload service` manages a testbed's compute service, and this "
-                          "config is not a testbed's",
-                          hint="run `make up` first, or run `offload serve` in the foreground")
+        raise ConfigError(
+            "`offload service` manages a testbed's compute service, and this "
+            "config is not a testbed's",
+            hint="run `make up` first, or run `offload serve` in the foreground",
+        )
     return ServiceRunner(Path(settings.testbed.dir), settings.source, settings.service.http_port)
 
 
@@ -356,14 +395,18 @@ def cmd_service_start(args: argparse.Namespace, settings: Settings) -> int:
     if compose is not None:
         # started, or restarted: its init_host then sees the seeded data
         info = compose.start_compute()
-        _out(f"compute service running as the compose testbed's compute container(s), "
-             f"healthy: http://127.0.0.1:{info.service_port}/status; "
-             "logs: `offload testbed logs`")
+        _out(
+            f"compute service running as the compose testbed's compute container(s), "
+            f"healthy: http://127.0.0.1:{info.service_port}/status; "
+            "logs: `offload testbed logs`"
+        )
         return 0
     pid = _runner(settings).start()
-    _out(f"compute service for {settings.host} running (pid {pid}), "
-         f"http://127.0.0.1:{settings.service.http_port}/status; log in "
-         f"{Path(settings.testbed.dir) / 'service.log'}")
+    _out(
+        f"compute service for {settings.host} running (pid {pid}), "
+        f"http://127.0.0.1:{settings.service.http_port}/status; log in "
+        f"{Path(settings.testbed.dir) / 'service.log'}"
+    )
     return 0
 
 
@@ -371,8 +414,11 @@ def cmd_service_stop(args: argparse.Namespace, settings: Settings) -> int:
     compose = _compose_testbed(settings)
     if compose is not None:
         stopped = compose.stop_compute()
-        _out("compute container stopped (`make up` starts it again)" if stopped
-             else "the compose testbed is not up")
+        _out(
+            "compute container stopped (`make up` starts it again)"
+            if stopped
+            else "the compose testbed is not up"
+        )
         return 0
     if _runner(settings).stop():
         _out("compute service stopped")
@@ -410,12 +456,16 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _replica_admin(settings: Settings, index: int) -> URL:
     urls = settings.testbed.replica_admin_connections
     if not urls:
-        raise ConfigError("controlling replication needs a privileged account on the replica",
-                          hint="use the testbed's config (`make up` writes one), whose "
-                               "[testbed] replica_admin_connections has it")
+        raise ConfigError(
+            "controlling replication needs a privileged account on the replica",
+            hint="use the testbed's config (`make up` writes one), whose "
+            "[testbed] replica_admin_connections has it",
+        )
     if not 0 <= index < len(urls):
-        raise ConfigError(f"there is no replica {index}; this config has {len(urls)}",
-                          hint=f"use --replica 0..{len(urls) - 1}")
+        raise ConfigError(
+            f"there is no replica {index}; this config has {len(urls)}",
+            hint=f"use --replica 0..{len(urls) - 1}",
+        )
     return urls[index]
 
 
@@ -440,8 +490,10 @@ def cmd_replica(args: argparse.Namespace, settings: Settings) -> int:
                     replication.set_replica_delay(conn, flavor, args.seconds)
                 finally:
                     replication.start_replica(conn, flavor)
-                _out(f"replica{args.replica}: applies each transaction {args.seconds}s after "
-                     "the primary committed it")
+                _out(
+                    f"replica{args.replica}: applies each transaction {args.seconds}s after "
+                    "the primary committed it"
+                )
     finally:
         engine.dispose()
     return 0
@@ -455,11 +507,17 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         existing = load_settings(Path(args.bench_config), os.environ)
     elif args.config:
         existing = settings
-    return run(full=args.full, out=Path(args.out), settings=existing,
-               docs=Path(args.docs) if args.docs else None, only=args.only or ())
+    return run(
+        full=args.full,
+        out=Path(args.out),
+        settings=existing,
+        docs=Path(args.docs) if args.docs else None,
+        only=args.only or (),
+    )
 
 
 # --- parser -----------------------------------------------------------------
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors are one line with the hint to use --help."""
@@ -470,39 +528,73 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
-    testbed_commands = testbed.add_subparsers(dest="testbed_command", required=True,
-                                              parser_class=_Parser)
+    testbed_commands = testbed.add_subparsers(
+        dest="testbed_command", required=True, parser_class=_Parser
+    )
     up = testbed_commands.add_parser("up", help="start the testbed (idempotent)")
-    up.add_argument("--backend", choices=["auto", "native", "compose"], default="auto",
-                    help="auto: the existing testbed's; else compose where a Docker engine "
-                         "answers; else native")
+    up.add_argument(
+        "--backend",
+        choices=["auto", "native", "compose"],
+        default="auto",
+        help="auto: the existing testbed's; else compose where a Docker engine "
+        "answers; else native",
+    )
     up.add_argument("--dir", help="testbed directory (default .testbed)")
     up.add_argument("--replicas", type=_positive, default=1, help="number of replicas")
-    up.add_argument("--port", type=_port, default=33061,
-                    help="primary port; replicas take the next ones (0: free ports)")
+    up.add_argument(
+        "--port",
+        type=_port,
+        default=33061,
+        help="primary port; replicas take the next ones (0: free ports)",
+    )
     up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
-    up.add_argument("--flavor", type=_flavor, metavar="FLAVOR",
-                    help=f"server: {', '.join(known_specs())} (default: the host's server; "
-                         "a flavor the host lacks is provided from Debian, cached)")
-    up.add_argument("--compute-scale", type=_positive, default=1, metavar="N",
-                    help="compose: N compute containers, acting for compute-1..N (default 1)")
-    up.add_argument("--offline", action="store_true",
-                    help="compose: build and use local images, no registry "
-                         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)")
+    up.add_argument(
+        "--flavor",
+        type=_flavor,
+        metavar="FLAVOR",
+        help=f"server: {', '.join(known_specs())} (default: the host's server; "
+        "a flavor the host lacks is provided from Debian, cached)",
+    )
+    up.add_argument(
+        "--compute-scale",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="compose: N compute containers, acting for compute-1..N (default 1)",
+    )
+    up.add_argument(
+        "--offline",
+        action="store_true",
+        help="compose: build and use local images, no registry "
+        "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
+    )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
-        "down", help="stop every server the testbed started (compose: remove the stack)")
+        "down", help="stop every server the testbed started (compose: remove the stack)"
+    )
     down.add_argument("--dir", help="testbed directory (default .testbed)")
     down.set_defaults(handler=cmd_testbed_down)
     built = testbed_commands.add_parser(
-        "images", help="build the local images of the compose testbed (debootstrap; cached)")
+        "images", help="build the local images of the compose testbed (debootstrap; cached)"
+    )
     built.add_argument("--rebuild", action="store_true", help="build even when cached")
-    built.add_argument("--flavor", type=_flavor, action="append", metavar="FLAVOR",
-                       help="DB image of this server flavor (repeatable; default: mariadb)")
+    built.add_argument(
+        "--flavor",
+        type=_flavor,
+        action="append",
+        metavar="FLAVOR",
+        help="DB image of this server flavor (repeatable; default: mariadb)",
+    )
     server = testbed_commands.add_parser(
-        "server", help="make sure a server of a flavor is at hand (provides it when needed)")
-    server.add_argument("--flavor", type=_flavor, default="mariadb", metavar="FLAVOR",
-                        help=f"{', '.join(known_specs())} (default mariadb)")
+        "server", help="make sure a server of a flavor is at hand (provides it when needed)"
+    )
+    server.add_argument(
+        "--flavor",
+        type=_flavor,
+        default="mariadb",
+        metavar="FLAVOR",
+        help=f"{', '.join(known_specs())} (default mariadb)",
+    )
     server.add_argument("--mysqld", help="this server binary (checked against --flavor)")
     server.set_defaults(handler=cmd_testbed_server)
     built.set_defaults(handler=cmd_testbed_images)
@@ -524,8 +616,9 @@ def _add_data(commands: Any) -> None:
     seeding.add_argument("--instances", type=_positive, default=1000)
     seeding.add_argument("--hosts", type=_positive, default=2, help="hosts compute-1..H")
     seeding.add_argument("--seed", type=int, default=0, help="random seed (deterministic)")
-    seeding.add_argument("--if-empty", action="store_true",
-                         help="write nothing when instances exist already")
+    seeding.add_argument(
+        "--if-empty", action="store_true", help="write nothing when instances exist already"
+    )
     seeding.set_defaults(handler=cmd_seed)
 
 
@@ -542,12 +635,15 @@ def _add_tasks(commands: Any) -> None:
     serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
     serve.set_defaults(handler=cmd_serve)
     service = commands.add_parser("service", help="the testbed's compute service (background)")
-    service_commands = service.add_subparsers(dest="service_command", required=True,
-                                              parser_class=_Parser)
-    service_commands.add_parser("start", help="start `offload serve` in the background") \
-        .set_defaults(handler=cmd_service_start)
-    service_commands.add_parser("stop", help="stop it (the running task finishes)") \
-        .set_defaults(handler=cmd_service_stop)
+    service_commands = service.add_subparsers(
+        dest="service_command", required=True, parser_class=_Parser
+    )
+    service_commands.add_parser(
+        "start", help="start `offload serve` in the background"
+    ).set_defaults(handler=cmd_service_start)
+    service_commands.add_parser("stop", help="stop it (the running task finishes)").set_defaults(
+        handler=cmd_service_stop
+    )
     status = commands.add_parser("status", help="replica lag and health; per task routes")
     status.add_argument("--json", action="store_true", help="the same JSON as /status")
     status.set_defaults(handler=cmd_status)
@@ -555,10 +651,13 @@ def _add_tasks(commands: Any) -> None:
 
 def _add_replica(commands: Any) -> None:
     replica = commands.add_parser("replica", help="control a replica's lag (testbed)")
-    replica_commands = replica.add_subparsers(dest="replica_command", required=True,
-                                              parser_class=_Parser)
-    for name, text in (("pause", "stop the SQL thread: lag grows"),
-                       ("resume", "start the SQL thread: the replica catches up")):
+    replica_commands = replica.add_subparsers(
+        dest="replica_command", required=True, parser_class=_Parser
+    )
+    for name, text in (
+        ("pause", "stop the SQL thread: lag grows"),
+        ("resume", "start the SQL thread: the replica catches up"),
+    ):
         command = replica_commands.add_parser(name, help=text)
         command.add_argument("--replica", type=int, default=0, help="replica index (0)")
         command.set_defaults(handler=cmd_replica)
@@ -569,24 +668,48 @@ def _add_replica(commands: Any) -> None:
 
 
 def _add_bench(commands: Any) -> None:
-    bench = commands.add_parser("bench", help="measure offload ratio, routing overhead, "
-                                              "replication wait, task scaling, write load")
+    bench = commands.add_parser(
+        "bench",
+        help="measure offload ratio, routing overhead, replication wait, task scaling, write load",
+    )
     size = bench.add_mutually_exclusive_group()
-    size.add_argument("--quick", dest="full", action="store_false",
-                      help="smaller data sets, fewer samples (default; under 5 minutes)")
-    size.add_argument("--full", dest="full", action="store_true",
-                      help="the full sizes (1k-100k instances; takes longer)")
-    bench.add_argument("--out", metavar="FILE", default="bench/results.json",
-                       help="JSON results (default bench/results.json)")
-    bench.add_argument("--config", dest="bench_config", metavar="FILE",
-                       help="use this existing testbed's config (default: start a testbed "
-                            "of its own on free ports, stopped afterwards)")
-    bench.add_argument("--docs", metavar="FILE",
-                       help="also write the tables into FILE's generated block "
-                            "(make bench: docs/benchmarks.md)")
-    bench.add_argument("--only", action="append", metavar="NAME",
-                       choices=["offload", "routing", "replication", "scaling", "write-load"],
-                       help="run only this benchmark (repeatable)")
+    size.add_argument(
+        "--quick",
+        dest="full",
+        action="store_false",
+        help="smaller data sets, fewer samples (default; under 5 minutes)",
+    )
+    size.add_argument(
+        "--full",
+        dest="full",
+        action="store_true",
+        help="the full sizes (1k-100k instances; takes longer)",
+    )
+    bench.add_argument(
+        "--out",
+        metavar="FILE",
+        default="bench/results.json",
+        help="JSON results (default bench/results.json)",
+    )
+    bench.add_argument(
+        "--config",
+        dest="bench_config",
+        metavar="FILE",
+        help="use this existing testbed's config (default: start a testbed "
+        "of its own on free ports, stopped afterwards)",
+    )
+    bench.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="also write the tables into FILE's generated block (make bench: docs/benchmarks.md)",
+    )
+    bench.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        choices=["offload", "routing", "replication", "scaling", "write-load"],
+        help="run only this benchmark (repeatable)",
+    )
     bench.set_defaults(handler=cmd_bench, full=False)
 
 
@@ -604,31 +727,67 @@ def _add_lag(commands: Any) -> None:
     lag = commands.add_parser("lag", help="replication-lag experiments (docs/experiments.md)")
     lag_commands = lag.add_subparsers(dest="lag_command", required=True, parser_class=_Parser)
     experiment = lag_commands.add_parser(
-        "run", help="inject lag, run the tasks under write load; CSV, summary and lag.png")
-    experiment.add_argument("--scenario", default="steady",
-                            help="steps joined with +: steady, delay:S, pause:S[@AT], "
-                                 "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file")
-    experiment.add_argument("--duration", type=float, metavar="S",
-                            help="seconds (default: the scenario's end + 10, at least 20)")
-    experiment.add_argument("--write-rate", type=float, metavar="R",
-                            help="workload operations a second on the primary (default 20)")
-    experiment.add_argument("--out", metavar="DIR", default="lag-results",
-                            help="output directory (default lag-results)")
-    experiment.add_argument("--max-lag", type=float, metavar="X",
-                            help="[replica] max_lag for the run, seconds")
-    experiment.add_argument("--policy", choices=["primary", "skip", "stale"],
-                            help="[replica] lag_policy for the run")
-    experiment.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
-                            help="[replica] causal_reads for the run")
-    experiment.add_argument("--config", dest="lag_config", metavar="FILE",
-                            help="use this existing testbed's config (default: start a testbed "
-                                 "of its own on free ports, stopped afterwards)")
-    experiment.add_argument("--replicas", type=_positive, default=1,
-                            help="replicas of the testbed it starts (default 1)")
-    experiment.add_argument("--task-interval", type=_positive, default=1, metavar="S",
-                            help="every task runs every S seconds (default 1)")
-    experiment.add_argument("--instances", type=_positive, default=400,
-                            help="instances seeded over compute-1/2 (default 400)")
+        "run", help="inject lag, run the tasks under write load; CSV, summary and lag.png"
+    )
+    experiment.add_argument(
+        "--scenario",
+        default="steady",
+        help="steps joined with +: steady, delay:S, pause:S[@AT], "
+        "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file",
+    )
+    experiment.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help="seconds (default: the scenario's end + 10, at least 20)",
+    )
+    experiment.add_argument(
+        "--write-rate",
+        type=float,
+        metavar="R",
+        help="workload operations a second on the primary (default 20)",
+    )
+    experiment.add_argument(
+        "--out", metavar="DIR", default="lag-results", help="output directory (default lag-results)"
+    )
+    experiment.add_argument(
+        "--max-lag", type=float, metavar="X", help="[replica] max_lag for the run, seconds"
+    )
+    experiment.add_argument(
+        "--policy", choices=["primary", "skip", "stale"], help="[replica] lag_policy for the run"
+    )
+    experiment.add_argument(
+        "--causal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="[replica] causal_reads for the run",
+    )
+    experiment.add_argument(
+        "--config",
+        dest="lag_config",
+        metavar="FILE",
+        help="use this existing testbed's config (default: start a testbed "
+        "of its own on free ports, stopped afterwards)",
+    )
+    experiment.add_argument(
+        "--replicas",
+        type=_positive,
+        default=1,
+        help="replicas of the testbed it starts (default 1)",
+    )
+    experiment.add_argument(
+        "--task-interval",
+        type=_positive,
+        default=1,
+        metavar="S",
+        help="every task runs every S seconds (default 1)",
+    )
+    experiment.add_argument(
+        "--instances",
+        type=_positive,
+        default=400,
+        help="instances seeded over compute-1/2 (default 400)",
+    )
     experiment.set_defaults(handler=run)
     side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
     side_by_side.add_argument("dirs", nargs="+", metavar="DIR", help="`lag run --out` dirs")
@@ -638,9 +797,12 @@ def _add_lag(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="offload", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"offload {__version__}")
-    parser.add_argument("--config", metavar="FILE",
-                        help="nova.conf-style file (default: $OFFLOAD_CONFIG, then "
-                             ".testbed/offload.conf when present)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="nova.conf-style file (default: $OFFLOAD_CONFIG, then "
+        ".testbed/offload.conf when present)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_testbed, _add_data, _add_tasks, _add_replica, _add_bench, _add_lag):
@@ -652,8 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``offload`` console script."""
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
         settings = load_settings(find_config_file(args.config, os.environ), os.environ)
         handler: Handler = args.handler
         return handler(args, settings)

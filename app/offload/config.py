@@ -193,9 +193,7 @@ def _int(minimum: int) -> Parser:
         try:
             number = int(value.strip())
         except ValueError:
-            raise ConfigError(
-                f"{option} must be a whole number, got {value.strip()!r}"
-            ) from None
+            raise ConfigError(f"{option} must be a whole number, got {value.strip()!r}") from None
         if number < minimum:
             raise ConfigError(f"{option} must be >= {minimum}, got {number}")
         return number
@@ -373,8 +371,7 @@ _SECTIONS: dict[str, type[Any]] = {
 _REFERENCE = re.compile(r"\$(?:(\$)|\{(\w+)\}|(\w+))")
 
 
-def _substitute(raw: str, section: str, file_values: dict[str, dict[str, str]],
-                option: str) -> str:
+def _substitute(raw: str, section: str, file_values: dict[str, dict[str, str]], option: str) -> str:
     """oslo.config's substitution: ``$$`` is a literal ``$``, ``$name`` another option."""
 
     def replace(match: re.Match[str]) -> str:
@@ -384,8 +381,10 @@ def _substitute(raw: str, section: str, file_values: dict[str, dict[str, str]],
         for where in (section, "DEFAULT"):
             if name in file_values.get(where, {}):
                 return file_values[where][name]
-        raise ConfigError(f"{option} refers to ${name}, which is not set",
-                          hint="write a literal $ as $$ (as oslo.config wants)")
+        raise ConfigError(
+            f"{option} refers to ${name}, which is not set",
+            hint="write a literal $ as $$ (as oslo.config wants)",
+        )
 
     return _REFERENCE.sub(replace, raw)
 
@@ -398,9 +397,7 @@ def _read_file(path: Path) -> dict[str, dict[str, str]]:
     # [DEFAULT] must be a section like any other, not configparser's
     # inherit-into-every-section default; no %-interpolation (nova.conf
     # values contain %); repeated keys (oslo MultiStrOpt) keep the last one.
-    parser = configparser.ConfigParser(
-        default_section="\0none", interpolation=None, strict=False
-    )
+    parser = configparser.ConfigParser(default_section="\0none", interpolation=None, strict=False)
     try:
         with path.open(encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -440,8 +437,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
         section, _, key = name[len(ENV_PREFIX) :].partition("__")
         section = "DEFAULT" if section.upper() == "DEFAULT" else section.lower()
         if key.lower() not in _known(section):
-            known = ", ".join(sorted(f"{ENV_PREFIX}{o.section.upper()}__{o.key.upper()}"
-                                     for o in _OPTIONS))
+            known = ", ".join(
+                sorted(f"{ENV_PREFIX}{o.section.upper()}__{o.key.upper()}" for o in _OPTIONS)
+            )
             raise ConfigError(
                 f"environment variable {name} names no offload option",
                 hint=f"known: {known}",
@@ -450,8 +448,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return found
 
 
-def find_config_file(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str],
-                     cwd: Path | None = None) -> Path | None:
+def find_config_file(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path | None = None
+) -> Path | None:
     """The config file to use: --config, then $OFFLOAD_CONFIG, then the testbed's."""
     if explicit:
         return Path(explicit)
@@ -492,9 +491,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         value = option.parse(raw, name)
         parsed.setdefault(option.section, {})[option.attribute] = value
 
-    top: dict[str, Any] = {
-        name: cls(**parsed.get(name, {})) for name, cls in _SECTIONS.items()
-    }
+    top: dict[str, Any] = {name: cls(**parsed.get(name, {})) for name, cls in _SECTIONS.items()}
     host = parsed.get("DEFAULT", {}).get("host")
     if host:
         top["host"] = host

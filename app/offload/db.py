@@ -84,8 +84,7 @@ def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
     mode = options.mysql_sql_mode.strip().upper()
     if mode and not set(mode) <= _SQL_MODE_CHARS:
         raise ConfigError(
-            f"[database] mysql_sql_mode {options.mysql_sql_mode!r} is not a list of sql_mode "
-            "names",
+            f"[database] mysql_sql_mode {options.mysql_sql_mode!r} is not a list of sql_mode names",
             hint="use e.g. TRADITIONAL or STRICT_TRANS_TABLES,NO_ZERO_DATE",
         )
     connect_args: dict[str, Any] = {"connect_timeout": 5}
@@ -106,7 +105,11 @@ def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
 
 
 def _refuse_writes_on_read_routes(
-    conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: Any,
     executemany: bool,
 ) -> None:
     route = conn.get_execution_options().get(_ROUTE_OPTION)
@@ -153,8 +156,9 @@ def session_target(session: Session) -> Target:
 _last_write: ContextVar[tuple[str, str] | None] = ContextVar("offload_last_write", default=None)
 
 
-def _wait(conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor,
-          replica: str) -> float:
+def _wait(
+    conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor, replica: str
+) -> float:
     return replication.wait_for_gtid(conn, gtid, timeout, flavor, replica=replica)
 
 
@@ -200,8 +204,9 @@ class Database:
         """The staleness guard (heartbeat writer, lag probes), built at first use."""
         with self._guard_lock:
             if self._guard is None:
-                self._guard = StalenessGuard(self.settings, self.routing,
-                                             make_engine=self._monitor_engine)
+                self._guard = StalenessGuard(
+                    self.settings, self.routing, make_engine=self._monitor_engine
+                )
             return self._guard
 
     def dispose(self) -> None:
@@ -270,7 +275,8 @@ class Database:
         try:
             conn.execution_options(**{_ROUTE_OPTION: Route.READ_REPLICA.value})
             reached, waited = replication.try_wait_for_gtid(
-                conn, last[1], self.settings.replica.causal_timeout, self.flavor)
+                conn, last[1], self.settings.replica.causal_timeout, self.flavor
+            )
         except BaseException:
             conn.close()
             raise
@@ -303,6 +309,7 @@ class Database:
                 # close() ends the transaction on the server (a rollback) but, unlike
                 # rollback(), leaves loaded objects readable after the block
                 session.close()
+
     # --- replication ------------------------------------------------------
 
     @property
@@ -312,9 +319,11 @@ class Database:
             with self.primary.engine.connect() as conn:
                 # read when the connection was opened: no statement of its own
                 identity = server_identity(conn)
-                self._flavor = (replication.detect_flavor(identity.version)
-                                if identity and identity.version
-                                else replication.server_flavor(conn))
+                self._flavor = (
+                    replication.detect_flavor(identity.version)
+                    if identity and identity.version
+                    else replication.server_flavor(conn)
+                )
         return self._flavor
 
     def _on_sync_connection(self, target: Target, work: Callable[[Connection], _T]) -> _T:
@@ -358,7 +367,8 @@ class Database:
     def replication_position(self) -> str:
         """The primary's current GTID position (what a replica must reach)."""
         return self._on_sync_connection(
-            self.primary, lambda conn: replication.gtid_position(conn, self.flavor))
+            self.primary, lambda conn: replication.gtid_position(conn, self.flavor)
+        )
 
     def wait_for_replicas(
         self,
@@ -380,8 +390,9 @@ class Database:
             remaining = max(0.0, limit - (time.monotonic() - started))
             status_engine = status_engines[index] if index < len(status_engines) else None
             try:
-                wait = functools.partial(_wait, gtid=position, timeout=remaining,
-                                         flavor=self.flavor, replica=target.name)
+                wait = functools.partial(
+                    _wait, gtid=position, timeout=remaining, flavor=self.flavor, replica=target.name
+                )
                 self._on_sync_connection(target, wait)
             except ReplicationTimeout as timeout_error:
                 if status_engine is None:
@@ -389,6 +400,7 @@ class Database:
                 # only now, on the slow path, ask the privileged account for the status
                 with status_engine.connect() as status_conn:
                     status = replication.replica_status(status_conn, self.flavor)
-                raise ReplicationTimeout(timeout_error.gtid, timeout_error.waited, status,
-                                         replica=target.name) from None
+                raise ReplicationTimeout(
+                    timeout_error.gtid, timeout_error.waited, status, replica=target.name
+                ) from None
         return time.monotonic() - started

@@ -97,7 +97,8 @@ def install_translation(engine: Engine, *, name: str) -> None:
 def unpooled_engine(url: URL, *, name: str, connect_timeout: int = 5) -> Engine:
     """An engine for one-off administrative work: a fresh connection each time, no
     pool left behind, errors translated like every other engine's."""
-    engine = create_engine(url, poolclass=NullPool,
-                           connect_args={"connect_timeout": connect_timeout})
+    engine = create_engine(
+        url, poolclass=NullPool, connect_args={"connect_timeout": connect_timeout}
+    )
     install_translation(engine, name=name)
     return engine

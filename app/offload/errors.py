@@ -56,9 +56,7 @@ class ConfigError(OffloadError):
 class DatabaseError(OffloadError):
     """A driver error, translated once at the engine."""
 
-    def __init__(
-        self, message: str, *, hint: str | None = None, code: int | None = None
-    ) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: int | None = None) -> None:
         super().__init__(message, hint=hint)
         self.code = code
 

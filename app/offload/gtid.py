@@ -37,8 +37,7 @@ def mysql_set(gtid_set: str) -> dict[str, list[tuple[int, int]]]:
 def _count_missing(received: list[tuple[int, int]], executed: list[tuple[int, int]]) -> int:
     missing = 0
     for low, high in received:
-        covered = sum(max(0, min(high, e_high) - max(low, e_low) + 1)
-                      for e_low, e_high in executed)
+        covered = sum(max(0, min(high, e_high) - max(low, e_low) + 1) for e_low, e_high in executed)
         missing += (high - low + 1) - covered
     return missing
 
@@ -49,5 +48,6 @@ def gtid_distance(received: str, executed: str, flavor: Flavor) -> int:
         got, done = mariadb_positions(received), mariadb_positions(executed)
         return sum(max(0, seq - done.get(domain, 0)) for domain, seq in got.items())
     got_set, done_set = mysql_set(received), mysql_set(executed)
-    return sum(_count_missing(ranges, done_set.get(source, []))
-               for source, ranges in got_set.items())
+    return sum(
+        _count_missing(ranges, done_set.get(source, [])) for source, ranges in got_set.items()
+    )

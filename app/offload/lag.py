@@ -120,8 +120,15 @@ class HeartbeatHistory:
 class HeartbeatWriter:
     """Updates the primary's heartbeat row every ``interval`` seconds, on its own thread."""
 
-    def __init__(self, engine: Engine, *, table: str = "heartbeat", interval: float = 0.1,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        table: str = "heartbeat",
+        interval: float = 0.1,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self.engine = engine
         self.table = heartbeat_table(table)
         self.interval = interval
@@ -139,8 +146,9 @@ class HeartbeatWriter:
             if self.server_id is None:
                 self.server_id = int(conn.execute(text("SELECT @@server_id")).scalar_one())
             ts = format_ts(self._wall())
-            written = conn.execute(update(self.table).where(
-                self.table.c.server_id == self.server_id).values(ts=ts)).rowcount
+            written = conn.execute(
+                update(self.table).where(self.table.c.server_id == self.server_id).values(ts=ts)
+            ).rowcount
             if not written:
                 conn.execute(self.table.insert().values(ts=ts, server_id=self.server_id))
         self.history.add(ts, self._clock())
@@ -163,8 +171,7 @@ class HeartbeatWriter:
         """Beat once now (so lag can be read at once), then every interval on a thread."""
         if self._thread is None:
             self._beat_or_log()
-            self._thread = threading.Thread(target=self._run, name="offload-heartbeat",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="offload-heartbeat", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -177,10 +184,17 @@ class HeartbeatWriter:
 class LagProbe:
     """Reads one replica's heartbeat lag through a SELECT-only account."""
 
-    def __init__(self, name: str, engine: Engine, *, table: str = "heartbeat",
-                 primary_server_id: Callable[[], int | None],
-                 history: HeartbeatHistory | None = None,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        *,
+        table: str = "heartbeat",
+        primary_server_id: Callable[[], int | None],
+        history: HeartbeatHistory | None = None,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
         self.name = name
         self.engine = engine
         self.table = heartbeat_table(table)
@@ -199,8 +213,9 @@ class LagProbe:
                     query = query.where(self.table.c.server_id == server_id)
                 applied = conn.execute(query.order_by(self.table.c.ts.desc()).limit(1)).scalar()
         except (OffloadError, SQLAlchemyError) as exc:
-            return LagReading(self.name, None, reachable=False,
-                              error=str(exc).splitlines()[0], at=now)
+            return LagReading(
+                self.name, None, reachable=False, error=str(exc).splitlines()[0], at=now
+            )
         assert applied is None or isinstance(applied, str)
         lag = self.history.lag(applied, self._clock()) if self.history else None
         if lag is None and applied is None:

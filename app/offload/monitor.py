@@ -37,10 +37,12 @@ def _privileged(url: URL, name: str, flavor: replication.Flavor) -> dict[str, An
     if status is None:
         return {"status_error": "not configured as a replica"}
     return {
-        "io_running": status.io_running, "sql_running": status.sql_running,
+        "io_running": status.io_running,
+        "sql_running": status.sql_running,
         "last_error": status.last_sql_error or status.last_io_error or None,
         "seconds_behind": status.seconds_behind,
-        "received_gtid": status.received_gtid, "executed_gtid": status.executed_gtid,
+        "received_gtid": status.received_gtid,
+        "executed_gtid": status.executed_gtid,
         "gtid_distance": gtid_distance(status.received_gtid, status.executed_gtid, flavor),
     }
 
@@ -55,20 +57,26 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[dict[st
     for index, target in enumerate(db.replicas):
         reading = readings.get(target.name)
         view: dict[str, Any] = {
-            "name": target.name, "url": masked(target.engine.url),
+            "name": target.name,
+            "url": masked(target.engine.url),
             "reachable": bool(reading and reading.reachable),
-            "lag_ms": round(reading.lag * 1000, 3) if reading and reading.lag is not None
-            else None,
+            "lag_ms": round(reading.lag * 1000, 3) if reading and reading.lag is not None else None,
             "error": (reading.error or None) if reading else "not read",
-            "fit": bool(reading and reading.usable and reading.lag is not None
-                        and reading.lag <= db.settings.replica.max_lag),
-            "io_running": None, "sql_running": None, "last_error": None,
-            "seconds_behind": None, "gtid_distance": None,
+            "fit": bool(
+                reading
+                and reading.usable
+                and reading.lag is not None
+                and reading.lag <= db.settings.replica.max_lag
+            ),
+            "io_running": None,
+            "sql_running": None,
+            "last_error": None,
+            "seconds_behind": None,
+            "gtid_distance": None,
         }
         if index < len(status_urls):
             view.update(_privileged(status_urls[index], target.name, flavor))
         else:
-            view["status_error"] = ("thread states need a privileged account; "
-                                    "none is configured")
+            view["status_error"] = "thread states need a privileged account; none is configured"
         views.append(view)
     return views

@@ -22,7 +22,8 @@ __all__ = ["preflight"]
 
 log = logging.getLogger("offload.preflight")
 _WRITE_PRIVILEGES = re.compile(
-    r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|SUPER|READ_ONLY ADMIN)\b")
+    r"\b(ALL PRIVILEGES|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|SUPER|READ_ONLY ADMIN)\b"
+)
 
 
 def _identity(url: URL, name: str) -> tuple[int, str, bool, list[str]]:
@@ -32,8 +33,9 @@ def _identity(url: URL, name: str) -> tuple[int, str, bool, list[str]]:
             version = str(conn.execute(text("SELECT VERSION()")).scalar_one())
             # server_uuid is MySQL's; MariaDB has only server_id
             uuid_sql = "''" if "mariadb" in version.lower() else "@@GLOBAL.server_uuid"
-            server_id, uuid, read_only = conn.execute(text(
-                f"SELECT @@server_id, {uuid_sql}, @@read_only")).one()
+            server_id, uuid, read_only = conn.execute(
+                text(f"SELECT @@server_id, {uuid_sql}, @@read_only")
+            ).one()
             grants = [str(row[0]) for row in conn.execute(text("SHOW GRANTS FOR CURRENT_USER()"))]
     finally:
         engine.dispose()
@@ -54,15 +56,21 @@ def preflight(settings: Settings) -> list[str]:
                 f"[database] slave_connection {name} ({masked(url)}) is the primary itself "
                 f"(server_id {server_id})",
                 hint="point it at a replica, or leave slave_connection empty to read from "
-                     "the primary")
+                "the primary",
+            )
         if not read_only:
-            warnings.append(f"{name} ({masked(url)}) is not read_only: a write sent there "
-                            "by mistake would succeed and diverge it; set read_only=ON")
-        writable = sorted({m.group(1) for g in grants for m in _WRITE_PRIVILEGES.finditer(
-            g.split(" TO ")[0])})
+            warnings.append(
+                f"{name} ({masked(url)}) is not read_only: a write sent there "
+                "by mistake would succeed and diverge it; set read_only=ON"
+            )
+        writable = sorted(
+            {m.group(1) for g in grants for m in _WRITE_PRIVILEGES.finditer(g.split(" TO ")[0])}
+        )
         if writable:
-            warnings.append(f"{name}'s account {url.username!r} may write "
-                            f"({', '.join(writable)}); give it SELECT only")
+            warnings.append(
+                f"{name}'s account {url.username!r} may write "
+                f"({', '.join(writable)}); give it SELECT only"
+            )
     for warning in warnings:
         log.warning("%s", warning)
     return warnings

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import URL, Engine, text
+from sqlalchemy import URL, Connection, Engine, text
 
 from offload import schema
 from offload.compute.context import Compute
@@ -55,8 +55,12 @@ from offload.urls import parse_url, with_database
 if TYPE_CHECKING:
     from offload.testbed.compose import ComposeCommand, ComposeTopology
 
-__all__ = ["pytest_addoption", "pytest_configure", "pytest_report_header",
-           "pytest_terminal_summary"]
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_terminal_summary",
+]
 
 DbFactory = Callable[..., Database]
 #: what the service's account may do on its database (as mysql/bootstrap/primary.sql)
@@ -66,30 +70,43 @@ WaitForReplication = Callable[..., float]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("offload", "offload testbed")
-    group.addoption("--testbed", choices=["native", "compose", "external"], default="native",
-                    help="where the primary and replicas come from (default: native; "
-                         "compose: docker-compose.yml through pytest-docker)")
-    group.addoption("--testbed-dir", default=None,
-                    help="directory for the native testbed (default: a temporary one)")
-    group.addoption("--testbed-replicas", type=int, default=1,
-                    help="replicas in the native testbed (default 1)")
-    group.addoption("--testbed-flavor", default=None,
-                    help="server of the native and compose testbeds: mariadb, mariadb-10.11, "
-                         "mariadb-11.8, mysql, mysql-9.7 (default: the host's server; compose: "
-                         "$OFFLOAD_DB_IMAGE or mysql:8.4); one offload does not have is "
-                         "provided from Debian and cached")
-    group.addoption("--primary-url", default=None,
-                    help="external: privileged URL of the primary")
-    group.addoption("--replica-url", action="append", default=[],
-                    help="external: privileged URL of a replica (repeatable)")
+    group.addoption(
+        "--testbed",
+        choices=["native", "compose", "external"],
+        default="native",
+        help="where the primary and replicas come from (default: native; "
+        "compose: docker-compose.yml through pytest-docker)",
+    )
+    group.addoption(
+        "--testbed-dir",
+        default=None,
+        help="directory for the native testbed (default: a temporary one)",
+    )
+    group.addoption(
+        "--testbed-replicas", type=int, default=1, help="replicas in the native testbed (default 1)"
+    )
+    group.addoption(
+        "--testbed-flavor",
+        default=None,
+        help="server of the native and compose testbeds: mariadb, mariadb-10.11, "
+        "mariadb-11.8, mysql, mysql-9.7 (default: the host's server; compose: "
+        "$OFFLOAD_DB_IMAGE or mysql:8.4); one offload does not have is "
+        "provided from Debian and cached",
+    )
+    group.addoption("--primary-url", default=None, help="external: privileged URL of the primary")
+    group.addoption(
+        "--replica-url",
+        action="append",
+        default=[],
+        help="external: privileged URL of a replica (repeatable)",
+    )
 
 
 _SERVER_KEY = pytest.StashKey[str]()
 
 
 def _flavor(config: pytest.Config) -> FlavorSpec | None:
-    chosen = config.getoption("--testbed-flavor", default=None) or os.environ.get(
-        FLAVOR_VARIABLE)
+    chosen = config.getoption("--testbed-flavor", default=None) or os.environ.get(FLAVOR_VARIABLE)
     if not chosen:
         return None
     try:
@@ -108,22 +125,27 @@ def pytest_report_header(config: pytest.Config) -> str:
         try:
             program = find_server(spec=flavor, provide=False)
         except OffloadError:
-            return f"offload testbed: native {flavor or 'server'} (not found yet: provided " \
-                   "or reported when the first test needs it)"
+            return (
+                f"offload testbed: native {flavor or 'server'} (not found yet: provided "
+                "or reported when the first test needs it)"
+            )
         return f"offload testbed: native {program.describe()} ({program.path})"
     if kind == "compose":
         from offload.testbed.compose import registry_image  # noqa: PLC0415
         from offload.testbed.images import db_image  # noqa: PLC0415
 
         image = os.environ.get("OFFLOAD_DB_IMAGE") or (
-            f"{db_image(flavor)} (offline)" if os.environ.get("OFFLOAD_OFFLINE")
-            else f"{registry_image(flavor)}, or {db_image(flavor)} offline")
+            f"{db_image(flavor)} (offline)"
+            if os.environ.get("OFFLOAD_OFFLINE")
+            else f"{registry_image(flavor)}, or {db_image(flavor)} offline"
+        )
         return f"offload testbed: compose, flavor {flavor or 'default'}, image {image}"
     return "offload testbed: external (--primary-url / --replica-url)"
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
-                            config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     server = config.stash.get(_SERVER_KEY, None)
     if server:
         terminalreporter.write_line(f"offload testbed ran: {server}")
@@ -147,11 +169,16 @@ def _external(config: pytest.Config) -> TestbedInfo:
     replica_urls = tuple(parse_url(u, option="--replica-url") for u in replicas)
     with _admin_engine(primary_url).connect() as conn:
         version = conn.execute(text("SELECT VERSION()")).scalar_one()
-    return TestbedInfo(backend="external", dir=None, flavor=detect_flavor(version),
-                       version=version,
-                       primary=primary_url, replicas=replica_urls,
-                       admin=with_database(primary_url, None),
-                       replica_admins=tuple(with_database(u, None) for u in replica_urls))
+    return TestbedInfo(
+        backend="external",
+        dir=None,
+        flavor=detect_flavor(version),
+        version=version,
+        primary=primary_url,
+        replicas=replica_urls,
+        admin=with_database(primary_url, None),
+        replica_admins=tuple(with_database(u, None) for u in replica_urls),
+    )
 
 
 class ComposeFixtures:
@@ -165,14 +192,18 @@ class ComposeFixtures:
 
     @pytest.fixture(scope="session")
     @classmethod
-    def offload_compose(cls, request: pytest.FixtureRequest,
-                        tmp_path_factory: pytest.TempPathFactory) -> ComposeTopology:
+    def offload_compose(
+        cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    ) -> ComposeTopology:
         """The compose testbed (own project name, ports Docker picks, a temporary dir)."""
         from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
-        return ComposeTopology(tmp_path_factory.mktemp("compose-testbed"), port=0,
-                               project=f"offload-pytest{os.getpid()}",
-                               flavor=_flavor(request.config))
+        return ComposeTopology(
+            tmp_path_factory.mktemp("compose-testbed"),
+            port=0,
+            project=f"offload-pytest{os.getpid()}",
+            flavor=_flavor(request.config),
+        )
 
     @pytest.fixture(scope="session")
     @classmethod
@@ -215,8 +246,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--testbed", default="native") != "compose":
         return
     if not config.pluginmanager.hasplugin("docker"):
-        raise pytest.UsageError("--testbed=compose needs pytest-docker "
-                                "(pip install pytest-docker; it is in offload[test])")
+        raise pytest.UsageError(
+            "--testbed=compose needs pytest-docker "
+            "(pip install pytest-docker; it is in offload[test])"
+        )
     config.pluginmanager.register(ComposeFixtures(), "offload-compose-fixtures")
 
 
@@ -231,8 +264,9 @@ def _compose_testbed(request: pytest.FixtureRequest) -> TestbedInfo:
 
 
 @pytest.fixture(scope="session")
-def testbed(request: pytest.FixtureRequest,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
+def testbed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestbedInfo]:
     """A running primary with GTID replicas for the whole test session."""
     config = request.config
     if config.getoption("--testbed") == "external":
@@ -244,17 +278,18 @@ def testbed(request: pytest.FixtureRequest,
     directory = config.getoption("--testbed-dir")
     topology = NativeTopology(
         Path(directory) if directory else tmp_path_factory.mktemp("testbed"),
-        port=0, replicas=config.getoption("--testbed-replicas"), bind_to_parent=True,
+        port=0,
+        replicas=config.getoption("--testbed-replicas"),
+        bind_to_parent=True,
         flavor=_flavor(config),
     )
     with topology as info:
         yield _remember(config, info)
 
 
-def _grant(conn: object, database: str, url: URL, privileges: str, admin: URL) -> None:
+def _grant(conn: Connection, database: str, url: URL, privileges: str, admin: URL) -> None:
     if url.username and url.username != admin.username:
-        conn.execute(text(  # type: ignore[attr-defined]
-            f"GRANT {privileges} ON `{database}`.* TO '{url.username}'@'%'"))
+        conn.execute(text(f"GRANT {privileges} ON `{database}`.* TO '{url.username}'@'%'"))
 
 
 @pytest.fixture
@@ -284,8 +319,9 @@ def trace(tracer: Tracer) -> Iterator[QueryTrace]:
 
 
 @pytest.fixture
-def db_factory(testbed: TestbedInfo, tracer: Tracer,
-               wait_for_replication: WaitForReplication) -> Iterator[DbFactory]:
+def db_factory(
+    testbed: TestbedInfo, tracer: Tracer, wait_for_replication: WaitForReplication
+) -> Iterator[DbFactory]:
     """``db_factory(with_replica=True, settings=None)`` → a Database on this test's own database."""
     name = f"nova_t{secrets.token_hex(5)}"
     admin = _admin_engine(testbed.admin_url())
@@ -302,8 +338,9 @@ def db_factory(testbed: TestbedInfo, tracer: Tracer,
     wait_for_replication(first)
 
     def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
-        database = Database(testbed.settings(database=name, with_replica=with_replica,
-                                             base=settings), tracer=tracer)
+        database = Database(
+            testbed.settings(database=name, with_replica=with_replica, base=settings), tracer=tracer
+        )
         created.append(database)
         return database
 
@@ -325,10 +362,16 @@ def db(db_factory: DbFactory) -> Database:
 def compute_factory() -> Callable[..., ComputeManager]:
     """``compute_factory(db, host="compute-1", options=None, seed=0)`` → a ComputeManager."""
 
-    def make(db: Database, host: str = "compute-1", options: ComputeSettings | None = None,
-             seed: int = 0) -> ComputeManager:
-        compute = Compute(host=host, db=db, driver=FakeDriver(host, seed=seed),
-                          notifier=MemoryNotifier(host), options=options or ComputeSettings())
+    def make(
+        db: Database, host: str = "compute-1", options: ComputeSettings | None = None, seed: int = 0
+    ) -> ComputeManager:
+        compute = Compute(
+            host=host,
+            db=db,
+            driver=FakeDriver(host, seed=seed),
+            notifier=MemoryNotifier(host),
+            options=options or ComputeSettings(),
+        )
         return ComputeManager(compute)
 
     return make

@@ -165,7 +165,7 @@ _MARIADB_SQL: Final = FlavorSQL(
     start_sql_thread="START SLAVE SQL_THREAD",
     stop_sql_thread="STOP SLAVE SQL_THREAD",
     set_delay=f"CHANGE MASTER TO MASTER_DELAY = :seconds, "
-              f"MASTER_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
+    f"MASTER_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
 )
 
 _MYSQL_SQL: Final = FlavorSQL(
@@ -185,7 +185,7 @@ _MYSQL_SQL: Final = FlavorSQL(
     start_sql_thread="START REPLICA SQL_THREAD",
     stop_sql_thread="STOP REPLICA SQL_THREAD",
     set_delay=f"CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds, "
-              f"SOURCE_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
+    f"SOURCE_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
     # MySQL's applier is multi-threaded by default: SHOW REPLICA STATUS then carries the
     # coordinator's "Coordinator stopped because there were error(s) in the worker(s)",
     # the cause is the worker's (performance_schema, MySQL 8.0+)
@@ -440,13 +440,11 @@ def replica_status(conn: Connection, flavor: Flavor) -> ReplicaStatus | None:
     return status
 
 
-def with_worker_error(status: ReplicaStatus,
-                      worker: tuple[object, object] | None) -> ReplicaStatus:
+def with_worker_error(status: ReplicaStatus, worker: tuple[object, object] | None) -> ReplicaStatus:
     """The status with the applier worker's own error instead of its coordinator's summary."""
     if worker is None or not _int(worker[0]):
         return status
-    return replace(status, last_sql_errno=_int(worker[0]),
-                   last_sql_error=_text(worker[1]).strip())
+    return replace(status, last_sql_errno=_int(worker[0]), last_sql_error=_text(worker[1]).strip())
 
 
 @contextlib.contextmanager
@@ -514,8 +512,9 @@ def wait_for_gtid(
     )
 
 
-def try_wait_for_gtid(conn: Connection, gtid: str, timeout: float,
-                      flavor: Flavor) -> tuple[bool, float]:
+def try_wait_for_gtid(
+    conn: Connection, gtid: str, timeout: float, flavor: Flavor
+) -> tuple[bool, float]:
     """Wait like ``wait_for_gtid``, but answer (reached, seconds waited) instead of raising."""
     position = normalize_gtid(gtid)
     if not position:
@@ -523,8 +522,7 @@ def try_wait_for_gtid(conn: Connection, gtid: str, timeout: float,
     params = {"gtid": position, "timeout": wait_timeout_argument(timeout)}
     started = time.monotonic()
     result = conn.execute(text(sql_for(flavor).wait_for_gtid), params).scalar()
-    return interpret_wait_result(flavor, result) is WaitOutcome.REACHED, \
-        time.monotonic() - started
+    return interpret_wait_result(flavor, result) is WaitOutcome.REACHED, time.monotonic() - started
 
 
 def start_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = False) -> None:

@@ -111,8 +111,16 @@ class RoutingStats:
 class ReplicaSelector:
     """Keeps a fresh-enough lag reading per replica and applies the policy."""
 
-    def __init__(self, probes: Sequence[LagProbe], *, max_lag: float, policy: LagPolicy,
-                 refresh: float, stats: RoutingStats, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        probes: Sequence[LagProbe],
+        *,
+        max_lag: float,
+        policy: LagPolicy,
+        refresh: float,
+        stats: RoutingStats,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.probes = {probe.name: probe for probe in probes}
         self.max_lag = max_lag
         self.policy = policy
@@ -134,8 +142,12 @@ class ReplicaSelector:
             log.warning("a replica is fit to read again: replica reads go to it")
             return
         behind = f", best {lag:.3f}s behind" if lag is not None else ""
-        log.warning("no replica fit to read (%s%s): lag_policy %s applies until one is",
-                    reason, behind, self.policy)
+        log.warning(
+            "no replica fit to read (%s%s): lag_policy %s applies until one is",
+            reason,
+            behind,
+            self.policy,
+        )
 
     def readings(self) -> dict[str, LagReading]:
         """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
@@ -156,13 +168,11 @@ class ReplicaSelector:
 
     def choose(self) -> Choice:
         readings = self.readings()
-        fit = sorted((r for r in readings.values() if self._fit(r)),
-                     key=lambda r: r.lag or 0.0)
+        fit = sorted((r for r in readings.values() if self._fit(r)), key=lambda r: r.lag or 0.0)
         if fit:
             self._note(None)
             return Choice(fit[0].replica, lag=fit[0].lag)
-        reachable = sorted((r for r in readings.values() if r.usable),
-                           key=lambda r: r.lag or 0.0)
+        reachable = sorted((r for r in readings.values() if r.usable), key=lambda r: r.lag or 0.0)
         if reachable:
             reason, worst = "lag", reachable[0]
         elif any(r.reachable for r in readings.values()):
@@ -173,13 +183,20 @@ class ReplicaSelector:
         self._note(reason, lag)
         if self.policy is LagPolicy.STALE and worst is not None:
             self.stats.stale()
-            log.warning("stale read: %s is %.3fs behind (max_lag %.3fs)", worst.replica,
-                        worst.lag or 0.0, self.max_lag)
+            log.warning(
+                "stale read: %s is %.3fs behind (max_lag %.3fs)",
+                worst.replica,
+                worst.lag or 0.0,
+                self.max_lag,
+            )
             return Choice(worst.replica, reason=reason, lag=lag, stale=True)
         if self.policy is LagPolicy.SKIP:
             self.stats.skip(reason)
-            raise SkipRun(f"no replica fit to read ({reason}"
-                          + (f", best {lag:.3f}s behind" if lag is not None else "") + ")")
+            raise SkipRun(
+                f"no replica fit to read ({reason}"
+                + (f", best {lag:.3f}s behind" if lag is not None else "")
+                + ")"
+            )
         self.stats.fallback(reason)
         return Choice(None, reason=reason, lag=lag)
 
@@ -190,8 +207,9 @@ EngineFactory = Callable[[URL, str], Engine]
 class StalenessGuard:
     """The heartbeat writer (when offload feeds the heartbeat), the probes, the selector."""
 
-    def __init__(self, settings: Settings, stats: RoutingStats, *,
-                 make_engine: EngineFactory) -> None:
+    def __init__(
+        self, settings: Settings, stats: RoutingStats, *, make_engine: EngineFactory
+    ) -> None:
         options = settings.replica
         primary = settings.require_connection()
         self._make_engine = make_engine
@@ -200,18 +218,29 @@ class StalenessGuard:
         self._server_id: int | None = None
         self.writer: HeartbeatWriter | None = None
         if options.heartbeat_source == "offload":
-            self.writer = HeartbeatWriter(self._engine(primary, "heartbeat"),
-                                          table=options.heartbeat_table,
-                                          interval=options.heartbeat_interval)
+            self.writer = HeartbeatWriter(
+                self._engine(primary, "heartbeat"),
+                table=options.heartbeat_table,
+                interval=options.heartbeat_interval,
+            )
             self.writer.start()
-        probes = [LagProbe(f"replica{i}", self._engine(url, f"replica{i}-lag"),
-                           table=options.heartbeat_table,
-                           primary_server_id=self.primary_server_id,
-                           history=self.writer.history if self.writer else None)
-                  for i, url in enumerate(settings.database.slave_connections)]
-        self.selector = ReplicaSelector(probes, max_lag=options.max_lag,
-                                        policy=options.lag_policy,
-                                        refresh=options.heartbeat_interval, stats=stats)
+        probes = [
+            LagProbe(
+                f"replica{i}",
+                self._engine(url, f"replica{i}-lag"),
+                table=options.heartbeat_table,
+                primary_server_id=self.primary_server_id,
+                history=self.writer.history if self.writer else None,
+            )
+            for i, url in enumerate(settings.database.slave_connections)
+        ]
+        self.selector = ReplicaSelector(
+            probes,
+            max_lag=options.max_lag,
+            policy=options.lag_policy,
+            refresh=options.heartbeat_interval,
+            stats=stats,
+        )
 
     def _engine(self, url: URL, name: str) -> Engine:
         engine = self._make_engine(url, name)

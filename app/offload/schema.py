@@ -386,12 +386,21 @@ class Migration(TimestampMixin, SoftDeleteMixin, Base):
         # offload's additions (not in Nova): the periodic tasks look migrations up
         # by one side's host and node; without these they scan every host's rows
         # (measured by `make bench`'s rows-examined check)
-        Index("migrations_source_host_node_idx", "source_compute", "source_node",
-              mysql_length={"source_compute": 100, "source_node": 100},
-              mariadb_length={"source_compute": 100, "source_node": 100}),
-        Index("migrations_dest_host_node_idx", "dest_compute", "dest_node", "status",
-              mysql_length={"dest_compute": 100, "dest_node": 100, "status": 32},
-              mariadb_length={"dest_compute": 100, "dest_node": 100, "status": 32}),
+        Index(
+            "migrations_source_host_node_idx",
+            "source_compute",
+            "source_node",
+            mysql_length={"source_compute": 100, "source_node": 100},
+            mariadb_length={"source_compute": 100, "source_node": 100},
+        ),
+        Index(
+            "migrations_dest_host_node_idx",
+            "dest_compute",
+            "dest_node",
+            "status",
+            mysql_length={"dest_compute": 100, "dest_node": 100, "status": 32},
+            mariadb_length={"dest_compute": 100, "dest_node": 100, "status": 32},
+        ),
         _TABLE_OPTIONS,
     )
 

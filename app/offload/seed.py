@@ -138,18 +138,20 @@ class Kind(StrEnum):
 
 
 # Whole percents, so that per-host quotas are exact integer arithmetic.
-_PERCENT: Final[Mapping[Kind, int]] = MappingProxyType({
-    Kind.ACTIVE: 72,
-    Kind.STOPPED: 5,
-    Kind.DELETED: 6,
-    Kind.CLEANED: 3,
-    Kind.SOFT_DELETED: 3,
-    Kind.SHELVED: 3,
-    Kind.RESCUED: 2,
-    Kind.REBOOTING: 2,
-    Kind.RESIZED: 3,
-    Kind.MIGRATING: 1,
-})
+_PERCENT: Final[Mapping[Kind, int]] = MappingProxyType(
+    {
+        Kind.ACTIVE: 72,
+        Kind.STOPPED: 5,
+        Kind.DELETED: 6,
+        Kind.CLEANED: 3,
+        Kind.SOFT_DELETED: 3,
+        Kind.SHELVED: 3,
+        Kind.RESCUED: 2,
+        Kind.REBOOTING: 2,
+        Kind.RESIZED: 3,
+        Kind.MIGRATING: 1,
+    }
+)
 assert sum(_PERCENT.values()) == 100
 
 #: The share of each kind of instance on every host.
@@ -261,12 +263,15 @@ class _Planner:
         self.hosts = host_names(hosts)
         self.previous, self.current = audit_periods(now)
         self.rows: Plan = {name: [] for name in _TABLES}
-        self.host_ips = {host: str(ipaddress.IPv4Address("192.168.0.10") + i)
-                         for i, host in enumerate(self.hosts)}
+        self.host_ips = {
+            host: str(ipaddress.IPv4Address("192.168.0.10") + i)
+            for i, host in enumerate(self.hosts)
+        }
         self.projects = [self.uuid().replace("-", "") for _ in range(_PROJECTS)]
-        self.users = {project: [self.uuid().replace("-", "")
-                                for _ in range(_USERS_PER_PROJECT)]
-                      for project in self.projects}
+        self.users = {
+            project: [self.uuid().replace("-", "") for _ in range(_USERS_PER_PROJECT)]
+            for project in self.projects
+        }
         self.images = [self.uuid() for _ in range(_IMAGES)]
         self.network = self.uuid()
 
@@ -302,8 +307,10 @@ class _Planner:
     def build(self, instances: int) -> Plan:
         for host in self.hosts:
             self.add_host(host)
-        kinds = {host: _quotas(len(range(i, instances, len(self.hosts))))
-                 for i, host in enumerate(self.hosts)}
+        kinds = {
+            host: _quotas(len(range(i, instances, len(self.hosts))))
+            for i, host in enumerate(self.hosts)
+        }
         for kinds_of_host in kinds.values():
             self.rng.shuffle(kinds_of_host)
         for index in range(instances):
@@ -314,25 +321,53 @@ class _Planner:
 
     def add_host(self, host: str) -> None:
         created = self.now - timedelta(days=400) - self.seconds(_HOUR, 30 * _DAY)
-        self.rows["services"].append({
-            "created_at": created, "updated_at": None, "deleted_at": None, "deleted": 0,
-            "host": host, "binary": "nova-compute", "topic": "compute", "report_count": 0,
-            "disabled": False, "disabled_reason": None,
-        })
+        self.rows["services"].append(
+            {
+                "created_at": created,
+                "updated_at": None,
+                "deleted_at": None,
+                "deleted": 0,
+                "host": host,
+                "binary": "nova-compute",
+                "topic": "compute",
+                "report_count": 0,
+                "disabled": False,
+                "disabled_reason": None,
+            }
+        )
         vcpus, memory_mb, local_gb = self.rng.choice(_NODE_MODELS)
-        self.rows["compute_nodes"].append({
-            "created_at": created, "updated_at": None, "deleted_at": None, "deleted": 0,
-            "service_id": None, "host": host, "hypervisor_hostname": node_name(host),
-            "vcpus": vcpus, "memory_mb": memory_mb, "local_gb": local_gb,
-            "vcpus_used": 0, "memory_mb_used": 0, "local_gb_used": 0,
-            "hypervisor_type": "fake", "hypervisor_version": 1000, "cpu_info": "{}",
-            "free_ram_mb": memory_mb, "free_disk_gb": local_gb, "current_workload": 0,
-            "running_vms": 0, "disk_available_least": local_gb,
-            "host_ip": self.host_ips[host],
-            "supported_instances": json.dumps([["x86_64", "fake", "hvm"]]),
-            "metrics": "[]", "pci_stats": None, "extra_resources": None, "stats": "{}",
-            "numa_topology": None,
-        })
+        self.rows["compute_nodes"].append(
+            {
+                "created_at": created,
+                "updated_at": None,
+                "deleted_at": None,
+                "deleted": 0,
+                "service_id": None,
+                "host": host,
+                "hypervisor_hostname": node_name(host),
+                "vcpus": vcpus,
+                "memory_mb": memory_mb,
+                "local_gb": local_gb,
+                "vcpus_used": 0,
+                "memory_mb_used": 0,
+                "local_gb_used": 0,
+                "hypervisor_type": "fake",
+                "hypervisor_version": 1000,
+                "cpu_info": "{}",
+                "free_ram_mb": memory_mb,
+                "free_disk_gb": local_gb,
+                "current_workload": 0,
+                "running_vms": 0,
+                "disk_available_least": local_gb,
+                "host_ip": self.host_ips[host],
+                "supported_instances": json.dumps([["x86_64", "fake", "hvm"]]),
+                "metrics": "[]",
+                "pci_stats": None,
+                "extra_resources": None,
+                "stats": "{}",
+                "numa_topology": None,
+            }
+        )
 
     def instance_row(self, index: int, host: str, flavor: _Flavor, anchor: datetime) -> Row:
         """A running instance launched hours to a year before ``anchor``."""
@@ -341,26 +376,50 @@ class _Planner:
         launched = anchor - self.seconds(_HOUR, 400 * _DAY)
         created = launched - self.seconds(20, 600)
         name = f"{self.rng.choice(_ROLES)}-{index + 1:05d}"
-        reservation = "r-" + "".join(self.rng.choices("abcdefghijklmnopqrstuvwxyz0123456789",
-                                                      k=8))
+        reservation = "r-" + "".join(self.rng.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=8))
         return {
-            "created_at": created, "updated_at": self.between(launched, anchor),
-            "deleted_at": None, "deleted": 0,
-            "uuid": uid, "user_id": self.rng.choice(self.users[project]),
-            "project_id": project, "image_ref": self.rng.choice(self.images),
-            "kernel_id": "", "ramdisk_id": "", "reservation_id": reservation,
-            "launch_index": 0, "key_name": self.rng.choice(("default", "ops", None)),
-            "hostname": name, "display_name": name, "display_description": name,
-            "availability_zone": "nova", "host": host, "node": node_name(host),
-            "launched_on": host, "power_state": _RUNNING, "vm_state": "active",
-            "task_state": None, "instance_type_id": flavor.id,
-            "memory_mb": flavor.memory_mb, "vcpus": flavor.vcpus, "root_gb": flavor.root_gb,
-            "ephemeral_gb": flavor.ephemeral_gb, "os_type": "linux",
-            "architecture": "x86_64", "vm_mode": "hvm", "root_device_name": "/dev/vda",
-            "access_ip_v4": None, "access_ip_v6": None, "progress": 0,
+            "created_at": created,
+            "updated_at": self.between(launched, anchor),
+            "deleted_at": None,
+            "deleted": 0,
+            "uuid": uid,
+            "user_id": self.rng.choice(self.users[project]),
+            "project_id": project,
+            "image_ref": self.rng.choice(self.images),
+            "kernel_id": "",
+            "ramdisk_id": "",
+            "reservation_id": reservation,
+            "launch_index": 0,
+            "key_name": self.rng.choice(("default", "ops", None)),
+            "hostname": name,
+            "display_name": name,
+            "display_description": name,
+            "availability_zone": "nova",
+            "host": host,
+            "node": node_name(host),
+            "launched_on": host,
+            "power_state": _RUNNING,
+            "vm_state": "active",
+            "task_state": None,
+            "instance_type_id": flavor.id,
+            "memory_mb": flavor.memory_mb,
+            "vcpus": flavor.vcpus,
+            "root_gb": flavor.root_gb,
+            "ephemeral_gb": flavor.ephemeral_gb,
+            "os_type": "linux",
+            "architecture": "x86_64",
+            "vm_mode": "hvm",
+            "root_device_name": "/dev/vda",
+            "access_ip_v4": None,
+            "access_ip_v6": None,
+            "progress": 0,
             "scheduled_at": created + timedelta(seconds=self.rng.randint(1, 5)),
-            "launched_at": launched, "terminated_at": None, "locked": False,
-            "shutdown_terminate": False, "disable_terminate": False, "cell_name": None,
+            "launched_at": launched,
+            "terminated_at": None,
+            "locked": False,
+            "shutdown_terminate": False,
+            "disable_terminate": False,
+            "cell_name": None,
             "cleaned": 0,
         }
 
@@ -376,8 +435,9 @@ class _Planner:
         elif kind is Kind.SOFT_DELETED:
             when = self.ago(_MINUTE, 7 * _DAY)
             row = self.instance_row(index, host, flavor, when)
-            row.update(vm_state="soft-delete", power_state=_SHUTDOWN, deleted_at=when,
-                       updated_at=when)
+            row.update(
+                vm_state="soft-delete", power_state=_SHUTDOWN, deleted_at=when, updated_at=when
+            )
         elif kind is Kind.SHELVED:
             row = self.shelved(index, host, flavor)
         elif kind is Kind.RESCUED:
@@ -402,8 +462,14 @@ class _Planner:
     def deleted(self, index: int, host: str, flavor: _Flavor, *, cleaned: bool) -> Row:
         when = self.ago(_HOUR, 90 * _DAY) if cleaned else self.ago(_MINUTE, 3 * _DAY)
         row = self.instance_row(index, host, flavor, when)
-        row.update(vm_state="deleted", power_state=_NOSTATE, terminated_at=when,
-                   deleted_at=when, updated_at=when, cleaned=int(cleaned))
+        row.update(
+            vm_state="deleted",
+            power_state=_NOSTATE,
+            terminated_at=when,
+            deleted_at=when,
+            updated_at=when,
+            cleaned=int(cleaned),
+        )
         draw = self.rng.random()
         if cleaned:
             attempts = 1 if draw < 0.8 else 2
@@ -413,8 +479,7 @@ class _Planner:
             attempts = self.rng.randint(1, 4) if draw < 0.9 else _MAX_CLEAN_ATTEMPTS
         first = min(self.now, when + timedelta(seconds=self.rng.randint(1, 300)))
         last = min(self.now, first + timedelta(seconds=300 * (attempts - 1)))
-        self.add_system_metadata(row["uuid"], schema.CLEAN_ATTEMPTS_KEY, str(attempts),
-                                 first, last)
+        self.add_system_metadata(row["uuid"], schema.CLEAN_ATTEMPTS_KEY, str(attempts), first, last)
         return row
 
     def shelved(self, index: int, host: str, flavor: _Flavor) -> Row:
@@ -423,9 +488,11 @@ class _Planner:
         row.update(vm_state="shelved", power_state=_SHUTDOWN, updated_at=when)
         # nova: timeutils.utcnow().isoformat(), which carries microseconds
         shelved_at = when.replace(microsecond=self.rng.randint(0, 999_999))
-        for key, value in ((schema.SHELVED_AT_KEY, shelved_at.isoformat(timespec="microseconds")),
-                           ("shelved_image_id", self.uuid()),
-                           ("shelved_host", host)):
+        for key, value in (
+            (schema.SHELVED_AT_KEY, shelved_at.isoformat(timespec="microseconds")),
+            ("shelved_image_id", self.uuid()),
+            ("shelved_host", host),
+        ):
             self.add_system_metadata(row["uuid"], key, value, when, None)
         return row
 
@@ -452,63 +519,123 @@ class _Planner:
 
     # --- children ---------------------------------------------------------
 
-    def add_system_metadata(self, instance_uuid: str, key: str, value: str,
-                            created: datetime, updated: datetime | None) -> None:
-        self.rows["instance_system_metadata"].append({
-            "created_at": created, "updated_at": updated, "deleted_at": None, "deleted": 0,
-            "instance_uuid": instance_uuid, "key": key, "value": value,
-        })
+    def add_system_metadata(
+        self, instance_uuid: str, key: str, value: str, created: datetime, updated: datetime | None
+    ) -> None:
+        self.rows["instance_system_metadata"].append(
+            {
+                "created_at": created,
+                "updated_at": updated,
+                "deleted_at": None,
+                "deleted": 0,
+                "instance_uuid": instance_uuid,
+                "key": key,
+                "value": value,
+            }
+        )
 
-    def add_migration(self, instance_uuid: str, source: str, dest: str,
-                      old: _Flavor, new: _Flavor, status: str, when: datetime) -> None:
-        self.rows["migrations"].append({
-            "created_at": when - self.seconds(30, 900), "updated_at": when,
-            "deleted_at": None, "deleted": 0,
-            "source_compute": source, "dest_compute": dest,
-            "source_node": node_name(source), "dest_node": node_name(dest),
-            "dest_host": self.host_ips[dest],
-            "old_instance_type_id": old.id, "new_instance_type_id": new.id,
-            "instance_uuid": instance_uuid, "status": status,
-        })
+    def add_migration(
+        self,
+        instance_uuid: str,
+        source: str,
+        dest: str,
+        old: _Flavor,
+        new: _Flavor,
+        status: str,
+        when: datetime,
+    ) -> None:
+        self.rows["migrations"].append(
+            {
+                "created_at": when - self.seconds(30, 900),
+                "updated_at": when,
+                "deleted_at": None,
+                "deleted": 0,
+                "source_compute": source,
+                "dest_compute": dest,
+                "source_node": node_name(source),
+                "dest_node": node_name(dest),
+                "dest_host": self.host_ips[dest],
+                "old_instance_type_id": old.id,
+                "new_instance_type_id": new.id,
+                "instance_uuid": instance_uuid,
+                "status": status,
+            }
+        )
 
     def add_info_cache(self, instance: Row, index: int) -> None:
         vifs = []
         for slot, mac in enumerate(macs_for(instance["uuid"])):
             port = self.uuid()
             address = str(_FIRST_IP + index * 4 + slot)
-            vifs.append({
-                "id": port, "address": mac, "type": "ovs", "devname": f"tap{port[:11]}",
-                "ovs_interfaceid": port, "vnic_type": "normal", "active": True,
-                "details": {"port_filter": True}, "meta": {},
-                "network": {
-                    "id": self.network, "label": "private", "bridge": "br-int",
-                    "meta": {"injected": False, "tenant_id": instance["project_id"]},
-                    "subnets": [{
-                        "cidr": "10.0.0.0/8", "version": 4, "dns": [], "routes": [],
-                        "gateway": {"address": "10.0.0.1", "type": "gateway", "version": 4},
-                        "ips": [{"address": address, "type": "fixed", "version": 4,
-                                 "floating_ips": []}],
-                    }],
-                },
-            })
+            vifs.append(
+                {
+                    "id": port,
+                    "address": mac,
+                    "type": "ovs",
+                    "devname": f"tap{port[:11]}",
+                    "ovs_interfaceid": port,
+                    "vnic_type": "normal",
+                    "active": True,
+                    "details": {"port_filter": True},
+                    "meta": {},
+                    "network": {
+                        "id": self.network,
+                        "label": "private",
+                        "bridge": "br-int",
+                        "meta": {"injected": False, "tenant_id": instance["project_id"]},
+                        "subnets": [
+                            {
+                                "cidr": "10.0.0.0/8",
+                                "version": 4,
+                                "dns": [],
+                                "routes": [],
+                                "gateway": {"address": "10.0.0.1", "type": "gateway", "version": 4},
+                                "ips": [
+                                    {
+                                        "address": address,
+                                        "type": "fixed",
+                                        "version": 4,
+                                        "floating_ips": [],
+                                    }
+                                ],
+                            }
+                        ],
+                    },
+                }
+            )
         created = instance["created_at"] + timedelta(seconds=self.rng.randint(5, 60))
-        self.rows["instance_info_caches"].append({
-            "created_at": created,
-            "updated_at": max(created, self.ago(1, _HOUR)),
-            "deleted_at": None, "deleted": 0,
-            "instance_uuid": instance["uuid"],
-            "network_info": json.dumps(vifs, separators=(",", ":")),
-        })
+        self.rows["instance_info_caches"].append(
+            {
+                "created_at": created,
+                "updated_at": max(created, self.ago(1, _HOUR)),
+                "deleted_at": None,
+                "deleted": 0,
+                "instance_uuid": instance["uuid"],
+                "network_info": json.dumps(vifs, separators=(",", ":")),
+            }
+        )
 
     def bdm_row(self, instance: Row, **fields: Any) -> Row:
         row: Row = {
-            "created_at": instance["created_at"], "updated_at": instance["launched_at"],
-            "deleted_at": None, "deleted": 0, "instance_uuid": instance["uuid"],
-            "source_type": "image", "destination_type": "local", "guest_format": None,
-            "device_type": "disk", "disk_bus": "virtio", "boot_index": 0,
-            "device_name": "/dev/vda", "delete_on_termination": True, "snapshot_id": None,
-            "volume_id": None, "volume_size": None, "image_id": instance["image_ref"],
-            "no_device": False, "connection_info": None,
+            "created_at": instance["created_at"],
+            "updated_at": instance["launched_at"],
+            "deleted_at": None,
+            "deleted": 0,
+            "instance_uuid": instance["uuid"],
+            "source_type": "image",
+            "destination_type": "local",
+            "guest_format": None,
+            "device_type": "disk",
+            "disk_bus": "virtio",
+            "boot_index": 0,
+            "device_name": "/dev/vda",
+            "delete_on_termination": True,
+            "snapshot_id": None,
+            "volume_id": None,
+            "volume_size": None,
+            "image_id": instance["image_ref"],
+            "no_device": False,
+            "connection_info": None,
         }
         row.update(fields)
         return row
@@ -521,37 +648,62 @@ class _Planner:
         for device in ("/dev/vdb", "/dev/vdc")[: 1 if self.rng.random() < 0.7 else 2]:
             volume = self.uuid()
             attached = self.between(instance["launched_at"], self.now)
-            connection = {"driver_volume_type": "iscsi", "serial": volume,
-                          "data": {"volume_id": volume, "target_lun": 1,
-                                   "target_iqn": f"iqn.2010-10.org.openstack:volume-{volume}",
-                                   "target_portal": "192.168.1.5:3260"}}
-            bdms.append(self.bdm_row(
-                instance, created_at=attached, updated_at=attached, source_type="volume",
-                destination_type="volume", boot_index=None, device_name=device,
-                delete_on_termination=False, volume_id=volume,
-                volume_size=self.rng.choice((1, 10, 20, 50, 100, 500)), image_id=None,
-                connection_info=json.dumps(connection, separators=(",", ":")),
-            ))
+            connection = {
+                "driver_volume_type": "iscsi",
+                "serial": volume,
+                "data": {
+                    "volume_id": volume,
+                    "target_lun": 1,
+                    "target_iqn": f"iqn.2010-10.org.openstack:volume-{volume}",
+                    "target_portal": "192.168.1.5:3260",
+                },
+            }
+            bdms.append(
+                self.bdm_row(
+                    instance,
+                    created_at=attached,
+                    updated_at=attached,
+                    source_type="volume",
+                    destination_type="volume",
+                    boot_index=None,
+                    device_name=device,
+                    delete_on_termination=False,
+                    volume_id=volume,
+                    volume_size=self.rng.choice((1, 10, 20, 50, 100, 500)),
+                    image_id=None,
+                    connection_info=json.dumps(connection, separators=(",", ":")),
+                )
+            )
             if self.rng.random() < 0.5:
                 self.add_volume_usage(instance, volume, attached)
 
     def add_volume_usage(self, instance: Row, volume: str, attached: datetime) -> None:
         reset = self.rng.random() < 0.4  # the counters wrapped or the VM rebooted
-        tot = [int(self.seconds(1, 10**n).total_seconds()) if reset else 0
-               for n in (6, 11, 6, 11)]
+        tot = [int(self.seconds(1, 10**n).total_seconds()) if reset else 0 for n in (6, 11, 6, 11)]
         curr = [int(self.seconds(1, 10**n).total_seconds()) for n in (6, 11, 6, 11)]
-        self.rows["volume_usage_cache"].append({
-            "created_at": attached, "updated_at": None, "deleted_at": None, "deleted": 0,
-            "volume_id": volume, "instance_uuid": instance["uuid"],
-            "project_id": instance["project_id"], "user_id": instance["user_id"],
-            "availability_zone": "nova",
-            "tot_last_refreshed": self.between(attached, self.now) if reset else None,
-            "tot_reads": tot[0], "tot_read_bytes": tot[1],
-            "tot_writes": tot[2], "tot_write_bytes": tot[3],
-            "curr_last_refreshed": max(attached, self.ago(1, 10 * _MINUTE)),
-            "curr_reads": curr[0], "curr_read_bytes": curr[1],
-            "curr_writes": curr[2], "curr_write_bytes": curr[3],
-        })
+        self.rows["volume_usage_cache"].append(
+            {
+                "created_at": attached,
+                "updated_at": None,
+                "deleted_at": None,
+                "deleted": 0,
+                "volume_id": volume,
+                "instance_uuid": instance["uuid"],
+                "project_id": instance["project_id"],
+                "user_id": instance["user_id"],
+                "availability_zone": "nova",
+                "tot_last_refreshed": self.between(attached, self.now) if reset else None,
+                "tot_reads": tot[0],
+                "tot_read_bytes": tot[1],
+                "tot_writes": tot[2],
+                "tot_write_bytes": tot[3],
+                "curr_last_refreshed": max(attached, self.ago(1, 10 * _MINUTE)),
+                "curr_reads": curr[0],
+                "curr_read_bytes": curr[1],
+                "curr_writes": curr[2],
+                "curr_write_bytes": curr[3],
+            }
+        )
 
     def add_bandwidth(self, instance: Row) -> None:
         has_previous = instance["launched_at"] < self.current
@@ -564,26 +716,50 @@ class _Planner:
                 counter_in = bw_in + self.rng.randint(0, bw_in)
                 counter_out = bw_out + self.rng.randint(0, bw_out)
                 refreshed = self.current - self.seconds(1, 10 * _MINUTE)
-                self.add_bw_row(instance, mac, self.previous, refreshed,
-                                (bw_in, bw_out, counter_in, counter_out))
+                self.add_bw_row(
+                    instance,
+                    mac,
+                    self.previous,
+                    refreshed,
+                    (bw_in, bw_out, counter_in, counter_out),
+                )
             if has_current:
                 delta_in = int(self.seconds(10**5, 5 * 10**9).total_seconds())
                 delta_out = int(delta_in * self.rng.uniform(0.1, 2.0))
                 refreshed = max(self.current, self.ago(1, 10 * _MINUTE))
-                self.add_bw_row(instance, mac, self.current, refreshed,
-                                (delta_in, delta_out, counter_in + delta_in,
-                                 counter_out + delta_out))
+                self.add_bw_row(
+                    instance,
+                    mac,
+                    self.current,
+                    refreshed,
+                    (delta_in, delta_out, counter_in + delta_in, counter_out + delta_out),
+                )
 
-    def add_bw_row(self, instance: Row, mac: str, start: datetime, refreshed: datetime,
-                   counters: tuple[int, int, int, int]) -> None:
+    def add_bw_row(
+        self,
+        instance: Row,
+        mac: str,
+        start: datetime,
+        refreshed: datetime,
+        counters: tuple[int, int, int, int],
+    ) -> None:
         bw_in, bw_out, last_ctr_in, last_ctr_out = counters
-        self.rows["bw_usage_cache"].append({
-            "created_at": max(start, instance["launched_at"]), "updated_at": refreshed,
-            "deleted_at": None, "deleted": 0, "uuid": instance["uuid"], "mac": mac,
-            "start_period": start, "last_refreshed": refreshed,
-            "bw_in": bw_in, "bw_out": bw_out,
-            "last_ctr_in": last_ctr_in, "last_ctr_out": last_ctr_out,
-        })
+        self.rows["bw_usage_cache"].append(
+            {
+                "created_at": max(start, instance["launched_at"]),
+                "updated_at": refreshed,
+                "deleted_at": None,
+                "deleted": 0,
+                "uuid": instance["uuid"],
+                "mac": mac,
+                "start_period": start,
+                "last_refreshed": refreshed,
+                "bw_in": bw_in,
+                "bw_out": bw_out,
+                "last_ctr_in": last_ctr_in,
+                "last_ctr_out": last_ctr_out,
+            }
+        )
 
     def add_task_logs(self) -> None:
         audited = set(self.rng.sample(self.hosts, (len(self.hosts) + 1) // 2))
@@ -591,22 +767,31 @@ class _Planner:
             if host not in audited:
                 continue
             items = sum(
-                1 for row in self.rows[_INSTANCES_KEY]
-                if row["host"] == host and row["launched_at"] < self.current
+                1
+                for row in self.rows[_INSTANCES_KEY]
+                if row["host"] == host
+                and row["launched_at"] < self.current
                 and (row["terminated_at"] is None or row["terminated_at"] > self.previous)
             )
             took = self.rng.uniform(0.5, 30.0)
             created = min(self.now, self.current + self.seconds(1, 10 * _MINUTE))
-            self.rows["task_log"].append({
-                "created_at": created,
-                "updated_at": min(self.now, created + timedelta(seconds=math.ceil(took))),
-                "deleted_at": None, "deleted": 0,
-                "task_name": AUDIT_TASK_NAME, "state": "DONE", "host": host,
-                "period_beginning": self.previous, "period_ending": self.current,
-                "message": f"Instance usage audit ran for host {host}, {items} instances "
-                           f"in {took:.2f} seconds.",
-                "task_items": items, "errors": 0,
-            })
+            self.rows["task_log"].append(
+                {
+                    "created_at": created,
+                    "updated_at": min(self.now, created + timedelta(seconds=math.ceil(took))),
+                    "deleted_at": None,
+                    "deleted": 0,
+                    "task_name": AUDIT_TASK_NAME,
+                    "state": "DONE",
+                    "host": host,
+                    "period_beginning": self.previous,
+                    "period_ending": self.current,
+                    "message": f"Instance usage audit ran for host {host}, {items} instances "
+                    f"in {took:.2f} seconds.",
+                    "task_items": items,
+                    "errors": 0,
+                }
+            )
 
 
 def plan(instances: int, hosts: int, seed: int, now: datetime) -> Plan:
@@ -639,8 +824,9 @@ class SeedSummary:
         return self.rows[_INSTANCES_KEY]
 
     @classmethod
-    def from_plan(cls, rows: Plan, *, seed: int, now: datetime,
-                  elapsed: float = 0.0) -> SeedSummary:
+    def from_plan(
+        cls, rows: Plan, *, seed: int, now: datetime, elapsed: float = 0.0
+    ) -> SeedSummary:
         kinds = dict.fromkeys((str(kind) for kind in Kind), 0)
         hosts = tuple(row["host"] for row in rows["services"])
         per_host = {host: dict(kinds) for host in hosts}
@@ -649,7 +835,9 @@ class SeedSummary:
             kinds[kind] += 1
             per_host[row["host"]][kind] += 1
         return cls(
-            seed=seed, now=_normalize(now), hosts=hosts,
+            seed=seed,
+            now=_normalize(now),
+            hosts=hosts,
             rows=MappingProxyType({name: len(table) for name, table in rows.items()}),
             kinds=MappingProxyType(kinds),
             per_host=MappingProxyType({h: MappingProxyType(c) for h, c in per_host.items()}),
@@ -672,7 +860,7 @@ class SeedSummary:
 
 def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
     for start in range(0, len(rows), size):
-        yield rows[start:start + size]
+        yield rows[start : start + size]
 
 
 def _insert(conn: Connection, table: Table, rows: Sequence[Row], batch: int) -> None:
@@ -705,8 +893,15 @@ def _insert(conn: Connection, table: Table, rows: Sequence[Row], batch: int) -> 
         conn.exec_driver_sql(head + ", ".join([group] * len(chunk)), values)
 
 
-def seed(db: Database, *, instances: int = 1000, hosts: int = 2, seed: int = 0,
-         now: datetime | None = None, batch: int = 1000) -> SeedSummary:
+def seed(
+    db: Database,
+    *,
+    instances: int = 1000,
+    hosts: int = 2,
+    seed: int = 0,
+    now: datetime | None = None,
+    batch: int = 1000,
+) -> SeedSummary:
     """Insert :func:`plan`'s rows on the primary in one ``db.writer()`` transaction.
 
     Rows go in with one multi-row ``INSERT`` per ``batch`` rows; each batch of
@@ -721,19 +916,30 @@ def seed(db: Database, *, instances: int = 1000, hosts: int = 2, seed: int = 0,
     rows = plan(instances, hosts, seed, moment)
     tables = schema.metadata.tables
     services, nodes, instances_table = (
-        tables["services"], tables["compute_nodes"], tables[_INSTANCES_KEY])
+        tables["services"],
+        tables["compute_nodes"],
+        tables[_INSTANCES_KEY],
+    )
     with db.writer() as session:
         conn = session.connection()
         _insert(conn, services, rows["services"], batch)
         host_list = [row["host"] for row in rows["services"]]
         service_ids = {
-            host: service_id for host, service_id in conn.execute(
+            host: service_id
+            for host, service_id in conn.execute(
                 select(services.c.host, services.c.id).where(
-                    services.c.host.in_(host_list), services.c.binary == "nova-compute",
-                    services.c.deleted == 0))
+                    services.c.host.in_(host_list),
+                    services.c.binary == "nova-compute",
+                    services.c.deleted == 0,
+                )
+            )
         }
-        _insert(conn, nodes, [{**row, "service_id": service_ids.get(row["host"])}
-                              for row in rows["compute_nodes"]], batch)
+        _insert(
+            conn,
+            nodes,
+            [{**row, "service_id": service_ids.get(row["host"])} for row in rows["compute_nodes"]],
+            batch,
+        )
         for chunk in _chunks(rows[_INSTANCES_KEY], batch):
             _insert(conn, instances_table, chunk, batch)
             doomed = [row["uuid"] for row in chunk if row["vm_state"] == "deleted"]
@@ -741,9 +947,8 @@ def seed(db: Database, *, instances: int = 1000, hosts: int = 2, seed: int = 0,
                 conn.execute(
                     update(instances_table)
                     .where(instances_table.c.uuid.in_(doomed), instances_table.c.deleted == 0)
-                    .values(deleted=instances_table.c.id,
-                            updated_at=instances_table.c.updated_at))
+                    .values(deleted=instances_table.c.id, updated_at=instances_table.c.updated_at)
+                )
         for name in _CHILD_TABLES:
             _insert(conn, tables[name], rows[name], batch)
-    return SeedSummary.from_plan(rows, seed=seed, now=moment,
-                                 elapsed=time.monotonic() - started)
+    return SeedSummary.from_plan(rows, seed=seed, now=moment, elapsed=time.monotonic() - started)

@@ -67,8 +67,13 @@ def _notifier(settings: Settings) -> Notifier:
 def build_manager(settings: Settings, db: Database) -> ComputeManager:
     """The compute host of ``settings``: its hypervisor, notifier and tasks."""
     driver = FakeDriver(settings.host, seed=settings.service.driver_seed)
-    compute = Compute(host=settings.host, db=db, driver=driver, notifier=_notifier(settings),
-                      options=settings.compute)
+    compute = Compute(
+        host=settings.host,
+        db=db,
+        driver=driver,
+        notifier=_notifier(settings),
+        options=settings.compute,
+    )
     return ComputeManager(compute)
 
 
@@ -81,14 +86,16 @@ class Service:
         self.counter = StatementCounter()
         self.db.tracer.add_sink(self.counter)
         self.manager = build_manager(settings, self.db)
-        self.scheduler = Scheduler(self.manager.periodic_tasks(), jitter=settings.service.jitter,
-                                   logger=log)
+        self.scheduler = Scheduler(
+            self.manager.periodic_tasks(), jitter=settings.service.jitter, logger=log
+        )
         self.stop_event = threading.Event()
         self.started = time.time()
-        self._health_engine = make_engine(settings.require_connection(),
-                                          dataclasses.replace(settings.database,
-                                                              max_pool_size=1),
-                                          name="primary")
+        self._health_engine = make_engine(
+            settings.require_connection(),
+            dataclasses.replace(settings.database, max_pool_size=1),
+            name="primary",
+        )
 
     # --- views --------------------------------------------------------------
 
@@ -107,8 +114,10 @@ class Service:
                 elif reading.lag is None:
                     reasons.append(f"{name}: {reading.error or 'lag unknown'}")
                 elif reading.lag > self.settings.replica.max_lag:
-                    reasons.append(f"{name} {reading.lag * 1000:.0f} ms behind "
-                                   f"(max_lag {self.settings.replica.max_lag * 1000:.0f} ms)")
+                    reasons.append(
+                        f"{name} {reading.lag * 1000:.0f} ms behind "
+                        f"(max_lag {self.settings.replica.max_lag * 1000:.0f} ms)"
+                    )
         return True, reasons
 
     def status(self) -> dict[str, Any]:
@@ -122,24 +131,30 @@ class Service:
             for (task, route, _target, verb), n in counts.items():
                 if task == spec.name:
                     by_route[f"{route}:{verb}"] += n
-            tasks.append({
-                "task": spec.name, "release": spec.release,
-                "enabled": stats.enabled, "off_because": spec.off_because(self.settings.compute),
-                "spacing": spec.spacing(self.settings.compute),
-                "runs": stats.runs, "failures": stats.failures,
-                "last_started": stats.last_started, "last_duration": stats.last_duration,
-                "last_error": stats.last_error,
-                "rejected_writes": self.manager.totals[spec.name]["rejected"],
-                "statements": dict(sorted(by_route.items())),
-                "routing": self.db.routing.for_task(spec.name),
-                "last_run": last.as_dict() if last else None,
-            })
+            tasks.append(
+                {
+                    "task": spec.name,
+                    "release": spec.release,
+                    "enabled": stats.enabled,
+                    "off_because": spec.off_because(self.settings.compute),
+                    "spacing": spec.spacing(self.settings.compute),
+                    "runs": stats.runs,
+                    "failures": stats.failures,
+                    "last_started": stats.last_started,
+                    "last_duration": stats.last_duration,
+                    "last_error": stats.last_error,
+                    "rejected_writes": self.manager.totals[spec.name]["rejected"],
+                    "statements": dict(sorted(by_route.items())),
+                    "routing": self.db.routing.for_task(spec.name),
+                    "last_run": last.as_dict() if last else None,
+                }
+            )
         return {
-            "host": self.settings.host, "uptime": round(time.time() - self.started, 3),
+            "host": self.settings.host,
+            "uptime": round(time.time() - self.started, 3),
             "health": "down" if not healthy else ("degraded" if reasons else "ok"),
             "degraded_because": reasons,
-            "primary": {"url": masked(self.settings.require_connection()),
-                        "reachable": healthy},
+            "primary": {"url": masked(self.settings.require_connection()), "reachable": healthy},
             "max_lag_ms": self.settings.replica.max_lag * 1000,
             "lag_policy": self.settings.replica.lag_policy.value,
             "replicas": replica_views(self.db, self.settings.testbed.replica_admin_connections),
@@ -147,55 +162,80 @@ class Service:
         }
 
     def metrics(self) -> str:
-        lines = ["# HELP offload_statements_total Statements sent, by task, route and server.",
-                 "# TYPE offload_statements_total counter"]
+        lines = [
+            "# HELP offload_statements_total Statements sent, by task, route and server.",
+            "# TYPE offload_statements_total counter",
+        ]
         for (task, route, target, verb), n in sorted(self.counter.snapshot().items()):
-            lines.append(f'offload_statements_total{{task="{task}",route="{route}",'
-                         f'target="{target}",verb="{verb}"}} {n}')
-        lines += ["# HELP offload_replica_lag_seconds Heartbeat lag of each replica.",
-                  "# TYPE offload_replica_lag_seconds gauge",
-                  "# HELP offload_replica_reachable 1 when the replica answered its last probe.",
-                  "# TYPE offload_replica_reachable gauge"]
+            lines.append(
+                f'offload_statements_total{{task="{task}",route="{route}",'
+                f'target="{target}",verb="{verb}"}} {n}'
+            )
+        lines += [
+            "# HELP offload_replica_lag_seconds Heartbeat lag of each replica.",
+            "# TYPE offload_replica_lag_seconds gauge",
+            "# HELP offload_replica_reachable 1 when the replica answered its last probe.",
+            "# TYPE offload_replica_reachable gauge",
+        ]
         readings = self.db.guard.readings() if self.db.replicas else {}
         for name, reading in sorted(readings.items()):
             if reading.lag is not None:
                 lines.append(f'offload_replica_lag_seconds{{replica="{name}"}} {reading.lag:.6f}')
-            lines.append(f'offload_replica_reachable{{replica="{name}"}} '
-                         f'{int(reading.reachable)}')
+            lines.append(f'offload_replica_reachable{{replica="{name}"}} {int(reading.reachable)}')
         routing = self.db.routing
-        lines += ["# HELP offload_fallbacks_total Replica reads sent to the primary, by reason.",
-                  "# TYPE offload_fallbacks_total counter"]
+        lines += [
+            "# HELP offload_fallbacks_total Replica reads sent to the primary, by reason.",
+            "# TYPE offload_fallbacks_total counter",
+        ]
         for (task, reason), n in sorted(routing.fallbacks.items()):
             lines.append(f'offload_fallbacks_total{{task="{task}",reason="{reason}"}} {n}')
-        lines += ["# HELP offload_skips_total Task runs skipped by lag_policy=skip.",
-                  "# TYPE offload_skips_total counter"]
+        lines += [
+            "# HELP offload_skips_total Task runs skipped by lag_policy=skip.",
+            "# TYPE offload_skips_total counter",
+        ]
         for (task, reason), n in sorted(routing.skips.items()):
             lines.append(f'offload_skips_total{{task="{task}",reason="{reason}"}} {n}')
-        lines += ["# HELP offload_stale_reads_total Reads beyond max_lag (lag_policy=stale).",
-                  "# TYPE offload_stale_reads_total counter"]
+        lines += [
+            "# HELP offload_stale_reads_total Reads beyond max_lag (lag_policy=stale).",
+            "# TYPE offload_stale_reads_total counter",
+        ]
         for task, n in sorted(routing.stale_reads.items()):
             lines.append(f'offload_stale_reads_total{{task="{task}"}} {n}')
-        lines += ["# HELP offload_causal_wait_seconds Waits of replica reads for the task's "
-                  "own writes.", "# TYPE offload_causal_wait_seconds histogram"]
+        lines += [
+            "# HELP offload_causal_wait_seconds Waits of replica reads for the task's own writes.",
+            "# TYPE offload_causal_wait_seconds histogram",
+        ]
         for bound in (*CAUSAL_WAIT_BUCKETS, float("inf")):
             label = "+Inf" if bound == float("inf") else f"{bound}"
-            lines.append(f'offload_causal_wait_seconds_bucket{{le="{label}"}} '
-                         f'{routing.causal_buckets[bound]}')
-        lines.append(f"offload_causal_wait_seconds_sum "
-                     f"{sum(routing.causal_wait_seconds.values()):.6f}")
+            lines.append(
+                f'offload_causal_wait_seconds_bucket{{le="{label}"}} '
+                f"{routing.causal_buckets[bound]}"
+            )
+        lines.append(
+            f"offload_causal_wait_seconds_sum {sum(routing.causal_wait_seconds.values()):.6f}"
+        )
         lines.append(f"offload_causal_wait_seconds_count {sum(routing.causal_waits.values())}")
-        lines += ["# HELP offload_task_runs_total Runs of each periodic task.",
-                  "# TYPE offload_task_runs_total counter"]
+        lines += [
+            "# HELP offload_task_runs_total Runs of each periodic task.",
+            "# TYPE offload_task_runs_total counter",
+        ]
         stats = self.scheduler.stats
         lines += [f'offload_task_runs_total{{task="{n}"}} {s.runs}' for n, s in stats.items()]
-        lines += ["# HELP offload_task_failures_total Runs that raised.",
-                  "# TYPE offload_task_failures_total counter"]
-        lines += [f'offload_task_failures_total{{task="{n}"}} {s.failures}'
-                  for n, s in stats.items()]
-        lines += ["# HELP offload_task_rejected_writes_total Guarded writes the primary refused.",
-                  "# TYPE offload_task_rejected_writes_total counter"]
-        lines += [f'offload_task_rejected_writes_total{{task="{n}"}} '
-                  f'{self.manager.totals[n]["rejected"]}' for n in stats]
+        lines += [
+            "# HELP offload_task_failures_total Runs that raised.",
+            "# TYPE offload_task_failures_total counter",
+        ]
+        lines += [
+            f'offload_task_failures_total{{task="{n}"}} {s.failures}' for n, s in stats.items()
+        ]
+        lines += [
+            "# HELP offload_task_rejected_writes_total Guarded writes the primary refused.",
+            "# TYPE offload_task_rejected_writes_total counter",
+        ]
+        lines += [
+            f'offload_task_rejected_writes_total{{task="{n}"}} {self.manager.totals[n]["rejected"]}'
+            for n in stats
+        ]
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
@@ -225,8 +265,7 @@ class Service:
                 elif self.path == "/metrics":
                     body, kind = service.metrics().encode(), "text/plain; version=0.0.4"
                 elif self.path == "/status":
-                    body, kind = json.dumps(service.status(), indent=2).encode(), \
-                        "application/json"
+                    body, kind = json.dumps(service.status(), indent=2).encode(), "application/json"
                 else:
                     self.send_error(404)
                     return
@@ -263,9 +302,12 @@ class Service:
             self.manager.init_host()
             if self.db.replicas:
                 self.db.guard  # noqa: B018 - start the heartbeat before the first task
-            log.info("offload serve: host %s, %d tasks enabled, primary %s, %d replica(s)",
-                     self.settings.host, len(self.scheduler.enabled_tasks),
-                     masked(self.settings.require_connection()),
-                     len(self.settings.database.slave_connections))
+            log.info(
+                "offload serve: host %s, %d tasks enabled, primary %s, %d replica(s)",
+                self.settings.host,
+                len(self.scheduler.enabled_tasks),
+                masked(self.settings.require_connection()),
+                len(self.settings.database.slave_connections),
+            )
             self.scheduler.run_forever(self.stop_event)
             log.info("offload serve: stopped")

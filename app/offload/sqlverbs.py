@@ -15,8 +15,21 @@ __all__ = ["READ_ONLY_VERBS", "is_read_only", "statement_verb"]
 #: verbs a reader session may send: reads, session settings, transaction control
 READ_ONLY_VERBS = frozenset(
     {
-        "SELECT", "SHOW", "EXPLAIN", "DESCRIBE", "DESC", "SET", "DO", "VALUES", "TABLE",
-        "BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+        "SELECT",
+        "SHOW",
+        "EXPLAIN",
+        "DESCRIBE",
+        "DESC",
+        "SET",
+        "DO",
+        "VALUES",
+        "TABLE",
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
     }
 )
 

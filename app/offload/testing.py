@@ -39,8 +39,9 @@ def server_statements(engine: Engine, *, task: str, run: str | None = None) -> l
         return [str(row[0]) for row in conn.execute(_HISTORY, {"pattern": pattern})]
 
 
-def table_checksums(engine: Engine, database: str,
-                    tables: Sequence[str] | None = None) -> dict[str, int | None]:
+def table_checksums(
+    engine: Engine, database: str, tables: Sequence[str] | None = None
+) -> dict[str, int | None]:
     """``CHECKSUM TABLE`` of the nova tables (heartbeat excluded: it moves every 100 ms)."""
     from offload.schema import NOVA_TABLES  # noqa: PLC0415 - schema is heavy; tests only
 
@@ -48,8 +49,9 @@ def table_checksums(engine: Engine, database: str,
     listed = ", ".join(f"`{database}`.`{name}`" for name in names)
     with engine.connect() as conn:
         rows = conn.execute(text(f"CHECKSUM TABLE {listed}")).all()
-    return {str(row[0]).split(".", 1)[1]: (int(row[1]) if row[1] is not None else None)
-            for row in rows}
+    return {
+        str(row[0]).split(".", 1)[1]: (int(row[1]) if row[1] is not None else None) for row in rows
+    }
 
 
 def _fail(trace: QueryTrace, task: str, problem: str) -> AssertionError:
@@ -66,8 +68,13 @@ def _selects(records: Sequence[StatementRecord]) -> list[StatementRecord]:
 
 def _check_writes(trace: QueryTrace, task: str, records: Sequence[StatementRecord]) -> None:
     writes = [r for r in records if r.verb != "SELECT" or r.route == CAUSAL_ROUTE]
-    stray = [r for r in writes if r.route not in ("write", CAUSAL_ROUTE)
-             or r.target != "primary" or (r.route == CAUSAL_ROUTE and r.tables)]
+    stray = [
+        r
+        for r in writes
+        if r.route not in ("write", CAUSAL_ROUTE)
+        or r.target != "primary"
+        or (r.route == CAUSAL_ROUTE and r.tables)
+    ]
     if stray:
         raise _fail(trace, task, f"{len(stray)} write statement(s) not on the primary")
 
@@ -76,8 +83,9 @@ def _records(trace: QueryTrace, task: str, run: str | None) -> list[StatementRec
     return [r for r in trace.for_task(task) if run is None or r.run == run]
 
 
-def assert_task_read_from_replica(trace: QueryTrace, task: str, *, run: str | None = None,
-                                  primary_server_id: int | None = None) -> list[StatementRecord]:
+def assert_task_read_from_replica(
+    trace: QueryTrace, task: str, *, run: str | None = None, primary_server_id: int | None = None
+) -> list[StatementRecord]:
     """Every SELECT of ``task`` ran on a replica (route and server), every write on the primary.
 
     Returns the task's records (of one ``run``, or all).  ``primary_server_id``
@@ -91,17 +99,23 @@ def assert_task_read_from_replica(trace: QueryTrace, task: str, *, run: str | No
     if off_route:
         raise _fail(trace, task, f"{len(off_route)} of {len(selects)} SELECTs not on a replica")
     if primary_server_id is not None:
-        on_primary = [r for r in selects
-                      if r.server is None or r.server.server_id == primary_server_id]
+        on_primary = [
+            r for r in selects if r.server is None or r.server.server_id == primary_server_id
+        ]
         if on_primary:
-            raise _fail(trace, task, f"{len(on_primary)} SELECTs ran on server_id "
-                                     f"{primary_server_id} (the primary) or an unknown one")
+            raise _fail(
+                trace,
+                task,
+                f"{len(on_primary)} SELECTs ran on server_id "
+                f"{primary_server_id} (the primary) or an unknown one",
+            )
     _check_writes(trace, task, records)
     return records
 
 
-def assert_task_read_from_primary(trace: QueryTrace, task: str, *,
-                                  run: str | None = None) -> list[StatementRecord]:
+def assert_task_read_from_primary(
+    trace: QueryTrace, task: str, *, run: str | None = None
+) -> list[StatementRecord]:
     """Without a replica: the task's reads asked for the replica and got the primary."""
     records = _records(trace, task, run)
     selects = _selects(records)
@@ -109,7 +123,8 @@ def assert_task_read_from_primary(trace: QueryTrace, task: str, *,
         raise _fail(trace, task, "no SELECT was traced: did the task read at all?")
     wrong = [r for r in selects if r.route != "replica" or r.target != "primary"]
     if wrong:
-        raise _fail(trace, task, f"{len(wrong)} SELECTs not replica-route reads served by "
-                                 "the primary")
+        raise _fail(
+            trace, task, f"{len(wrong)} SELECTs not replica-route reads served by the primary"
+        )
     _check_writes(trace, task, records)
     return records

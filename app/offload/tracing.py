@@ -55,8 +55,9 @@ _ROUTE_OPTION = "offload_route"  # set by offload.db on each session's bind
 _SERVER_KEY = "offload_server"
 _SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _NAME = r"`?([A-Za-z_][A-Za-z0-9_$]*)`?"
-_TABLE = re.compile(rf"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+{_NAME}(?:\s*\.\s*{_NAME})?",
-                    re.IGNORECASE)
+_TABLE = re.compile(
+    rf"\b(?:FROM|JOIN|INTO|UPDATE|TABLE)\s+{_NAME}(?:\s*\.\s*{_NAME})?", re.IGNORECASE
+)
 _NOT_TABLES = frozenset({"select", "dual", "set", "values", "where"})
 
 
@@ -110,7 +111,7 @@ def tagged(statement: str, tag: str, *, executemany: bool = False) -> str:
     if executemany:
         bulk = _BULK_VERB.match(statement)
         if bulk:
-            return f"{statement[:bulk.end()]} {tag.rstrip()}{statement[bulk.end():]}"
+            return f"{statement[: bulk.end()]} {tag.rstrip()}{statement[bulk.end() :]}"
     return tag + statement
 
 
@@ -198,11 +199,20 @@ class QueryTrace:
         """A readable table of what went where, for assertion messages."""
         rows = [("task", "route", "target", "server", "verb", "tables")]
         for r in self.for_task(task) if task else self.records:
-            rows.append((r.task or "-", r.route or "-", r.target, str(r.server or "?"), r.verb,
-                         ",".join(r.tables) or "-"))
+            rows.append(
+                (
+                    r.task or "-",
+                    r.route or "-",
+                    r.target,
+                    str(r.server or "?"),
+                    r.verb,
+                    ",".join(r.tables) or "-",
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                         for row in rows)
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows
+        )
 
 
 class JsonLinesSink:
@@ -264,33 +274,49 @@ class Tracer:
                 server_id, hostname, port, version = cursor.fetchone()
             finally:
                 cursor.close()
-            record.info[_SERVER_KEY] = ServerIdentity(int(server_id), str(hostname), int(port),
-                                                      str(version))
+            record.info[_SERVER_KEY] = ServerIdentity(
+                int(server_id), str(hostname), int(port), str(version)
+            )
 
         @event.listens_for(engine, "before_cursor_execute", retval=True)
-        def _tag(conn: Connection, cursor: Any, statement: str, parameters: Any,
-                 context: Any, executemany: bool) -> tuple[str, Any]:
+        def _tag(
+            conn: Connection,
+            cursor: Any,
+            statement: str,
+            parameters: Any,
+            context: Any,
+            executemany: bool,
+        ) -> tuple[str, Any]:
             if context is not None:
                 context.offload_started = time.perf_counter()
             route = conn.get_execution_options().get(_ROUTE_OPTION)
-            return tagged(statement, tag_for(route, _current.get()),
-                          executemany=executemany), parameters
+            return tagged(
+                statement, tag_for(route, _current.get()), executemany=executemany
+            ), parameters
 
         @event.listens_for(engine, "after_cursor_execute")
-        def _record(conn: Connection, cursor: Any, statement: str, parameters: Any,
-                    context: Any, executemany: bool) -> None:
+        def _record(
+            conn: Connection,
+            cursor: Any,
+            statement: str,
+            parameters: Any,
+            context: Any,
+            executemany: bool,
+        ) -> None:
             if not self._sinks:
                 return
             started = getattr(context, "offload_started", None)
             task = _current.get()
-            self._emit(StatementRecord(
-                task=task.task if task else None,
-                run=task.run if task else None,
-                route=conn.get_execution_options().get(_ROUTE_OPTION),
-                target=target,
-                server=server_identity(conn),
-                verb=statement_verb(statement),
-                tables=tables_in(statement),
-                duration=time.perf_counter() - started if started is not None else 0.0,
-                at=time.time(),
-            ))
+            self._emit(
+                StatementRecord(
+                    task=task.task if task else None,
+                    run=task.run if task else None,
+                    route=conn.get_execution_options().get(_ROUTE_OPTION),
+                    target=target,
+                    server=server_identity(conn),
+                    verb=statement_verb(statement),
+                    tables=tables_in(statement),
+                    duration=time.perf_counter() - started if started is not None else 0.0,
+                    at=time.time(),
+                )
+            )

@@ -70,8 +70,9 @@ def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
             hint="percent-encode it as %40",
         )
     if url.port is not None and not 1 <= url.port <= 65535:
-        raise ConfigError(f"{option} has port {url.port}, outside 1-65535 ({masked(url)})",
-                          hint=_EXPECTED)
+        raise ConfigError(
+            f"{option} has port {url.port}, outside 1-65535 ({masked(url)})", hint=_EXPECTED
+        )
     if need_database and not url.database:
         raise ConfigError(f"{option} names no database ({masked(url)})", hint=_EXPECTED)
     # devstack adds ?plugin=dbcounter, a SQLAlchemy plugin offload does not ship

@@ -7,8 +7,9 @@ import pytest
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     compose = config.getoption("--testbed") == "compose"
-    skip = pytest.mark.skip(reason="the compose stack: `make test-compose` "
-                                   "(pytest --testbed=compose)")
+    skip = pytest.mark.skip(
+        reason="the compose stack: `make test-compose` (pytest --testbed=compose)"
+    )
     for item in items:
         if "tests/compose" in str(item.fspath):
             item.add_marker(pytest.mark.integration)

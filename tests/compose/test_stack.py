@@ -43,8 +43,7 @@ def healthz(port: int) -> str:
 
 def compute_containers(compose: ComposeTopology) -> list[dict[str, Any]]:
     ids = compose.run("ps", "-q", "compute").stdout.split()
-    shown = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
-                           check=True)
+    shown = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True)
     containers: list[dict[str, Any]] = json.loads(shown.stdout)
     return containers
 
@@ -65,20 +64,23 @@ def admins(testbed: TestbedInfo) -> Iterator[tuple[Engine, Engine]]:
 
 
 def test_the_compose_file_validates_and_publishes_on_loopback_only(
-        compose: ComposeTopology) -> None:
+    compose: ComposeTopology,
+) -> None:
     assert compose.run("config", "-q").returncode == 0
     rendered = compose.run("config").stdout
     assert published_hosts(rendered) == ["127.0.0.1"] * 3, rendered
     assert "container_name" not in rendered  # `--scale compute=N` needs generated names
 
 
-def test_primary_and_replica_are_two_containers(admins: tuple[Engine, Engine],
-                                                testbed: TestbedInfo) -> None:
+def test_primary_and_replica_are_two_containers(
+    admins: tuple[Engine, Engine], testbed: TestbedInfo
+) -> None:
     identities = []
     for engine in admins:
         with engine.connect() as conn:
-            identities.append(conn.execute(
-                text("SELECT @@server_id, @@hostname, @@read_only")).one())
+            identities.append(
+                conn.execute(text("SELECT @@server_id, @@hostname, @@read_only")).one()
+            )
     (primary_id, primary_host, primary_ro), (replica_id, replica_host, replica_ro) = identities
     assert primary_id != replica_id
     assert primary_host != replica_host  # each container has its own host name
@@ -87,7 +89,8 @@ def test_primary_and_replica_are_two_containers(admins: tuple[Engine, Engine],
 
 
 def test_the_compute_container_reads_from_the_replica_container(
-        testbed: TestbedInfo, admins: tuple[Engine, Engine]) -> None:
+    testbed: TestbedInfo, admins: tuple[Engine, Engine]
+) -> None:
     """Every task that ran in the container sent its SELECTs to the replica only."""
     wanted = "update_available_resource"
     last: dict[str, Any] = {}
@@ -110,18 +113,22 @@ def test_the_compute_container_reads_from_the_replica_container(
     assert on_replica, f"the replica recorded nothing of run {run}"
     assert all("SELECT" in s.split("*/", 1)[1].lstrip()[:6].upper() for s in on_replica)
     # (the GTID lookup after a commit, route=causal, is not a read of data)
-    assert not [s for s in on_primary if "route=causal" not in s
-                and s.split("*/", 1)[1].lstrip().upper().startswith("SELECT")], on_primary
+    assert not [
+        s
+        for s in on_primary
+        if "route=causal" not in s and s.split("*/", 1)[1].lstrip().upper().startswith("SELECT")
+    ], on_primary
 
 
-def test_scaled_compute_instances_act_for_their_own_hosts(
-        compose: ComposeTopology) -> None:
+def test_scaled_compute_instances_act_for_their_own_hosts(compose: ComposeTopology) -> None:
     compose.run("up", "-d", "--no-recreate", "--scale", "compute=2", timeout=300)
     try:
+
         def two_healthy() -> bool:
             containers = compute_containers(compose)
             return len(containers) == 2 and all(
-                c["State"].get("Health", {}).get("Status") == "healthy" for c in containers)
+                c["State"].get("Health", {}).get("Status") == "healthy" for c in containers
+            )
 
         assert wait_for(two_healthy, Deadline(120), interval=1.0)
         hosts = set()
@@ -135,7 +142,8 @@ def test_scaled_compute_instances_act_for_their_own_hosts(
 
 
 def test_a_stopped_replica_container_does_not_stop_the_compute_service(
-        compose: ComposeTopology, testbed: TestbedInfo) -> None:
+    compose: ComposeTopology, testbed: TestbedInfo
+) -> None:
     (before,) = compute_containers(compose)
     compose.run("stop", "replica", timeout=120)
     try:
@@ -148,8 +156,11 @@ def test_a_stopped_replica_container_does_not_stop_the_compute_service(
         assert wait_for(noticed, Deadline(TASK_WAIT), interval=1.0), last
         runs = sum(t["runs"] for t in last["tasks"])
         # tasks keep running (reads go to the primary: lag_policy primary)
-        assert wait_for(lambda: sum(t["runs"] for t in status(testbed.service_port)["tasks"])
-                        > runs, Deadline(TASK_WAIT), interval=1.0)
+        assert wait_for(
+            lambda: sum(t["runs"] for t in status(testbed.service_port)["tasks"]) > runs,
+            Deadline(TASK_WAIT),
+            interval=1.0,
+        )
         assert healthz(testbed.service_port).startswith("degraded")
         (after,) = compute_containers(compose)
         assert after["Id"] == before["Id"]

@@ -23,8 +23,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="package")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeTopology]:
-    topology = NativeTopology(Path(tmp_path_factory.mktemp("faults")), port=0,
-                              bind_to_parent=True)
+    topology = NativeTopology(Path(tmp_path_factory.mktemp("faults")), port=0, bind_to_parent=True)
     topology.up()
     yield topology
     topology.down()
@@ -44,8 +43,9 @@ def heal(topology: NativeTopology) -> Iterator[None]:
 
 
 @pytest.fixture
-def assert_same_data(primary_admin: Engine, replica_admin: list[Engine],
-                     wait_for_replication) -> Callable[[Database], None]:
+def assert_same_data(
+    primary_admin: Engine, replica_admin: list[Engine], wait_for_replication
+) -> Callable[[Database], None]:
     """Replication caught up, the nova tables are identical on primary and replica."""
 
     def check(db: Database) -> None:
@@ -54,8 +54,10 @@ def assert_same_data(primary_admin: Engine, replica_admin: list[Engine],
         assert database
         expected = table_checksums(primary_admin, database)
         assert all(value is not None for value in expected.values()), expected
-        assert wait_for(lambda: table_checksums(replica_admin[0], database) == expected,
-                        Deadline(30), interval=0.1), \
-            (expected, table_checksums(replica_admin[0], database))
+        assert wait_for(
+            lambda: table_checksums(replica_admin[0], database) == expected,
+            Deadline(30),
+            interval=0.1,
+        ), (expected, table_checksums(replica_admin[0], database))
 
     return check

@@ -31,13 +31,20 @@ ALL_ON = ComputeSettings(instance_usage_audit=True, volume_usage_poll_interval=6
 
 def _fit(db: Database, name: str = "replica0") -> bool:
     reading = db.guard.readings().get(name)
-    return bool(reading and reading.usable and reading.lag is not None
-                and reading.lag <= db.settings.replica.max_lag)
+    return bool(
+        reading
+        and reading.usable
+        and reading.lag is not None
+        and reading.lag <= db.settings.replica.max_lag
+    )
 
 
 def _targets(trace: QueryTrace, task: str, run: str) -> set[str]:
-    return {r.target for r in trace.for_task(task)
-            if r.run == run and r.route == "replica" and r.verb == "SELECT"}
+    return {
+        r.target
+        for r in trace.for_task(task)
+        if r.run == run and r.route == "replica" and r.verb == "SELECT"
+    }
 
 
 def _seed(db: Database, count: int = 20) -> None:
@@ -46,8 +53,14 @@ def _seed(db: Database, count: int = 20) -> None:
 
 
 def test_replica_killed_mid_read_then_restarted(
-    db_factory, compute_factory, topology: NativeTopology, replica_admin: list[Engine],
-    wait_for_replication, trace: QueryTrace, heal, assert_same_data,
+    db_factory,
+    compute_factory,
+    topology: NativeTopology,
+    replica_admin: list[Engine],
+    wait_for_replication,
+    trace: QueryTrace,
+    heal,
+    assert_same_data,
 ) -> None:
     db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.5)))
     _seed(db)
@@ -66,9 +79,14 @@ def test_replica_killed_mid_read_then_restarted(
 
     def sleeping_on_replica() -> bool:
         with replica_admin[0].connect() as conn:
-            return bool(conn.execute(text(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                "WHERE INFO LIKE '/* offload task=slow_read%'")).scalar())
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                        "WHERE INFO LIKE '/* offload task=slow_read%'"
+                    )
+                ).scalar()
+            )
 
     assert wait_for(sleeping_on_replica, Deadline(10), interval=0.02)
     topology.kill("replica0")
@@ -108,7 +126,11 @@ class _CrashingNotifier(MemoryNotifier):
 
 
 def test_primary_killed_mid_audit_leaves_one_done_row(
-    db_factory, compute_factory, topology: NativeTopology, wait_for_replication, heal,
+    db_factory,
+    compute_factory,
+    topology: NativeTopology,
+    wait_for_replication,
+    heal,
     assert_same_data,
 ) -> None:
     db = db_factory()
@@ -131,7 +153,11 @@ def test_primary_killed_mid_audit_leaves_one_done_row(
 
 
 def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
-    db_factory, compute_factory, topology: NativeTopology, wait_for_replication, heal,
+    db_factory,
+    compute_factory,
+    topology: NativeTopology,
+    wait_for_replication,
+    heal,
     assert_same_data,
 ) -> None:
     db = db_factory()
@@ -139,9 +165,12 @@ def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
     wait_for_replication(db)
     manager = compute_factory(db, options=ALL_ON)
     manager.compute.driver = FakeDriver("compute-1", seed=7, counter_reset_rate=0.0)
-    baseline = {(c["uuid"], c["mac_address"]): c["bw_in"]  # the counters' first values
-                for c in FakeDriver("compute-1", seed=7, counter_reset_rate=0.0)
-                .get_all_bw_counters(_uuids(db))}
+    baseline = {
+        (c["uuid"], c["mac_address"]): c["bw_in"]  # the counters' first values
+        for c in FakeDriver("compute-1", seed=7, counter_reset_rate=0.0).get_all_bw_counters(
+            _uuids(db)
+        )
+    }
     manager.run(BANDWIDTH)  # baselines
     wait_for_replication(db)
     done = threading.Event()
@@ -179,8 +208,14 @@ def _uuids(db: Database) -> list[str]:
 
 
 def test_broken_replication_is_reported_and_the_tasks_fall_back(
-    db_factory, compute_factory, testbed: TestbedInfo, replica_admin: list[Engine],
-    wait_for_replication, trace: QueryTrace, heal, assert_same_data,
+    db_factory,
+    compute_factory,
+    testbed: TestbedInfo,
+    replica_admin: list[Engine],
+    wait_for_replication,
+    trace: QueryTrace,
+    heal,
+    assert_same_data,
 ) -> None:
     db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
     _seed(db, 3)
@@ -190,8 +225,12 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
         next_id = int(session.scalar(select(Instance.id).order_by(Instance.id.desc())) or 0) + 1
     with replica_admin[0].connect() as conn, replication.admin_writes(conn, testbed.flavor):
         conn.execute(text("SET SESSION sql_log_bin = 0"))  # a row written on the replica
-        conn.execute(text(f"INSERT INTO `{database}`.instances (id, uuid, deleted) "
-                          f"VALUES ({next_id}, 'written-on-the-replica', 0)"))
+        conn.execute(
+            text(
+                f"INSERT INTO `{database}`.instances (id, uuid, deleted) "
+                f"VALUES ({next_id}, 'written-on-the-replica', 0)"
+            )
+        )
         conn.commit()
     _seed(db, 1)  # the primary's row with that id stops the replica's applier
 
@@ -211,8 +250,9 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     with replica_admin[0].connect() as conn:  # the operator's repair
         with replication.admin_writes(conn, testbed.flavor):
             conn.execute(text("SET SESSION sql_log_bin = 0"))
-            conn.execute(text(f"DELETE FROM `{database}`.instances "
-                              "WHERE uuid = 'written-on-the-replica'"))
+            conn.execute(
+                text(f"DELETE FROM `{database}`.instances WHERE uuid = 'written-on-the-replica'")
+            )
             conn.commit()
         replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
@@ -223,11 +263,16 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
 
 @pytest.mark.parametrize("policy", ["primary", "skip"])
 def test_long_pause_holds_the_guard_and_catches_up(
-    policy: str, db_factory, compute_factory, testbed: TestbedInfo,
-    replica_admin: list[Engine], wait_for_replication, heal, assert_same_data,
+    policy: str,
+    db_factory,
+    compute_factory,
+    testbed: TestbedInfo,
+    replica_admin: list[Engine],
+    wait_for_replication,
+    heal,
+    assert_same_data,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(
-        max_lag=0.3, lag_policy=policy)))  # type: ignore[arg-type]
+    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3, lag_policy=policy)))  # type: ignore[arg-type]
     _seed(db, 10)
     wait_for_replication(db)
     manager = compute_factory(db, options=ALL_ON)

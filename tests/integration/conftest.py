@@ -35,9 +35,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def new_instance(host: str = "compute-1", **fields: object) -> Instance:
     """An active instance row with the fields a test cares about."""
     values: dict[str, object] = {
-        "uuid": str(uuidlib.uuid4()), "host": host, "node": f"{host}.node",
-        "vm_state": "active", "power_state": 1, "memory_mb": 512, "vcpus": 1,
-        "root_gb": 1, "ephemeral_gb": 0,
+        "uuid": str(uuidlib.uuid4()),
+        "host": host,
+        "node": f"{host}.node",
+        "vm_state": "active",
+        "power_state": 1,
+        "memory_mb": 512,
+        "vcpus": 1,
+        "root_gb": 1,
+        "ephemeral_gb": 0,
     }
     values.update(fields)
     return Instance(**values)
@@ -79,8 +85,12 @@ def paused_applier(
 
 #: every gate open: the options under which each task has something to do
 ALL_ON = ComputeSettings(
-    instance_usage_audit=True, volume_usage_poll_interval=60, reboot_timeout=60,
-    rescue_timeout=60, resize_confirm_window=60, shelved_offload_time=60,
+    instance_usage_audit=True,
+    volume_usage_poll_interval=60,
+    reboot_timeout=60,
+    rescue_timeout=60,
+    resize_confirm_window=60,
+    shelved_offload_time=60,
     reclaim_instance_interval=60,
 )
 
@@ -97,7 +107,9 @@ class Proven:
 
 @pytest.fixture
 def run_on_replica(
-    trace: QueryTrace, primary_admin: Engine, replica_admin: list[Engine],
+    trace: QueryTrace,
+    primary_admin: Engine,
+    replica_admin: list[Engine],
 ) -> Callable[..., Proven]:
     """Run a task and prove, client- and server-side, its reads hit the replica only."""
 
@@ -106,16 +118,18 @@ def run_on_replica(
         assert db.has_replica
         report = manager.run(task)
         assert report.error is None
-        records = assert_task_read_from_replica(trace, task, run=report.run,
-                                                primary_server_id=primary_server_id(db))
+        records = assert_task_read_from_replica(
+            trace, task, run=report.run, primary_server_id=primary_server_id(db)
+        )
         on_replica = server_statements(replica_admin[0], task=task, run=report.run)
         on_primary = server_statements(primary_admin, task=task, run=report.run)
         replica_selects = [s for s in on_replica if statement_verb(s) == "SELECT"]
         client_selects = [r for r in records if r.verb == "SELECT" and r.target != "primary"]
         assert len(replica_selects) == len(client_selects), (on_replica, trace.table(task))
         # on the primary: the run's writes, and the GTID lookups of causal reads
-        data_reads = [s for s in on_primary if statement_verb(s) == "SELECT"
-                      and "route=causal" not in s]
+        data_reads = [
+            s for s in on_primary if statement_verb(s) == "SELECT" and "route=causal" not in s
+        ]
         assert not data_reads, on_primary
         assert all("route=write" in s or "route=causal" in s for s in on_primary), on_primary
         return Proven(report, records, on_replica, on_primary)

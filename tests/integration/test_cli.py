@@ -15,8 +15,14 @@ from offload.testbed.native import free_ports
 
 
 def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "offload.cli", *args], capture_output=True,
-                          text=True, timeout=120, check=False, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+    )
 
 
 def _secrets(testbed: TestbedInfo) -> list[str]:
@@ -29,8 +35,7 @@ def config(testbed: TestbedInfo, tmp_path: Path) -> Path:
     return write_config(testbed, tmp_path / "offload.conf")
 
 
-def _assert_one_clean_line(result: subprocess.CompletedProcess[str],
-                           testbed: TestbedInfo) -> None:
+def _assert_one_clean_line(result: subprocess.CompletedProcess[str], testbed: TestbedInfo) -> None:
     assert result.stderr.startswith("offload: error: "), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -101,8 +106,9 @@ def test_malformed_url_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) 
     assert "Sup3rSecret" not in result.stderr and "not a valid database URL" in result.stderr
 
 
-def test_replica_pause_resume_and_delay(testbed: TestbedInfo, config: Path,
-                                        tmp_path: Path, replica_admin) -> None:
+def test_replica_pause_resume_and_delay(
+    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+) -> None:
     from offload import replication  # noqa: PLC0415
 
     def status() -> replication.ReplicaStatus:
@@ -124,8 +130,7 @@ def test_replica_pause_resume_and_delay(testbed: TestbedInfo, config: Path,
         _offload("--config", str(config), "replica", "delay", "0", cwd=tmp_path)
         _offload("--config", str(config), "replica", "resume", cwd=tmp_path)
     assert status().sql_delay == 0 and status().threads_running
-    missing = _offload("--config", str(config), "replica", "pause", "--replica", "5",
-                       cwd=tmp_path)
+    missing = _offload("--config", str(config), "replica", "pause", "--replica", "5", cwd=tmp_path)
     assert missing.returncode == 2 and "no replica 5" in missing.stderr
 
 
@@ -184,8 +189,7 @@ def test_replica_that_is_not_read_only_is_warned_about(
     with replica_admin[0].connect() as conn:
         conn.execute(text("SET GLOBAL read_only = OFF"))
     try:
-        result = _offload("--config", str(config), "run-task", "sync_power_states",
-                          cwd=tmp_path)
+        result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     finally:
         with replica_admin[0].connect() as conn:
             conn.execute(text("SET GLOBAL read_only = ON"))
@@ -194,8 +198,9 @@ def test_replica_that_is_not_read_only_is_warned_about(
     assert "is not read_only" in result.stderr
 
 
-def test_unknown_task_is_one_line_exit_2(testbed: TestbedInfo, config: Path,
-                                         tmp_path: Path) -> None:
+def test_unknown_task_is_one_line_exit_2(
+    testbed: TestbedInfo, config: Path, tmp_path: Path
+) -> None:
     result = _offload("--config", str(config), "run-task", "_poll_everything", cwd=tmp_path)
     assert result.returncode == 2
     _assert_one_clean_line(result, testbed)

@@ -65,8 +65,9 @@ def test_wrong_password_is_access_denied(testbed: TestbedInfo) -> None:
 def test_missing_database_is_unknown_database(testbed: TestbedInfo) -> None:
     # a user with global privileges learns the database is missing; others are
     # told they lack access to it (1044), which is AccessDenied
-    settings = Settings(database=DatabaseSettings(
-        connection=testbed.admin_url("nova_does_not_exist")))
+    settings = Settings(
+        database=DatabaseSettings(connection=testbed.admin_url("nova_does_not_exist"))
+    )
     with Database(settings) as db, pytest.raises(UnknownDatabase), db.reader() as s:
         s.execute(text("SELECT 1"))
 
@@ -74,8 +75,11 @@ def test_missing_database_is_unknown_database(testbed: TestbedInfo) -> None:
 def test_nothing_listening_is_cannot_connect(testbed: TestbedInfo) -> None:
     url = testbed.primary_url().set(port=free_ports(1)[0])
     settings = Settings(database=DatabaseSettings(connection=url))
-    with Database(settings) as db, pytest.raises(CannotConnect, match="cannot connect"), \
-            db.reader() as s:
+    with (
+        Database(settings) as db,
+        pytest.raises(CannotConnect, match="cannot connect"),
+        db.reader() as s,
+    ):
         s.execute(text("SELECT 1"))
 
 

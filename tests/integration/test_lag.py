@@ -81,7 +81,11 @@ def lagging(db_factory, compute_factory, wait_for_replication, paused_applier):
 
 @pytest.mark.parametrize("policy", list(LagPolicy))
 def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
-    policy: LagPolicy, lagging, paused_applier, wait_for_replication, trace: QueryTrace,
+    policy: LagPolicy,
+    lagging,
+    paused_applier,
+    wait_for_replication,
+    trace: QueryTrace,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     db, manager = lagging(policy)
@@ -89,8 +93,11 @@ def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
     with paused_applier(), caplog.at_level(logging.WARNING, logger="offload.routing"):
         assert wait_for(lambda: not _lag_under(probe, 0.3), Deadline(10), interval=0.02)
         report = manager.run(TASK)
-        selects = [r for r in trace.for_task(TASK) if r.run == report.run and r.verb == "SELECT"
-               and r.route == "replica"]
+        selects = [
+            r
+            for r in trace.for_task(TASK)
+            if r.run == report.run and r.verb == "SELECT" and r.route == "replica"
+        ]
         routing = report.details["routing"]
         if policy is LagPolicy.PRIMARY:
             assert selects and all(r.target == "primary" for r in selects), trace.table(TASK)
@@ -105,14 +112,18 @@ def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
             assert "stale read: replica0" in caplog.text
     wait_for_replication(db)  # resumed and caught up: the very next run is on the replica
     report = manager.run(TASK)
-    selects = [r for r in trace.for_task(TASK) if r.run == report.run and r.verb == "SELECT"
-               and r.route == "replica"]
+    selects = [
+        r
+        for r in trace.for_task(TASK)
+        if r.run == report.run and r.verb == "SELECT" and r.route == "replica"
+    ]
     assert selects and all(r.target == "replica0" for r in selects), trace.table(TASK)
     assert report.details["routing"]["fallbacks"] == {}
 
 
-def _restart_applier_later(engine: Engine, flavor: replication.Flavor,
-                           delay: float) -> threading.Timer:
+def _restart_applier_later(
+    engine: Engine, flavor: replication.Flavor, delay: float
+) -> threading.Timer:
     def start() -> None:
         with engine.connect() as conn:
             replication.start_replica(conn, flavor, sql_thread_only=True)
@@ -129,7 +140,9 @@ def _own_row_visible(db: Database, uuid: str) -> tuple[str, bool]:
 
 
 def test_causal_read_waits_for_the_tasks_own_write(
-    db_factory, replica_admin: list[Engine], testbed: TestbedInfo,
+    db_factory,
+    replica_admin: list[Engine],
+    testbed: TestbedInfo,
 ) -> None:
     db = db_factory(settings=_settings(causal_timeout=2.0))
     _probe(db)  # heartbeat on before the pause
@@ -155,7 +168,8 @@ def test_causal_read_waits_for_the_tasks_own_write(
 
 
 def test_causal_read_goes_to_the_primary_after_causal_timeout(
-    db_factory, paused_applier,
+    db_factory,
+    paused_applier,
 ) -> None:
     db = db_factory(settings=_settings(causal_timeout=0.3))
     _probe(db)
@@ -183,8 +197,10 @@ def test_without_causal_reads_the_replica_answers_stale(db_factory, paused_appli
 def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: TestbedInfo) -> None:
     db = db_factory()
     database = db.settings.require_connection().database
-    settings = testbed.settings(database=database or "nova", base=Settings(
-        host="compute-1", compute=ALL_ON, service=ServiceSettings(http_port=0)))
+    settings = testbed.settings(
+        database=database or "nova",
+        base=Settings(host="compute-1", compute=ALL_ON, service=ServiceSettings(http_port=0)),
+    )
     service = Service(settings)
     try:
         service.manager.run(TASK)

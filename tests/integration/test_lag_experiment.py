@@ -23,11 +23,16 @@ from offload.experiments.scenarios import parse_scenario
 from offload.testbed import TestbedInfo
 
 
-def test_a_short_pause_experiment(testbed: TestbedInfo, tmp_path: Path,
-                                  replica_admin: list[Engine], primary_admin: Engine) -> None:
+def test_a_short_pause_experiment(
+    testbed: TestbedInfo, tmp_path: Path, replica_admin: list[Engine], primary_admin: Engine
+) -> None:
     settings = testbed.settings(base=Settings(replica=ReplicaSettings(max_lag=0.5)))
-    plan = ExperimentPlan(scenario=parse_scenario("burst:20k@0.1+pause:1.5@0.3"), duration=3.0,
-                          write_rate=20, instances=60)
+    plan = ExperimentPlan(
+        scenario=parse_scenario("burst:20k@0.1+pause:1.5@0.3"),
+        duration=3.0,
+        write_rate=20,
+        instances=60,
+    )
 
     result = run_experiment(settings, plan, tmp_path)
 
@@ -52,8 +57,11 @@ def test_a_short_pause_experiment(testbed: TestbedInfo, tmp_path: Path,
     assert summary["lag"]["replica0"]["lag_max"] > 0.5
     assert summary["lag"]["replica0"]["gtid_distance_max"] > 0
     # (only inside the pause: before it, the burst alone can put the applier behind)
-    assert all(s.sql_running == "No" for s in samples
-               if s.lag is not None and s.lag > 0.5 and pause.t <= s.t < pause.end)
+    assert all(
+        s.sql_running == "No"
+        for s in samples
+        if s.lag is not None and s.lag > 0.5 and pause.t <= s.t < pause.end
+    )
     # the guard held: whoever met the lagging replica went to the primary
     over = [r for r in runs if r.decision_lag is not None and r.decision_lag > 0.5]
     assert over and all(r.route == "primary" and r.staleness == 0 for r in over)

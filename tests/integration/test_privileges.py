@@ -27,13 +27,20 @@ def _privileges(grants: list[str], on: str) -> set[str]:
 def test_service_account_has_only_the_dml_and_ddl_it_needs(primary_admin: Engine) -> None:
     grants = _grants(primary_admin, "nova")
     assert _privileges(grants, "nova.*") == {
-        "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "REFERENCES", "INDEX",
-        "ALTER"}
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "REFERENCES",
+        "INDEX",
+        "ALTER",
+    }
     assert _privileges(grants, "*.*") == {"USAGE"}
 
 
-def test_replica_account_is_select_only(primary_admin: Engine,
-                                        replica_admin: list[Engine]) -> None:
+def test_replica_account_is_select_only(primary_admin: Engine, replica_admin: list[Engine]) -> None:
     for engine in (primary_admin, replica_admin[0]):  # created once, replicated
         grants = _grants(engine, "nova_ro")
         assert _privileges(grants, "nova.*") == {"SELECT"}

@@ -100,13 +100,20 @@ def test_replication_resumes_after_the_applier_restarts(
 
 def _dump_threads(primary_admin: Engine) -> int:
     with primary_admin.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
-            " WHERE COMMAND LIKE 'Binlog Dump%'")).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST"
+                    " WHERE COMMAND LIKE 'Binlog Dump%'"
+                )
+            ).scalar_one()
+        )
 
 
 def test_a_stopped_replica_leaves_no_dump_thread_on_the_primary(
-    testbed: TestbedInfo, primary_admin: Engine, replica_admin: list[Engine],
+    testbed: TestbedInfo,
+    primary_admin: Engine,
+    replica_admin: list[Engine],
 ) -> None:
     # Without a short heartbeat a primary's dump thread outlives its stopped replica for
     # up to 30 s — and MySQL's shutdown waits for it (a primary took 9-12 s to stop).
@@ -120,8 +127,7 @@ def test_a_stopped_replica_leaves_no_dump_thread_on_the_primary(
     with replica_admin[0].connect() as conn:
         replication.stop_replica(conn, testbed.flavor)
     try:
-        assert wait_for(lambda: _dump_threads(primary_admin) < before, Deadline(5),
-                        interval=0.05)
+        assert wait_for(lambda: _dump_threads(primary_admin) < before, Deadline(5), interval=0.05)
     finally:
         with replica_admin[0].connect() as conn:
             replication.start_replica(conn, testbed.flavor)
@@ -140,15 +146,26 @@ def _healthcheck(testbed: TestbedInfo, tmp_path: Path) -> subprocess.CompletedPr
     program = probe_server(Path(state["server"]))
     assert program is not None
     (tmp_path / ".offload-bootstrapped").write_text("replica\n", encoding="utf-8")
-    env = {**os.environ, "PATH": f"{program.client().parent}{os.pathsep}{os.environ['PATH']}",
-           "OFFLOAD_SOCKET": str(testbed.dir / "replica0" / "mysqld.sock"),
-           "OFFLOAD_DATADIR": str(tmp_path)}
-    return subprocess.run(["sh", str(find_mysql_dir() / "healthcheck.sh"), "replica"],
-                          capture_output=True, text=True, env=env, check=False, timeout=30)
+    env = {
+        **os.environ,
+        "PATH": f"{program.client().parent}{os.pathsep}{os.environ['PATH']}",
+        "OFFLOAD_SOCKET": str(testbed.dir / "replica0" / "mysqld.sock"),
+        "OFFLOAD_DATADIR": str(tmp_path),
+    }
+    return subprocess.run(
+        ["sh", str(find_mysql_dir() / "healthcheck.sh"), "replica"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=30,
+    )
 
 
 def test_the_containers_healthcheck_reads_the_replicas_threads(
-    testbed: TestbedInfo, paused_applier, tmp_path: Path,
+    testbed: TestbedInfo,
+    paused_applier,
+    tmp_path: Path,
 ) -> None:
     if testbed.backend != "native":
         pytest.skip("runs the healthcheck script against the native testbed's sockets")

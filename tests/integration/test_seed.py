@@ -17,8 +17,11 @@ TABLES = [name for name in schema.NOVA_TABLES if name != "heartbeat"]
 def table_counts(db: Database, *, allow_replica: bool) -> dict[str, int]:
     with db.reader(allow_replica=allow_replica) as session:
         return {
-            name: int(session.execute(
-                select(func.count()).select_from(schema.metadata.tables[name])).scalar_one())
+            name: int(
+                session.execute(
+                    select(func.count()).select_from(schema.metadata.tables[name])
+                ).scalar_one()
+            )
             for name in TABLES
         }
 
@@ -36,20 +39,36 @@ def test_seed_writes_the_plan_on_the_primary_and_it_replicates(
     assert primary == dict(summary.rows)
 
     with db.reader() as session:
-        deleted = session.execute(text(
-            "SELECT COUNT(*), SUM(deleted = id), SUM(cleaned = 0) FROM instances "
-            "WHERE vm_state = 'deleted'")).one()
-        live_with_deleted_id = session.execute(text(
-            "SELECT COUNT(*) FROM instances WHERE vm_state <> 'deleted' AND deleted <> 0"
-        )).scalar_one()
-        per_host = {host: count for host, count in session.execute(text(
-            "SELECT host, COUNT(*) FROM instances GROUP BY host"))}
-        nodes = [tuple(row) for row in session.execute(text(
-            "SELECT n.host, n.hypervisor_hostname, s.host FROM compute_nodes n "
-            "JOIN services s ON s.id = n.service_id ORDER BY n.id"))]
-        updated_kept = session.execute(text(
-            "SELECT COUNT(*) FROM instances WHERE vm_state = 'deleted' "
-            "AND updated_at <> terminated_at")).scalar_one()
+        deleted = session.execute(
+            text(
+                "SELECT COUNT(*), SUM(deleted = id), SUM(cleaned = 0) FROM instances "
+                "WHERE vm_state = 'deleted'"
+            )
+        ).one()
+        live_with_deleted_id = session.execute(
+            text("SELECT COUNT(*) FROM instances WHERE vm_state <> 'deleted' AND deleted <> 0")
+        ).scalar_one()
+        per_host = {
+            host: count
+            for host, count in session.execute(
+                text("SELECT host, COUNT(*) FROM instances GROUP BY host")
+            )
+        }
+        nodes = [
+            tuple(row)
+            for row in session.execute(
+                text(
+                    "SELECT n.host, n.hypervisor_hostname, s.host FROM compute_nodes n "
+                    "JOIN services s ON s.id = n.service_id ORDER BY n.id"
+                )
+            )
+        ]
+        updated_kept = session.execute(
+            text(
+                "SELECT COUNT(*) FROM instances WHERE vm_state = 'deleted' "
+                "AND updated_at <> terminated_at"
+            )
+        ).scalar_one()
     expected_deleted = summary.kinds[Kind.DELETED] + summary.kinds[Kind.CLEANED]
     assert deleted[0] == expected_deleted > 0
     assert int(deleted[1]) == expected_deleted  # deleted = the row's own id
@@ -62,8 +81,9 @@ def test_seed_writes_the_plan_on_the_primary_and_it_replicates(
     wait_for_replication(db)
     assert table_counts(db, allow_replica=True) == primary
     with db.reader(allow_replica=True) as session:
-        replica_deleted = session.execute(text(
-            "SELECT COUNT(*) FROM instances WHERE deleted = id")).scalar_one()
+        replica_deleted = session.execute(
+            text("SELECT COUNT(*) FROM instances WHERE deleted = id")
+        ).scalar_one()
     assert replica_deleted == expected_deleted
 
 
@@ -73,8 +93,9 @@ def test_rows_read_back_equal_the_plan(db: Database) -> None:
     for name, rows in planned.items():
         table = schema.metadata.tables[name]
         with db.reader() as session:
-            stored = [dict(row._mapping) for row in session.execute(
-                select(table).order_by(table.c.id))]
+            stored = [
+                dict(row._mapping) for row in session.execute(select(table).order_by(table.c.id))
+            ]
         assert len(stored) == len(rows), name
         for row, got in zip(rows, stored, strict=True):
             want = dict(row)

@@ -19,9 +19,13 @@ from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS
 from offload.waiting import Deadline, wait_for
 
 #: intervals short enough that every task runs a few times within seconds
-FAST = {"periodic_interval_max": "2", "update_resources_interval": "2",
-        "volume_usage_poll_interval": "1", "heal_instance_info_cache_interval": "1",
-        "sync_power_state_interval": "2"}
+FAST = {
+    "periodic_interval_max": "2",
+    "update_resources_interval": "2",
+    "volume_usage_poll_interval": "1",
+    "heal_instance_info_cache_interval": "1",
+    "sync_power_state_interval": "2",
+}
 
 
 def _status(port: int) -> dict[str, dict]:
@@ -39,16 +43,30 @@ def service(db: Database, tmp_path: Path):
     urls = [db.settings.require_connection(), *db.settings.database.slave_connections]
     plain = [u.render_as_string(hide_password=False) for u in urls]
     config = tmp_path / "offload.conf"
-    config.write_text("\n".join([
-        "[DEFAULT]", "host = compute-1",
-        "[database]", f"connection = {plain[0]}", f"slave_connection = {plain[1]}",
-        "[compute]", *(f"{k} = {v}" for k, v in {**TESTBED_COMPUTE_OPTIONS, **FAST}.items()),
-        "[service]", f"http_port = {port}", "",
-    ]))
+    config.write_text(
+        "\n".join(
+            [
+                "[DEFAULT]",
+                "host = compute-1",
+                "[database]",
+                f"connection = {plain[0]}",
+                f"slave_connection = {plain[1]}",
+                "[compute]",
+                *(f"{k} = {v}" for k, v in {**TESTBED_COMPUTE_OPTIONS, **FAST}.items()),
+                "[service]",
+                f"http_port = {port}",
+                "",
+            ]
+        )
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "offload.cli", "--config", str(config), "serve"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
+
         def answering() -> bool:
             if process.poll() is not None:
                 output = process.stdout.read() if process.stdout else ""
@@ -70,8 +88,10 @@ def test_service_runs_tasks_and_survives_a_failing_one(service, db: Database) ->
 
     def volume_failed_and_others_ran() -> bool:
         tasks = _status(port)
-        return (tasks["_poll_volume_usage"]["failures"] >= 1
-                and tasks["_heal_instance_info_cache"]["runs"] >= 3)
+        return (
+            tasks["_poll_volume_usage"]["failures"] >= 1
+            and tasks["_heal_instance_info_cache"]["runs"] >= 3
+        )
 
     assert wait_for(volume_failed_and_others_ran, Deadline(40), interval=0.2), _status(port)
     assert process.poll() is None  # still serving
@@ -82,8 +102,10 @@ def test_service_runs_tasks_and_survives_a_failing_one(service, db: Database) ->
     for name in ran - {"_poll_volume_usage"}:
         statements = tasks[name]["statements"]
         assert statements.get("replica:SELECT", 0) > 0, (name, statements)
-        assert not statements.get("primary:SELECT") and not statements.get("write:SELECT"), \
-            (name, statements)
+        assert not statements.get("primary:SELECT") and not statements.get("write:SELECT"), (
+            name,
+            statements,
+        )
     metrics = fetch(port, "/metrics").decode()
     assert 'offload_task_failures_total{task="_poll_volume_usage"}' in metrics
 

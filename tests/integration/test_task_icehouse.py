@@ -51,14 +51,23 @@ RECLAIM = "_reclaim_queued_deletes"
 CLEANUP_RUNNING_DELETED = "_cleanup_running_deleted_instances"
 
 #: Nova's power state codes, as the instances table stores them
-RUNNING, SHUTDOWN, PAUSED, NOSTATE = (int(state) for state in (
-    PowerState.RUNNING, PowerState.SHUTDOWN, PowerState.PAUSED, PowerState.NOSTATE))
+RUNNING, SHUTDOWN, PAUSED, NOSTATE = (
+    int(state)
+    for state in (PowerState.RUNNING, PowerState.SHUTDOWN, PowerState.PAUSED, PowerState.NOSTATE)
+)
 #: well past every ALL_ON timeout (60 s) / well within it
 LONG_AGO = timedelta(hours=1)
 JUST_NOW = timedelta(seconds=5)
 #: the task's actions on the hypervisor (``FakeDriver.calls`` also logs plug and set_power_state)
-ACTIONS = ("power_off", "power_on", "destroy", "poll_rebooting_instances", "unrescue",
-           "confirm_migration", "shelve_offload")
+ACTIONS = (
+    "power_off",
+    "power_on",
+    "destroy",
+    "poll_rebooting_instances",
+    "unrescue",
+    "confirm_migration",
+    "shelve_offload",
+)
 
 
 def ago(delta: timedelta) -> datetime:
@@ -82,8 +91,9 @@ class Target:
 
 
 @pytest.fixture(params=["replica", "no_replica"])
-def target(request: pytest.FixtureRequest, db_factory, run_on_replica,
-           run_without_replica) -> Target:
+def target(
+    request: pytest.FixtureRequest, db_factory, run_on_replica, run_without_replica
+) -> Target:
     """(a) reads proven on the replica, writes on the primary; (b) no replica configured."""
     if request.param == "replica":
         return Target(db_factory(), lambda manager, task: run_on_replica(manager, task).report)
@@ -157,8 +167,14 @@ def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
     wait_for_replication(db)
     manager = compute_factory(db, options=ALL_ON)
     driver = manager.compute.driver
-    hypervisor = {powered_off: SHUTDOWN, never_synced: PAUSED, in_sync: RUNNING,
-                  busy: SHUTDOWN, elsewhere: SHUTDOWN, gone: SHUTDOWN}
+    hypervisor = {
+        powered_off: SHUTDOWN,
+        never_synced: PAUSED,
+        in_sync: RUNNING,
+        busy: SHUTDOWN,
+        elsewhere: SHUTDOWN,
+        gone: SHUTDOWN,
+    }
     for row, state in hypervisor.items():
         driver.set_power_state(row.uuid, state)
 
@@ -173,14 +189,23 @@ def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
     assert actions(driver) == []
 
 
-@pytest.mark.parametrize(("meanwhile", "written_after_catch_up", "power_after"), [
-    pytest.param({"task_state": "powering-on"}, 0, RUNNING, id="operation-started"),
-    pytest.param({"host": "compute-2", "node": "compute-2.node"}, 0, RUNNING, id="moved"),
-    pytest.param({"power_state": PAUSED}, 1, SHUTDOWN, id="synced-meanwhile"),
-])
+@pytest.mark.parametrize(
+    ("meanwhile", "written_after_catch_up", "power_after"),
+    [
+        pytest.param({"task_state": "powering-on"}, 0, RUNNING, id="operation-started"),
+        pytest.param({"host": "compute-2", "node": "compute-2.node"}, 0, RUNNING, id="moved"),
+        pytest.param({"power_state": PAUSED}, 1, SHUTDOWN, id="synced-meanwhile"),
+    ],
+)
 def test_sync_power_states_refuses_a_stale_replica(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier,
-    meanwhile: dict[str, object], written_after_catch_up: int, power_after: int,
+    db: Database,
+    wait_for_replication,
+    compute_factory,
+    run_on_replica,
+    paused_applier,
+    meanwhile: dict[str, object],
+    written_after_catch_up: int,
+    power_after: int,
 ) -> None:
     row = new_instance(power_state=RUNNING)
     with db.writer() as session:
@@ -207,8 +232,9 @@ def test_sync_power_states_refuses_a_stale_replica(
 
 def _healed(db: Database, uuid: str) -> bool:
     with db.reader() as session:
-        text = session.scalars(select(InstanceInfoCache.network_info).where(
-            InstanceInfoCache.instance_uuid == uuid)).one()
+        text = session.scalars(
+            select(InstanceInfoCache.network_info).where(InstanceInfoCache.instance_uuid == uuid)
+        ).one()
     ports = json.loads(text or "[]")
     if not ports:
         return False
@@ -227,8 +253,9 @@ def test_heal_instance_info_cache_refreshes_one_instance_per_run_round_robin(
     rows = [first, deleting, second, building, third, elsewhere]
     with db.writer() as session:
         add(session, *rows)
-        add(session, *(InstanceInfoCache(instance_uuid=row.uuid, network_info="[]")
-                       for row in rows))
+        add(
+            session, *(InstanceInfoCache(instance_uuid=row.uuid, network_info="[]") for row in rows)
+        )
     wait_for_replication(db)
     manager = compute_factory(db, options=ALL_ON)
 
@@ -292,21 +319,33 @@ def test_poll_rescued_instances_unrescues_the_ones_rescued_too_long(
     assert report.rejected == 0
     unrescued = instance(db, due.uuid)
     assert (unrescued.vm_state, unrescued.task_state, unrescued.power_state) == (
-        "active", None, RUNNING)
+        "active",
+        None,
+        RUNNING,
+    )
     assert actions(manager.compute.driver) == [("unrescue", due.uuid)]
     assert instance(db, rescued_now.uuid).vm_state == "rescued"
     assert (instance(db, busy.uuid).vm_state, instance(db, busy.uuid).task_state) == (
-        "rescued", "unrescuing")
+        "rescued",
+        "unrescuing",
+    )
     assert instance(db, elsewhere.uuid).vm_state == "rescued"
 
 
-@pytest.mark.parametrize("meanwhile", [
-    pytest.param({"vm_state": "active"}, id="unrescued-by-the-user"),
-    pytest.param({"task_state": "unrescuing"}, id="operation-started"),
-    pytest.param({"host": "compute-2", "node": "compute-2.node"}, id="evacuated"),
-])
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        pytest.param({"vm_state": "active"}, id="unrescued-by-the-user"),
+        pytest.param({"task_state": "unrescuing"}, id="operation-started"),
+        pytest.param({"host": "compute-2", "node": "compute-2.node"}, id="evacuated"),
+    ],
+)
 def test_poll_rescued_instances_refuses_a_stale_replica(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier,
+    db: Database,
+    wait_for_replication,
+    compute_factory,
+    run_on_replica,
+    paused_applier,
     meanwhile: dict[str, object],
 ) -> None:
     row = new_instance(vm_state="rescued", launched_at=ago(LONG_AGO))
@@ -332,14 +371,26 @@ def test_poll_rescued_instances_refuses_a_stale_replica(
 # -- _poll_unconfirmed_resizes ------------------------------------------------------------
 
 
-def _resize(session: Session, instance_fields: dict[str, object], *, dest: str = "compute-1",
-            status: str = "finished", updated: timedelta = LONG_AGO) -> tuple[Instance, Migration]:
+def _resize(
+    session: Session,
+    instance_fields: dict[str, object],
+    *,
+    dest: str = "compute-1",
+    status: str = "finished",
+    updated: timedelta = LONG_AGO,
+) -> tuple[Instance, Migration]:
     """An instance resized from compute-0 to ``dest`` and its migration record."""
     row = new_instance(host=dest, **instance_fields)
     add(session, row)
-    record = Migration(instance_uuid=row.uuid, source_compute="compute-0", dest_compute=dest,
-                       source_node="compute-0.node", dest_node=f"{dest}.node", status=status,
-                       updated_at=ago(updated))
+    record = Migration(
+        instance_uuid=row.uuid,
+        source_compute="compute-0",
+        dest_compute=dest,
+        source_node="compute-0.node",
+        dest_node=f"{dest}.node",
+        status=status,
+        updated_at=ago(updated),
+    )
     add(session, record)
     return row, record
 
@@ -367,8 +418,7 @@ def test_poll_unconfirmed_resizes_confirms_old_ones_and_fails_inconsistent_ones(
     assert report.details["confirmed"] == 1 and report.rejected == 0
     assert migration(db, ok_migration.id).status == "confirmed"
     assert (instance(db, ok.uuid).vm_state, instance(db, ok.uuid).task_state) == ("active", None)
-    assert actions(manager.compute.driver) == [
-        ("confirm_migration", str(ok_migration.id), ok.uuid)]
+    assert actions(manager.compute.driver) == [("confirm_migration", str(ok_migration.id), ok.uuid)]
     for failed in (errored, reverting, gone_migration):  # not RESIZED/None, or gone
         assert migration(db, failed.id).status == "error", failed.id
     for untouched in (recent, other_dest):
@@ -389,23 +439,49 @@ class StaleResize:
 
 STALE_RESIZES = [
     # the user confirmed it: confirming again would be wrong
-    pytest.param(StaleResize({"vm_state": "resized"}, {"vm_state": "active"},
-                             {"status": "confirmed"}, "confirmed", False), id="user-confirmed"),
+    pytest.param(
+        StaleResize(
+            {"vm_state": "resized"},
+            {"vm_state": "active"},
+            {"status": "confirmed"},
+            "confirmed",
+            False,
+        ),
+        id="user-confirmed",
+    ),
     # the instance was deleted: confirming a resize of a deleted instance would be wrong
-    pytest.param(StaleResize({"vm_state": "resized"},
-                             {"deleted": Instance.id, "vm_state": "deleted"}, {},
-                             "error", False), id="instance-deleted"),
+    pytest.param(
+        StaleResize(
+            {"vm_state": "resized"},
+            {"deleted": Instance.id, "vm_state": "deleted"},
+            {},
+            "error",
+            False,
+        ),
+        id="instance-deleted",
+    ),
     # the replica shows the resize still finishing, the primary shows it finished:
     # failing the migration on the stale state would be wrong
-    pytest.param(StaleResize({"vm_state": "active", "task_state": "resize_finish"},
-                             {"vm_state": "resized", "task_state": None}, {},
-                             "confirmed", True), id="resize-finished"),
+    pytest.param(
+        StaleResize(
+            {"vm_state": "active", "task_state": "resize_finish"},
+            {"vm_state": "resized", "task_state": None},
+            {},
+            "confirmed",
+            True,
+        ),
+        id="resize-finished",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", STALE_RESIZES)
 def test_poll_unconfirmed_resizes_refuses_a_stale_replica(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier,
+    db: Database,
+    wait_for_replication,
+    compute_factory,
+    run_on_replica,
+    paused_applier,
     case: StaleResize,
 ) -> None:
     with db.writer() as session:
@@ -427,20 +503,30 @@ def test_poll_unconfirmed_resizes_refuses_a_stale_replica(
     assert fresh.rejected == 0
     assert migration(db, record.id).status == case.status_after_catch_up
     confirms = acted_on(manager.compute.driver, row.uuid)
-    assert confirms == ([("confirm_migration", str(record.id), row.uuid)]
-                        if case.confirmed_after_catch_up else [])
+    assert confirms == (
+        [("confirm_migration", str(record.id), row.uuid)] if case.confirmed_after_catch_up else []
+    )
 
 
 # -- _poll_shelved_instances -----------------------------------------------------------------
 
 
-def _shelved(session: Session, *, host: str = "compute-1", shelved: timedelta | None = LONG_AGO,
-             **fields: object) -> Instance:
+def _shelved(
+    session: Session,
+    *,
+    host: str = "compute-1",
+    shelved: timedelta | None = LONG_AGO,
+    **fields: object,
+) -> Instance:
     row = new_instance(host=host, vm_state="shelved", power_state=SHUTDOWN, **fields)
     add(session, row)
     if shelved is not None:
-        add(session, InstanceSystemMetadata(instance_uuid=row.uuid, key=SHELVED_AT_KEY,
-                                            value=nova_time(ago(shelved))))
+        add(
+            session,
+            InstanceSystemMetadata(
+                instance_uuid=row.uuid, key=SHELVED_AT_KEY, value=nova_time(ago(shelved))
+            ),
+        )
     return row
 
 
@@ -463,8 +549,13 @@ def test_poll_shelved_instances_offloads_the_ones_shelved_too_long(
 
     assert report.details["offloaded"] == 1 and report.rejected == 0
     offloaded = instance(db, due.uuid)
-    assert (offloaded.vm_state, offloaded.task_state, offloaded.host, offloaded.node,
-            offloaded.power_state) == ("shelved_offloaded", None, None, None, NOSTATE)
+    assert (
+        offloaded.vm_state,
+        offloaded.task_state,
+        offloaded.host,
+        offloaded.node,
+        offloaded.power_state,
+    ) == ("shelved_offloaded", None, None, None, NOSTATE)
     assert actions(driver) == [("shelve_offload", due.uuid)]
     assert not driver.instance_exists(due.uuid)
     for kept in (shelved_now, unshelving, no_stamp):
@@ -474,13 +565,20 @@ def test_poll_shelved_instances_offloads_the_ones_shelved_too_long(
     assert instance(db, elsewhere.uuid).host == "compute-2"
 
 
-@pytest.mark.parametrize("meanwhile", [
-    pytest.param({"task_state": "unshelving"}, id="unshelve-started"),
-    pytest.param({"vm_state": "active", "power_state": RUNNING}, id="unshelved"),
-    pytest.param({"shelved_at": JUST_NOW}, id="unshelved-and-shelved-again"),
-])
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        pytest.param({"task_state": "unshelving"}, id="unshelve-started"),
+        pytest.param({"vm_state": "active", "power_state": RUNNING}, id="unshelved"),
+        pytest.param({"shelved_at": JUST_NOW}, id="unshelved-and-shelved-again"),
+    ],
+)
 def test_poll_shelved_instances_refuses_a_stale_replica(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier,
+    db: Database,
+    wait_for_replication,
+    compute_factory,
+    run_on_replica,
+    paused_applier,
     meanwhile: dict[str, Any],
 ) -> None:
     with db.writer() as session:
@@ -490,11 +588,13 @@ def test_poll_shelved_instances_refuses_a_stale_replica(
     manager.init_host()
     key = Instance.uuid == row.uuid
     stamp_key = (InstanceSystemMetadata.instance_uuid == row.uuid) & (
-        InstanceSystemMetadata.key == SHELVED_AT_KEY)
+        InstanceSystemMetadata.key == SHELVED_AT_KEY
+    )
     with paused_applier():
         if "shelved_at" in meanwhile:
-            change(db, InstanceSystemMetadata, stamp_key,
-                   value=nova_time(ago(meanwhile["shelved_at"])))
+            change(
+                db, InstanceSystemMetadata, stamp_key, value=nova_time(ago(meanwhile["shelved_at"]))
+            )
             change(db, Instance, key, updated_at=utcnow())
         else:
             change(db, Instance, key, **meanwhile)
@@ -514,17 +614,36 @@ def test_poll_shelved_instances_refuses_a_stale_replica(
 # -- _reclaim_queued_deletes -----------------------------------------------------------------
 
 
-def _soft_deleted(session: Session, *, host: str = "compute-1",
-                  deleted: timedelta | None = LONG_AGO, volumes: int = 0,
-                  **fields: object) -> Instance:
+def _soft_deleted(
+    session: Session,
+    *,
+    host: str = "compute-1",
+    deleted: timedelta | None = LONG_AGO,
+    volumes: int = 0,
+    **fields: object,
+) -> Instance:
     """An instance in Nova's soft delete: vm_state soft-delete, row still live."""
-    row = new_instance(host=host, vm_state="soft-delete", power_state=SHUTDOWN,
-                       deleted_at=ago(deleted) if deleted is not None else None, **fields)
+    row = new_instance(
+        host=host,
+        vm_state="soft-delete",
+        power_state=SHUTDOWN,
+        deleted_at=ago(deleted) if deleted is not None else None,
+        **fields,
+    )
     add(session, row)
-    add(session, *(BlockDeviceMapping(instance_uuid=row.uuid, source_type="volume",
-                                      destination_type="volume", volume_id=f"vol-{i}",
-                                      device_name=f"/dev/vd{'bcd'[i]}")
-                   for i in range(volumes)))
+    add(
+        session,
+        *(
+            BlockDeviceMapping(
+                instance_uuid=row.uuid,
+                source_type="volume",
+                destination_type="volume",
+                volume_id=f"vol-{i}",
+                device_name=f"/dev/vd{'bcd'[i]}",
+            )
+            for i in range(volumes)
+        ),
+    )
     return row
 
 
@@ -532,9 +651,10 @@ def _volumes(db: Database, uuid: str) -> list[tuple[int, int, datetime | None]]:
     """(id, deleted, deleted_at) of the instance's block device mappings."""
     with db.reader() as session:
         rows = session.execute(
-            select(BlockDeviceMapping.id, BlockDeviceMapping.deleted,
-                   BlockDeviceMapping.deleted_at)
-            .where(BlockDeviceMapping.instance_uuid == uuid).order_by(BlockDeviceMapping.id))
+            select(BlockDeviceMapping.id, BlockDeviceMapping.deleted, BlockDeviceMapping.deleted_at)
+            .where(BlockDeviceMapping.instance_uuid == uuid)
+            .order_by(BlockDeviceMapping.id)
+        )
         return [(r.id, r.deleted, r.deleted_at) for r in rows]
 
 
@@ -564,7 +684,8 @@ def test_reclaim_queued_deletes_deletes_instances_soft_deleted_long_ago(
         assert row.terminated_at is not None
     assert [(d == i, at is not None) for i, d, at in _volumes(db, due.uuid)] == [(True, True)] * 2
     assert sorted(actions(manager.compute.driver)) == sorted(
-        [("destroy", due.uuid), ("destroy", no_stamp.uuid)])
+        [("destroy", due.uuid), ("destroy", no_stamp.uuid)]
+    )
     for kept in (deleted_now, restoring, elsewhere, active):
         row = instance(db, kept.uuid)
         assert row.deleted == 0 and row.terminated_at is None, kept.uuid
@@ -572,13 +693,20 @@ def test_reclaim_queued_deletes_deletes_instances_soft_deleted_long_ago(
     assert instance(db, restoring.uuid).task_state == "restoring"
 
 
-@pytest.mark.parametrize("meanwhile", [
-    pytest.param({"vm_state": "active", "deleted_at": None}, id="restored"),
-    pytest.param({"task_state": "deleting"}, id="force-delete-started"),
-    pytest.param({"deleted_at": JUST_NOW}, id="restored-and-soft-deleted-again"),
-])
+@pytest.mark.parametrize(
+    "meanwhile",
+    [
+        pytest.param({"vm_state": "active", "deleted_at": None}, id="restored"),
+        pytest.param({"task_state": "deleting"}, id="force-delete-started"),
+        pytest.param({"deleted_at": JUST_NOW}, id="restored-and-soft-deleted-again"),
+    ],
+)
 def test_reclaim_queued_deletes_refuses_a_stale_replica(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier,
+    db: Database,
+    wait_for_replication,
+    compute_factory,
+    run_on_replica,
+    paused_applier,
     meanwhile: dict[str, Any],
 ) -> None:
     with db.writer() as session:
@@ -627,8 +755,9 @@ def test_cleanup_running_deleted_instances_acts_on_vms_of_deleted_instances(
             soft_delete(session, row, ago(LONG_AGO))
         soft_delete(session, deleted_now, ago(JUST_NOW))
     wait_for_replication(db)
-    options = replace(ALL_ON, running_deleted_instance_action=action,
-                      running_deleted_instance_timeout=60)
+    options = replace(
+        ALL_ON, running_deleted_instance_action=action, running_deleted_instance_timeout=60
+    )
     manager = compute_factory(db, options=options)
     driver = manager.compute.driver
     for row in (long_deleted, no_vm_state, deleted_now, live, elsewhere):
@@ -644,8 +773,10 @@ def test_cleanup_running_deleted_instances_acts_on_vms_of_deleted_instances(
     gone = action == "reap"
     for row in (long_deleted, no_vm_state):
         assert driver.instance_exists(row.uuid) is not gone
-        assert driver.get_info(row.uuid) == {"reap": NOSTATE, "shutdown": SHUTDOWN,
-                                             "log": RUNNING}[action]
+        assert (
+            driver.get_info(row.uuid)
+            == {"reap": NOSTATE, "shutdown": SHUTDOWN, "log": RUNNING}[action]
+        )
     for row in (deleted_now, live, elsewhere):
         assert driver.instance_exists(row.uuid) and driver.get_info(row.uuid) == RUNNING
 

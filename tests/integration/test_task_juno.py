@@ -75,8 +75,12 @@ class RecordingDriver(FakeDriver):
         return result
 
 
-def _manager(compute_factory, db: Database, driver: FakeDriver | None = None,
-             options: ComputeSettings = ALL_ON) -> ComputeManager:
+def _manager(
+    compute_factory,
+    db: Database,
+    driver: FakeDriver | None = None,
+    options: ComputeSettings = ALL_ON,
+) -> ComputeManager:
     """compute-1's manager with every gate open, the clock at NOW and, if given, ``driver``."""
     manager: ComputeManager = compute_factory(db, options=options)
     manager.compute.now = lambda: NOW
@@ -87,17 +91,23 @@ def _manager(compute_factory, db: Database, driver: FakeDriver | None = None,
 
 def _deleted(session: Session, *, attempts: int | None = None, **fields: object) -> Instance:
     """A deleted instance (deleted = its id), with a clean_attempts count if given."""
-    values: dict[str, object] = {"vm_state": "deleted", "power_state": 0,
-                                 "deleted_at": datetime(2024, 3, 1, 8),
-                                 "terminated_at": datetime(2024, 3, 1, 8)}
+    values: dict[str, object] = {
+        "vm_state": "deleted",
+        "power_state": 0,
+        "deleted_at": datetime(2024, 3, 1, 8),
+        "terminated_at": datetime(2024, 3, 1, 8),
+    }
     values.update(fields)
     instance = new_instance(**values)
     session.add(instance)
     session.flush()
     instance.deleted = instance.id
     if attempts is not None:
-        session.add(InstanceSystemMetadata(instance_uuid=instance.uuid, key=CLEAN_ATTEMPTS_KEY,
-                                           value=str(attempts)))
+        session.add(
+            InstanceSystemMetadata(
+                instance_uuid=instance.uuid, key=CLEAN_ATTEMPTS_KEY, value=str(attempts)
+            )
+        )
     return instance
 
 
@@ -109,13 +119,17 @@ def _added(session: Session, instance: Instance) -> Instance:
 
 # --- _run_pending_deletes ------------------------------------------------------
 
+
 def _cleanup_state(db: Database, instance: Instance) -> tuple[str | None, int]:
     """(clean_attempts, cleaned) of an instance on the primary."""
     with db.reader() as session:
-        attempts = session.scalar(select(InstanceSystemMetadata.value).where(
-            InstanceSystemMetadata.instance_uuid == instance.uuid,
-            InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY,
-            InstanceSystemMetadata.deleted == 0))
+        attempts = session.scalar(
+            select(InstanceSystemMetadata.value).where(
+                InstanceSystemMetadata.instance_uuid == instance.uuid,
+                InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY,
+                InstanceSystemMetadata.deleted == 0,
+            )
+        )
         cleaned = session.scalar(select(Instance.cleaned).where(Instance.uuid == instance.uuid))
     assert cleaned is not None
     return attempts, cleaned
@@ -204,13 +218,23 @@ def test_pending_deletes_from_a_stale_replica_are_refused(
     with paused_applier():
         # meanwhile on the primary: another worker cleaned two and counted attempts on two
         with db.writer() as session:
-            session.execute(update(Instance).where(Instance.uuid.in_(
-                [cleaned_meanwhile.uuid, cleaned_at_first_attempt.uuid])).values(cleaned=1))
-            session.execute(update(InstanceSystemMetadata).where(
-                InstanceSystemMetadata.instance_uuid == counted_meanwhile.uuid,
-            ).values(value="2"))
-            session.add(InstanceSystemMetadata(instance_uuid=first_counted_meanwhile.uuid,
-                                               key=CLEAN_ATTEMPTS_KEY, value="1"))
+            session.execute(
+                update(Instance)
+                .where(Instance.uuid.in_([cleaned_meanwhile.uuid, cleaned_at_first_attempt.uuid]))
+                .values(cleaned=1)
+            )
+            session.execute(
+                update(InstanceSystemMetadata)
+                .where(
+                    InstanceSystemMetadata.instance_uuid == counted_meanwhile.uuid,
+                )
+                .values(value="2")
+            )
+            session.add(
+                InstanceSystemMetadata(
+                    instance_uuid=first_counted_meanwhile.uuid, key=CLEAN_ATTEMPTS_KEY, value="1"
+                )
+            )
         report = run_on_replica(manager, PENDING_DELETES).report  # reads the stale replica
     assert report.items == 4
     assert (report.rejected, report.written) == (4, 0)
@@ -227,8 +251,7 @@ def test_pending_deletes_from_a_stale_replica_are_refused(
     assert _cleanup_state(db, cleaned_at_first_attempt) == (None, 1)
     assert _cleanup_state(db, counted_meanwhile) == ("3", 1)
     assert _cleanup_state(db, first_counted_meanwhile) == ("2", 1)
-    assert _deletes_asked(driver) == sorted([counted_meanwhile.uuid,
-                                             first_counted_meanwhile.uuid])
+    assert _deletes_asked(driver) == sorted([counted_meanwhile.uuid, first_counted_meanwhile.uuid])
 
 
 # --- _instance_usage_audit -----------------------------------------------------
@@ -242,33 +265,58 @@ def _seed_audit(db: Database) -> dict[str, str]:
     with db.writer() as session:
         running = _added(session, new_instance(launched_at=datetime(2024, 1, 10)))
         launched_in = _added(session, new_instance(launched_at=datetime(2024, 2, 20)))
-        deleted_in = _deleted(session, launched_at=datetime(2024, 1, 5),
-                              terminated_at=datetime(2024, 2, 10))
+        deleted_in = _deleted(
+            session, launched_at=datetime(2024, 1, 5), terminated_at=datetime(2024, 2, 10)
+        )
         # outside the window, at its edges, unlaunched, or on another host
-        session.add_all([
-            new_instance(launched_at=end),
-            new_instance(launched_at=datetime(2024, 3, 2)),
-            new_instance(launched_at=None, vm_state="building"),
-            new_instance(host="compute-2", launched_at=datetime(2024, 1, 1)),
-        ])
+        session.add_all(
+            [
+                new_instance(launched_at=end),
+                new_instance(launched_at=datetime(2024, 3, 2)),
+                new_instance(launched_at=None, vm_state="building"),
+                new_instance(host="compute-2", launched_at=datetime(2024, 1, 1)),
+            ]
+        )
         _deleted(session, launched_at=datetime(2023, 12, 1), terminated_at=begin)
         _deleted(session, launched_at=datetime(2023, 12, 1), terminated_at=datetime(2024, 1, 9))
-        session.add(BandwidthUsage(uuid=running.uuid, mac=AUDIT_MAC, start_period=begin,
-                                   bw_in=10, bw_out=20, last_ctr_in=100, last_ctr_out=200))
-    return {"running": running.uuid, "launched_in": launched_in.uuid,
-            "deleted_in": deleted_in.uuid}
+        session.add(
+            BandwidthUsage(
+                uuid=running.uuid,
+                mac=AUDIT_MAC,
+                start_period=begin,
+                bw_in=10,
+                bw_out=20,
+                last_ctr_in=100,
+                last_ctr_out=200,
+            )
+        )
+    return {"running": running.uuid, "launched_in": launched_in.uuid, "deleted_in": deleted_in.uuid}
 
 
 def _task_logs(db: Database) -> list[tuple[str, str, datetime, datetime, int | None, int | None]]:
     with db.reader() as session:
-        return [tuple(row) for row in session.execute(select(
-            TaskLog.state, TaskLog.host, TaskLog.period_beginning, TaskLog.period_ending,
-            TaskLog.task_items, TaskLog.errors).where(TaskLog.task_name == AUDIT_TASK))]
+        return [
+            tuple(row)
+            for row in session.execute(
+                select(
+                    TaskLog.state,
+                    TaskLog.host,
+                    TaskLog.period_beginning,
+                    TaskLog.period_ending,
+                    TaskLog.task_items,
+                    TaskLog.errors,
+                ).where(TaskLog.task_name == AUDIT_TASK)
+            )
+        ]
 
 
 def _exists_sent(manager: ComputeManager) -> list[dict[str, Any]]:
-    return [n.payload for n in manager.compute.notifier.of_type(  # type: ignore[attr-defined]
-        EVENT_INSTANCE_EXISTS)]
+    return [
+        n.payload
+        for n in manager.compute.notifier.of_type(  # type: ignore[attr-defined]
+            EVENT_INSTANCE_EXISTS
+        )
+    ]
 
 
 def test_usage_audit_reports_the_last_completed_period(
@@ -277,8 +325,10 @@ def test_usage_audit_reports_the_last_completed_period(
     active = _seed_audit(db)
     wait_for_replication(db)
     manager = _manager(compute_factory, db)
-    assert last_completed_audit_period(ALL_ON.instance_usage_audit_period,
-                                       manager.compute.now()) == FEBRUARY
+    assert (
+        last_completed_audit_period(ALL_ON.instance_usage_audit_period, manager.compute.now())
+        == FEBRUARY
+    )
 
     report = run_on_replica(manager, USAGE_AUDIT).report
 
@@ -288,9 +338,11 @@ def test_usage_audit_reports_the_last_completed_period(
     sent = _exists_sent(manager)
     assert sorted(p["instance_id"] for p in sent) == sorted(active.values())
     assert {(p["audit_period_beginning"], p["audit_period_ending"]) for p in sent} == {
-        ("2024-02-01T00:00:00", "2024-03-01T00:00:00")}
+        ("2024-02-01T00:00:00", "2024-03-01T00:00:00")
+    }
     assert {p["instance_id"]: p["bandwidth"] for p in sent if p["bandwidth"]} == {
-        active["running"]: {AUDIT_MAC: {"bw_in": 10, "bw_out": 20}}}
+        active["running"]: {AUDIT_MAC: {"bw_in": 10, "bw_out": 20}}
+    }
 
     wait_for_replication(db)
     again = run_on_replica(manager, USAGE_AUDIT).report  # the replica shows the DONE row
@@ -322,9 +374,18 @@ def test_usage_audit_from_a_stale_replica_is_refused(
     with paused_applier():
         # meanwhile on the primary: another worker started this period's audit
         with db.writer() as session:
-            session.add(TaskLog(task_name=AUDIT_TASK, state="RUNNING", host="compute-1",
-                                period_beginning=FEBRUARY[0], period_ending=FEBRUARY[1],
-                                message="another worker", task_items=99, errors=0))
+            session.add(
+                TaskLog(
+                    task_name=AUDIT_TASK,
+                    state="RUNNING",
+                    host="compute-1",
+                    period_beginning=FEBRUARY[0],
+                    period_ending=FEBRUARY[1],
+                    message="another worker",
+                    task_items=99,
+                    errors=0,
+                )
+            )
         report = run_on_replica(manager, USAGE_AUDIT).report  # no task_log on the replica
     assert report.skipped is None
     assert (report.rejected, report.written, report.notifications) == (1, 0, 0)
@@ -340,14 +401,22 @@ def test_usage_audit_from_a_stale_replica_is_refused(
 
 # --- _poll_bandwidth_usage -----------------------------------------------------
 
+
 def _bw_row(db: Database, uuid: str, start: datetime = CURRENT) -> tuple[int, ...] | None:
     """(bw_in, bw_out, last_ctr_in, last_ctr_out) of the live row for ``uuid`` and a period."""
     with db.reader() as session:
-        rows = session.execute(select(
-            BandwidthUsage.bw_in, BandwidthUsage.bw_out,
-            BandwidthUsage.last_ctr_in, BandwidthUsage.last_ctr_out,
-        ).where(BandwidthUsage.uuid == uuid, BandwidthUsage.start_period == start,
-                BandwidthUsage.deleted == 0)).all()
+        rows = session.execute(
+            select(
+                BandwidthUsage.bw_in,
+                BandwidthUsage.bw_out,
+                BandwidthUsage.last_ctr_in,
+                BandwidthUsage.last_ctr_out,
+            ).where(
+                BandwidthUsage.uuid == uuid,
+                BandwidthUsage.start_period == start,
+                BandwidthUsage.deleted == 0,
+            )
+        ).all()
     assert len(rows) <= 1, rows
     return tuple(rows[0]) if rows else None
 
@@ -390,8 +459,12 @@ def test_bandwidth_counters_accumulate_in_the_current_period(
     [third] = driver.bw_polls[-1]
     assert driver.counter_resets == [("bw", polled.uuid, first["mac_address"], 2)]
     assert third["bw_in"] < second["bw_in"]
-    assert _bw_row(db, polled.uuid) == (grown_in + third["bw_in"], grown_out + third["bw_out"],
-                                        third["bw_in"], third["bw_out"])
+    assert _bw_row(db, polled.uuid) == (
+        grown_in + third["bw_in"],
+        grown_out + third["bw_out"],
+        third["bw_in"],
+        third["bw_out"],
+    )
 
 
 def test_bandwidth_baseline_comes_from_the_previous_period(
@@ -402,8 +475,17 @@ def test_bandwidth_baseline_comes_from_the_previous_period(
         restarted = _added(session, new_instance())
         for instance, last in ((grown, 1000), (restarted, HUGE)):
             [mac] = macs_for(instance.uuid)  # the port the driver reports counters for
-            session.add(BandwidthUsage(uuid=instance.uuid, mac=mac, start_period=PREVIOUS,
-                                       bw_in=5, bw_out=6, last_ctr_in=last, last_ctr_out=last))
+            session.add(
+                BandwidthUsage(
+                    uuid=instance.uuid,
+                    mac=mac,
+                    start_period=PREVIOUS,
+                    bw_in=5,
+                    bw_out=6,
+                    last_ctr_in=last,
+                    last_ctr_out=last,
+                )
+            )
     wait_for_replication(db)
     driver = RecordingDriver(counter_reset_rate=0.0)
 
@@ -412,11 +494,19 @@ def test_bandwidth_baseline_comes_from_the_previous_period(
     poll = driver.bw_polls[-1]
     assert (report.items, report.written, report.rejected) == (2, 2, 0)
     counters = _only(poll, grown.uuid)  # first counters lie above 1000: growth since then
-    assert _bw_row(db, grown.uuid) == (counters["bw_in"] - 1000, counters["bw_out"] - 1000,
-                                       counters["bw_in"], counters["bw_out"])
+    assert _bw_row(db, grown.uuid) == (
+        counters["bw_in"] - 1000,
+        counters["bw_out"] - 1000,
+        counters["bw_in"],
+        counters["bw_out"],
+    )
     counters = _only(poll, restarted.uuid)  # below the last counter: a reset, count it all
-    assert _bw_row(db, restarted.uuid) == (counters["bw_in"], counters["bw_out"],
-                                           counters["bw_in"], counters["bw_out"])
+    assert _bw_row(db, restarted.uuid) == (
+        counters["bw_in"],
+        counters["bw_out"],
+        counters["bw_in"],
+        counters["bw_out"],
+    )
     # the previous period is history: left as it was
     assert _bw_row(db, grown.uuid, PREVIOUS) == (5, 6, 1000, 1000)
     assert _bw_row(db, restarted.uuid, PREVIOUS) == (5, 6, HUGE, HUGE)
@@ -436,9 +526,12 @@ def test_bandwidth_without_slave_connection(
     report = run_without_replica(manager, BANDWIDTH)
     [second] = driver.bw_polls[-1]
     assert (report.written, report.rejected) == (1, 0)
-    assert _bw_row(db, polled.uuid) == (second["bw_in"] - first["bw_in"],
-                                        second["bw_out"] - first["bw_out"],
-                                        second["bw_in"], second["bw_out"])
+    assert _bw_row(db, polled.uuid) == (
+        second["bw_in"] - first["bw_in"],
+        second["bw_out"] - first["bw_out"],
+        second["bw_in"],
+        second["bw_out"],
+    )
 
 
 def test_bandwidth_from_a_stale_replica_is_refused(
@@ -455,9 +548,11 @@ def test_bandwidth_from_a_stale_replica_is_refused(
     elsewhere = (777, 888, first["bw_in"] + 1, first["bw_out"] + 1)
     with paused_applier():
         with db.writer() as session:
-            session.execute(update(BandwidthUsage).where(BandwidthUsage.uuid == polled.uuid)
-                            .values(bw_in=777, bw_out=888, last_ctr_in=elsewhere[2],
-                                    last_ctr_out=elsewhere[3]))
+            session.execute(
+                update(BandwidthUsage)
+                .where(BandwidthUsage.uuid == polled.uuid)
+                .values(bw_in=777, bw_out=888, last_ctr_in=elsewhere[2], last_ctr_out=elsewhere[3])
+            )
         report = run_on_replica(manager, BANDWIDTH).report  # reads the stale baseline
     assert (report.rejected, report.written) == (1, 0)
     assert _bw_row(db, polled.uuid) == elsewhere  # nothing counted twice
@@ -466,9 +561,12 @@ def test_bandwidth_from_a_stale_replica_is_refused(
     report = run_on_replica(manager, BANDWIDTH).report  # fresh: builds on the other poll
     [latest] = driver.bw_polls[-1]
     assert (report.rejected, report.written) == (0, 1)
-    assert _bw_row(db, polled.uuid) == (777 + latest["bw_in"] - elsewhere[2],
-                                        888 + latest["bw_out"] - elsewhere[3],
-                                        latest["bw_in"], latest["bw_out"])
+    assert _bw_row(db, polled.uuid) == (
+        777 + latest["bw_in"] - elsewhere[2],
+        888 + latest["bw_out"] - elsewhere[3],
+        latest["bw_in"],
+        latest["bw_out"],
+    )
 
 
 # --- _poll_volume_usage --------------------------------------------------------
@@ -478,15 +576,20 @@ TOT = ("tot_reads", "tot_read_bytes", "tot_writes", "tot_write_bytes")
 
 
 def _volume_bdm(instance: Instance, volume_id: str | None = None) -> BlockDeviceMapping:
-    return BlockDeviceMapping(instance_uuid=instance.uuid, source_type="volume",
-                              destination_type="volume", device_name="/dev/vdb",
-                              volume_id=volume_id or str(uuidlib.uuid4()))
+    return BlockDeviceMapping(
+        instance_uuid=instance.uuid,
+        source_type="volume",
+        destination_type="volume",
+        device_name="/dev/vdb",
+        volume_id=volume_id or str(uuidlib.uuid4()),
+    )
 
 
 def _volume_row(db: Database, volume_id: str) -> VolumeUsage | None:
     with db.reader() as session:
-        rows = session.scalars(select(VolumeUsage).where(
-            VolumeUsage.volume_id == volume_id, VolumeUsage.deleted == 0)).all()
+        rows = session.scalars(
+            select(VolumeUsage).where(VolumeUsage.volume_id == volume_id, VolumeUsage.deleted == 0)
+        ).all()
     assert len(rows) <= 1, rows
     return rows[0] if rows else None
 
@@ -505,8 +608,12 @@ def _by_volume(poll: list[VolumeCounters]) -> dict[str, tuple[int, int, int, int
 
 
 def _volume_sent(manager: ComputeManager) -> list[dict[str, Any]]:
-    return [n.payload for n in manager.compute.notifier.of_type(  # type: ignore[attr-defined]
-        EVENT_VOLUME_USAGE)]
+    return [
+        n.payload
+        for n in manager.compute.notifier.of_type(  # type: ignore[attr-defined]
+            EVENT_VOLUME_USAGE
+        )
+    ]
 
 
 def _payload_totals(payload: dict[str, Any]) -> tuple[int, int, int, int]:
@@ -516,15 +623,27 @@ def _payload_totals(payload: dict[str, Any]) -> tuple[int, int, int, int]:
 def _seed_volumes(db: Database) -> tuple[Instance, list[str]]:
     """compute-1's instance with two volumes, among BDMs and instances the poll skips."""
     with db.writer() as session:
-        instance = _added(session, new_instance(project_id="p1", user_id="u1",
-                                                availability_zone="nova"))
+        instance = _added(
+            session, new_instance(project_id="p1", user_id="u1", availability_zone="nova")
+        )
         gone = _deleted(session)
         elsewhere = _added(session, new_instance(host="compute-2"))
         volumes = [_volume_bdm(instance), _volume_bdm(instance)]
         detached = _volume_bdm(instance)
-        session.add_all([*volumes, detached, _volume_bdm(gone), _volume_bdm(elsewhere),
-                         BlockDeviceMapping(instance_uuid=instance.uuid, source_type="image",
-                                            destination_type="local", boot_index=0)])
+        session.add_all(
+            [
+                *volumes,
+                detached,
+                _volume_bdm(gone),
+                _volume_bdm(elsewhere),
+                BlockDeviceMapping(
+                    instance_uuid=instance.uuid,
+                    source_type="image",
+                    destination_type="local",
+                    boot_index=0,
+                ),
+            ]
+        )
         session.flush()
         detached.deleted = detached.id
     return instance, sorted(str(bdm.volume_id) for bdm in volumes)
@@ -572,8 +691,9 @@ def test_volume_counters_are_cached_and_folded_on_a_reset(
         assert _counters(row, TOT) == second[volume_id]  # what the VM had before it restarted
         assert row is not None and row.tot_last_refreshed == NOW
     latest = {p["volume_id"]: _payload_totals(p) for p in _volume_sent(manager)[-2:]}
-    assert latest == {v: tuple(a + b for a, b in zip(second[v], third[v], strict=True))
-                      for v in volumes}
+    assert latest == {
+        v: tuple(a + b for a, b in zip(second[v], third[v], strict=True)) for v in volumes
+    }
     assert len(_volume_sent(manager)) == 6  # one per volume per run
 
 
@@ -585,10 +705,20 @@ def test_any_lower_volume_counter_folds_every_counter(
         bdm = _volume_bdm(instance)
         session.add(bdm)
         # history: only curr_reads lies above anything the driver reports
-        session.add(VolumeUsage(volume_id=bdm.volume_id, instance_uuid=instance.uuid,
-                                curr_reads=HUGE, curr_read_bytes=5, curr_writes=5,
-                                curr_write_bytes=5, tot_reads=10, tot_read_bytes=20,
-                                tot_writes=30, tot_write_bytes=40))
+        session.add(
+            VolumeUsage(
+                volume_id=bdm.volume_id,
+                instance_uuid=instance.uuid,
+                curr_reads=HUGE,
+                curr_read_bytes=5,
+                curr_writes=5,
+                curr_write_bytes=5,
+                tot_reads=10,
+                tot_read_bytes=20,
+                tot_writes=30,
+                tot_write_bytes=40,
+            )
+        )
     wait_for_replication(db)
     driver = RecordingDriver(counter_reset_rate=0.0)
     manager = _manager(compute_factory, db, driver)
@@ -601,8 +731,7 @@ def test_any_lower_volume_counter_folds_every_counter(
     assert _counters(row, CURR) == new
     assert _counters(row, TOT) == (10 + HUGE, 25, 35, 45)
     [payload] = _volume_sent(manager)
-    assert _payload_totals(payload) == (10 + HUGE + new[0], 25 + new[1], 35 + new[2],
-                                        45 + new[3])
+    assert _payload_totals(payload) == (10 + HUGE + new[0], 25 + new[1], 35 + new[2], 45 + new[3])
 
 
 def test_volume_usage_without_slave_connection(
@@ -638,8 +767,11 @@ def test_volume_usage_from_a_stale_replica_is_refused(
     elsewhere = tuple(value + 1 for value in first)
     with paused_applier():
         with db.writer() as session:
-            session.execute(update(VolumeUsage).where(VolumeUsage.volume_id == volume_id)
-                            .values(dict(zip(CURR, elsewhere, strict=True))))
+            session.execute(
+                update(VolumeUsage)
+                .where(VolumeUsage.volume_id == volume_id)
+                .values(dict(zip(CURR, elsewhere, strict=True)))
+            )
         report = run_on_replica(manager, VOLUME_USAGE).report  # reads the stale counters
     assert (report.rejected, report.written, report.notifications) == (1, 0, 0)
     assert len(_volume_sent(manager)) == 1  # only the first run's

@@ -16,11 +16,13 @@ TASK = "update_available_resource"
 
 def _seed(db: Database) -> None:
     with db.writer() as session:
-        session.add_all([
-            new_instance(memory_mb=2048, vcpus=2, root_gb=20, ephemeral_gb=5),
-            new_instance(memory_mb=1024, vcpus=1, root_gb=10),
-            new_instance(host="compute-2", memory_mb=4096, vcpus=4, root_gb=40),
-        ])
+        session.add_all(
+            [
+                new_instance(memory_mb=2048, vcpus=2, root_gb=20, ephemeral_gb=5),
+                new_instance(memory_mb=1024, vcpus=1, root_gb=10),
+                new_instance(host="compute-2", memory_mb=4096, vcpus=4, root_gb=40),
+            ]
+        )
 
 
 def _node(db: Database) -> ComputeNode:
@@ -67,8 +69,9 @@ def test_usage_from_a_stale_replica_is_refused(
         # meanwhile on the primary: the instance grows and the record is rewritten
         with db.writer() as session:
             session.execute(update(Instance).values(memory_mb=8192))
-            session.execute(update(ComputeNode).values(
-                memory_mb_used=9999, updated_at=datetime(2030, 1, 1)))
+            session.execute(
+                update(ComputeNode).values(memory_mb_used=9999, updated_at=datetime(2030, 1, 1))
+            )
         report = manager.run(TASK)  # reads the stale replica
     assert report.rejected == 1 and report.written == 0
     assert _node(db).memory_mb_used == 9999  # the stale usage did not overwrite it

@@ -24,16 +24,27 @@ def _server_pids(directory: Path) -> list[int]:
     """Live server processes whose command line names a config in ``directory``."""
     found = []
     for entry in Path("/proc").iterdir():
-        if (entry.name.isdigit() and pid_alive(int(entry.name))
-                and any(str(directory) in part and "--defaults-file" in part
-                        for part in cmdline(int(entry.name)))):
+        if (
+            entry.name.isdigit()
+            and pid_alive(int(entry.name))
+            and any(
+                str(directory) in part and "--defaults-file" in part
+                for part in cmdline(int(entry.name))
+            )
+        ):
             found.append(int(entry.name))
     return found
 
 
 def _offload(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "offload.cli", *args], capture_output=True,
-                          text=True, timeout=180, check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -64,8 +75,9 @@ def test_up_is_idempotent_and_down_leaves_nothing(topology_dir: Path) -> None:
 
 def test_processes_left_by_a_crashed_launcher_are_swept(topology_dir: Path) -> None:
     # a launcher process starts the testbed and is gone; then one server dies
-    started = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
-                       "--port", "0")
+    started = _offload(
+        "testbed", "up", "--backend", "native", "--dir", str(topology_dir), "--port", "0"
+    )
     assert started.returncode == 0, started.stderr
     state = json.loads((topology_dir / "state.json").read_text())
     old = {name: record["pid"] for name, record in state["servers"].items()}
@@ -104,8 +116,9 @@ def test_port_in_use_is_a_one_line_error_and_nothing_is_left(topology_dir: Path)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
-                          "--port", str(port))
+        result = _offload(
+            "testbed", "up", "--backend", "native", "--dir", str(topology_dir), "--port", str(port)
+        )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "already in use" in result.stderr and "Traceback" not in result.stderr
@@ -114,8 +127,9 @@ def test_port_in_use_is_a_one_line_error_and_nothing_is_left(topology_dir: Path)
 
 def test_missing_server_binary_says_what_to_install(topology_dir: Path) -> None:
     env = {**os.environ, "OFFLOAD_MYSQLD": "/nonexistent/mysqld"}
-    result = _offload("testbed", "up", "--backend", "native", "--dir", str(topology_dir),
-                      "--port", "0", env=env)
+    result = _offload(
+        "testbed", "up", "--backend", "native", "--dir", str(topology_dir), "--port", "0", env=env
+    )
     assert result.returncode == 1
     assert result.stderr.startswith("offload: error: server binary /nonexistent/mysqld")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -31,11 +31,18 @@ from offload.waiting import Deadline, wait_for
 
 pytestmark = pytest.mark.soak
 SECONDS = float(os.environ.get("SOAK_SECONDS", "600"))
-FAST = {**TESTBED_COMPUTE_OPTIONS, "periodic_interval_max": "2",
-        "update_resources_interval": "2", "bandwidth_poll_interval": "2",
-        "volume_usage_poll_interval": "2", "sync_power_state_interval": "3",
-        "heal_instance_info_cache_interval": "1", "instance_delete_interval": "3",
-        "running_deleted_instance_poll_interval": "3", "shelved_poll_interval": "3"}
+FAST = {
+    **TESTBED_COMPUTE_OPTIONS,
+    "periodic_interval_max": "2",
+    "update_resources_interval": "2",
+    "bandwidth_poll_interval": "2",
+    "volume_usage_poll_interval": "2",
+    "sync_power_state_interval": "3",
+    "heal_instance_info_cache_interval": "1",
+    "instance_delete_interval": "3",
+    "running_deleted_instance_poll_interval": "3",
+    "shelved_poll_interval": "3",
+}
 
 
 def _rss_kib() -> int:
@@ -47,24 +54,29 @@ def _rss_kib() -> int:
 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
-    topology = NativeTopology(Path(tmp_path_factory.mktemp("soak")), port=0,
-                              bind_to_parent=True)
+    topology = NativeTopology(Path(tmp_path_factory.mktemp("soak")), port=0, bind_to_parent=True)
     yield topology.up()
     topology.down()
 
 
-def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin,
-              wait_for_replication) -> None:
+def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin, wait_for_replication) -> None:
     seed.seed(db, instances=400, hosts=2)
     wait_for_replication(db)
     database = db.settings.require_connection().database or "nova"
     from offload.config import ComputeSettings  # noqa: PLC0415
 
-    compute = ComputeSettings(**{k: (v == "true") if v in ("true", "false") else int(v)
-                                 for k, v in FAST.items()})
-    settings = testbed.settings(database=database, base=Settings(
-        host="compute-1", compute=compute, replica=ReplicaSettings(max_lag=0.5),
-        service=ServiceSettings(http_port=0)))
+    compute = ComputeSettings(
+        **{k: (v == "true") if v in ("true", "false") else int(v) for k, v in FAST.items()}
+    )
+    settings = testbed.settings(
+        database=database,
+        base=Settings(
+            host="compute-1",
+            compute=compute,
+            replica=ReplicaSettings(max_lag=0.5),
+            service=ServiceSettings(http_port=0),
+        ),
+    )
     service = Service(settings)
     runner = threading.Thread(target=service.run, kwargs={"handle_signals": False})
     stop = threading.Event()
@@ -76,8 +88,11 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin,
             ids = list(session.scalars(select(Instance.id).where(Instance.deleted == 0)))
         while not stop.wait(0.05):
             with db.writer() as session:
-                session.execute(update(Instance).where(Instance.id == rng.choice(ids))
-                                .values(power_state=rng.choice([1, 4]), updated_at=func.now()))
+                session.execute(
+                    update(Instance)
+                    .where(Instance.id == rng.choice(ids))
+                    .values(power_state=rng.choice([1, 4]), updated_at=func.now())
+                )
             writes[0] += 1
 
     def pauser() -> None:  # every 20 s the replica stops applying for 3 s
@@ -90,9 +105,14 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin,
 
     def connections() -> int:
         with primary_admin.connect() as conn:
-            return int(conn.execute(text(
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
-                "WHERE USER IN ('nova', 'nova_ro')")).scalar_one())
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                        "WHERE USER IN ('nova', 'nova_ro')"
+                    )
+                ).scalar_one()
+            )
 
     threads = [runner, threading.Thread(target=writer), threading.Thread(target=pauser)]
     for thread in threads:
@@ -111,16 +131,19 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin,
             thread.join(120)
     wait_for_replication(db, timeout=120)
     expected = table_checksums(primary_admin, database)
-    assert wait_for(lambda: table_checksums(replica_admin[0], database) == expected,
-                    Deadline(60), interval=0.2)
+    assert wait_for(
+        lambda: table_checksums(replica_admin[0], database) == expected, Deadline(60), interval=0.2
+    )
     stats = service.scheduler.stats
     figures = {
-        "seconds": round(time.monotonic() - started, 1), "writes": writes[0],
+        "seconds": round(time.monotonic() - started, 1),
+        "writes": writes[0],
         "runs": sum(s.runs for s in stats.values()),
         "failures": {n: s.last_error for n, s in stats.items() if s.failures},
         "fallbacks": sum(service.db.routing.fallbacks.values()),
         "rejected_writes": sum(t["rejected"] for t in service.manager.totals.values()),
-        "rss_kib": [rss_start, rss_end], "rss_growth": round(rss_end / rss_start - 1, 4),
+        "rss_kib": [rss_start, rss_end],
+        "rss_growth": round(rss_end / rss_start - 1, 4),
         "connections": [conns_start, conns_end],
     }
     print("soak:", json.dumps(figures))  # noqa: T201 - the soak report

@@ -106,8 +106,7 @@ def test_reduction_is_the_share_gone() -> None:
 
 def test_summarize_on_known_samples() -> None:
     summary = summarize([4.0, 1.0, 3.0, 2.0])
-    assert summary == Summary(n=4, median=2.5, p99=pytest.approx(3.97), mean=2.5,
-                              min=1.0, max=4.0)
+    assert summary == Summary(n=4, median=2.5, p99=pytest.approx(3.97), mean=2.5, min=1.0, max=4.0)
 
 
 def test_scaled_summary_changes_units_but_not_the_count() -> None:
@@ -119,14 +118,24 @@ def test_scaled_summary_changes_units_but_not_the_count() -> None:
 
 
 def test_summary_as_dict_rounds() -> None:
-    assert summarize([1 / 3]).as_dict(3) == {"n": 1, "median": 0.333, "p99": 0.333,
-                                             "mean": 0.333, "min": 0.333, "max": 0.333}
+    assert summarize([1 / 3]).as_dict(3) == {
+        "n": 1,
+        "median": 0.333,
+        "p99": 0.333,
+        "mean": 0.333,
+        "min": 0.333,
+        "max": 0.333,
+    }
 
 
 def test_rotation_starts_each_round_with_the_next_name() -> None:
     names = ["a", "b", "c"]
     assert [rotation(names, i) for i in range(4)] == [
-        ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
 
 
 def test_rotation_gives_every_name_every_position_equally() -> None:

@@ -27,25 +27,36 @@ from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, Credentials
 
 MYSQL_DIR = find_mysql_dir()
 REPO = MYSQL_DIR.parent
-VALUES = {**Credentials("nova-pw_1", "ro-PW-2", "repl_3", "adm-4").placeholders(),
-          "PRIMARY_HOST": "primary", "PRIMARY_PORT": "3306"}
+VALUES = {
+    **Credentials("nova-pw_1", "ro-PW-2", "repl_3", "adm-4").placeholders(),
+    "PRIMARY_HOST": "primary",
+    "PRIMARY_PORT": "3306",
+}
 
 
 def published_hosts(rendered: str) -> list[str]:
     """The host address of every published port in `compose config` output (v1 or v2)."""
     lines = [ln.strip() for ln in rendered.splitlines()]
-    long_syntax = [ln.split(":", 1)[1].strip().strip("'\"") for ln in lines
-                   if ln.startswith("host_ip:")]
+    long_syntax = [
+        ln.split(":", 1)[1].strip().strip("'\"") for ln in lines if ln.startswith("host_ip:")
+    ]
     if long_syntax:  # compose v2 renders ports as mappings
         return long_syntax
-    return [ln[2:].strip("'\"").split(":", 1)[0] for ln in lines
-            if ln.startswith("- ") and (":3306" in ln or ":8080" in ln)]
+    return [
+        ln[2:].strip("'\"").split(":", 1)[0]
+        for ln in lines
+        if ln.startswith("- ") and (":3306" in ln or ":8080" in ln)
+    ]
 
 
 def shell_render(template: Path, values: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["sh", str(MYSQL_DIR / "entrypoint.sh"), "render", str(template)],
-                          capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/bin:/bin", **values})
+    return subprocess.run(
+        ["sh", str(MYSQL_DIR / "entrypoint.sh"), "render", str(template)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", **values},
+    )
 
 
 @pytest.mark.parametrize("name", ["primary.sql", "replica-mariadb.sql", "replica-mysql.sql"])
@@ -60,9 +71,14 @@ def test_the_mysql_replica_bootstrap_uses_gtid_auto_position() -> None:
     result = shell_render(MYSQL_DIR / "bootstrap" / "replica-mysql.sql", VALUES)
     change, start = split_sql(result.stdout)
     assert change.startswith("CHANGE REPLICATION SOURCE TO")
-    for clause in ("SOURCE_HOST = 'primary'", "SOURCE_PORT = 3306", "SOURCE_USER = 'repl'",
-                   "SOURCE_PASSWORD = 'repl_3'", "SOURCE_AUTO_POSITION = 1",
-                   "GET_SOURCE_PUBLIC_KEY = 1"):
+    for clause in (
+        "SOURCE_HOST = 'primary'",
+        "SOURCE_PORT = 3306",
+        "SOURCE_USER = 'repl'",
+        "SOURCE_PASSWORD = 'repl_3'",
+        "SOURCE_AUTO_POSITION = 1",
+        "GET_SOURCE_PUBLIC_KEY = 1",
+    ):
         assert clause in change
     assert start == "START REPLICA"
 
@@ -82,22 +98,27 @@ def test_the_entrypoint_refuses_a_quote_and_a_missing_value() -> None:
     assert missing.returncode != 0 and "ADMIN_PASSWORD" in missing.stderr
 
 
-@pytest.mark.parametrize(("reverse", "host"), [
-    ("offload_compute_1.offload_default", "compute-1"),         # compose v1
-    ("offload-compute-3.offload_default", "compute-3"),         # compose v2
-    ("offload-pytest4242_compute_2.offload-pytest4242_default", "compute-2"),
-    ("compute_12", "compute-12"),
-    ("0ffb5fc09414", "0ffb5fc09414"),
-    (None, "fallback-host"),
-])
+@pytest.mark.parametrize(
+    ("reverse", "host"),
+    [
+        ("offload_compute_1.offload_default", "compute-1"),  # compose v1
+        ("offload-compute-3.offload_default", "compute-3"),  # compose v2
+        ("offload-pytest4242_compute_2.offload-pytest4242_default", "compute-2"),
+        ("compute_12", "compute-12"),
+        ("0ffb5fc09414", "0ffb5fc09414"),
+        (None, "fallback-host"),
+    ],
+)
 def test_compute_host_from_the_container_name(reverse: str | None, host: str) -> None:
     expected = host if reverse != "0ffb5fc09414" else "fallback-host"
     assert compute_host({}, reverse_name=reverse, hostname="fallback-host") == expected
 
 
 def test_an_explicit_compute_host_wins() -> None:
-    assert compute_host({"OFFLOAD_COMPUTE_HOST": "compute-9"},
-                        reverse_name="offload_compute_1.x") == "compute-9"
+    assert (
+        compute_host({"OFFLOAD_COMPUTE_HOST": "compute-9"}, reverse_name="offload_compute_1.x")
+        == "compute-9"
+    )
 
 
 def test_the_ptr_query_and_its_answer() -> None:
@@ -106,8 +127,13 @@ def test_the_ptr_query_and_its_answer() -> None:
     assert b"\x014\x010\x0218\x03172\x07in-addr\x04arpa\x00" in query
     # the answer repeats the question, then a PTR record whose owner is a pointer
     name = b"\x11offload_compute_1\x0foffload_default\x00"
-    answer = (struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 1, 0, 0) + query[12:]
-              + b"\xc0\x0c" + struct.pack("!HHIH", 12, 1, 600, len(name)) + name)
+    answer = (
+        struct.pack("!HHHHHH", 0x1234, 0x8180, 1, 1, 0, 0)
+        + query[12:]
+        + b"\xc0\x0c"
+        + struct.pack("!HHIH", 12, 1, 600, len(name))
+        + name
+    )
     assert parse_ptr_answer(answer, 0x1234) == "offload_compute_1.offload_default"
     assert parse_ptr_answer(answer, 0x9999) is None  # not our query
     refused = struct.pack("!HHHHHH", 0x1234, 0x8183, 1, 0, 0, 0) + query[12:]
@@ -126,8 +152,10 @@ def test_the_compute_container_config() -> None:
 
 def test_ports_fixed_scaled_and_picked_by_docker() -> None:
     assert ComposeTopology._ports({"port": 34061}) == {
-        "OFFLOAD_PRIMARY_PORT": "34061", "OFFLOAD_REPLICA_PORT": "34062",
-        "OFFLOAD_SERVICE_PORTS": "34080"}
+        "OFFLOAD_PRIMARY_PORT": "34061",
+        "OFFLOAD_REPLICA_PORT": "34062",
+        "OFFLOAD_SERVICE_PORTS": "34080",
+    }
     scaled = ComposeTopology._ports({"port": 34061, "compute_scale": 3})
     assert scaled["OFFLOAD_SERVICE_PORTS"] == "34080-34089"  # each instance a free one
     assert set(ComposeTopology._ports({"port": 0, "compute_scale": 3}).values()) == {"0"}
@@ -147,13 +175,17 @@ def test_one_replica_only(tmp_path: Path) -> None:
 def test_the_env_file_is_private_and_complete(tmp_path: Path) -> None:
     topology = ComposeTopology(tmp_path, port=34061)
     tmp_path.mkdir(exist_ok=True)
-    state = {"images": {"OFFLOAD_DB_IMAGE": "mariadb:11.4"}, "port": 34061,
-             "compute_scale": 1}
+    state = {"images": {"OFFLOAD_DB_IMAGE": "mariadb:11.4"}, "port": 34061, "compute_scale": 1}
     topology._write_env(state, Credentials("a", "b", "c", "d"))
     written = topology.env_path.read_text()
     assert topology.env_path.stat().st_mode & 0o777 == 0o600
-    for line in ("NOVA_PASSWORD=a", "ADMIN_PASSWORD=d", "OFFLOAD_DB_IMAGE=mariadb:11.4",
-                 "OFFLOAD_PRIMARY_PORT=34061", "OFFLOAD_SERVICE_PORTS=34080"):
+    for line in (
+        "NOVA_PASSWORD=a",
+        "ADMIN_PASSWORD=d",
+        "OFFLOAD_DB_IMAGE=mariadb:11.4",
+        "OFFLOAD_PRIMARY_PORT=34061",
+        "OFFLOAD_SERVICE_PORTS=34080",
+    ):
         assert line in written.splitlines()
 
 
@@ -166,8 +198,9 @@ def test_offline_is_asked_for_or_follows_the_local_image(monkeypatch: pytest.Mon
     assert offline_wanted({"OFFLOAD_OFFLINE": "1"}) is True
 
 
-def _args(backend: str, replicas: int = 1, mysqld: str | None = None,
-          flavor: str | None = None) -> argparse.Namespace:
+def _args(
+    backend: str, replicas: int = 1, mysqld: str | None = None, flavor: str | None = None
+) -> argparse.Namespace:
     return argparse.Namespace(backend=backend, replicas=replicas, mysqld=mysqld, flavor=flavor)
 
 
@@ -176,8 +209,9 @@ def _no_flavor_from_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)  # `make test FLAVOR=...` sets it
 
 
-def test_auto_keeps_the_backend_of_an_existing_testbed(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_keeps_the_backend_of_an_existing_testbed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli, "_compose_available", lambda: True)
     monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
     assert cli._backend(_args("auto"), tmp_path) == "compose"
@@ -189,8 +223,9 @@ def test_auto_keeps_the_backend_of_an_existing_testbed(tmp_path: Path,
     assert cli._backend(_args("native"), tmp_path) == "native"
 
 
-def test_auto_is_native_for_what_only_native_does(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_is_native_for_what_only_native_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cli, "_compose_available", lambda: True)
     monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
     assert cli._backend(_args("auto", replicas=2), tmp_path) == "native"
@@ -200,7 +235,8 @@ def test_auto_is_native_for_what_only_native_does(tmp_path: Path,
 
 
 def test_a_named_flavor_means_native_unless_compose_is_asked_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(cli, "_compose_available", lambda: True)
     monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
@@ -215,8 +251,10 @@ def test_auto_is_native_without_docker(tmp_path: Path, monkeypatch: pytest.Monke
     assert cli._backend(_args("auto"), tmp_path) == "native"
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None and shutil.which("docker") is None,
-                    reason="no compose command")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None and shutil.which("docker") is None,
+    reason="no compose command",
+)
 def test_the_compose_file_validates(tmp_path: Path) -> None:
     env = tmp_path / "compose.env"
     env.write_text("\n".join(f"{k}={v}" for k, v in VALUES.items()) + "\n")
@@ -224,9 +262,22 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
         command = compose_module.compose_command()
     except TestbedError:
         pytest.skip("no compose command")
-    result = subprocess.run([*command, "--env-file", str(env), "-f",
-                             str(REPO / "docker-compose.yml"), "-p", "offloadunit", "config"],
-                            capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [
+            *command,
+            "--env-file",
+            str(env),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "-p",
+            "offloadunit",
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert published_hosts(result.stdout) == ["127.0.0.1"] * 3
     assert "condition: service_healthy" in result.stdout

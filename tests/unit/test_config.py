@@ -140,8 +140,9 @@ def test_default_section_is_not_inherited_by_other_sections(tmp_path: Path) -> N
 
 
 def test_one_slave_connection(tmp_path: Path) -> None:
-    path = conf(tmp_path, database={
-        "slave_connection": f"mysql+pymysql://nova_ro:{SECRET}@db2:3307/nova"})
+    path = conf(
+        tmp_path, database={"slave_connection": f"mysql+pymysql://nova_ro:{SECRET}@db2:3307/nova"}
+    )
 
     settings = load_settings(path, {})
 
@@ -151,13 +152,17 @@ def test_one_slave_connection(tmp_path: Path) -> None:
 
 
 def test_comma_separated_slave_connections(tmp_path: Path) -> None:
-    path = conf(tmp_path, database={
-        "slave_connection": "mysql+pymysql://ro:a@db2/nova, mysql://ro:b@db3:3308/nova,"})
+    path = conf(
+        tmp_path,
+        database={"slave_connection": "mysql+pymysql://ro:a@db2/nova, mysql://ro:b@db3:3308/nova,"},
+    )
 
     replicas = load_settings(path, {}).database.slave_connections
 
     assert [(u.host, u.port, u.password) for u in replicas] == [
-        ("db2", None, "a"), ("db3", 3308, "b")]
+        ("db2", None, "a"),
+        ("db3", 3308, "b"),
+    ]
     assert all(u.drivername == "mysql+pymysql" for u in replicas)
 
 
@@ -192,10 +197,18 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_replica_section_is_parsed(tmp_path: Path) -> None:
-    path = conf(tmp_path, replica={
-        "max_lag": "0.25", "lag_policy": "Skip", "causal_reads": "off",
-        "causal_timeout": "0", "heartbeat_interval": "0.5",
-        "heartbeat_source": "pt-heartbeat", "wait_timeout": "12"})
+    path = conf(
+        tmp_path,
+        replica={
+            "max_lag": "0.25",
+            "lag_policy": "Skip",
+            "causal_reads": "off",
+            "causal_timeout": "0",
+            "heartbeat_interval": "0.5",
+            "heartbeat_source": "pt-heartbeat",
+            "wait_timeout": "12",
+        },
+    )
 
     replica = load_settings(path, {}).replica
 
@@ -212,8 +225,9 @@ def test_replica_section_is_parsed(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_beat_the_file(tmp_path: Path) -> None:
-    path = conf(tmp_path, DEFAULT={"host": "from-file"},
-                replica={"max_lag": "5", "lag_policy": "skip"})
+    path = conf(
+        tmp_path, DEFAULT={"host": "from-file"}, replica={"max_lag": "5", "lag_policy": "skip"}
+    )
     environ = {
         "OFFLOAD_REPLICA__MAX_LAG": "0.05",
         "OFFLOAD_REPLICA__LAG_POLICY": "stale",
@@ -232,11 +246,13 @@ def test_environment_overrides_beat_the_file(tmp_path: Path) -> None:
 
 
 def test_environment_override_without_a_file() -> None:
-    settings = load_settings(None, {
-        "OFFLOAD_DATABASE__CONNECTION": f"mysql://nova:{SECRET}@db1/nova",
-        "OFFLOAD_DATABASE__SLAVE_CONNECTION":
-            "mysql://ro:x@db2/nova,mysql+pymysql://ro:y@db3/nova",
-    })
+    settings = load_settings(
+        None,
+        {
+            "OFFLOAD_DATABASE__CONNECTION": f"mysql://nova:{SECRET}@db1/nova",
+            "OFFLOAD_DATABASE__SLAVE_CONNECTION": "mysql://ro:x@db2/nova,mysql+pymysql://ro:y@db3/nova",
+        },
+    )
 
     assert settings.require_connection().host == "db1"
     assert [u.host for u in settings.database.slave_connections] == ["db2", "db3"]
@@ -417,13 +433,15 @@ def test_require_connection_without_any_file() -> None:
 
 
 def test_testbed_admin_connection_needs_no_database(tmp_path: Path) -> None:
-    path = conf(tmp_path, testbed={
-        "backend": "native",
-        "dir": "/srv/tb",
-        "admin_connection": f"mysql+pymysql://root:{SECRET}@127.0.0.1:33061",
-        "replica_admin_connections":
-            "mysql+pymysql://root:a@127.0.0.1:33062/, mysql+pymysql://root:b@127.0.0.1:33063",
-    })
+    path = conf(
+        tmp_path,
+        testbed={
+            "backend": "native",
+            "dir": "/srv/tb",
+            "admin_connection": f"mysql+pymysql://root:{SECRET}@127.0.0.1:33061",
+            "replica_admin_connections": "mysql+pymysql://root:a@127.0.0.1:33062/, mysql+pymysql://root:b@127.0.0.1:33063",
+        },
+    )
 
     testbed = load_settings(path, {}).testbed
 
@@ -468,9 +486,12 @@ def test_find_config_file_finds_nothing(tmp_path: Path) -> None:
 
 
 def test_oslo_substitution_and_dollar_escape(tmp_path: Path) -> None:
-    path = write(tmp_path, "[DEFAULT]\nmy_ip = 10.0.0.5\n[database]\n"
-                 "connection = mysql+pymysql://nova:pa$$word@$my_ip/nova\n"
-                 "slave_connection = mysql+pymysql://ro:x@${my_ip}:3307/nova\n")
+    path = write(
+        tmp_path,
+        "[DEFAULT]\nmy_ip = 10.0.0.5\n[database]\n"
+        "connection = mysql+pymysql://nova:pa$$word@$my_ip/nova\n"
+        "slave_connection = mysql+pymysql://ro:x@${my_ip}:3307/nova\n",
+    )
     settings = load_settings(path, {})
     assert settings.database.connection is not None
     assert settings.database.connection.password == "pa$word"
@@ -486,15 +507,21 @@ def test_reference_to_an_unset_option_is_an_error(tmp_path: Path) -> None:
 
 
 def test_deprecated_idle_timeout_sets_the_recycle_time(tmp_path: Path) -> None:
-    assert load_settings(conf(tmp_path, database={"idle_timeout": "1200"}), {}) \
-        .database.connection_recycle_time == 1200
+    assert (
+        load_settings(
+            conf(tmp_path, database={"idle_timeout": "1200"}), {}
+        ).database.connection_recycle_time
+        == 1200
+    )
     both = conf(tmp_path, database={"idle_timeout": "1200", "connection_recycle_time": "900"})
     assert load_settings(both, {}).database.connection_recycle_time == 900
 
 
 def test_devstack_dbcounter_plugin_is_dropped(tmp_path: Path) -> None:
-    path = write(tmp_path, "[database]\nconnection = "
-                 "mysql+pymysql://nova:p@db/nova?charset=utf8&plugin=dbcounter\n")
+    path = write(
+        tmp_path,
+        "[database]\nconnection = mysql+pymysql://nova:p@db/nova?charset=utf8&plugin=dbcounter\n",
+    )
     url = load_settings(path, {}).database.connection
     assert url is not None and dict(url.query) == {"charset": "utf8"}
 

@@ -30,7 +30,8 @@ def translated(exc: BaseException) -> DatabaseError:
 
 def test_refused_tcp_connection_is_cannot_connect() -> None:
     exc = pymysql.err.OperationalError(
-        2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
+        2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)"
+    )
 
     err = translated(exc)
 
@@ -88,7 +89,8 @@ def test_deadlock_and_lock_wait_timeout(code: int, text: str) -> None:
 
 def test_access_denied_is_a_usage_error() -> None:
     exc = pymysql.err.OperationalError(
-        1045, "Access denied for user 'nova'@'localhost' (using password: YES)")
+        1045, "Access denied for user 'nova'@'localhost' (using password: YES)"
+    )
 
     err = translated(exc)
 
@@ -100,7 +102,8 @@ def test_access_denied_is_a_usage_error() -> None:
 
 def test_missing_privilege_is_access_denied() -> None:
     exc = pymysql.err.OperationalError(
-        1142, "INSERT command denied to user 'nova_ro'@'localhost' for table 'instances'")
+        1142, "INSERT command denied to user 'nova_ro'@'localhost' for table 'instances'"
+    )
 
     assert type(translated(exc)) is AccessDenied
 
@@ -117,8 +120,11 @@ def test_unknown_database() -> None:
 @pytest.mark.parametrize(
     ("code", "text"),
     [
-        (1290, "The MySQL server is running with the --read-only option so it cannot "
-               "execute this statement"),
+        (
+            1290,
+            "The MySQL server is running with the --read-only option so it cannot "
+            "execute this statement",
+        ),
         (1792, "Cannot execute statement in a READ ONLY transaction."),
         (1836, "Running in read-only mode"),
     ],

@@ -38,17 +38,33 @@ class Bench:
 
     def use(self, policy: LagPolicy, *lags: float | None) -> RecordingSelector:
         self.probes = [FakeProbe(f"replica{i}", lag) for i, lag in enumerate(lags)]
-        inner = ReplicaSelector(self.probes, max_lag=0.5, policy=policy,  # type: ignore[arg-type]
-                                refresh=0.1, stats=RoutingStats())
+        inner = ReplicaSelector(
+            self.probes,
+            max_lag=0.5,
+            policy=policy,  # type: ignore[arg-type]
+            refresh=0.1,
+            stats=RoutingStats(),
+        )
         self.selector = RecordingSelector(inner, self.recorder._decided)
         return self.selector
 
-    def statement(self, run: str, route: str, target: str, verb: str = "SELECT",
-                  times: int = 1) -> None:
+    def statement(
+        self, run: str, route: str, target: str, verb: str = "SELECT", times: int = 1
+    ) -> None:
         for _ in range(times):
-            self.recorder._statements(StatementRecord(
-                task="task", run=run, route=route, target=target, server=None, verb=verb,
-                tables=(), duration=0.001, at=time.time()))
+            self.recorder._statements(
+                StatementRecord(
+                    task="task",
+                    run=run,
+                    route=route,
+                    target=target,
+                    server=None,
+                    verb=verb,
+                    tables=(),
+                    duration=0.001,
+                    at=time.time(),
+                )
+            )
 
 
 @pytest.fixture
@@ -71,9 +87,17 @@ def test_a_fit_replica_is_a_replica_read_at_its_lag(bench: Bench) -> None:
     bench.statement("r1", "write", "primary", "UPDATE", times=2)
     row = bench.recorder.record(_report("r1"), 1.0, 1.5)
     assert (row.route, row.replica, row.staleness, row.decision_lag) == (
-        "replica", "replica1", 0.1, 0.1)
-    assert (row.replica_selects, row.primary_reads, row.primary_writes,
-            row.primary_statements) == (3, 0, 2, 2)
+        "replica",
+        "replica1",
+        0.1,
+        0.1,
+    )
+    assert (row.replica_selects, row.primary_reads, row.primary_writes, row.primary_statements) == (
+        3,
+        0,
+        2,
+        2,
+    )
 
 
 def test_beyond_max_lag_policy_primary_falls_back(bench: Bench) -> None:
@@ -110,8 +134,7 @@ def test_unreachable_replica(bench: Bench) -> None:
     bench.probes[0].reachable = False
     with task_scope("task", run="r5"):
         assert selector.choose().reason == "unreachable"
-    row = bench.recorder.record(_report("r5", routing={"fallbacks": {"unreachable": 1}}),
-                                0.0, 0.1)
+    row = bench.recorder.record(_report("r5", routing={"fallbacks": {"unreachable": 1}}), 0.0, 0.1)
     assert (row.route, row.staleness, row.decision_lag) == ("primary", 0.0, None)
 
 
@@ -120,8 +143,9 @@ def test_causal_timeout_after_choosing_a_replica_is_a_primary_read(bench: Bench)
     with task_scope("task", run="r6"):
         selector.choose()
     bench.statement("r6", "replica", "primary", times=2)
-    row = bench.recorder.record(_report("r6", routing={"fallbacks": {"causal_timeout": 1}}),
-                                0.0, 0.1)
+    row = bench.recorder.record(
+        _report("r6", routing={"fallbacks": {"causal_timeout": 1}}), 0.0, 0.1
+    )
     assert (row.route, row.staleness, row.reasons) == ("primary", 0.0, "causal_timeout=1")
 
 
@@ -148,7 +172,6 @@ def test_wrapped_tasks_file_their_runs_and_failures(bench: Bench) -> None:
 
 
 def test_events_are_filed_on_the_experiment_clock(bench: Bench) -> None:
-    event = bench.recorder.event("pause", "pause:1@1", start=1.00004, end=2.5,
-                                 target="replica0")
+    event = bench.recorder.event("pause", "pause:1@1", start=1.00004, end=2.5, target="replica0")
     assert (event.t, event.end, event.kind) == (1.0, 2.5, "pause")
     assert bench.recorder.events == [event]

@@ -39,21 +39,25 @@ def test_delay_with_a_window() -> None:
     assert delay.spec == "delay:2@10..30"
 
 
-@pytest.mark.parametrize(("spec", "at", "seconds"), [
-    ("pause:3@5", 5.0, 3.0),
-    ("pause:0.25@5", 5.0, 0.25),
-    ("pause:250ms@5", 5.0, 0.25),
-    ("pause:.5@1.5s", 1.5, 0.5),
-    ("pause:3", 0.0, 3.0),
-])
+@pytest.mark.parametrize(
+    ("spec", "at", "seconds"),
+    [
+        ("pause:3@5", 5.0, 3.0),
+        ("pause:0.25@5", 5.0, 0.25),
+        ("pause:250ms@5", 5.0, 0.25),
+        ("pause:.5@1.5s", 1.5, 0.5),
+        ("pause:3", 0.0, 3.0),
+    ],
+)
 def test_pause_spans_including_sub_second(spec: str, at: float, seconds: float) -> None:
     (pause,) = parse_scenario(spec).injections
     assert pause.kind is Kind.PAUSE
     assert (pause.at, pause.seconds, pause.end) == (at, seconds, at + seconds)
 
 
-@pytest.mark.parametrize(("text", "rows"), [("20000", 20000), ("20k", 20000),
-                                             ("1.5k", 1500), ("1M", 1_000_000)])
+@pytest.mark.parametrize(
+    ("text", "rows"), [("20000", 20000), ("20k", 20000), ("1.5k", 1500), ("1M", 1_000_000)]
+)
 def test_burst_rows(text: str, rows: int) -> None:
     assert parse_rows(text) == rows
     (burst,) = parse_scenario(f"burst:{text}@15").injections
@@ -84,12 +88,30 @@ def test_replica_index() -> None:
     assert "pause:3@5#1" in scenario.spec
 
 
-@pytest.mark.parametrize("spec", [
-    "", "wobble:3", "pause", "pause:0@1", "pause:abc", "pause:3@x", "delay:1.5",
-    "delay:0", "burst", "burst:0", "burst:1.5", "burst:10@1#1", "kill-replica:3@1",
-    "pause:3@5..9", "delay:2@10..5", "steady:1", "pause:3@5+pause:1@6",
-    "delay:2+pause:1@5", "kill-replica@5..9+pause:1@6",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",
+        "wobble:3",
+        "pause",
+        "pause:0@1",
+        "pause:abc",
+        "pause:3@x",
+        "delay:1.5",
+        "delay:0",
+        "burst",
+        "burst:0",
+        "burst:1.5",
+        "burst:10@1#1",
+        "kill-replica:3@1",
+        "pause:3@5..9",
+        "delay:2@10..5",
+        "steady:1",
+        "pause:3@5+pause:1@6",
+        "delay:2+pause:1@5",
+        "kill-replica@5..9+pause:1@6",
+    ],
+)
 def test_bad_specs_are_config_errors_with_a_hint(spec: str) -> None:
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(spec)
@@ -122,7 +144,8 @@ def test_parse_seconds_units() -> None:
 
 def test_toml_phases_follow_each_other(tmp_path: Path) -> None:
     path = tmp_path / "pause-burst.toml"
-    path.write_text("""
+    path.write_text(
+        """
 duration = 40
 write_rate = 5
 
@@ -145,7 +168,9 @@ spec = "burst:20k@20"
 [[phase]]
 kind = "kill-replica"   # right after the burst's moment
 for = 3
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     scenario = load_scenario(str(path))
     assert scenario.name == "pause-burst"
     assert (scenario.duration, scenario.write_rate) == (40, 5)
@@ -159,24 +184,27 @@ for = 3
 
 def test_toml_pause_with_for(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    path.write_text('name = "p"\n[[phase]]\nkind = "pause"\nat = 2\nfor = 1.5\n',
-                    encoding="utf-8")
+    path.write_text('name = "p"\n[[phase]]\nkind = "pause"\nat = 2\nfor = 1.5\n', encoding="utf-8")
     assert load_scenario(str(path)) == Scenario(
-        (Injection(Kind.PAUSE, at=2.0, seconds=1.5),), name="p")
+        (Injection(Kind.PAUSE, at=2.0, seconds=1.5),), name="p"
+    )
 
 
-@pytest.mark.parametrize("text", [
-    '[[phase]]\nkind = "pause"\nseconds = 1\ncolour = "red"\n',
-    '[[phase]]\nkind = "wobble"\n',
-    '[[phase]]\nkind = "steady"\n',
-    '[[phase]]\nspec = "pause:1@1"\nat = 3\n',
-    'duration = 5\n[[phase]]\nkind = "pause"\nat = 4\nseconds = 3\n',
-    'speed = 3\n',
-    'phase = 3\n',
-    '[[phase]]\nkind = "delay"\nseconds = 2\nfor = 1\nuntil = 4\n',
-    '[[phase]]\nkind = "pause" \nseconds = 1\nreplica = -1\n',
-    'this is not toml',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[[phase]]\nkind = "pause"\nseconds = 1\ncolour = "red"\n',
+        '[[phase]]\nkind = "wobble"\n',
+        '[[phase]]\nkind = "steady"\n',
+        '[[phase]]\nspec = "pause:1@1"\nat = 3\n',
+        'duration = 5\n[[phase]]\nkind = "pause"\nat = 4\nseconds = 3\n',
+        "speed = 3\n",
+        "phase = 3\n",
+        '[[phase]]\nkind = "delay"\nseconds = 2\nfor = 1\nuntil = 4\n',
+        '[[phase]]\nkind = "pause" \nseconds = 1\nreplica = -1\n',
+        "this is not toml",
+    ],
+)
 def test_bad_files(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")

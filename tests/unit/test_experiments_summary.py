@@ -36,15 +36,27 @@ from offload.experiments.summary import (
 )
 
 DATA = Path(__file__).parent / "data" / "lag_pause"
-META = {"scenario": "pause:3@5", "duration": 15.0, "max_lag": 0.5, "lag_policy": "primary",
-        "causal_reads": True, "write_rate": 20.0, "task_interval": 1, "instances": 400,
-        "flavor": "mariadb", "replicas": 1}
+META = {
+    "scenario": "pause:3@5",
+    "duration": 15.0,
+    "max_lag": 0.5,
+    "lag_policy": "primary",
+    "causal_reads": True,
+    "write_rate": 20.0,
+    "task_interval": 1,
+    "instances": 400,
+    "flavor": "mariadb",
+    "replicas": 1,
+}
 
 
 @pytest.fixture(scope="module")
 def recorded() -> tuple[list[Sample], list[RunRow], list[Event]]:
-    return (read_samples(DATA / "samples.csv"), read_runs(DATA / "runs.csv"),
-            read_events(DATA / "events.csv"))
+    return (
+        read_samples(DATA / "samples.csv"),
+        read_runs(DATA / "runs.csv"),
+        read_events(DATA / "events.csv"),
+    )
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 100])
@@ -61,8 +73,9 @@ def test_percentile_edges() -> None:
         percentile([1.0], 101)
 
 
-def test_the_recorded_files_read_back(recorded: tuple[list[Sample], list[RunRow],
-                                                      list[Event]]) -> None:
+def test_the_recorded_files_read_back(
+    recorded: tuple[list[Sample], list[RunRow], list[Event]],
+) -> None:
     samples, runs, events = recorded
     assert len(samples) == 45 and {s.replica for s in samples} == {"replica0"}
     assert len(runs) == 54
@@ -71,8 +84,9 @@ def test_the_recorded_files_read_back(recorded: tuple[list[Sample], list[RunRow]
     assert (first.t, first.lag, first.reachable, first.gtid_distance) == (4.5019, 0.0, True, 0)
 
 
-def test_lag_stats_on_the_recorded_samples(recorded: tuple[list[Sample], list[RunRow],
-                                                           list[Event]]) -> None:
+def test_lag_stats_on_the_recorded_samples(
+    recorded: tuple[list[Sample], list[RunRow], list[Event]],
+) -> None:
     samples = recorded[0]
     lags = [s.lag for s in samples if s.lag is not None]
     stats = lag_stats(samples, 0.5)
@@ -87,8 +101,9 @@ def test_lag_stats_on_the_recorded_samples(recorded: tuple[list[Sample], list[Ru
     assert stats["interval"] == pytest.approx(0.1, abs=0.01)
 
 
-def test_run_stats_shares_and_staleness(recorded: tuple[list[Sample], list[RunRow],
-                                                        list[Event]]) -> None:
+def test_run_stats_shares_and_staleness(
+    recorded: tuple[list[Sample], list[RunRow], list[Event]],
+) -> None:
     runs = recorded[1]
     stats = run_stats(runs, 0.5)
     assert stats["runs"] == stats["decided"] == 54
@@ -116,8 +131,7 @@ def test_summary_document(recorded: tuple[list[Sample], list[RunRow], list[Event
     assert summary["all"]["runs"] == 54
     assert sum(t["runs"] for t in summary["tasks"].values()) == 54
     # every run that met a replica beyond max_lag went to the primary (policy primary)
-    assert summary["over_max_lag"] == {"runs": 28, "routes": {"primary": 28},
-                                       "stale_data_reads": 0}
+    assert summary["over_max_lag"] == {"runs": 28, "routes": {"primary": 28}, "stale_data_reads": 0}
     (pause,) = summary["phases"]
     assert (pause["label"], pause["start"], pause["end"]) == ("pause:3@5", 5.052, 8.038)
     assert pause["routes"] == {"replica": 11, "primary": 28}
@@ -134,20 +148,33 @@ def test_markdown(recorded: tuple[list[Sample], list[RunRow], list[Event]]) -> N
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
-    rows = [RunRow(t=1.5, end=2.0, task="t", run="r", route="skip", staleness=None,
-                   decision_lag=0.75, reasons=format_reasons({"lag": 2, "causal_timeout": 1}),
-                   error="x, y"),
-            RunRow(t=2.5, end=3.0, task="t", run="s", route="replica", staleness=0.0)]
+    rows = [
+        RunRow(
+            t=1.5,
+            end=2.0,
+            task="t",
+            run="r",
+            route="skip",
+            staleness=None,
+            decision_lag=0.75,
+            reasons=format_reasons({"lag": 2, "causal_timeout": 1}),
+            error="x, y",
+        ),
+        RunRow(t=2.5, end=3.0, task="t", run="s", route="replica", staleness=0.0),
+    ]
     back = read_runs(write_csv(tmp_path / "runs.csv", rows, RunRow))
     assert back == rows
     assert parse_reasons(back[0].reasons) == {"causal_timeout": 1, "lag": 2}
-    samples = [Sample(0.1, "replica0", None, False), Sample(0.2, "replica0", 1.25, True, 7, 1,
-                                                           "Yes", "No")]
+    samples = [
+        Sample(0.1, "replica0", None, False),
+        Sample(0.2, "replica0", 1.25, True, 7, 1, "Yes", "No"),
+    ]
     assert read_samples(write_csv(tmp_path / "s.csv", samples, Sample)) == samples
 
 
-def test_outputs_and_plot_rebuilt_from_a_directory(tmp_path: Path, recorded: tuple[
-        list[Sample], list[RunRow], list[Event]]) -> None:
+def test_outputs_and_plot_rebuilt_from_a_directory(
+    tmp_path: Path, recorded: tuple[list[Sample], list[RunRow], list[Event]]
+) -> None:
     result = write_outputs(tmp_path, *recorded, META)
     assert sorted(p.name for p in result.files.values()) == sorted(OUTPUTS)
     assert (tmp_path / "lag.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -161,13 +188,29 @@ def test_compare_side_by_side(tmp_path: Path) -> None:
         where.mkdir()
         for name in ("samples.csv", "runs.csv", "events.csv"):
             shutil.copy(DATA / name, where / name)
-    write_outputs(first, read_samples(DATA / "samples.csv"), read_runs(DATA / "runs.csv"),
-                  read_events(DATA / "events.csv"), META)
-    stale_runs = [RunRow(t=r.t, end=r.end, task=r.task, run=r.run, route="stale",
-                         staleness=r.decision_lag, decision_lag=r.decision_lag,
-                         rejected=r.rejected + 1) for r in read_runs(DATA / "runs.csv")]
-    write_outputs(second, read_samples(DATA / "samples.csv"), stale_runs, [],
-                  {**META, "lag_policy": "stale"})
+    write_outputs(
+        first,
+        read_samples(DATA / "samples.csv"),
+        read_runs(DATA / "runs.csv"),
+        read_events(DATA / "events.csv"),
+        META,
+    )
+    stale_runs = [
+        RunRow(
+            t=r.t,
+            end=r.end,
+            task=r.task,
+            run=r.run,
+            route="stale",
+            staleness=r.decision_lag,
+            decision_lag=r.decision_lag,
+            rejected=r.rejected + 1,
+        )
+        for r in read_runs(DATA / "runs.csv")
+    ]
+    write_outputs(
+        second, read_samples(DATA / "samples.csv"), stale_runs, [], {**META, "lag_policy": "stale"}
+    )
     text = compare([first, second])
     lines = {line.split("  ")[0].strip(): line for line in text.splitlines()}
     assert "primary" in lines["lag_policy"] and "stale" in lines["lag_policy"]

@@ -16,13 +16,16 @@ def test_mariadb_positions_per_domain() -> None:
     assert mariadb_positions("") == {}
 
 
-@pytest.mark.parametrize(("received", "executed", "distance"), [
-    ("0-1-42", "0-1-42", 0),
-    ("0-1-50", "0-1-42", 8),
-    ("0-1-50,1-3-9", "0-1-42,1-3-4", 13),
-    ("0-1-50", "", 50),
-    ("0-1-42", "0-1-50", 0),  # applied ahead of received (relay log purged): not negative
-])
+@pytest.mark.parametrize(
+    ("received", "executed", "distance"),
+    [
+        ("0-1-42", "0-1-42", 0),
+        ("0-1-50", "0-1-42", 8),
+        ("0-1-50,1-3-9", "0-1-42,1-3-4", 13),
+        ("0-1-50", "", 50),
+        ("0-1-42", "0-1-50", 0),  # applied ahead of received (relay log purged): not negative
+    ],
+)
 def test_mariadb_distance(received: str, executed: str, distance: int) -> None:
     assert gtid_distance(received, executed, Flavor.MARIADB) == distance
 
@@ -32,13 +35,16 @@ def test_mysql_set_parsing_with_newlines_and_case() -> None:
     assert parsed == {UUID_A: [(1, 5), (7, 7)], UUID_B: [(3, 3)]}
 
 
-@pytest.mark.parametrize(("received", "executed", "distance"), [
-    (f"{UUID_A}:1-10", f"{UUID_A}:1-10", 0),
-    (f"{UUID_A}:1-10", f"{UUID_A}:1-7", 3),
-    (f"{UUID_A}:1-10", f"{UUID_A}:1-3:5-10", 1),
-    (f"{UUID_A}:1-10,{UUID_B}:1-4", f"{UUID_A}:1-10", 4),
-    (f"{UUID_A}:5-10", f"{UUID_A}:1-20", 0),
-    ("", f"{UUID_A}:1-20", 0),
-])
+@pytest.mark.parametrize(
+    ("received", "executed", "distance"),
+    [
+        (f"{UUID_A}:1-10", f"{UUID_A}:1-10", 0),
+        (f"{UUID_A}:1-10", f"{UUID_A}:1-7", 3),
+        (f"{UUID_A}:1-10", f"{UUID_A}:1-3:5-10", 1),
+        (f"{UUID_A}:1-10,{UUID_B}:1-4", f"{UUID_A}:1-10", 4),
+        (f"{UUID_A}:5-10", f"{UUID_A}:1-20", 0),
+        ("", f"{UUID_A}:1-20", 0),
+    ],
+)
 def test_mysql_distance(received: str, executed: str, distance: int) -> None:
     assert gtid_distance(received, executed, Flavor.MYSQL) == distance

@@ -7,11 +7,23 @@ import pytest
 from offload.compute.manager import TASKS
 from offload.config import ComputeSettings
 
-JUNO = {"update_available_resource", "_run_pending_deletes", "_instance_usage_audit",
-        "_poll_bandwidth_usage", "_poll_volume_usage"}
-ICEHOUSE = {"_sync_power_states", "_heal_instance_info_cache", "_poll_rebooting_instances",
-            "_poll_rescued_instances", "_poll_unconfirmed_resizes", "_poll_shelved_instances",
-            "_reclaim_queued_deletes", "_cleanup_running_deleted_instances"}
+JUNO = {
+    "update_available_resource",
+    "_run_pending_deletes",
+    "_instance_usage_audit",
+    "_poll_bandwidth_usage",
+    "_poll_volume_usage",
+}
+ICEHOUSE = {
+    "_sync_power_states",
+    "_heal_instance_info_cache",
+    "_poll_rebooting_instances",
+    "_poll_rescued_instances",
+    "_poll_unconfirmed_resizes",
+    "_poll_shelved_instances",
+    "_reclaim_queued_deletes",
+    "_cleanup_running_deleted_instances",
+}
 SPECS = {spec.name: spec for spec in TASKS}
 
 
@@ -31,30 +43,40 @@ def test_nova_defaults() -> None:
     assert spacing["update_available_resource"] == 60  # 0: the default interval
     assert spacing["_poll_rebooting_instances"] == 60  # no spacing option: every tick
     off = {name for name, spec in SPECS.items() if spec.off_because(options)}
-    assert off == {"_instance_usage_audit", "_poll_volume_usage", "_poll_rebooting_instances",
-                   "_poll_rescued_instances", "_poll_unconfirmed_resizes",
-                   "_poll_shelved_instances", "_reclaim_queued_deletes"}
+    assert off == {
+        "_instance_usage_audit",
+        "_poll_volume_usage",
+        "_poll_rebooting_instances",
+        "_poll_rescued_instances",
+        "_poll_unconfirmed_resizes",
+        "_poll_shelved_instances",
+        "_reclaim_queued_deletes",
+    }
     assert SPECS["_sync_power_states"].run_immediately
 
 
 def test_negative_interval_disables_and_zero_means_the_default_tick() -> None:
-    options = ComputeSettings(instance_delete_interval=-1, bandwidth_poll_interval=0,
-                              periodic_interval_max=15)
+    options = ComputeSettings(
+        instance_delete_interval=-1, bandwidth_poll_interval=0, periodic_interval_max=15
+    )
     assert SPECS["_run_pending_deletes"].spacing(options) is None
     assert SPECS["_run_pending_deletes"].off_because(options) == "instance_delete_interval < 0"
     assert SPECS["_poll_bandwidth_usage"].spacing(options) == 15
     assert SPECS["_poll_bandwidth_usage"].off_because(options) is None
 
 
-@pytest.mark.parametrize(("task", "option", "value"), [
-    ("_poll_volume_usage", "volume_usage_poll_interval", 30),
-    ("_poll_rebooting_instances", "reboot_timeout", 120),
-    ("_poll_rescued_instances", "rescue_timeout", 120),
-    ("_poll_unconfirmed_resizes", "resize_confirm_window", 120),
-    ("_poll_shelved_instances", "shelved_offload_time", 120),
-    ("_reclaim_queued_deletes", "reclaim_instance_interval", 120),
-    ("_instance_usage_audit", "instance_usage_audit", True),
-])
+@pytest.mark.parametrize(
+    ("task", "option", "value"),
+    [
+        ("_poll_volume_usage", "volume_usage_poll_interval", 30),
+        ("_poll_rebooting_instances", "reboot_timeout", 120),
+        ("_poll_rescued_instances", "rescue_timeout", 120),
+        ("_poll_unconfirmed_resizes", "resize_confirm_window", 120),
+        ("_poll_shelved_instances", "shelved_offload_time", 120),
+        ("_reclaim_queued_deletes", "reclaim_instance_interval", 120),
+        ("_instance_usage_audit", "instance_usage_audit", True),
+    ],
+)
 def test_gates_open_with_their_option(task: str, option: str, value: object) -> None:
     assert SPECS[task].off_because(ComputeSettings()) is not None
     assert SPECS[task].off_because(ComputeSettings(**{option: value})) is None

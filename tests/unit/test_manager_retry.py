@@ -20,8 +20,13 @@ URL = parse_url("mysql+pymysql://nova:pw@127.0.0.1:1/nova", option="test")
 
 def _manager(func, slept: list[float], attempts: int = 4) -> ComputeManager:
     db = Database(Settings(database=DatabaseSettings(connection=URL)))
-    compute = Compute(host="compute-1", db=db, driver=FakeDriver("compute-1"),
-                      notifier=MemoryNotifier("compute-1"), options=ComputeSettings())
+    compute = Compute(
+        host="compute-1",
+        db=db,
+        driver=FakeDriver("compute-1"),
+        notifier=MemoryNotifier("compute-1"),
+        options=ComputeSettings(),
+    )
     manager = ComputeManager(compute, retry_attempts=attempts, sleep=slept.append)
     manager._specs["_fake"] = TaskSpec("_fake", func, "juno", None)
     return manager

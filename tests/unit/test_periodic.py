@@ -326,9 +326,7 @@ def test_jitter_is_deterministic_with_a_seeded_rng() -> None:
     def starts(seed: int) -> list[float]:
         clock = FakeClock()
         task = Recorder(clock)
-        sched = scheduler(
-            clock, PeriodicTask("t", task, 10), jitter=0.2, rng=random.Random(seed)
-        )
+        sched = scheduler(clock, PeriodicTask("t", task, 10), jitter=0.2, rng=random.Random(seed))
         sched.run_forever(FakeStop(clock, waits=8))
         return task.starts
 

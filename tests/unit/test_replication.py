@@ -492,7 +492,8 @@ def test_sql_for_mysql() -> None:
     assert sql.start_sql_thread == "START REPLICA SQL_THREAD"
     assert sql.stop_sql_thread == "STOP REPLICA SQL_THREAD"
     assert sql.set_delay == (
-        "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds, SOURCE_HEARTBEAT_PERIOD = 1")
+        "CHANGE REPLICATION SOURCE TO SOURCE_DELAY = :seconds, SOURCE_HEARTBEAT_PERIOD = 1"
+    )
 
 
 @pytest.mark.parametrize("seconds", [0, 1, 3600, 2**31 - 1])
@@ -653,6 +654,4 @@ def test_set_replica_delay_validates_before_executing() -> None:
         replication.set_replica_delay(conn, Flavor.MYSQL, -5)  # type: ignore[arg-type]
     assert conn.executed == []
     replication.set_replica_delay(conn, Flavor.MYSQL, 5)  # type: ignore[arg-type]
-    assert conn.executed == [
-        (sql_for(Flavor.MYSQL).set_delay, {"seconds": 5})
-    ]
+    assert conn.executed == [(sql_for(Flavor.MYSQL).set_delay, {"seconds": 5})]

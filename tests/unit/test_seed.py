@@ -44,16 +44,17 @@ def table(name: str) -> Table:
 
 # --- determinism ------------------------------------------------------------
 
+
 def test_plan_is_deterministic_for_a_seed(rows: Plan) -> None:
     assert plan(INSTANCES, HOSTS, 7, NOW) == rows
 
 
 def test_plan_differs_across_seeds(rows: Plan) -> None:
     other = plan(INSTANCES, HOSTS, 8, NOW)
-    assert {r["uuid"] for r in other["instances"]}.isdisjoint(
-        r["uuid"] for r in rows["instances"])
+    assert {r["uuid"] for r in other["instances"]}.isdisjoint(r["uuid"] for r in rows["instances"])
     assert [instance_kind(r) for r in other["instances"]] != [
-        instance_kind(r) for r in rows["instances"]]
+        instance_kind(r) for r in rows["instances"]
+    ]
 
 
 def test_plan_rejects_nonsense() -> None:
@@ -70,6 +71,7 @@ def test_aware_now_is_taken_as_utc_in_whole_seconds() -> None:
 
 # --- the shape of every row -------------------------------------------------
 
+
 def test_every_table_is_planned_parents_first(rows: Plan) -> None:
     assert list(rows) == [name for name in schema.NOVA_TABLES if name != "heartbeat"]
 
@@ -77,8 +79,11 @@ def test_every_table_is_planned_parents_first(rows: Plan) -> None:
 def test_rows_fit_their_table(rows: Plan) -> None:
     for name, planned in rows.items():
         columns = table(name).columns
-        required = {c.name for c in columns
-                    if not c.nullable and not c.primary_key and c.server_default is None}
+        required = {
+            c.name
+            for c in columns
+            if not c.nullable and not c.primary_key and c.server_default is None
+        }
         keys = set(planned[0]) if planned else set()
         for row in planned:
             # executemany needs one key set per statement
@@ -103,6 +108,7 @@ def test_times_are_whole_seconds_and_not_in_the_future(rows: Plan) -> None:
 
 
 # --- hosts ------------------------------------------------------------------
+
 
 def test_every_host_has_one_service_and_one_compute_node(rows: Plan) -> None:
     hosts = host_names(HOSTS)
@@ -130,6 +136,7 @@ def test_instances_are_spread_evenly_over_the_hosts(rows: Plan) -> None:
 
 
 # --- the mix ----------------------------------------------------------------
+
 
 def test_mix_shares_add_up_and_the_rest_is_active() -> None:
     assert sum(MIX.values()) == pytest.approx(1.0)
@@ -179,8 +186,11 @@ def test_states_of_each_kind(rows: Plan) -> None:
 def test_deleted_not_cleaned_instances(rows: Plan) -> None:
     deleted = [r for r in rows["instances"] if instance_kind(r) is Kind.DELETED]
     assert deleted
-    attempts = {m["instance_uuid"]: int(m["value"]) for m in rows["instance_system_metadata"]
-                if m["key"] == schema.CLEAN_ATTEMPTS_KEY}
+    attempts = {
+        m["instance_uuid"]: int(m["value"])
+        for m in rows["instance_system_metadata"]
+        if m["key"] == schema.CLEAN_ATTEMPTS_KEY
+    }
     for row in deleted:
         assert row["vm_state"] == "deleted" and row["cleaned"] == 0
         assert row["terminated_at"] is not None and row["deleted_at"] is not None
@@ -194,8 +204,11 @@ def test_deleted_not_cleaned_instances(rows: Plan) -> None:
 
 
 def test_cleaned_instances_have_tried_at_least_once(rows: Plan) -> None:
-    attempts = {m["instance_uuid"]: int(m["value"]) for m in rows["instance_system_metadata"]
-                if m["key"] == schema.CLEAN_ATTEMPTS_KEY}
+    attempts = {
+        m["instance_uuid"]: int(m["value"])
+        for m in rows["instance_system_metadata"]
+        if m["key"] == schema.CLEAN_ATTEMPTS_KEY
+    }
     cleaned = [r for r in rows["instances"] if instance_kind(r) is Kind.CLEANED]
     assert cleaned
     for row in cleaned:
@@ -204,8 +217,9 @@ def test_cleaned_instances_have_tried_at_least_once(rows: Plan) -> None:
 
 
 def test_soft_deleted_ages_spread_from_minutes_to_days(rows: Plan) -> None:
-    ages = [NOW - r["deleted_at"] for r in rows["instances"]
-            if instance_kind(r) is Kind.SOFT_DELETED]
+    ages = [
+        NOW - r["deleted_at"] for r in rows["instances"] if instance_kind(r) is Kind.SOFT_DELETED
+    ]
     assert ages and all(age >= timedelta(minutes=1) for age in ages)
     assert min(ages) < timedelta(hours=1)
     assert max(ages) > timedelta(days=1)
@@ -249,11 +263,17 @@ def test_migrations_of_resized_and_migrating_instances(rows: Plan) -> None:
 
 # --- children ---------------------------------------------------------------
 
+
 def test_child_rows_reference_planned_instances(rows: Plan) -> None:
     uuids = {r["uuid"] for r in rows["instances"]}
     assert len(uuids) == INSTANCES
-    for name in ("instance_system_metadata", "instance_info_caches", "block_device_mapping",
-                 "migrations", "volume_usage_cache"):
+    for name in (
+        "instance_system_metadata",
+        "instance_info_caches",
+        "block_device_mapping",
+        "migrations",
+        "volume_usage_cache",
+    ):
         assert rows[name], name
         assert {r["instance_uuid"] for r in rows[name]} <= uuids, name
     assert {r["uuid"] for r in rows["bw_usage_cache"]} <= uuids
@@ -288,17 +308,21 @@ def test_bandwidth_rows_use_macs_for_and_the_audit_periods(rows: Plan) -> None:
 
 def test_audit_periods_wrap_the_year() -> None:
     assert audit_periods(datetime(2025, 1, 1, 0, 0, 0)) == (
-        datetime(2024, 12, 1), datetime(2025, 1, 1))
+        datetime(2024, 12, 1),
+        datetime(2025, 1, 1),
+    )
 
 
 def test_every_instance_has_a_root_disk_and_some_have_volumes(rows: Plan) -> None:
     bdms = rows["block_device_mapping"]
     roots = [b for b in bdms if b["boot_index"] == 0]
-    assert sorted(b["instance_uuid"] for b in roots) == sorted(
-        r["uuid"] for r in rows["instances"])
+    assert sorted(b["instance_uuid"] for b in roots) == sorted(r["uuid"] for r in rows["instances"])
     for root in roots:
         assert (root["source_type"], root["destination_type"], root["device_name"]) == (
-            "image", "local", "/dev/vda")
+            "image",
+            "local",
+            "/dev/vda",
+        )
     volumes = [b for b in bdms if b["source_type"] == "volume"]
     assert all(b["destination_type"] == "volume" and b["volume_id"] for b in volumes)
     assert {b["instance_uuid"] for b in volumes} <= live_uuids(rows)
@@ -321,6 +345,7 @@ def test_task_log_for_about_half_the_hosts(rows: Plan) -> None:
 
 
 # --- the summary ------------------------------------------------------------
+
 
 def test_summary_counts_rows_kinds_and_hosts(rows: Plan) -> None:
     summary = SeedSummary.from_plan(rows, seed=7, now=NOW, elapsed=1.25)

@@ -24,10 +24,16 @@ from offload.testbed.servers import (
 )
 
 
-@pytest.mark.parametrize(("version", "series"), [
-    ("9.7.4-2", "9.7"), ("1:11.8.9+ds-0+deb13u1", "11.8"), ("11.8.9-MariaDB-deb13", "11.8"),
-    ("10.11.19-MariaDB-0+deb12u1", "10.11"), ("8.4.3", "8.4"),
-])
+@pytest.mark.parametrize(
+    ("version", "series"),
+    [
+        ("9.7.4-2", "9.7"),
+        ("1:11.8.9+ds-0+deb13u1", "11.8"),
+        ("11.8.9-MariaDB-deb13", "11.8"),
+        ("10.11.19-MariaDB-0+deb12u1", "10.11"),
+        ("8.4.3", "8.4"),
+    ],
+)
 def test_series_of_versions(version: str, series: str) -> None:
     assert series_of(version) == series
 
@@ -38,21 +44,31 @@ def test_series_of_refuses_what_is_no_version(text: str) -> None:
         series_of(text)
 
 
-@pytest.mark.parametrize(("text", "flavor", "series"), [
-    ("mariadb", Flavor.MARIADB, None), ("MySQL", Flavor.MYSQL, None),
-    ("mariadb-11.8", Flavor.MARIADB, "11.8"), ("mysql-9.7", Flavor.MYSQL, "9.7"),
-    ("mariadb-10.11", Flavor.MARIADB, "10.11"),
-])
+@pytest.mark.parametrize(
+    ("text", "flavor", "series"),
+    [
+        ("mariadb", Flavor.MARIADB, None),
+        ("MySQL", Flavor.MYSQL, None),
+        ("mariadb-11.8", Flavor.MARIADB, "11.8"),
+        ("mysql-9.7", Flavor.MYSQL, "9.7"),
+        ("mariadb-10.11", Flavor.MARIADB, "10.11"),
+    ],
+)
 def test_flavor_specs_parse(text: str, flavor: Flavor, series: str | None) -> None:
     spec = FlavorSpec.parse(text)
     assert (spec.flavor, spec.series) == (flavor, series)
     assert str(spec) == text.lower()
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("postgres", "unknown server flavor"), ("mysql-8", "bad server version"),
-    ("mysql-latest", "bad server version"), ("mariadb-11.8.9", "bad server version"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("postgres", "unknown server flavor"),
+        ("mysql-8", "bad server version"),
+        ("mysql-latest", "bad server version"),
+        ("mariadb-11.8.9", "bad server version"),
+    ],
+)
 def test_bad_flavor_specs_are_one_line_errors(text: str, message: str) -> None:
     with pytest.raises(TestbedError, match=message) as raised:
         FlavorSpec.parse(text)
@@ -106,6 +122,7 @@ def test_server_description_names_flavor_and_exact_version() -> None:
 
 # --- launchers ----------------------------------------------------------------
 
+
 def _executable(path: Path, body: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
@@ -123,27 +140,41 @@ def test_a_launcher_runs_the_tree_through_its_loader_with_the_callers_options_fi
     import platform  # noqa: PLC0415
 
     triplet = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}[platform.machine()]
-    loader = {"x86_64": "ld-linux-x86-64.so.2",
-              "aarch64": "ld-linux-aarch64.so.1"}[platform.machine()]
+    loader = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}[
+        platform.machine()
+    ]
     _executable(tree / "usr" / "lib" / triplet / loader, 'printf "%s\\n" "$@"')
     mysql._write_launchers(home)
     launcher = mysql.server_path(tmp_path)
     assert launcher == home / "sbin" / "mysqld"
-    out = subprocess.run([str(launcher), "--defaults-file=/x/my.cnf", "--user=root"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[:4] == ["--library-path", str(tree / "usr" / "lib" / triplet),
-                       str(tree / "usr" / "sbin" / "mysqld"), "--defaults-file=/x/my.cnf"]
+    out = subprocess.run(
+        [str(launcher), "--defaults-file=/x/my.cnf", "--user=root"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[:4] == [
+        "--library-path",
+        str(tree / "usr" / "lib" / triplet),
+        str(tree / "usr" / "sbin" / "mysqld"),
+        "--defaults-file=/x/my.cnf",
+    ]
     assert out[4] == "--user=root"
     assert f"--plugin-dir={tree}/usr/lib/mysql/plugin" in out
     assert f"--lc-messages-dir={tree}/usr/share/mysql" in out
-    client = subprocess.run([str(mysql.client_path(tmp_path)), "-e", "SELECT 1"],
-                            capture_output=True, text=True, check=True).stdout.splitlines()
+    client = subprocess.run(
+        [str(mysql.client_path(tmp_path)), "-e", "SELECT 1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert client[2:] == [str(tree / "usr" / "bin" / "mysql"), "-e", "SELECT 1"]
     assert not mysql.is_built(tmp_path)  # launchers alone are no finished build
 
 
 def test_a_provided_server_that_is_not_built_names_the_command(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
@@ -154,8 +185,10 @@ def test_a_provided_server_that_is_not_built_names_the_command(
 
 # --- programs that belong to a server -------------------------------------------
 
+
 def test_mariadb_is_initialised_by_its_own_install_script(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ours = tmp_path / "mariadb-11.8"
     server = _executable(ours / "sbin" / "mariadbd", "exit 0")
@@ -181,17 +214,32 @@ def test_mysql_initialise_needs_no_secure_file_dir(tmp_path: Path) -> None:
 
 # --- the applier worker's own error -------------------------------------------
 
+
 def _status(errno: int, error: str) -> ReplicaStatus:
     return ReplicaStatus(
-        io_running="Yes", sql_running="No", last_io_errno=0, last_io_error="",
-        last_sql_errno=errno, last_sql_error=error, seconds_behind=None, source_host="p",
-        source_port=3306, using_gtid="auto_position", received_gtid="", executed_gtid="",
-        sql_delay=0, sql_remaining_delay=None)
+        io_running="Yes",
+        sql_running="No",
+        last_io_errno=0,
+        last_io_error="",
+        last_sql_errno=errno,
+        last_sql_error=error,
+        seconds_behind=None,
+        source_host="p",
+        source_port=3306,
+        using_gtid="auto_position",
+        received_gtid="",
+        executed_gtid="",
+        sql_delay=0,
+        sql_remaining_delay=None,
+    )
 
 
 def test_the_workers_error_replaces_the_coordinators_summary() -> None:
-    coordinator = _status(1062, "Coordinator stopped because there were error(s) in the "
-                                "worker(s). The most recent failure being: Worker 1 ...")
+    coordinator = _status(
+        1062,
+        "Coordinator stopped because there were error(s) in the "
+        "worker(s). The most recent failure being: Worker 1 ...",
+    )
     worker = with_worker_error(coordinator, (1062, "Duplicate entry '4' for key 'PRIMARY'"))
     assert worker.last_sql_errno == 1062
     assert worker.last_sql_error == "Duplicate entry '4' for key 'PRIMARY'"

@@ -27,8 +27,11 @@ TAG = "/* offload task=_poll_bandwidth_usage route=replica run=7f3a */ "
         ("((SELECT a FROM t) UNION ALL (SELECT b FROM u)) ORDER BY 1", "SELECT"),
         ("( /* tag */ SELECT 1)", "SELECT"),
         ("WITH cte AS (SELECT 1 AS a) SELECT a FROM cte", "SELECT"),
-        ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 5) "
-         "select * from n", "SELECT"),
+        (
+            "with recursive n(i) as (select 1 union all select i + 1 from n where i < 5) "
+            "select * from n",
+            "SELECT",
+        ),
         ("WITH a AS (SELECT 1), b AS (SELECT 2) SELECT * FROM a, b", "SELECT"),
         ("WITH cte AS (SELECT id FROM t) UPDATE t JOIN cte USING (id) SET a = 1", "UPDATE"),
         ("WITH cte AS (SELECT id FROM t) DELETE t FROM t JOIN cte USING (id)", "DELETE"),

@@ -59,7 +59,8 @@ def test_bulk_update_is_tagged_in_front() -> None:
 
 
 def test_tables_in_statements() -> None:
-    assert tables_in("SELECT a FROM instances JOIN migrations ON x WHERE y IN "
-                     "(SELECT 1 FROM dual)") == ("instances", "migrations")
+    assert tables_in(
+        "SELECT a FROM instances JOIN migrations ON x WHERE y IN (SELECT 1 FROM dual)"
+    ) == ("instances", "migrations")
     assert tables_in("INSERT INTO nova.task_log (a) SELECT 1") == ("task_log",)
     assert tables_in("UPDATE `compute_nodes` SET a = 1") == ("compute_nodes",)

@@ -27,8 +27,9 @@ def rejected(value: str, *, need_database: bool = True) -> ConfigError:
 
 
 def test_masked_url_object_hides_the_password() -> None:
-    url = URL.create("mysql+pymysql", username="nova", password=SECRET, host="db1",
-                     port=3306, database="nova")
+    url = URL.create(
+        "mysql+pymysql", username="nova", password=SECRET, host="db1", port=3306, database="nova"
+    )
 
     text = masked(url)
 
@@ -37,8 +38,9 @@ def test_masked_url_object_hides_the_password() -> None:
 
 
 def test_masked_url_with_special_characters_in_the_password() -> None:
-    url = URL.create("mysql+pymysql", username="nova", password="p@ss:w/rd%",
-                     host="db1", database="nova")
+    url = URL.create(
+        "mysql+pymysql", username="nova", password="p@ss:w/rd%", host="db1", database="nova"
+    )
 
     assert masked(url) == "mysql+pymysql://nova:***@db1/nova"
 
@@ -51,12 +53,13 @@ def test_masked_url_without_password_is_unchanged() -> None:
     ("text", "expected"),
     [
         (f"mysql+pymysql://nova:{SECRET}@db1/nova", "mysql+pymysql://nova:***@db1/nova"),
-        (f"mysql+pymysql://nova:{SECRET}@db1:port/nova",
-         "mysql+pymysql://nova:***@db1:port/nova"),
+        (f"mysql+pymysql://nova:{SECRET}@db1:port/nova", "mysql+pymysql://nova:***@db1:port/nova"),
         (f"nova:{SECRET}@db1/nova", "nova:***@db1/nova"),  # scheme forgotten
         (f"mysql+pymysql//nova:{SECRET}@db1/nova", "mysql+pymysql//nova:***@db1/nova"),
-        (f"mysql+pymysql://nova:p@{SECRET}@db1/nova",  # unescaped @ in the password
-         "mysql+pymysql://nova:***@db1/nova"),
+        (
+            f"mysql+pymysql://nova:p@{SECRET}@db1/nova",  # unescaped @ in the password
+            "mysql+pymysql://nova:***@db1/nova",
+        ),
         (f"mysql+pymysql://:{SECRET}@db1/nova", "mysql+pymysql://:***@db1/nova"),
         ("mysql+pymysql://nova@db1/nova", "mysql+pymysql://nova@db1/nova"),
         ("not a url at all", "not a url at all"),
@@ -84,12 +87,18 @@ def test_mysql_and_mariadb_drivers_are_normalised_to_pymysql(scheme: str) -> Non
 
     assert url.drivername == "mysql+pymysql"
     assert (url.username, url.password, url.host, url.port, url.database) == (
-        "nova", SECRET, "db1", 3307, "nova")
+        "nova",
+        SECRET,
+        "db1",
+        3307,
+        "nova",
+    )
 
 
 def test_query_string_is_kept() -> None:
     url = parse_url(
-        f"mysql+pymysql://nova:{SECRET}@ctl/nova?charset=utf8&read_timeout=5", option=OPTION)
+        f"mysql+pymysql://nova:{SECRET}@ctl/nova?charset=utf8&read_timeout=5", option=OPTION
+    )
 
     assert dict(url.query) == {"charset": "utf8", "read_timeout": "5"}
 
@@ -103,8 +112,9 @@ def test_percent_encoded_password_is_decoded() -> None:
 
 
 def test_server_url_without_database_when_not_needed() -> None:
-    url = parse_url(f"mysql+pymysql://root:{SECRET}@127.0.0.1:33061", option=OPTION,
-                    need_database=False)
+    url = parse_url(
+        f"mysql+pymysql://root:{SECRET}@127.0.0.1:33061", option=OPTION, need_database=False
+    )
 
     assert (url.host, url.port) == ("127.0.0.1", 33061)
     assert not url.database
@@ -157,7 +167,12 @@ def test_with_database_keeps_server_and_credentials() -> None:
 
     assert other.database == "offload_test_1"
     assert (other.drivername, other.username, other.password, other.host, other.port) == (
-        "mysql+pymysql", "nova", SECRET, "db1", 3307)
+        "mysql+pymysql",
+        "nova",
+        SECRET,
+        "db1",
+        3307,
+    )
     assert dict(other.query) == {"charset": "utf8"}
     assert url.database == "nova"  # URLs are immutable
 

@@ -207,8 +207,9 @@ def test_wait_for_accounts_for_time_spent_in_the_predicate() -> None:
         clock.advance(0.3)  # a slow query
         return False
 
-    assert not wait_for(slow_predicate, Deadline(1.0, clock=clock), interval=0.25,
-                        sleep=clock.sleep)
+    assert not wait_for(
+        slow_predicate, Deadline(1.0, clock=clock), interval=0.25, sleep=clock.sleep
+    )
 
     # t=0 try, 0.3 sleep 0.25; 0.55 try, 0.85 sleep what is left; 1.0 last try
     assert clock.sleeps == pytest.approx([0.25, 0.15])

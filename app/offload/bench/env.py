@@ -85,11 +85,17 @@ def bench_compute_options(spacing: int | None = None) -> ComputeSettings:
         current = getattr(defaults, key)
         values[key] = raw == "true" if isinstance(current, bool) else type(current)(raw)
     if spacing is not None:
-        for key in ("periodic_interval_max", "update_resources_interval",
-                    "instance_delete_interval", "bandwidth_poll_interval",
-                    "volume_usage_poll_interval", "sync_power_state_interval",
-                    "heal_instance_info_cache_interval", "shelved_poll_interval",
-                    "running_deleted_instance_poll_interval"):
+        for key in (
+            "periodic_interval_max",
+            "update_resources_interval",
+            "instance_delete_interval",
+            "bandwidth_poll_interval",
+            "volume_usage_poll_interval",
+            "sync_power_state_interval",
+            "heal_instance_info_cache_interval",
+            "shelved_poll_interval",
+            "running_deleted_instance_poll_interval",
+        ):
             values[key] = spacing
     return dataclasses.replace(defaults, **values)
 
@@ -109,8 +115,13 @@ class Servers:
 
     @classmethod
     def from_testbed(cls, info: TestbedInfo) -> Servers:
-        return cls._make(info.primary_url(None), info.replica_urls(None), info.admin_url(),
-                         info.replica_admin_urls(), Settings())
+        return cls._make(
+            info.primary_url(None),
+            info.replica_urls(None),
+            info.admin_url(),
+            info.replica_admin_urls(),
+            Settings(),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Servers:
@@ -119,45 +130,65 @@ class Servers:
         admin = settings.testbed.admin_connection
         replica_admins = settings.testbed.replica_admin_connections
         if not settings.database.slave_connections:
-            raise ConfigError("the benchmarks compare replica and primary reads, and this "
-                              "config has no [database] slave_connection",
-                              hint="use a testbed's config (`make up` writes one)")
+            raise ConfigError(
+                "the benchmarks compare replica and primary reads, and this "
+                "config has no [database] slave_connection",
+                hint="use a testbed's config (`make up` writes one)",
+            )
         if admin is None or len(replica_admins) != len(settings.database.slave_connections):
-            raise ConfigError("the benchmarks need the testbed's admin accounts (scratch "
-                              "databases, performance_schema)",
-                              hint="use the config `make up` wrote (.testbed/offload.conf), "
-                                   "whose [testbed] section has them")
-        return cls._make(with_database(primary, None),
-                         tuple(with_database(u, None) for u in settings.database.slave_connections),
-                         with_database(admin, None),
-                         tuple(with_database(u, None) for u in replica_admins), settings)
+            raise ConfigError(
+                "the benchmarks need the testbed's admin accounts (scratch "
+                "databases, performance_schema)",
+                hint="use the config `make up` wrote (.testbed/offload.conf), "
+                "whose [testbed] section has them",
+            )
+        return cls._make(
+            with_database(primary, None),
+            tuple(with_database(u, None) for u in settings.database.slave_connections),
+            with_database(admin, None),
+            tuple(with_database(u, None) for u in replica_admins),
+            settings,
+        )
 
     @classmethod
-    def _make(cls, primary: URL, replicas: tuple[URL, ...], admin: URL,
-              replica_admins: tuple[URL, ...], base: Settings) -> Servers:
+    def _make(
+        cls,
+        primary: URL,
+        replicas: tuple[URL, ...],
+        admin: URL,
+        replica_admins: tuple[URL, ...],
+        base: Settings,
+    ) -> Servers:
         engine = create_engine(admin, pool_size=1)
         try:
             with engine.connect() as conn:
                 version = str(conn.execute(text("SELECT VERSION()")).scalar_one())
         finally:
             engine.dispose()
-        return cls(detect_flavor(version), version, primary, replicas, admin, replica_admins,
-                   base)
+        return cls(detect_flavor(version), version, primary, replicas, admin, replica_admins, base)
 
     def admin_engine(self) -> Engine:
         return create_engine(self.admin, pool_size=1, max_overflow=2, pool_pre_ping=True)
 
     def replica_admin_engines(self) -> list[Engine]:
-        return [create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
-                for url in self.replica_admins]
+        return [
+            create_engine(url, pool_size=1, max_overflow=2, pool_pre_ping=True)
+            for url in self.replica_admins
+        ]
 
 
-def bare_connection(url: URL, database: str | None = None,
-                    **options: Any) -> pymysql.connections.Connection[Any]:
+def bare_connection(
+    url: URL, database: str | None = None, **options: Any
+) -> pymysql.connections.Connection[Any]:
     """A plain PyMySQL connection: no SQLAlchemy, no listeners, no tag."""
-    return pymysql.connect(host=url.host or "127.0.0.1", port=url.port or 3306,
-                           user=url.username or "", password=url.password or "",
-                           database=database, **options)
+    return pymysql.connect(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "",
+        password=url.password or "",
+        database=database,
+        **options,
+    )
 
 
 class Scratch:
@@ -177,11 +208,16 @@ class Scratch:
             self._created = True
             admin_user = self.servers.admin.username
             if self.servers.primary.username != admin_user:
-                conn.execute(text(f"GRANT ALL PRIVILEGES ON `{self.name}`.* "
-                                  f"TO '{self.servers.primary.username}'@'%'"))
+                conn.execute(
+                    text(
+                        f"GRANT ALL PRIVILEGES ON `{self.name}`.* "
+                        f"TO '{self.servers.primary.username}'@'%'"
+                    )
+                )
                 self._granted.append(str(self.servers.primary.username))
-            for user in sorted({str(u.username) for u in self.servers.replicas}
-                               - {str(admin_user), *self._granted}):
+            for user in sorted(
+                {str(u.username) for u in self.servers.replicas} - {str(admin_user), *self._granted}
+            ):
                 conn.execute(text(f"GRANT SELECT ON `{self.name}`.* TO '{user}'@'%'"))
                 self._granted.append(user)
         with self.database() as db:
@@ -189,7 +225,8 @@ class Scratch:
                 schema.create_all(session.connection())
                 session.connection().exec_driver_sql(
                     "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-                    "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)")
+                    "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)"
+                )
             db.wait_for_replicas()
 
     def url(self) -> URL:
@@ -198,15 +235,24 @@ class Scratch:
     def replica_urls(self) -> tuple[URL, ...]:
         return tuple(with_database(u, self.name) for u in self.servers.replicas)
 
-    def settings(self, *, with_replica: bool = True, host: str = "compute-1",
-                 compute: ComputeSettings | None = None,
-                 replica: ReplicaSettings | None = None) -> Settings:
+    def settings(
+        self,
+        *,
+        with_replica: bool = True,
+        host: str = "compute-1",
+        compute: ComputeSettings | None = None,
+        replica: ReplicaSettings | None = None,
+    ) -> Settings:
         base = self.servers.base
         return dataclasses.replace(
-            base, host=host, source=None,
+            base,
+            host=host,
+            source=None,
             database=dataclasses.replace(
-                base.database, connection=self.url(),
-                slave_connections=self.replica_urls() if with_replica else ()),
+                base.database,
+                connection=self.url(),
+                slave_connections=self.replica_urls() if with_replica else (),
+            ),
             replica=replica or base.replica,
             compute=compute or bench_compute_options(),
             service=ServiceSettings(),  # notifications in memory, never the testbed's file
@@ -234,8 +280,9 @@ class Scratch:
                 with self._admin.begin() as conn:
                     conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
                     for user in self._granted:
-                        conn.execute(text(f"REVOKE ALL PRIVILEGES ON `{self.name}`.* "
-                                          f"FROM '{user}'@'%'"))
+                        conn.execute(
+                            text(f"REVOKE ALL PRIVILEGES ON `{self.name}`.* FROM '{user}'@'%'")
+                        )
         finally:
             self._admin.dispose()
 
@@ -279,8 +326,9 @@ class TaggedStatements:
     def poll(self) -> list[StatementEvent]:
         """Statements recorded since the last poll (the first poll returns the whole history)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(_HISTORY, {"schema": self.schema,
-                                           "pattern": "%/* offload task=%"}).all()
+            rows = conn.execute(
+                _HISTORY, {"schema": self.schema, "pattern": "%/* offload task=%"}
+            ).all()
         fresh: list[StatementEvent] = []
         newest = dict(self._last)
         for thread, event, examined, sql in rows:
@@ -290,8 +338,15 @@ class TaggedStatements:
             match = _TAG.search(str(sql))
             if match is None:
                 continue
-            fresh.append(StatementEvent(match["task"], match["route"], match["run"],
-                                        statement_verb(str(sql)), int(examined or 0)))
+            fresh.append(
+                StatementEvent(
+                    match["task"],
+                    match["route"],
+                    match["run"],
+                    statement_verb(str(sql)),
+                    int(examined or 0),
+                )
+            )
         self._last = newest
         return fresh
 
@@ -363,9 +418,11 @@ class BenchContext:
             scratch = self.scratch("shared")
             started = time.monotonic()
             summary = scratch.seed(self.shared_instances, self.shared_hosts)
-            self.progress(f"seeded {summary.instances:,} instances over "
-                          f"{len(summary.hosts)} hosts, replicated, in "
-                          f"{time.monotonic() - started:.1f} s")
+            self.progress(
+                f"seeded {summary.instances:,} instances over "
+                f"{len(summary.hosts)} hosts, replicated, in "
+                f"{time.monotonic() - started:.1f} s"
+            )
             self._shared, self._shared_seed = scratch, summary
         return self._shared, self._shared_seed
 

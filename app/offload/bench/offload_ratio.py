@@ -75,8 +75,13 @@ def _cycle(manager: ComputeManager) -> tuple[list[RunReport], float]:
     return reports, time.perf_counter() - started
 
 
-def _count(config: str, reports: list[RunReport], seconds: float,
-           primary: list[StatementEvent], replica: list[StatementEvent]) -> _Cycle:
+def _count(
+    config: str,
+    reports: list[RunReport],
+    seconds: float,
+    primary: list[StatementEvent],
+    replica: list[StatementEvent],
+) -> _Cycle:
     runs = {report.run: report.task for report in reports}
     cycle = _Cycle(config, seconds)
     cycle.per_task = {report.task: Counter() for report in reports}
@@ -97,8 +102,10 @@ def _count(config: str, reports: list[RunReport], seconds: float,
         if event.run in runs and event.is_select:
             cycle.replica_selects += 1
             cycle.per_task[runs[event.run]]["replica"] += 1
-    cycle.client_primary = sum(sum(report.details["statements"]["by_target"]
-                                   .get("primary", {}).values()) for report in reports)
+    cycle.client_primary = sum(
+        sum(report.details["statements"]["by_target"].get("primary", {}).values())
+        for report in reports
+    )
     return cycle
 
 
@@ -113,18 +120,24 @@ def run(ctx: BenchContext) -> BenchResult:
         for name, (with_replica, causal) in CONFIGS.items():
             base = ctx.servers.base.replica
             databases[name] = scratch.database(
-                with_replica=with_replica, host=_HOST,
-                replica=dataclasses.replace(base, causal_reads=causal))
+                with_replica=with_replica,
+                host=_HOST,
+                replica=dataclasses.replace(base, causal_reads=causal),
+            )
         first = build_manager(scratch.settings(host=_HOST), databases["replica"])
         # one compute host (one hypervisor, one memory) seen through each configuration
-        managers = {name: ComputeManager(dataclasses.replace(first.compute, db=db))
-                    for name, db in databases.items()}
+        managers = {
+            name: ComputeManager(dataclasses.replace(first.compute, db=db))
+            for name, db in databases.items()
+        }
         first.init_host()
         on_primary = TaggedStatements(admin, scratch.name)
         on_replica = TaggedStatements(replica_admin, scratch.name)
         waiter = databases["replica"]
-        ctx.progress(f"offload: one unmeasured warm-up cycle per configuration, then "
-                     f"{params.cycles} measured cycles each")
+        ctx.progress(
+            f"offload: one unmeasured warm-up cycle per configuration, then "
+            f"{params.cycles} measured cycles each"
+        )
         for name in CONFIGS:  # first runs on fresh data do one-off clean-up: not measured
             _cycle(managers[name])
         waiter.wait_for_replicas(timeout=120)
@@ -135,26 +148,35 @@ def run(ctx: BenchContext) -> BenchResult:
             for name in rotation(list(CONFIGS), index):
                 reports, seconds = _cycle(managers[name])
                 waiter.wait_for_replicas(timeout=120)
-                cycles.append(_count(name, reports, seconds, on_primary.poll(),
-                                     on_replica.poll()))
+                cycles.append(_count(name, reports, seconds, on_primary.poll(), on_replica.poll()))
     finally:
         for db in databases.values():
             db.dispose()
         admin.dispose()
         replica_admin.dispose()
-    return _result(ctx, params, cycles, data.instances, len(data.hosts),
-                   time.monotonic() - started)
+    return _result(ctx, params, cycles, data.instances, len(data.hosts), time.monotonic() - started)
 
 
-def _result(ctx: BenchContext, params: Params, cycles: list[_Cycle], instances: int,
-            hosts: int, seconds: float) -> BenchResult:
+def _result(
+    ctx: BenchContext,
+    params: Params,
+    cycles: list[_Cycle],
+    instances: int,
+    hosts: int,
+    seconds: float,
+) -> BenchResult:
     by_config: dict[str, list[_Cycle]] = defaultdict(list)
     for cycle in cycles:
         by_config[cycle.config].append(cycle)
     rows = []
-    data: dict[str, object] = {"instances": instances, "hosts": hosts, "host": _HOST,
-                               "tasks": len(TASKS), "cycles_per_config": params.cycles,
-                               "configs": {}}
+    data: dict[str, object] = {
+        "instances": instances,
+        "hosts": hosts,
+        "host": _HOST,
+        "tasks": len(TASKS),
+        "cycles_per_config": params.cycles,
+        "configs": {},
+    }
     for name, series in by_config.items():
         columns = {
             "primary_data_selects": [c.primary_data_selects for c in series],
@@ -163,78 +185,142 @@ def _result(ctx: BenchContext, params: Params, cycles: list[_Cycle], instances: 
             "replica_selects": [c.replica_selects for c in series],
         }
         times = summarize([c.seconds for c in series]).scaled(1000)
-        rows.append([name, str(len(series)),
-                     fmt(median(columns["primary_data_selects"]), 0),
-                     fmt(p99(columns["primary_data_selects"]), 0),
-                     fmt(median(columns["primary_gtid_selects"]), 0),
-                     fmt(median(columns["primary_writes"]), 0),
-                     fmt(median(columns["replica_selects"]), 0),
-                     fmt(times.median, 0), fmt(times.p99, 0)])
+        rows.append(
+            [
+                name,
+                str(len(series)),
+                fmt(median(columns["primary_data_selects"]), 0),
+                fmt(p99(columns["primary_data_selects"]), 0),
+                fmt(median(columns["primary_gtid_selects"]), 0),
+                fmt(median(columns["primary_writes"]), 0),
+                fmt(median(columns["replica_selects"]), 0),
+                fmt(times.median, 0),
+                fmt(times.p99, 0),
+            ]
+        )
         data["configs"][name] = {  # type: ignore[index]
             **{key: summarize(values).as_dict(2) for key, values in columns.items()},
             "cycle_ms": times.as_dict(2),
             "server_matches_client": all(c.primary_total == c.client_primary for c in series),
-            "per_cycle": [dataclasses.asdict(c) | {"per_task": {t: dict(v) for t, v in
-                                                                c.per_task.items()}}
-                          for c in series],
+            "per_cycle": [
+                dataclasses.asdict(c) | {"per_task": {t: dict(v) for t, v in c.per_task.items()}}
+                for c in series
+            ],
         }
-    totals = {name: (sum(c.primary_data_selects for c in series),
-                     sum(c.primary_data_selects + c.primary_gtid_selects for c in series))
-              for name, series in by_config.items()}
+    totals = {
+        name: (
+            sum(c.primary_data_selects for c in series),
+            sum(c.primary_data_selects + c.primary_gtid_selects for c in series),
+        )
+        for name, series in by_config.items()
+    }
     baseline_data, baseline_all = totals["primary"]
     share_rows = []
     shares: dict[str, dict[str, float | None]] = {}
     for name in ("replica", "replica, no causal"):
         data_share = reduction(totals[name][0], baseline_data)
         all_share = reduction(totals[name][1], baseline_all)
-        cycle_ratio = ratio(median([c.seconds for c in by_config[name]]),
-                            median([c.seconds for c in by_config["primary"]]))
-        shares[name] = {"data_selects_moved": data_share, "all_selects_moved": all_share,
-                        "cycle_time_ratio": cycle_ratio}
-        share_rows.append([name, fmt(None if data_share is None else data_share * 100, 1, " %"),
-                           fmt(None if all_share is None else all_share * 100, 1, " %"),
-                           fmt_ratio(cycle_ratio)])
+        cycle_ratio = ratio(
+            median([c.seconds for c in by_config[name]]),
+            median([c.seconds for c in by_config["primary"]]),
+        )
+        shares[name] = {
+            "data_selects_moved": data_share,
+            "all_selects_moved": all_share,
+            "cycle_time_ratio": cycle_ratio,
+        }
+        share_rows.append(
+            [
+                name,
+                fmt(None if data_share is None else data_share * 100, 1, " %"),
+                fmt(None if all_share is None else all_share * 100, 1, " %"),
+                fmt_ratio(cycle_ratio),
+            ]
+        )
     data["moved_off_primary"] = shares
     per_task_rows = []
     for spec in TASKS:
+
         def task_median(config: str, key: str, task: str = spec.name) -> float:
             return median([c.per_task.get(task, Counter())[key] for c in by_config[config]])
-        per_task_rows.append([
-            spec.name, fmt(task_median("primary", "primary_data"), 0),
-            fmt(task_median("replica", "primary_data"), 0),
-            fmt(task_median("replica", "primary_gtid"), 0),
-            fmt(task_median("replica", "replica"), 0),
-            fmt(task_median("replica, no causal", "primary_data")
-                + task_median("replica, no causal", "primary_gtid"), 0),
-        ])
+
+        per_task_rows.append(
+            [
+                spec.name,
+                fmt(task_median("primary", "primary_data"), 0),
+                fmt(task_median("replica", "primary_data"), 0),
+                fmt(task_median("replica", "primary_gtid"), 0),
+                fmt(task_median("replica", "replica"), 0),
+                fmt(
+                    task_median("replica, no causal", "primary_data")
+                    + task_median("replica, no causal", "primary_gtid"),
+                    0,
+                ),
+            ]
+        )
     agree = all(c.primary_total == c.client_primary for c in cycles)
     replica_share = shares["replica"]["data_selects_moved"]
-    summary = (f"{instances:,} instances over {hosts} hosts; every task ({len(TASKS)}) run once "
-               f"per cycle for {_HOST}; {params.cycles} measured cycles per configuration, "
-               f"rotating order, after one warm-up cycle each.  Counted by the primary's and "
-               f"the replica's performance_schema (tagged statements of each cycle's runs); "
-               f"the client's trace {'agrees' if agree else 'DISAGREES'} with the primary's "
-               f"count in every cycle.")
+    summary = (
+        f"{instances:,} instances over {hosts} hosts; every task ({len(TASKS)}) run once "
+        f"per cycle for {_HOST}; {params.cycles} measured cycles per configuration, "
+        f"rotating order, after one warm-up cycle each.  Counted by the primary's and "
+        f"the replica's performance_schema (tagged statements of each cycle's runs); "
+        f"the client's trace {'agrees' if agree else 'DISAGREES'} with the primary's "
+        f"count in every cycle."
+    )
     return BenchResult(
-        key="offload", title="1. Offload: task SELECTs on the primary", summary=summary,
+        key="offload",
+        title="1. Offload: task SELECTs on the primary",
+        summary=summary,
         tables=[
-            Table("Statements per task cycle (median over cycles; counted by the servers)",
-                  ["configuration", "cycles", "primary data SELECTs", "p99",
-                   "primary GTID lookups", "primary writes", "replica SELECTs",
-                   "cycle ms", "p99 ms"], rows,
-                  note="GTID lookup: SELECT @@SESSION.last_gtid after a task's commit "
-                       "(causal reads), no table read."),
-            Table("Share of the tasks' primary SELECTs moved off (vs configuration 'primary')",
-                  ["configuration", "data SELECTs moved", "all SELECTs moved",
-                   "cycle time ratio vs primary"], share_rows),
-            Table("Per task: SELECTs per run (median)",
-                  ["task", "primary: primary SELECTs", "replica: primary data SELECTs",
-                   "replica: primary GTID lookups", "replica: replica SELECTs",
-                   "no causal: primary SELECTs"], per_task_rows),
+            Table(
+                "Statements per task cycle (median over cycles; counted by the servers)",
+                [
+                    "configuration",
+                    "cycles",
+                    "primary data SELECTs",
+                    "p99",
+                    "primary GTID lookups",
+                    "primary writes",
+                    "replica SELECTs",
+                    "cycle ms",
+                    "p99 ms",
+                ],
+                rows,
+                note="GTID lookup: SELECT @@SESSION.last_gtid after a task's commit "
+                "(causal reads), no table read.",
+            ),
+            Table(
+                "Share of the tasks' primary SELECTs moved off (vs configuration 'primary')",
+                [
+                    "configuration",
+                    "data SELECTs moved",
+                    "all SELECTs moved",
+                    "cycle time ratio vs primary",
+                ],
+                share_rows,
+            ),
+            Table(
+                "Per task: SELECTs per run (median)",
+                [
+                    "task",
+                    "primary: primary SELECTs",
+                    "replica: primary data SELECTs",
+                    "replica: primary GTID lookups",
+                    "replica: replica SELECTs",
+                    "no causal: primary SELECTs",
+                ],
+                per_task_rows,
+            ),
         ],
-        checks=[Check("offload", "100 % of task data SELECTs off the primary with "
-                                 "slave_connection",
-                      fmt(None if replica_share is None else replica_share * 100, 1, " %"),
-                      None if replica_share is None else replica_share >= 1.0)],
-        data=data, seconds=seconds,
+        checks=[
+            Check(
+                "offload",
+                "100 % of task data SELECTs off the primary with slave_connection",
+                fmt(None if replica_share is None else replica_share * 100, 1, " %"),
+                None if replica_share is None else replica_share >= 1.0,
+            )
+        ],
+        data=data,
+        seconds=seconds,
     )

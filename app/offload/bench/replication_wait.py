@@ -69,8 +69,9 @@ class _Waiters:
         self.status = _status_engine(ctx.servers.replica_admins[0])
 
     def commit_row(self, payload: str) -> int:
-        self.w.execute("INSERT INTO bench_rows (payload, created_at) VALUES (%s, NOW(6))",
-                       (payload,))
+        self.w.execute(
+            "INSERT INTO bench_rows (payload, created_at) VALUES (%s, NOW(6))", (payload,)
+        )
         row_id = int(self.w.lastrowid)
         self.writer.commit()
         return row_id
@@ -133,30 +134,54 @@ def run(ctx: BenchContext) -> BenchResult:
     data: dict[str, dict[str, Any]] = {}
     for name in WAITERS:
         summary = summarize(samples[name]).scaled(1000)
-        rows.append([name, str(summary.n), fmt(summary.median, 3), fmt(summary.p99, 3),
-                     fmt_ratio(ratio(summary.median, floor.median)),
-                     fmt_ratio(ratio(summary.p99, floor.p99)),
-                     f"{summary.n - misses[name]}/{summary.n}"])
-        data[name] = {"ms": summary.as_dict(4),
-                      "ratio_p50_vs_raw": ratio(summary.median, floor.median),
-                      "ratio_p99_vs_raw": ratio(summary.p99, floor.p99),
-                      "row_visible_after_wait": summary.n - misses[name]}
-    checks = [Check("replication", f"{name} p50 / raw p50 ≤ {TARGET}",
-                    fmt_ratio(data[name]["ratio_p50_vs_raw"]),
-                    None if data[name]["ratio_p50_vs_raw"] is None
-                    else data[name]["ratio_p50_vs_raw"] <= TARGET)
-              for name in ("wait_for_replication", "db.wait_for_replicas")]
-    summary_text = (f"One-row commit on the primary, then wait until the replica applied it; "
-                    f"{params.rounds} commits per waiter after {params.warmup} unmeasured, "
-                    f"interleaved in rotating order.  Time from commit() returning to the "
-                    f"waiter returning.")
+        rows.append(
+            [
+                name,
+                str(summary.n),
+                fmt(summary.median, 3),
+                fmt(summary.p99, 3),
+                fmt_ratio(ratio(summary.median, floor.median)),
+                fmt_ratio(ratio(summary.p99, floor.p99)),
+                f"{summary.n - misses[name]}/{summary.n}",
+            ]
+        )
+        data[name] = {
+            "ms": summary.as_dict(4),
+            "ratio_p50_vs_raw": ratio(summary.median, floor.median),
+            "ratio_p99_vs_raw": ratio(summary.p99, floor.p99),
+            "row_visible_after_wait": summary.n - misses[name],
+        }
+    checks = [
+        Check(
+            "replication",
+            f"{name} p50 / raw p50 ≤ {TARGET}",
+            fmt_ratio(data[name]["ratio_p50_vs_raw"]),
+            None
+            if data[name]["ratio_p50_vs_raw"] is None
+            else data[name]["ratio_p50_vs_raw"] <= TARGET,
+        )
+        for name in ("wait_for_replication", "db.wait_for_replicas")
+    ]
+    summary_text = (
+        f"One-row commit on the primary, then wait until the replica applied it; "
+        f"{params.rounds} commits per waiter after {params.warmup} unmeasured, "
+        f"interleaved in rotating order.  Time from commit() returning to the "
+        f"waiter returning."
+    )
     return BenchResult(
-        key="replication", title="3. Replication wait vs its floor", summary=summary_text,
-        tables=[Table("Commit to 'applied on the replica' (milliseconds)",
-                      ["waiter", "n", "p50 ms", "p99 ms", "p50 / raw", "p99 / raw",
-                       "row visible after"], rows,
-                      note="wait_for_replication = the pytest fixture's call "
-                           "(db.wait_for_replicas with its NullPool status engine).")],
+        key="replication",
+        title="3. Replication wait vs its floor",
+        summary=summary_text,
+        tables=[
+            Table(
+                "Commit to 'applied on the replica' (milliseconds)",
+                ["waiter", "n", "p50 ms", "p99 ms", "p50 / raw", "p99 / raw", "row visible after"],
+                rows,
+                note="wait_for_replication = the pytest fixture's call "
+                "(db.wait_for_replicas with its NullPool status engine).",
+            )
+        ],
         checks=checks,
-        data=data, seconds=time.monotonic() - started,
+        data=data,
+        seconds=time.monotonic() - started,
     )

@@ -48,8 +48,12 @@ class Table:
     text_columns: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "columns": list(self.columns),
-                "rows": [list(row) for row in self.rows], "note": self.note}
+        return {
+            "title": self.title,
+            "columns": list(self.columns),
+            "rows": [list(row) for row in self.rows],
+            "note": self.note,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,12 @@ class Check:
     met: bool | None  # None: a figure the issue asks for, with no target to meet
 
     def as_dict(self) -> dict[str, Any]:
-        return {"benchmark": self.benchmark, "target": self.target,
-                "measured": self.measured, "met": self.met}
+        return {
+            "benchmark": self.benchmark,
+            "target": self.target,
+            "measured": self.measured,
+            "met": self.met,
+        }
 
 
 @dataclass(slots=True)
@@ -79,9 +87,14 @@ class BenchResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"title": self.title, "summary": self.summary, "seconds": round(self.seconds, 1),
-                "checks": [c.as_dict() for c in self.checks],
-                "tables": [t.as_dict() for t in self.tables], "data": self.data}
+        return {
+            "title": self.title,
+            "summary": self.summary,
+            "seconds": round(self.seconds, 1),
+            "checks": [c.as_dict() for c in self.checks],
+            "tables": [t.as_dict() for t in self.tables],
+            "data": self.data,
+        }
 
 
 def fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
@@ -96,11 +109,20 @@ def fmt_ratio(value: float | None) -> str:
 
 
 def _rich(table: Table) -> RichTable:
-    rich_table = RichTable(title=table.title, box=box.SIMPLE_HEAD, title_justify="left",
-                           caption=table.note or None, caption_justify="left")
+    rich_table = RichTable(
+        title=table.title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        caption=table.note or None,
+        caption_justify="left",
+    )
     for index, column in enumerate(table.columns):
-        rich_table.add_column(column, justify="left" if index < table.text_columns else "right",
-                              overflow="fold", no_wrap=index == 0)
+        rich_table.add_column(
+            column,
+            justify="left" if index < table.text_columns else "right",
+            overflow="fold",
+            no_wrap=index == 0,
+        )
     for row in table.rows:
         rich_table.add_row(*row)
     return rich_table
@@ -114,8 +136,10 @@ def print_result(console: Console, result: BenchResult) -> None:
 
 
 def _check_table(checks: Sequence[Check]) -> Table:
-    rows = [[c.benchmark, c.target, c.measured,
-             "yes" if c.met else "no" if c.met is not None else "-"] for c in checks]
+    rows = [
+        [c.benchmark, c.target, c.measured, "yes" if c.met else "no" if c.met is not None else "-"]
+        for c in checks
+    ]
     return Table("Targets", ["benchmark", "target", "measured", "met"], rows, text_columns=4)
 
 
@@ -132,16 +156,20 @@ def _cell(text: str) -> str:
 def markdown_table(table: Table) -> str:
     lines = [f"**{table.title}**", ""]
     lines.append("| " + " | ".join(_cell(c) for c in table.columns) + " |")
-    lines.append("|" + "|".join(":---" if i < table.text_columns else "---:"
-                                for i in range(len(table.columns))) + "|")
+    lines.append(
+        "|"
+        + "|".join(":---" if i < table.text_columns else "---:" for i in range(len(table.columns)))
+        + "|"
+    )
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in table.rows]
     if table.note:
         lines += ["", table.note]
     return "\n".join(lines)
 
 
-def render_markdown(header: Sequence[str], results: Sequence[BenchResult],
-                    checks: Sequence[Check]) -> str:
+def render_markdown(
+    header: Sequence[str], results: Sequence[BenchResult], checks: Sequence[Check]
+) -> str:
     """The generated block of docs/benchmarks.md: machine, targets, every table."""
     parts = [*header, "", markdown_table(_check_table(checks))]
     for result in results:

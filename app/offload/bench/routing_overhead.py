@@ -68,10 +68,15 @@ def _plain_engine(settings: Settings, *, pre_ping: bool) -> Engine:
     mode = options.mysql_sql_mode.strip().upper()
     if mode:
         connect_args["init_command"] = f"SET SESSION sql_mode = '{mode}'"
-    return create_engine(url, pool_pre_ping=pre_ping, pool_size=options.max_pool_size,
-                         max_overflow=options.max_overflow, pool_timeout=options.pool_timeout,
-                         pool_recycle=options.connection_recycle_time,
-                         connect_args=connect_args)
+    return create_engine(
+        url,
+        pool_pre_ping=pre_ping,
+        pool_size=options.max_pool_size,
+        max_overflow=options.max_overflow,
+        pool_timeout=options.pool_timeout,
+        pool_recycle=options.connection_recycle_time,
+        connect_args=connect_args,
+    )
 
 
 def _small(session: Session, key: int) -> object:
@@ -79,8 +84,9 @@ def _small(session: Session, key: int) -> object:
 
 
 def _task_sized(session: Session, key: int) -> list[Instance]:
-    rows = session.scalars(select(Instance).where(Instance.host == _HOST,
-                                                  Instance.deleted == 0)).all()
+    rows = session.scalars(
+        select(Instance).where(Instance.host == _HOST, Instance.deleted == 0)
+    ).all()
     if not rows:
         raise RuntimeError(f"no instances on {_HOST}: the data set is missing")
     return list(rows)
@@ -89,8 +95,9 @@ def _task_sized(session: Session, key: int) -> list[Instance]:
 Query = Callable[[Session, int], object]
 
 
-def _measure(factories: dict[str, SessionFactory], query: Query, keys: list[int],
-             rounds: int, warmup: int) -> dict[str, list[float]]:
+def _measure(
+    factories: dict[str, SessionFactory], query: Query, keys: list[int], rounds: int, warmup: int
+) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in factories}
     gc.collect()  # start clean: no series inherits another's garbage
     for index in range(warmup + rounds):
@@ -112,14 +119,25 @@ def _rows(label: str, samples: dict[str, list[float]]) -> tuple[list[list[str]],
         summary = summarize(samples[name]).scaled(1e6)
         paired = median([b / a for b, a in zip(samples[name], samples["plain"], strict=True)])
         by_median = ratio(summary.median, plain.median)
-        rows.append([f"{label}: {name}", str(summary.n), fmt(summary.median, 0),
-                     fmt(summary.p99, 0), fmt_ratio(by_median),
-                     fmt_ratio(ratio(summary.p99, plain.p99)), fmt_ratio(paired),
-                     fmt(summary.median - plain.median, 0)])
-        data[name] = {"us": summary.as_dict(1), "ratio_median_vs_plain": by_median,
-                      "ratio_p99_vs_plain": ratio(summary.p99, plain.p99),
-                      "paired_ratio_median": paired,
-                      "overhead_us_median": round(summary.median - plain.median, 1)}
+        rows.append(
+            [
+                f"{label}: {name}",
+                str(summary.n),
+                fmt(summary.median, 0),
+                fmt(summary.p99, 0),
+                fmt_ratio(by_median),
+                fmt_ratio(ratio(summary.p99, plain.p99)),
+                fmt_ratio(paired),
+                fmt(summary.median - plain.median, 0),
+            ]
+        )
+        data[name] = {
+            "us": summary.as_dict(1),
+            "ratio_median_vs_plain": by_median,
+            "ratio_p99_vs_plain": ratio(summary.p99, plain.p99),
+            "paired_ratio_median": paired,
+            "overhead_us_median": round(summary.median - plain.median, 1),
+        }
     return rows, data
 
 
@@ -135,6 +153,7 @@ def _offload_factory(db: Database) -> SessionFactory:
     def factory() -> Iterator[Session]:
         with db.reader(allow_replica=True) as session:
             yield session
+
     return factory
 
 
@@ -143,6 +162,7 @@ def _plain_factory(engine: Engine) -> SessionFactory:
     def factory() -> Iterator[Session]:
         with Session(engine) as session:
             yield session
+
     return factory
 
 
@@ -160,16 +180,25 @@ def run(ctx: BenchContext) -> BenchResult:
         keys = _keys(db, params.small_rounds + params.warmup)
         with db.reader() as session:
             task_rows = len(_task_sized(session, 0))
-        factories = {"bare": _plain_factory(bare), "plain": _plain_factory(plain),
-                     "offload": _offload_factory(db)}
-        ctx.progress(f"routing: {params.small_rounds} rounds of the small query, "
-                     f"{params.task_rounds} of the task-sized one, three paths interleaved")
+        factories = {
+            "bare": _plain_factory(bare),
+            "plain": _plain_factory(plain),
+            "offload": _offload_factory(db),
+        }
+        ctx.progress(
+            f"routing: {params.small_rounds} rounds of the small query, "
+            f"{params.task_rounds} of the task-sized one, three paths interleaved"
+        )
         with task_scope("bench_routing"):
             small = _measure(factories, _small, keys, params.small_rounds, params.warmup)
-            task = _measure(factories, _task_sized, keys, params.task_rounds,
-                            max(3, params.warmup // 10))
-        routed = sum(n for (_, route, target, _), n in counter.snapshot().items()
-                     if route == "replica" and target != "primary")
+            task = _measure(
+                factories, _task_sized, keys, params.task_rounds, max(3, params.warmup // 10)
+            )
+        routed = sum(
+            n
+            for (_, route, target, _), n in counter.snapshot().items()
+            if route == "replica" and target != "primary"
+        )
         fallbacks = sum(db.routing.fallbacks.values())
     finally:
         db.dispose()
@@ -180,30 +209,55 @@ def run(ctx: BenchContext) -> BenchResult:
     task_ratio = task_data["offload"]["ratio_median_vs_plain"]
     small_overhead = small_data["offload"]["overhead_us_median"]
     task_overhead = task_data["offload"]["overhead_us_median"]
-    summary = (f"Replica reads of the {data.instances:,}-instance data set; small = one "
-               f"instance by primary key, task-sized = the {task_rows} live instances of "
-               f"{_HOST} as ORM objects.  Each sample is a whole session; paths interleaved "
-               f"in rotating order.  The offload path's statements: {routed} on the replica, "
-               f"{fallbacks} fell back to the primary.")
+    summary = (
+        f"Replica reads of the {data.instances:,}-instance data set; small = one "
+        f"instance by primary key, task-sized = the {task_rows} live instances of "
+        f"{_HOST} as ORM objects.  Each sample is a whole session; paths interleaved "
+        f"in rotating order.  The offload path's statements: {routed} on the replica, "
+        f"{fallbacks} fell back to the primary."
+    )
     return BenchResult(
-        key="routing", title="2. Routing overhead: db.reader(allow_replica=True) vs a plain "
-                             "Session", summary=summary,
-        tables=[Table("Per session (microseconds); ratios vs 'plain' (same engine options, "
-                      "no offload listeners)",
-                      ["query: path", "n", "median µs", "p99 µs", "ratio (median)",
-                       "ratio (p99)", "paired ratio", "overhead µs"],
-                      small_rows + task_rows_table,
-                      note="paired ratio: median of each round's offload/plain; "
-                           "bare = no pool_pre_ping.")],
-        checks=[
-            Check("routing", f"task-sized query: offload/plain ≤ {TASK_TARGET:.2f}",
-                  fmt_ratio(task_ratio), None if task_ratio is None else
-                  task_ratio <= TASK_TARGET),
-            Check("routing", "per-statement overhead (small query), µs",
-                  fmt(small_overhead, 0, " µs") + f" (task-sized: {fmt(task_overhead, 0)} µs)",
-                  None),
+        key="routing",
+        title="2. Routing overhead: db.reader(allow_replica=True) vs a plain Session",
+        summary=summary,
+        tables=[
+            Table(
+                "Per session (microseconds); ratios vs 'plain' (same engine options, "
+                "no offload listeners)",
+                [
+                    "query: path",
+                    "n",
+                    "median µs",
+                    "p99 µs",
+                    "ratio (median)",
+                    "ratio (p99)",
+                    "paired ratio",
+                    "overhead µs",
+                ],
+                small_rows + task_rows_table,
+                note="paired ratio: median of each round's offload/plain; bare = no pool_pre_ping.",
+            )
         ],
-        data={"task_rows": task_rows, "small": small_data, "task_sized": task_data,
-              "statements_on_replica": routed, "fallbacks": fallbacks},
+        checks=[
+            Check(
+                "routing",
+                f"task-sized query: offload/plain ≤ {TASK_TARGET:.2f}",
+                fmt_ratio(task_ratio),
+                None if task_ratio is None else task_ratio <= TASK_TARGET,
+            ),
+            Check(
+                "routing",
+                "per-statement overhead (small query), µs",
+                fmt(small_overhead, 0, " µs") + f" (task-sized: {fmt(task_overhead, 0)} µs)",
+                None,
+            ),
+        ],
+        data={
+            "task_rows": task_rows,
+            "small": small_data,
+            "task_sized": task_data,
+            "statements_on_replica": routed,
+            "fallbacks": fallbacks,
+        },
         seconds=time.monotonic() - started,
     )

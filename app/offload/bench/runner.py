@@ -76,37 +76,69 @@ def _version(package: str) -> str:
 
 def machine(server_version: str) -> dict[str, Any]:
     """This machine, as it describes itself (nothing typed in by hand)."""
-    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
-                if line.startswith("model name")), platform.processor() or "?")
-    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
-                    if line.startswith("MemTotal:")), 0)
-    os_name = next((line.split("=", 1)[1].strip().strip('"')
-                    for line in _read("/etc/os-release").splitlines()
-                    if line.startswith("PRETTY_NAME=")), platform.system())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "?",
+    )
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal:")
+        ),
+        0,
+    )
+    os_name = next(
+        (
+            line.split("=", 1)[1].strip().strip('"')
+            for line in _read("/etc/os-release").splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ),
+        platform.system(),
+    )
     return {
-        "cpus": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "os": os_name, "kernel": platform.release(), "python": platform.python_version(),
-        "server": server_version, "sqlalchemy": _version("SQLAlchemy"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": os_name,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "server": server_version,
+        "sqlalchemy": _version("SQLAlchemy"),
         "pymysql": _version("PyMySQL"),
     }
 
 
 def _describe(info: dict[str, Any]) -> str:
-    return (f"{info['cpus']} CPUs ({info['cpu']}), {info['memory_gib']} GiB RAM, {info['os']} "
-            f"(kernel {info['kernel']}), server {info['server']}, Python {info['python']}, "
-            f"SQLAlchemy {info['sqlalchemy']}, PyMySQL {info['pymysql']}")
+    return (
+        f"{info['cpus']} CPUs ({info['cpu']}), {info['memory_gib']} GiB RAM, {info['os']} "
+        f"(kernel {info['kernel']}), server {info['server']}, Python {info['python']}, "
+        f"SQLAlchemy {info['sqlalchemy']}, PyMySQL {info['pymysql']}"
+    )
 
 
 def _select(only: Sequence[str]) -> list[str]:
     unknown = [name for name in only if name not in BENCHMARKS]
     if unknown:
-        raise ConfigError(f"no benchmark named {', '.join(unknown)}",
-                          hint=f"choose from {', '.join(BENCHMARKS)}")
+        raise ConfigError(
+            f"no benchmark named {', '.join(unknown)}", hint=f"choose from {', '.join(BENCHMARKS)}"
+        )
     return [name for name in BENCHMARKS if not only or name in only]
 
 
-def run(*, full: bool, out: Path, settings: Settings | None = None, docs: Path | None = None,
-        only: Sequence[str] = (), console: Console | None = None) -> int:
+def run(
+    *,
+    full: bool,
+    out: Path,
+    settings: Settings | None = None,
+    docs: Path | None = None,
+    only: Sequence[str] = (),
+    console: Console | None = None,
+) -> int:
     """Run the benchmarks; ``settings`` names an existing testbed (else one is started)."""
     selected = _select(only)
     if console is None:
@@ -117,9 +149,14 @@ def run(*, full: bool, out: Path, settings: Settings | None = None, docs: Path |
     mode = "full" if full else "quick"
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    progress(f"offload bench, {mode} mode: {', '.join(selected)}"
-             + ("" if full else " (smaller data sets and fewer samples; "
-                "BENCH=full / --full for the full sizes)"))
+    progress(
+        f"offload bench, {mode} mode: {', '.join(selected)}"
+        + (
+            ""
+            if full
+            else " (smaller data sets and fewer samples; BENCH=full / --full for the full sizes)"
+        )
+    )
     results: list[BenchResult] = []
     with ExitStack() as stack:
         if settings is None:
@@ -148,12 +185,21 @@ def run(*, full: bool, out: Path, settings: Settings | None = None, docs: Path |
     checks = [check for result in results for check in result.checks]
     print_checks(console, checks)
     console.print(f"machine: {_describe(described)}", highlight=False)
-    console.print(f"{mode} mode, {elapsed:.0f} s in all"
-                  + (", testbed start and seeding included" if settings is None
-                     else ", seeding included (an existing testbed)"), highlight=False)
+    console.print(
+        f"{mode} mode, {elapsed:.0f} s in all"
+        + (
+            ", testbed start and seeding included"
+            if settings is None
+            else ", seeding included (an existing testbed)"
+        ),
+        highlight=False,
+    )
     document = {
-        "version": 1, "mode": mode, "started_at": started_at.isoformat(timespec="seconds"),
-        "seconds": round(elapsed, 1), "machine": described,
+        "version": 1,
+        "mode": mode,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(elapsed, 1),
+        "machine": described,
         "checks": [check.as_dict() for check in checks],
         "benchmarks": {result.key: result.as_dict() for result in results},
     }
@@ -161,11 +207,17 @@ def run(*, full: bool, out: Path, settings: Settings | None = None, docs: Path |
     out.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     progress(f"results written to {out}")
     if docs is not None:
-        header = [f"Generated by `offload bench` ({mode} mode) on "
-                  f"{started_at:%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s"
-                  + (", testbed start and seeding included." if settings is None
-                     else ", seeding included, on an existing testbed."),
-                  "", f"Machine: {_describe(described)}."]
+        header = [
+            f"Generated by `offload bench` ({mode} mode) on "
+            f"{started_at:%Y-%m-%d %H:%M} UTC in {elapsed:.0f} s"
+            + (
+                ", testbed start and seeding included."
+                if settings is None
+                else ", seeding included, on an existing testbed."
+            ),
+            "",
+            f"Machine: {_describe(described)}.",
+        ]
         update_docs(docs, render_markdown(header, results, checks))
         progress(f"tables written to {docs}")
     return 0

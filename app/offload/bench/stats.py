@@ -99,17 +99,34 @@ class Summary:
 
     def scaled(self, factor: float) -> Summary:
         """The same summary in other units (seconds x 1000 = milliseconds)."""
-        return Summary(self.n, self.median * factor, self.p99 * factor, self.mean * factor,
-                       self.min * factor, self.max * factor)
+        return Summary(
+            self.n,
+            self.median * factor,
+            self.p99 * factor,
+            self.mean * factor,
+            self.min * factor,
+            self.max * factor,
+        )
 
     def as_dict(self, digits: int = 6) -> dict[str, float | int]:
-        return {"n": self.n, "median": round(self.median, digits), "p99": round(self.p99, digits),
-                "mean": round(self.mean, digits), "min": round(self.min, digits),
-                "max": round(self.max, digits)}
+        return {
+            "n": self.n,
+            "median": round(self.median, digits),
+            "p99": round(self.p99, digits),
+            "mean": round(self.mean, digits),
+            "min": round(self.min, digits),
+            "max": round(self.max, digits),
+        }
 
 
 def summarize(samples: Sequence[float]) -> Summary:
     """The :class:`Summary` of ``samples`` (at least one)."""
     values = _checked(samples)
-    return Summary(n=len(values), median=median(values), p99=p99(values),
-                   mean=math.fsum(values) / len(values), min=values[0], max=values[-1])
+    return Summary(
+        n=len(values),
+        median=median(values),
+        p99=p99(values),
+        mean=math.fsum(values) / len(values),
+        min=values[0],
+        max=values[-1],
+    )

@@ -73,17 +73,23 @@ class _Size:
     all_hosts_rss: list[int] = dataclasses.field(default_factory=list)
     peak_kib: int = 0
     #: rows the servers examined for each one-host run (replica + primary)
-    examined: dict[str, list[int]] = dataclasses.field(
-        default_factory=lambda: defaultdict(list))
+    examined: dict[str, list[int]] = dataclasses.field(default_factory=lambda: defaultdict(list))
     servers: tuple[TaggedStatements, ...] = ()
 
     def count_examined(self, task: str, run: str) -> None:
-        self.examined[task].append(sum(event.rows_examined for server in self.servers
-                                       for event in server.poll() if event.run == run))
+        self.examined[task].append(
+            sum(
+                event.rows_examined
+                for server in self.servers
+                for event in server.poll()
+                if event.run == run
+            )
+        )
 
 
-def _timed(size: _Size, action: list[ComputeManager], task: str,
-           rss: list[int]) -> tuple[float, str]:
+def _timed(
+    size: _Size, action: list[ComputeManager], task: str, rss: list[int]
+) -> tuple[float, str]:
     """Seconds to run ``task`` for every manager of ``action``; the last run's id."""
     before = rss_kib() or 0
     reset_peak_rss()
@@ -103,8 +109,10 @@ def _prepare(ctx: BenchContext, instances: int) -> _Size:
     scratch = ctx.scratch(f"scale{instances // 1000}k")
     started = time.monotonic()
     scratch.seed(instances, hosts)
-    ctx.progress(f"scaling: seeded {instances:,} instances over {hosts} hosts, replicated, "
-                 f"in {time.monotonic() - started:.1f} s")
+    ctx.progress(
+        f"scaling: seeded {instances:,} instances over {hosts} hosts, replicated, "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     db = scratch.database(host=_HOST)
     manager = build_manager(scratch.settings(host=_HOST), db)
     manager.init_host()
@@ -125,15 +133,19 @@ def run(ctx: BenchContext) -> BenchResult:
         for size in fleet_sizes:
             fleets[size.instances] = [size.manager] + [
                 build_manager(size.scratch.settings(host=host), size.db)
-                for host in host_names(size.hosts)[1:]]
+                for host in host_names(size.hosts)[1:]
+            ]
             for manager in fleets[size.instances][1:]:
                 manager.init_host()
-        ctx.progress(f"scaling: every task for all hosts at "
-                     f"{', '.join(f'{s.instances:,}' for s in fleet_sizes) or 'no size'}")
+        ctx.progress(
+            f"scaling: every task for all hosts at "
+            f"{', '.join(f'{s.instances:,}' for s in fleet_sizes) or 'no size'}"
+        )
         for index, spec in enumerate(TASKS):
             for size in [s for s in rotation(sizes, index) if s in fleet_sizes]:
-                size.all_hosts[spec.name] = _timed(size, fleets[size.instances], spec.name,
-                                                   size.all_hosts_rss)[0]
+                size.all_hosts[spec.name] = _timed(
+                    size, fleets[size.instances], spec.name, size.all_hosts_rss
+                )[0]
         for size in sizes:
             if size not in fleet_sizes:  # steady state for the one-host runs, unmeasured
                 for spec in TASKS:
@@ -141,16 +153,17 @@ def run(ctx: BenchContext) -> BenchResult:
             size.db.wait_for_replicas(timeout=300)
         ctx.progress(f"scaling: every task for {_HOST}, {params.reps} times, sizes interleaved")
         for size in sizes:
-            size.servers = (TaggedStatements(admin, size.scratch.name),
-                            TaggedStatements(replica_admin, size.scratch.name))
+            size.servers = (
+                TaggedStatements(admin, size.scratch.name),
+                TaggedStatements(replica_admin, size.scratch.name),
+            )
             for server in size.servers:
                 server.skip()
         turn = 0
         for _ in range(params.reps):
             for spec in TASKS:
                 for size in rotation(sizes, turn):
-                    elapsed, run_id = _timed(size, [size.manager], spec.name,
-                                             size.one_host_rss)
+                    elapsed, run_id = _timed(size, [size.manager], spec.name, size.one_host_rss)
                     size.one_host[spec.name].append(elapsed)
                     size.count_examined(spec.name, run_id)  # after the clock stopped
                 turn += 1
@@ -173,19 +186,25 @@ def _result(params: Params, sizes: list[_Size], seconds: float) -> BenchResult:
         growth = ratio(medians[-1], medians[0])
         examined = [median(s.examined[spec.name]) for s in sizes]
         row = [spec.name, *(fmt(m, 1) for m in medians), fmt_ratio(growth)]
-        examined_rows.append([spec.name, *(fmt(e, 0) for e in examined),
-                              fmt_ratio(ratio(examined[-1], examined[0]))])
-        row += [fmt(s.all_hosts[spec.name], 2) if spec.name in s.all_hosts else "-"
-                for s in sizes]
+        examined_rows.append(
+            [spec.name, *(fmt(e, 0) for e in examined), fmt_ratio(ratio(examined[-1], examined[0]))]
+        )
+        row += [fmt(s.all_hosts[spec.name], 2) if spec.name in s.all_hosts else "-" for s in sizes]
         task_rows.append(row)
         data_tasks[spec.name] = {
-            "one_host_ms": {str(s.instances): summarize(s.one_host[spec.name])
-                            .scaled(1000).as_dict(3) for s in sizes},
+            "one_host_ms": {
+                str(s.instances): summarize(s.one_host[spec.name]).scaled(1000).as_dict(3)
+                for s in sizes
+            },
             "one_host_growth": growth,
-            "one_host_rows_examined": {str(s.instances): summarize(s.examined[spec.name])
-                                       .as_dict(1) for s in sizes},
-            "all_hosts_s": {str(s.instances): round(s.all_hosts[spec.name], 4)
-                            for s in sizes if spec.name in s.all_hosts},
+            "one_host_rows_examined": {
+                str(s.instances): summarize(s.examined[spec.name]).as_dict(1) for s in sizes
+            },
+            "all_hosts_s": {
+                str(s.instances): round(s.all_hosts[spec.name], 4)
+                for s in sizes
+                if spec.name in s.all_hosts
+            },
         }
     cycle = {s.instances: sum(median(v) for v in s.one_host.values()) for s in sizes}
     examined_cycle = {s.instances: sum(median(v) for v in s.examined.values()) for s in sizes}
@@ -194,15 +213,23 @@ def _result(params: Params, sizes: list[_Size], seconds: float) -> BenchResult:
     for s in sizes:
         all_hosts = sum(s.all_hosts.values()) if s.all_hosts else None
         per_k = None if all_hosts is None else all_hosts * 1000 / (s.instances / 1000)
-        size_rows.append([
-            f"{s.instances:,}", str(s.hosts), fmt(cycle[s.instances] * 1000, 0),
-            fmt_ratio(ratio(cycle[s.instances], cycle[smallest.instances])),
-            fmt(examined_cycle[s.instances], 0), fmt(all_hosts, 1), fmt(per_k, 0),
-            fmt(max(s.one_host_rss, default=0) / 1024, 1),
-            fmt(max(s.all_hosts_rss, default=0) / 1024, 1) if s.all_hosts_rss else "-",
-            fmt(s.peak_kib / 1024, 0)])
+        size_rows.append(
+            [
+                f"{s.instances:,}",
+                str(s.hosts),
+                fmt(cycle[s.instances] * 1000, 0),
+                fmt_ratio(ratio(cycle[s.instances], cycle[smallest.instances])),
+                fmt(examined_cycle[s.instances], 0),
+                fmt(all_hosts, 1),
+                fmt(per_k, 0),
+                fmt(max(s.one_host_rss, default=0) / 1024, 1),
+                fmt(max(s.all_hosts_rss, default=0) / 1024, 1) if s.all_hosts_rss else "-",
+                fmt(s.peak_kib / 1024, 0),
+            ]
+        )
         data_sizes[str(s.instances)] = {
-            "hosts": s.hosts, "one_host_cycle_ms": round(cycle[s.instances] * 1000, 2),
+            "hosts": s.hosts,
+            "one_host_cycle_ms": round(cycle[s.instances] * 1000, 2),
             "one_host_cycle_vs_smallest": ratio(cycle[s.instances], cycle[smallest.instances]),
             "one_host_cycle_rows_examined": examined_cycle[s.instances],
             "all_hosts_cycle_s": None if all_hosts is None else round(all_hosts, 3),
@@ -217,49 +244,88 @@ def _result(params: Params, sizes: list[_Size], seconds: float) -> BenchResult:
     reference = sizes[1] if len(sizes) > 2 else smallest
     growing = []
     for spec in TASKS:
-        grown = ratio(median(largest.examined[spec.name]),
-                      median(reference.examined[spec.name]))
+        grown = ratio(median(largest.examined[spec.name]), median(reference.examined[spec.name]))
         if grown is not None and grown > EXAMINED_LIMIT:
             growing.append(f"{spec.name} {grown:.1f}x")
     skipped = [f"{s.instances:,}" for s in sizes if not s.all_hosts]
-    summary = (f"Hosts of {INSTANCES_PER_HOST} instances; {_HOST} has the same instances at "
-               f"every size.  One host: median of {params.reps} runs per task, sizes "
-               f"interleaved task by task.  All hosts: one pass, each task for every host "
-               f"(first runs on fresh data)"
-               + (f"; not run at {', '.join(skipped)} in this mode (too long for quick)"
-                  if skipped else "") + ".")
+    summary = (
+        f"Hosts of {INSTANCES_PER_HOST} instances; {_HOST} has the same instances at "
+        f"every size.  One host: median of {params.reps} runs per task, sizes "
+        f"interleaved task by task.  All hosts: one pass, each task for every host "
+        f"(first runs on fresh data)"
+        + (
+            f"; not run at {', '.join(skipped)} in this mode (too long for quick)"
+            if skipped
+            else ""
+        )
+        + "."
+    )
     return BenchResult(
-        key="scaling", title="4. Task scaling with the number of instances", summary=summary,
+        key="scaling",
+        title="4. Task scaling with the number of instances",
+        summary=summary,
         tables=[
-            Table("Per size: one host vs all hosts",
-                  ["instances", "hosts", "one host: cycle ms", "vs smallest",
-                   "one host: rows examined",
-                   "all hosts: cycle s", "all hosts: ms per 1k inst.",
-                   "one host: peak RSS +MiB", "all hosts: peak RSS +MiB",
-                   "process peak RSS MiB"], size_rows,
-                  note="cycle = sum over the 13 tasks of their median time; rows examined = "
-                       "ROWS_EXAMINED of the cycle's statements on both servers "
-                       "(performance_schema); peak RSS +MiB = peak during a run minus RSS "
-                       "before it (largest run)."),
-            Table("Per task: one host (median ms) and all hosts (s)",
-                  ["task", *(f"1 host {lab} ms" for lab in labels),
-                   f"{labels[-1]}/{labels[0]}", *(f"all {lab} s" for lab in labels)],
-                  task_rows),
-            Table("Per task: rows the servers examined for one run on one host (median)",
-                  ["task", *(f"{lab} rows" for lab in labels), f"{labels[-1]}/{labels[0]}"],
-                  examined_rows,
-                  note="ROWS_EXAMINED from performance_schema, the run's tagged statements on "
-                       "the replica and the primary: flat when every query uses an index."),
+            Table(
+                "Per size: one host vs all hosts",
+                [
+                    "instances",
+                    "hosts",
+                    "one host: cycle ms",
+                    "vs smallest",
+                    "one host: rows examined",
+                    "all hosts: cycle s",
+                    "all hosts: ms per 1k inst.",
+                    "one host: peak RSS +MiB",
+                    "all hosts: peak RSS +MiB",
+                    "process peak RSS MiB",
+                ],
+                size_rows,
+                note="cycle = sum over the 13 tasks of their median time; rows examined = "
+                "ROWS_EXAMINED of the cycle's statements on both servers "
+                "(performance_schema); peak RSS +MiB = peak during a run minus RSS "
+                "before it (largest run).",
+            ),
+            Table(
+                "Per task: one host (median ms) and all hosts (s)",
+                [
+                    "task",
+                    *(f"1 host {lab} ms" for lab in labels),
+                    f"{labels[-1]}/{labels[0]}",
+                    *(f"all {lab} s" for lab in labels),
+                ],
+                task_rows,
+            ),
+            Table(
+                "Per task: rows the servers examined for one run on one host (median)",
+                ["task", *(f"{lab} rows" for lab in labels), f"{labels[-1]}/{labels[0]}"],
+                examined_rows,
+                note="ROWS_EXAMINED from performance_schema, the run's tagged statements on "
+                "the replica and the primary: flat when every query uses an index.",
+            ),
         ],
-        checks=[Check("scaling", f"one host's cycle at {largest.instances:,} / at "
-                                 f"{smallest.instances:,} instances ≤ {GROWTH_LIMIT} "
-                                 f"(index use; threshold of this bench)",
-                      fmt_ratio(growth), None if growth is None else growth <= GROWTH_LIMIT),
-                Check("scaling", f"no task's rows examined (one host) grow from "
-                                 f"{reference.instances:,} to {largest.instances:,} instances "
-                                 f"by more than {EXAMINED_LIMIT}x (threshold of this bench)",
-                      ", ".join(growing) or "none grew", not growing)],
-        data={"sizes": data_sizes, "tasks": data_tasks, "reps": params.reps,
-              "rows_examined_growing": growing},
+        checks=[
+            Check(
+                "scaling",
+                f"one host's cycle at {largest.instances:,} / at "
+                f"{smallest.instances:,} instances ≤ {GROWTH_LIMIT} "
+                f"(index use; threshold of this bench)",
+                fmt_ratio(growth),
+                None if growth is None else growth <= GROWTH_LIMIT,
+            ),
+            Check(
+                "scaling",
+                f"no task's rows examined (one host) grow from "
+                f"{reference.instances:,} to {largest.instances:,} instances "
+                f"by more than {EXAMINED_LIMIT}x (threshold of this bench)",
+                ", ".join(growing) or "none grew",
+                not growing,
+            ),
+        ],
+        data={
+            "sizes": data_sizes,
+            "tasks": data_tasks,
+            "reps": params.reps,
+            "rows_examined_growing": growing,
+        },
         seconds=seconds,
     )

@@ -85,8 +85,9 @@ class _Writer(threading.Thread):
                 due = time.monotonic()
                 while not self.stop.is_set():
                     started = time.monotonic()
-                    cursor.execute("INSERT INTO bench_rows (payload, created_at) "
-                                   "VALUES ('load', NOW(6))")
+                    cursor.execute(
+                        "INSERT INTO bench_rows (payload, created_at) VALUES ('load', NOW(6))"
+                    )
                     self.connection.commit()
                     ended = time.monotonic()
                     self.commits.append((ended, ended - started))
@@ -160,8 +161,14 @@ def _classify(events: list[StatementEvent]) -> Counter[str]:
     return counts
 
 
-def _window(config: str, manager: ComputeManager, params: Params, on_primary: TaggedStatements,
-            on_replica: TaggedStatements, counter: StatementCounter) -> _Window:
+def _window(
+    config: str,
+    manager: ComputeManager,
+    params: Params,
+    on_primary: TaggedStatements,
+    on_replica: TaggedStatements,
+    counter: StatementCounter,
+) -> _Window:
     warnings = _CountWarnings()
     logger = logging.getLogger(f"offload.bench.scheduler.{config}")
     logger.propagate = False
@@ -172,8 +179,9 @@ def _window(config: str, manager: ComputeManager, params: Params, on_primary: Ta
     on_replica.skip()
     client_before = _client_primary(counter)
     poller = _Poller(on_primary, on_replica)
-    thread = threading.Thread(target=scheduler.run_forever, args=(stop,),
-                              name=f"bench-scheduler-{config}", daemon=True)
+    thread = threading.Thread(
+        target=scheduler.run_forever, args=(stop,), name=f"bench-scheduler-{config}", daemon=True
+    )
     start = time.monotonic()
     poller.start()
     thread.start()
@@ -193,14 +201,26 @@ def _window(config: str, manager: ComputeManager, params: Params, on_primary: Ta
         replica_selects += sum(1 for e in on_r if e.is_select)
         per_second.append((seconds, sum(counts.values()), counts["data"] + counts["gtid"]))
     stats = scheduler.stats.values()
-    return _Window(config, start, end, sum(s.runs for s in stats),
-                   sum(s.failures for s in stats), warnings.count, per_second, primary,
-                   replica_selects, _client_primary(counter) - client_before)
+    return _Window(
+        config,
+        start,
+        end,
+        sum(s.runs for s in stats),
+        sum(s.failures for s in stats),
+        warnings.count,
+        per_second,
+        primary,
+        replica_selects,
+        _client_primary(counter) - client_before,
+    )
 
 
 def _client_primary(counter: StatementCounter) -> int:
-    return sum(n for (task, _, target, _), n in counter.snapshot().items()
-               if target == "primary" and task not in ("-", "init_host"))
+    return sum(
+        n
+        for (task, _, target, _), n in counter.snapshot().items()
+        if target == "primary" and task not in ("-", "init_host")
+    )
 
 
 def run(ctx: BenchContext) -> BenchResult:
@@ -208,15 +228,18 @@ def run(ctx: BenchContext) -> BenchResult:
     scratch, data = ctx.shared()
     started = time.monotonic()
     options = bench_compute_options(spacing=params.spacing)
-    databases = {"replica": Database(scratch.settings(host=_HOST, compute=options)),
-                 "primary": Database(scratch.settings(host=_HOST, compute=options,
-                                                      with_replica=False))}
+    databases = {
+        "replica": Database(scratch.settings(host=_HOST, compute=options)),
+        "primary": Database(scratch.settings(host=_HOST, compute=options, with_replica=False)),
+    }
     counter = StatementCounter()
     for db in databases.values():
         db.tracer.add_sink(counter)
     first = build_manager(scratch.settings(host=_HOST, compute=options), databases["replica"])
-    managers = {name: ComputeManager(dataclasses.replace(first.compute, db=db))
-                for name, db in databases.items()}
+    managers = {
+        name: ComputeManager(dataclasses.replace(first.compute, db=db))
+        for name, db in databases.items()
+    }
     admin = ctx.servers.admin_engine()
     replica_admin = ctx.servers.replica_admin_engines()[0]
     on_primary = TaggedStatements(admin, scratch.name)
@@ -225,9 +248,11 @@ def run(ctx: BenchContext) -> BenchResult:
     lag = _LagSampler(databases["replica"])
     windows: list[_Window] = []
     order = [name for index in range(params.windows) for name in rotation(list(CONFIGS), index)]
-    ctx.progress(f"write load: {len(order)} windows of {params.window_seconds:.0f} s "
-                 f"({' '.join(order)}), tasks every {params.spacing} s, writer at "
-                 f"{params.writes_per_second:.0f} commits/s")
+    ctx.progress(
+        f"write load: {len(order)} windows of {params.window_seconds:.0f} s "
+        f"({' '.join(order)}), tasks every {params.spacing} s, writer at "
+        f"{params.writes_per_second:.0f} commits/s"
+    )
     try:
         first.init_host()
         databases["replica"].guard  # noqa: B018 - heartbeat on from the start, as the service
@@ -235,8 +260,7 @@ def run(ctx: BenchContext) -> BenchResult:
         lag.start()
         time.sleep(1.0)  # the writer reaches its rate
         for name in order:
-            windows.append(_window(name, managers[name], params, on_primary, on_replica,
-                                   counter))
+            windows.append(_window(name, managers[name], params, on_primary, on_replica, counter))
             if writer.error is not None:
                 raise writer.error
     finally:
@@ -257,8 +281,14 @@ def _within(moment: float, windows: list[_Window]) -> bool:
     return any(w.start <= moment <= w.end for w in windows)
 
 
-def _result(params: Params, windows: list[_Window], writer: _Writer, lag: _LagSampler,
-            instances: int, seconds: float) -> BenchResult:
+def _result(
+    params: Params,
+    windows: list[_Window],
+    writer: _Writer,
+    lag: _LagSampler,
+    instances: int,
+    seconds: float,
+) -> BenchResult:
     rows: list[list[str]] = []
     load_rows: list[list[str]] = []
     data: dict[str, dict[str, Any]] = {}
@@ -270,41 +300,57 @@ def _result(params: Params, windows: list[_Window], writer: _Writer, lag: _LagSa
             totals.update(w.primary)
         rates = [n / s for w in mine for s, n, _ in w.per_second if s > 0]
         select_rates = [n / s for w in mine for s, _, n in w.per_second if s > 0]
-        lags = [value * 1000 for moment, value in lag.samples
-                if value is not None and _within(moment, mine)]
+        lags = [
+            value * 1000
+            for moment, value in lag.samples
+            if value is not None and _within(moment, mine)
+        ]
         unknown = sum(1 for moment, value in lag.samples if value is None and _within(moment, mine))
         commits = [c for c in writer.commits if _within(c[0], mine)]
         commit_ms = summarize([c[1] for c in commits]).scaled(1000) if commits else None
         statements = sum(totals.values())
         lag_summary = summarize(lags) if lags else None
         runs = sum(w.runs for w in mine)
-        rows.append([
-            name, f"{duration:.1f}", str(runs), str(len(rates)),
-            fmt(statements / duration, 1), fmt(summarize(rates).median, 1),
-            fmt(summarize(rates).p99, 1),
-            fmt((totals["data"] + totals["gtid"]) / duration, 1),
-            fmt(totals["writes"] / duration, 1),
-            fmt(sum(w.replica_selects for w in mine) / duration, 1),
-        ])
+        rows.append(
+            [
+                name,
+                f"{duration:.1f}",
+                str(runs),
+                str(len(rates)),
+                fmt(statements / duration, 1),
+                fmt(summarize(rates).median, 1),
+                fmt(summarize(rates).p99, 1),
+                fmt((totals["data"] + totals["gtid"]) / duration, 1),
+                fmt(totals["writes"] / duration, 1),
+                fmt(sum(w.replica_selects for w in mine) / duration, 1),
+            ]
+        )
         above = sum(1 for value in lags if value > 0)
-        load_rows.append([
-            name, fmt(len(commits) / duration, 1),
-            fmt(commit_ms.median if commit_ms else None, 2),
-            fmt(commit_ms.p99 if commit_ms else None, 2),
-            str(len(lags)), fmt(lag_summary.median if lag_summary else None, 1),
-            fmt(lag_summary.p99 if lag_summary else None, 1),
-            fmt(lag_summary.max if lag_summary else None, 1),
-            str(above), str(unknown),
-        ])
+        load_rows.append(
+            [
+                name,
+                fmt(len(commits) / duration, 1),
+                fmt(commit_ms.median if commit_ms else None, 2),
+                fmt(commit_ms.p99 if commit_ms else None, 2),
+                str(len(lags)),
+                fmt(lag_summary.median if lag_summary else None, 1),
+                fmt(lag_summary.p99 if lag_summary else None, 1),
+                fmt(lag_summary.max if lag_summary else None, 1),
+                str(above),
+                str(unknown),
+            ]
+        )
         data[name] = {
-            "seconds": round(duration, 2), "task_runs": runs,
+            "seconds": round(duration, 2),
+            "task_runs": runs,
             "failures": sum(w.failures for w in mine),
             "overruns": sum(w.overruns for w in mine),
             "primary_task_statements": statements,
             "primary_task_statements_per_s": statements / duration,
             "primary_task_statements_per_s_by_second": summarize(rates).as_dict(2),
             "primary_task_selects_per_s_by_second": summarize(select_rates).as_dict(2),
-            "primary_data_selects": totals["data"], "primary_gtid_selects": totals["gtid"],
+            "primary_data_selects": totals["data"],
+            "primary_gtid_selects": totals["gtid"],
             "primary_writes": totals["writes"],
             "replica_task_selects": sum(w.replica_selects for w in mine),
             "client_trace_primary": sum(w.client_primary for w in mine),
@@ -315,38 +361,77 @@ def _result(params: Params, windows: list[_Window], writer: _Writer, lag: _LagSa
         }
     a, b = data["replica"], data["primary"]
     statement_ratio = ratio(a["primary_task_statements_per_s"], b["primary_task_statements_per_s"])
-    select_ratio = ratio((a["primary_data_selects"] + a["primary_gtid_selects"]) / a["seconds"],
-                         (b["primary_data_selects"] + b["primary_gtid_selects"]) / b["seconds"])
+    select_ratio = ratio(
+        (a["primary_data_selects"] + a["primary_gtid_selects"]) / a["seconds"],
+        (b["primary_data_selects"] + b["primary_gtid_selects"]) / b["seconds"],
+    )
     ratios = {"primary_statements_per_s": statement_ratio, "primary_selects_per_s": select_ratio}
     agree = all(w.client_primary == sum(w.primary.values()) for w in windows)
-    summary = (f"{instances:,} instances; tasks of {_HOST} every {params.spacing} s; writer at "
-               f"{params.writes_per_second:.0f} one-row commits/s throughout; "
-               f"{params.windows} windows of {params.window_seconds:.0f} s per configuration, "
-               f"ABBA order.  Task statements counted by the primary's performance_schema "
-               f"(client trace {'agrees' if agree else 'DISAGREES'}); lag sampled every 100 ms "
-               f"from db.guard.readings().  replica/primary: task statements/s on the primary "
-               f"{fmt_ratio(statement_ratio)}, task SELECTs/s {fmt_ratio(select_ratio)}.")
+    summary = (
+        f"{instances:,} instances; tasks of {_HOST} every {params.spacing} s; writer at "
+        f"{params.writes_per_second:.0f} one-row commits/s throughout; "
+        f"{params.windows} windows of {params.window_seconds:.0f} s per configuration, "
+        f"ABBA order.  Task statements counted by the primary's performance_schema "
+        f"(client trace {'agrees' if agree else 'DISAGREES'}); lag sampled every 100 ms "
+        f"from db.guard.readings().  replica/primary: task statements/s on the primary "
+        f"{fmt_ratio(statement_ratio)}, task SELECTs/s {fmt_ratio(select_ratio)}."
+    )
     lag_p99 = a["replica_lag_ms"]["p99"] if a["replica_lag_ms"] else None
     return BenchResult(
-        key="write-load", title="5. Service under write load", summary=summary,
+        key="write-load",
+        title="5. Service under write load",
+        summary=summary,
         tables=[
-            Table("Task statements arriving on the servers (per second of window time)",
-                  ["config", "window s", "task runs", "seconds sampled",
-                   "primary task stmts/s", "per-second p50", "per-second p99",
-                   "primary task SELECTs/s", "primary task writes/s",
-                   "replica task SELECTs/s"], rows,
-                  note="primary task SELECTs include the GTID lookups of causal reads."),
-            Table("The writer and the replica's heartbeat lag during each configuration",
-                  ["config", "writer commits/s", "commit p50 ms", "commit p99 ms",
-                   "lag samples", "lag p50 ms", "lag p99 ms", "lag max ms",
-                   "samples > 0", "unknown"], load_rows,
-                  note="lag: replica0's heartbeat lag by db.guard.readings() every 100 ms; "
-                       "0 means the newest heartbeat (written every 100 ms) was applied."),
+            Table(
+                "Task statements arriving on the servers (per second of window time)",
+                [
+                    "config",
+                    "window s",
+                    "task runs",
+                    "seconds sampled",
+                    "primary task stmts/s",
+                    "per-second p50",
+                    "per-second p99",
+                    "primary task SELECTs/s",
+                    "primary task writes/s",
+                    "replica task SELECTs/s",
+                ],
+                rows,
+                note="primary task SELECTs include the GTID lookups of causal reads.",
+            ),
+            Table(
+                "The writer and the replica's heartbeat lag during each configuration",
+                [
+                    "config",
+                    "writer commits/s",
+                    "commit p50 ms",
+                    "commit p99 ms",
+                    "lag samples",
+                    "lag p50 ms",
+                    "lag p99 ms",
+                    "lag max ms",
+                    "samples > 0",
+                    "unknown",
+                ],
+                load_rows,
+                note="lag: replica0's heartbeat lag by db.guard.readings() every 100 ms; "
+                "0 means the newest heartbeat (written every 100 ms) was applied.",
+            ),
         ],
-        checks=[Check("write-load", "replica lag p99 under load (replica config), ms",
-                      fmt(lag_p99, 1), None),
-                Check("write-load", "primary task statements/s, replica / primary",
-                      fmt_ratio(statement_ratio), None)],
+        checks=[
+            Check(
+                "write-load",
+                "replica lag p99 under load (replica config), ms",
+                fmt(lag_p99, 1),
+                None,
+            ),
+            Check(
+                "write-load",
+                "primary task statements/s, replica / primary",
+                fmt_ratio(statement_ratio),
+                None,
+            ),
+        ],
         data={**data, "ratios_replica_vs_primary": ratios, "params": dataclasses.asdict(params)},
         seconds=seconds,
     )

@@ -34,26 +34,37 @@ def _claim_attempt(c: Compute, report: RunReport, uuid: str, seen: str | None) -
     attempts = str(int(seen or "0") + 1)
     # ...and only while the primary still shows the instance waiting for its cleanup:
     # a stale replica copy must not count an attempt on (nor re-delete) a cleaned one
-    pending = exists().where(Instance.uuid == uuid, Instance.deleted != 0,
-                             Instance.cleaned == 0)
+    pending = exists().where(Instance.uuid == uuid, Instance.deleted != 0, Instance.cleaned == 0)
     statement: Any
     with c.db.writer() as session:
         if seen is None:  # no row yet: insert unless one appeared meanwhile
-            already = exists().where(InstanceSystemMetadata.instance_uuid == uuid,
-                                     InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY,
-                                     InstanceSystemMetadata.deleted == 0)
-            source = select(literal(uuid), literal(CLEAN_ATTEMPTS_KEY), literal(attempts),
-                            literal(c.now()), literal(0)).where(~already, pending)
-            statement = insert(InstanceSystemMetadata).from_select(
-                ["instance_uuid", "key", "value", "created_at", "deleted"], source)
-        else:
-            statement = update(InstanceSystemMetadata).where(
+            already = exists().where(
                 InstanceSystemMetadata.instance_uuid == uuid,
                 InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY,
                 InstanceSystemMetadata.deleted == 0,
-                InstanceSystemMetadata.value == seen,
-                pending,
-            ).values(value=attempts, updated_at=c.now())
+            )
+            source = select(
+                literal(uuid),
+                literal(CLEAN_ATTEMPTS_KEY),
+                literal(attempts),
+                literal(c.now()),
+                literal(0),
+            ).where(~already, pending)
+            statement = insert(InstanceSystemMetadata).from_select(
+                ["instance_uuid", "key", "value", "created_at", "deleted"], source
+            )
+        else:
+            statement = (
+                update(InstanceSystemMetadata)
+                .where(
+                    InstanceSystemMetadata.instance_uuid == uuid,
+                    InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY,
+                    InstanceSystemMetadata.deleted == 0,
+                    InstanceSystemMetadata.value == seen,
+                    pending,
+                )
+                .values(value=attempts, updated_at=c.now())
+            )
         return c.guarded(session, statement, report, what=f"clean attempt of {uuid}")
 
 
@@ -63,13 +74,19 @@ def run_pending_deletes(c: Compute, report: RunReport) -> None:
     with c.db.reader(allow_replica=True) as session:
         candidates = session.execute(
             select(Instance.uuid, InstanceSystemMetadata.value)
-            .outerjoin(InstanceSystemMetadata,
-                       (InstanceSystemMetadata.instance_uuid == Instance.uuid)
-                       & (InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY)
-                       & (InstanceSystemMetadata.deleted == 0))
+            .outerjoin(
+                InstanceSystemMetadata,
+                (InstanceSystemMetadata.instance_uuid == Instance.uuid)
+                & (InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY)
+                & (InstanceSystemMetadata.deleted == 0),
+            )
             # Nova also cleans deleted instances whose vm_state is NULL
-            .where(Instance.host == c.host, Instance.deleted != 0, Instance.cleaned == 0,
-                   Instance.vm_state.is_distinct_from(SOFT_DELETED))
+            .where(
+                Instance.host == c.host,
+                Instance.deleted != 0,
+                Instance.cleaned == 0,
+                Instance.vm_state.is_distinct_from(SOFT_DELETED),
+            )
         ).all()
     report.items = len(candidates)
     gave_up = cleaned = 0
@@ -83,9 +100,18 @@ def run_pending_deletes(c: Compute, report: RunReport) -> None:
         if not c.driver.delete_instance_files(uuid):
             continue
         with c.db.writer() as session:
-            if c.guarded(session, update(Instance).where(
-                    Instance.uuid == uuid, Instance.deleted != 0, Instance.cleaned == 0,
-            ).values(cleaned=1, updated_at=c.now()), report, what=f"cleaned flag of {uuid}"):
+            if c.guarded(
+                session,
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.deleted != 0,
+                    Instance.cleaned == 0,
+                )
+                .values(cleaned=1, updated_at=c.now()),
+                report,
+                what=f"cleaned flag of {uuid}",
+            ):
                 cleaned += 1
     report.details.update(cleaned=cleaned, gave_up=gave_up)
 
@@ -102,9 +128,14 @@ def reclaim_queued_deletes(c: Compute, report: RunReport) -> None:
         report.skipped = "reclaim_instance_interval is 0 (soft delete off)"
         return
     with c.db.reader(allow_replica=True) as session:
-        rows = session.execute(select(Instance.id, Instance.uuid, Instance.deleted_at).where(
-            Instance.host == c.host, Instance.deleted == 0, Instance.vm_state == SOFT_DELETED,
-            Instance.task_state.is_(None))).all()
+        rows = session.execute(
+            select(Instance.id, Instance.uuid, Instance.deleted_at).where(
+                Instance.host == c.host,
+                Instance.deleted == 0,
+                Instance.vm_state == SOFT_DELETED,
+                Instance.task_state.is_(None),
+            )
+        ).all()
     now = c.now()
     due = [(u, at) for _i, u, at in rows if _old_enough(at, now, interval)]
     report.items = len(rows)
@@ -113,25 +144,52 @@ def reclaim_queued_deletes(c: Compute, report: RunReport) -> None:
         # claim: still soft-deleted, idle, here, and since the same moment (not
         # restored and soft-deleted again) on the primary
         with c.db.writer() as session:
-            if not c.guarded(session, update(Instance).where(
-                    Instance.uuid == uuid, Instance.deleted == 0, Instance.host == c.host,
-                    Instance.vm_state == SOFT_DELETED, Instance.task_state.is_(None),
+            if not c.guarded(
+                session,
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.deleted == 0,
+                    Instance.host == c.host,
+                    Instance.vm_state == SOFT_DELETED,
+                    Instance.task_state.is_(None),
                     Instance.deleted_at.is_not_distinct_from(seen_deleted_at),
-            ).values(task_state="deleting", updated_at=c.now()), report,
-                    what=f"reclaim of {uuid}"):
+                )
+                .values(task_state="deleting", updated_at=c.now()),
+                report,
+                what=f"reclaim of {uuid}",
+            ):
                 continue
         c.driver.destroy(uuid)
         report.driver_calls += 1
         with c.db.writer() as session:
-            if c.guarded(session, update(Instance).where(
-                Instance.uuid == uuid, Instance.task_state == "deleting", Instance.deleted == 0,
-            ).values(vm_state="deleted", task_state=None, power_state=int(PowerState.NOSTATE),
-                     terminated_at=c.now(), **soft_delete_values(Instance.id)), report,
-                what=f"delete of {uuid}"):
+            if c.guarded(
+                session,
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.task_state == "deleting",
+                    Instance.deleted == 0,
+                )
+                .values(
+                    vm_state="deleted",
+                    task_state=None,
+                    power_state=int(PowerState.NOSTATE),
+                    terminated_at=c.now(),
+                    **soft_delete_values(Instance.id),
+                ),
+                report,
+                what=f"delete of {uuid}",
+            ):
                 reclaimed += 1
-                session.connection().execute(update(BlockDeviceMapping).where(
-                    BlockDeviceMapping.instance_uuid == uuid, BlockDeviceMapping.deleted == 0,
-                ).values(**soft_delete_values(BlockDeviceMapping.id)))
+                session.connection().execute(
+                    update(BlockDeviceMapping)
+                    .where(
+                        BlockDeviceMapping.instance_uuid == uuid,
+                        BlockDeviceMapping.deleted == 0,
+                    )
+                    .values(**soft_delete_values(BlockDeviceMapping.id))
+                )
     report.details["reclaimed"] = reclaimed
 
 
@@ -146,11 +204,15 @@ def cleanup_running_deleted_instances(c: Compute, report: RunReport) -> None:
     if not running:
         return
     with c.db.reader(allow_replica=True) as session:
-        rows = session.execute(select(Instance.uuid, Instance.deleted_at).where(
-            # Nova's filter is deleted == id; a NULL vm_state must not drop the row
-            Instance.host == c.host, Instance.deleted != 0,
-            (Instance.vm_state != SOFT_DELETED) | Instance.vm_state.is_(None),
-            Instance.uuid.in_(running))).all()
+        rows = session.execute(
+            select(Instance.uuid, Instance.deleted_at).where(
+                # Nova's filter is deleted == id; a NULL vm_state must not drop the row
+                Instance.host == c.host,
+                Instance.deleted != 0,
+                (Instance.vm_state != SOFT_DELETED) | Instance.vm_state.is_(None),
+                Instance.uuid.in_(running),
+            )
+        ).all()
     now = c.now()
     timeout = c.options.running_deleted_instance_timeout
     found = [uuid for uuid, at in rows if _old_enough(at, now, timeout)]

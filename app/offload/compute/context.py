@@ -31,8 +31,9 @@ __all__ = ["Compute", "RunReport", "insert_unless"]
 log = logging.getLogger("offload.compute")
 
 
-def insert_unless(model: Any, values: Mapping[str, object],
-                  *conditions: ColumnElement[bool]) -> Insert:
+def insert_unless(
+    model: Any, values: Mapping[str, object], *conditions: ColumnElement[bool]
+) -> Insert:
     """``INSERT ... SELECT ... WHERE NOT EXISTS (a row matching conditions)``: a guarded insert."""
     names = list(values)
     source = select(*(literal(values[n]) for n in names)).where(~exists().where(*conditions))
@@ -65,11 +66,19 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "host": self.host, "run": self.run,
-            "started_at": self.started_at, "duration": round(self.duration, 6),
-            "items": self.items, "written": self.written, "rejected": self.rejected,
-            "driver_calls": self.driver_calls, "notifications": self.notifications,
-            "skipped": self.skipped, "error": self.error, "details": self.details,
+            "task": self.task,
+            "host": self.host,
+            "run": self.run,
+            "started_at": self.started_at,
+            "duration": round(self.duration, 6),
+            "items": self.items,
+            "written": self.written,
+            "rejected": self.rejected,
+            "driver_calls": self.driver_calls,
+            "notifications": self.notifications,
+            "skipped": self.skipped,
+            "error": self.error,
+            "details": self.details,
         }
 
 
@@ -86,21 +95,28 @@ class Compute:
     #: what a task keeps from one run to the next (e.g. the heal round robin)
     memory: dict[str, Any] = field(default_factory=dict)
 
-    def guarded(self, session: Session, statement: Executable, report: RunReport, *,
-                what: str) -> bool:
+    def guarded(
+        self, session: Session, statement: Executable, report: RunReport, *, what: str
+    ) -> bool:
         """Run a conditional write; True if the primary applied it, else count a rejection."""
         return self.guarded_result(session, statement, report, what=what) is not None
 
-    def guarded_result(self, session: Session, statement: Executable, report: RunReport, *,
-                       what: str) -> CursorResult[Any] | None:
+    def guarded_result(
+        self, session: Session, statement: Executable, report: RunReport, *, what: str
+    ) -> CursorResult[Any] | None:
         """``guarded`` that hands back the result (``lastrowid``...) of an applied write."""
         # Core execution on the session's connection: an ORM-enabled UPDATE would
         # first SELECT the matching rows on the primary to synchronise the session
         result = session.connection().execute(statement)
         if result.rowcount == 0:
             report.rejected += 1
-            log.info("%s on %s: guarded write rejected (%s): the primary no longer "
-                     "matches what the replica showed", report.task, self.host, what)
+            log.info(
+                "%s on %s: guarded write rejected (%s): the primary no longer "
+                "matches what the replica showed",
+                report.task,
+                self.host,
+                what,
+            )
             return None
         report.written += 1
         return result

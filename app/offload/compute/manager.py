@@ -93,32 +93,85 @@ def _zero(option: str) -> Callable[[ComputeSettings], str | None]:
 
 
 TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("update_available_resource", update_available_resource, "juno",
-             "update_resources_interval"),
+    TaskSpec(
+        "update_available_resource", update_available_resource, "juno", "update_resources_interval"
+    ),
     TaskSpec("_run_pending_deletes", run_pending_deletes, "juno", "instance_delete_interval"),
-    TaskSpec("_instance_usage_audit", instance_usage_audit, "juno", None,
-             gate=lambda o: None if o.instance_usage_audit else "instance_usage_audit is false"),
+    TaskSpec(
+        "_instance_usage_audit",
+        instance_usage_audit,
+        "juno",
+        None,
+        gate=lambda o: None if o.instance_usage_audit else "instance_usage_audit is false",
+    ),
     TaskSpec("_poll_bandwidth_usage", poll_bandwidth_usage, "juno", "bandwidth_poll_interval"),
-    TaskSpec("_poll_volume_usage", poll_volume_usage, "juno", "volume_usage_poll_interval",
-             gate=_zero("volume_usage_poll_interval")),
-    TaskSpec("_sync_power_states", sync_power_states, "icehouse", "sync_power_state_interval",
-             run_immediately=True),
-    TaskSpec("_heal_instance_info_cache", heal_instance_info_cache, "icehouse",
-             "heal_instance_info_cache_interval", gate=_zero("heal_instance_info_cache_interval")),
-    TaskSpec("_poll_rebooting_instances", poll_rebooting_instances, "icehouse", None,
-             gate=_zero("reboot_timeout")),
-    TaskSpec("_poll_rescued_instances", poll_rescued_instances, "icehouse", None,
-             gate=_zero("rescue_timeout")),
-    TaskSpec("_poll_unconfirmed_resizes", poll_unconfirmed_resizes, "icehouse", None,
-             gate=_zero("resize_confirm_window")),
-    TaskSpec("_poll_shelved_instances", poll_shelved_instances, "icehouse",
-             "shelved_poll_interval", gate=_zero("shelved_offload_time")),
-    TaskSpec("_reclaim_queued_deletes", reclaim_queued_deletes, "icehouse", None,
-             gate=_zero("reclaim_instance_interval")),
-    TaskSpec("_cleanup_running_deleted_instances", cleanup_running_deleted_instances,
-             "icehouse", "running_deleted_instance_poll_interval",
-             gate=lambda o: "running_deleted_instance_action is noop"
-             if o.running_deleted_instance_action == "noop" else None),
+    TaskSpec(
+        "_poll_volume_usage",
+        poll_volume_usage,
+        "juno",
+        "volume_usage_poll_interval",
+        gate=_zero("volume_usage_poll_interval"),
+    ),
+    TaskSpec(
+        "_sync_power_states",
+        sync_power_states,
+        "icehouse",
+        "sync_power_state_interval",
+        run_immediately=True,
+    ),
+    TaskSpec(
+        "_heal_instance_info_cache",
+        heal_instance_info_cache,
+        "icehouse",
+        "heal_instance_info_cache_interval",
+        gate=_zero("heal_instance_info_cache_interval"),
+    ),
+    TaskSpec(
+        "_poll_rebooting_instances",
+        poll_rebooting_instances,
+        "icehouse",
+        None,
+        gate=_zero("reboot_timeout"),
+    ),
+    TaskSpec(
+        "_poll_rescued_instances",
+        poll_rescued_instances,
+        "icehouse",
+        None,
+        gate=_zero("rescue_timeout"),
+    ),
+    TaskSpec(
+        "_poll_unconfirmed_resizes",
+        poll_unconfirmed_resizes,
+        "icehouse",
+        None,
+        gate=_zero("resize_confirm_window"),
+    ),
+    TaskSpec(
+        "_poll_shelved_instances",
+        poll_shelved_instances,
+        "icehouse",
+        "shelved_poll_interval",
+        gate=_zero("shelved_offload_time"),
+    ),
+    TaskSpec(
+        "_reclaim_queued_deletes",
+        reclaim_queued_deletes,
+        "icehouse",
+        None,
+        gate=_zero("reclaim_instance_interval"),
+    ),
+    TaskSpec(
+        "_cleanup_running_deleted_instances",
+        cleanup_running_deleted_instances,
+        "icehouse",
+        "running_deleted_instance_poll_interval",
+        gate=lambda o: (
+            "running_deleted_instance_action is noop"
+            if o.running_deleted_instance_action == "noop"
+            else None
+        ),
+    ),
 )
 
 
@@ -137,8 +190,7 @@ def summarize(records: list[StatementRecord]) -> dict[str, Any]:
         "by_target": {k: dict(v) for k, v in sorted(by_target.items())},
         "servers": {k: sorted(v) for k, v in sorted(servers.items())},
         "selects_on_primary": by_target.get("primary", Counter())["SELECT"],
-        "selects_on_replicas": sum(c["SELECT"] for t, c in by_target.items()
-                                   if t != "primary"),
+        "selects_on_replicas": sum(c["SELECT"] for t, c in by_target.items() if t != "primary"),
     }
 
 
@@ -162,16 +214,25 @@ def _delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 class ComputeManager:
     """The periodic tasks of one compute host and the reports of their runs."""
 
-    def __init__(self, compute: Compute, *, retry_attempts: int = 8,
-                 retry_budget: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        compute: Compute,
+        *,
+        retry_attempts: int = 8,
+        retry_budget: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.compute = compute
         # a run that lost its connection (primary restarting) or was chosen as a
         # deadlock victim is run again: safe, because every write is guarded
         self._retry = Retrying(
             retry=retry_if_exception_type((ConnectionLost, Deadlock)),
             stop=stop_after_attempt(retry_attempts) | stop_after_delay(retry_budget),
-            wait=wait_exponential(multiplier=0.1, max=2.0), sleep=sleep, reraise=True,
-            before_sleep=self._log_retry)
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            sleep=sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
         self.last_reports: dict[str, RunReport] = {}
         self.totals: dict[str, Counter[str]] = defaultdict(Counter)
         self._specs = {spec.name: spec for spec in TASKS}
@@ -181,16 +242,19 @@ class ComputeManager:
         for candidate in (name, f"_{name}", name.lstrip("_")):
             if candidate in self._specs:
                 return self._specs[candidate]
-        raise UnknownTask(f"no periodic task named {name!r}",
-                          hint=f"known tasks: {', '.join(self._specs)}")
+        raise UnknownTask(
+            f"no periodic task named {name!r}", hint=f"known tasks: {', '.join(self._specs)}"
+        )
 
     def init_host(self) -> None:
         """Tell the hypervisor which VMs run here (Nova's init_host reads the primary)."""
         c = self.compute
         with task_scope("init_host"), c.db.reader() as session:
-            for uuid, deleted in session.execute(select(Instance.uuid, Instance.deleted).where(
-                    Instance.host == c.host,
-                    Instance.vm_state.is_distinct_from("shelved_offloaded"))):
+            for uuid, deleted in session.execute(
+                select(Instance.uuid, Instance.deleted).where(
+                    Instance.host == c.host, Instance.vm_state.is_distinct_from("shelved_offloaded")
+                )
+            ):
                 # a deleted instance's VM may still run: that is what
                 # _cleanup_running_deleted_instances is for
                 if not deleted or c.driver.instance_exists(uuid):
@@ -199,8 +263,10 @@ class ComputeManager:
     @contextmanager
     def _recorded(self, name: str) -> Iterator[tuple[RunReport, QueryTrace]]:
         with task_scope(name) as scope, self.compute.db.tracer.recording() as trace:
-            yield RunReport(task=name, host=self.compute.host, run=scope.run,
-                            started_at=time.time()), trace
+            yield (
+                RunReport(task=name, host=self.compute.host, run=scope.run, started_at=time.time()),
+                trace,
+            )
 
     def run(self, name: str) -> RunReport:
         """Run one task now; its report includes where its statements went."""
@@ -221,7 +287,8 @@ class ComputeManager:
             finally:
                 report.duration = time.perf_counter() - started
                 report.details["routing"] = _delta(
-                    routing_before, self.compute.db.routing.for_task(spec.name))
+                    routing_before, self.compute.db.routing.for_task(spec.name)
+                )
                 records = [r for r in trace.records if r.run == report.run]
                 report.details["statements"] = summarize(records)
                 self._account(report, records)
@@ -230,8 +297,12 @@ class ComputeManager:
     @staticmethod
     def _log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.warning("%s: attempt %d failed (%s); trying again", current_task_name(),
-                    state.attempt_number, str(error).splitlines()[0] if error else "?")
+        log.warning(
+            "%s: attempt %d failed (%s); trying again",
+            current_task_name(),
+            state.attempt_number,
+            str(error).splitlines()[0] if error else "?",
+        )
 
     def _account(self, report: RunReport, records: list[StatementRecord]) -> None:
         self.last_reports[report.task] = report
@@ -250,8 +321,14 @@ class ComputeManager:
         for spec in TASKS:
             off = spec.off_because(options)
             spacing = spec.spacing(options) or 0.0
-            tasks.append(PeriodicTask(
-                spec.name, partial(self.run, spec.name), spacing,
-                run_immediately=spec.run_immediately, enabled=off is None,
-                description=f"{spec.release}; " + (f"off: {off}" if off else "on")))
+            tasks.append(
+                PeriodicTask(
+                    spec.name,
+                    partial(self.run, spec.name),
+                    spacing,
+                    run_immediately=spec.run_immediately,
+                    enabled=off is None,
+                    description=f"{spec.release}; " + (f"off: {off}" if off else "on"),
+                )
+            )
         return tasks

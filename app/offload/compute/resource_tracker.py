@@ -25,13 +25,23 @@ IN_PROGRESS_EXCLUDED = ("confirmed", "reverted", "error", "failed")
 #: instance states that hold no resources on the node
 _NOT_CONSUMING = ("deleted", "shelved_offloaded")
 #: task states Nova counts as the node's current workload
-_WORKLOAD_TASK_STATES = ("scheduling", "block_device_mapping", "networking", "spawning",
-                         "rebuilding", "rebuild_spawning", "resize_migrating",
-                         "resize_prep", "image_snapshot", "image_backup")
+_WORKLOAD_TASK_STATES = (
+    "scheduling",
+    "block_device_mapping",
+    "networking",
+    "spawning",
+    "rebuilding",
+    "rebuild_spawning",
+    "resize_migrating",
+    "resize_prep",
+    "image_snapshot",
+    "image_backup",
+)
 
 
-def _usage(instances: Sequence[Instance], incoming: Sequence[Migration],
-           tracked: set[str]) -> dict[str, int]:
+def _usage(
+    instances: Sequence[Instance], incoming: Sequence[Migration], tracked: set[str]
+) -> dict[str, int]:
     vcpus = memory = disk = workload = running = 0
     for instance in instances:
         if instance.vm_state in _NOT_CONSUMING:
@@ -46,25 +56,46 @@ def _usage(instances: Sequence[Instance], incoming: Sequence[Migration],
     for migration in incoming:
         if migration.instance_uuid not in tracked:
             workload += 1
-    return {"vcpus_used": vcpus, "memory_mb_used": memory, "local_gb_used": disk,
-            "running_vms": running, "current_workload": workload}
+    return {
+        "vcpus_used": vcpus,
+        "memory_mb_used": memory,
+        "local_gb_used": disk,
+        "running_vms": running,
+        "current_workload": workload,
+    }
 
 
 def update_available_resource(c: Compute, report: RunReport) -> None:
     nodes = c.driver.get_available_nodes()
     report.driver_calls += 1
     with c.db.reader(allow_replica=True) as session:
-        records = {n.hypervisor_hostname: n for n in session.scalars(
-            select(ComputeNode).where(ComputeNode.host == c.host, ComputeNode.deleted == 0))}
+        records = {
+            n.hypervisor_hostname: n
+            for n in session.scalars(
+                select(ComputeNode).where(ComputeNode.host == c.host, ComputeNode.deleted == 0)
+            )
+        }
         per_node: dict[str, tuple[list[Instance], list[Migration]]] = {}
         for node in nodes:
-            instances = list(session.scalars(select(Instance).where(
-                Instance.host == c.host, Instance.node == node, Instance.deleted == 0)))
-            migrations = list(session.scalars(select(Migration).where(
-                Migration.deleted == 0,
-                Migration.status.not_in(IN_PROGRESS_EXCLUDED),
-                or_(and_(Migration.source_compute == c.host, Migration.source_node == node),
-                    and_(Migration.dest_compute == c.host, Migration.dest_node == node)))))
+            instances = list(
+                session.scalars(
+                    select(Instance).where(
+                        Instance.host == c.host, Instance.node == node, Instance.deleted == 0
+                    )
+                )
+            )
+            migrations = list(
+                session.scalars(
+                    select(Migration).where(
+                        Migration.deleted == 0,
+                        Migration.status.not_in(IN_PROGRESS_EXCLUDED),
+                        or_(
+                            and_(Migration.source_compute == c.host, Migration.source_node == node),
+                            and_(Migration.dest_compute == c.host, Migration.dest_node == node),
+                        ),
+                    )
+                )
+            )
             per_node[node] = (instances, migrations)
 
     reserved_mb = c.options.reserved_host_memory_mb
@@ -82,8 +113,10 @@ def update_available_resource(c: Compute, report: RunReport) -> None:
             disk_used = usage["local_gb_used"] + reserved_gb
             values = {
                 **usage,
-                "memory_mb_used": memory_used, "local_gb_used": disk_used,
-                "vcpus": resources["vcpus"], "memory_mb": resources["memory_mb"],
+                "memory_mb_used": memory_used,
+                "local_gb_used": disk_used,
+                "vcpus": resources["vcpus"],
+                "memory_mb": resources["memory_mb"],
                 "local_gb": resources["local_gb"],
                 "free_ram_mb": resources["memory_mb"] - memory_used,
                 "free_disk_gb": resources["local_gb"] - disk_used,
@@ -95,21 +128,49 @@ def update_available_resource(c: Compute, report: RunReport) -> None:
             }
             record = records.get(node)
             if record is None:  # create it, unless the primary has it already
-                c.guarded(session, insert_unless(ComputeNode, {
-                    "host": c.host, "hypervisor_hostname": node, "created_at": c.now(),
-                    "deleted": 0, **values,
-                }, ComputeNode.host == c.host, ComputeNode.hypervisor_hostname == node,
-                    ComputeNode.deleted == 0), report, what=f"record of node {node}")
+                c.guarded(
+                    session,
+                    insert_unless(
+                        ComputeNode,
+                        {
+                            "host": c.host,
+                            "hypervisor_hostname": node,
+                            "created_at": c.now(),
+                            "deleted": 0,
+                            **values,
+                        },
+                        ComputeNode.host == c.host,
+                        ComputeNode.hypervisor_hostname == node,
+                        ComputeNode.deleted == 0,
+                    ),
+                    report,
+                    what=f"record of node {node}",
+                )
                 continue
-            c.guarded(session, update(ComputeNode).where(
-                ComputeNode.id == record.id, ComputeNode.deleted == 0,
-                ComputeNode.updated_at.is_not_distinct_from(record.updated_at),
-            ).values(**values), report, what=f"usage of node {node}")
+            c.guarded(
+                session,
+                update(ComputeNode)
+                .where(
+                    ComputeNode.id == record.id,
+                    ComputeNode.deleted == 0,
+                    ComputeNode.updated_at.is_not_distinct_from(record.updated_at),
+                )
+                .values(**values),
+                report,
+                what=f"usage of node {node}",
+            )
         for name, record in records.items():
             if name not in nodes:  # the hypervisor no longer reports it: an orphan
-                c.guarded(session, update(ComputeNode).where(
-                    ComputeNode.id == record.id, ComputeNode.host == c.host,
-                    ComputeNode.deleted == 0,
-                ).values(**soft_delete_values(ComputeNode.id)), report,
-                    what=f"orphan node {name}")
+                c.guarded(
+                    session,
+                    update(ComputeNode)
+                    .where(
+                        ComputeNode.id == record.id,
+                        ComputeNode.host == c.host,
+                        ComputeNode.deleted == 0,
+                    )
+                    .values(**soft_delete_values(ComputeNode.id)),
+                    report,
+                    what=f"orphan node {name}",
+                )
     report.details["nodes"] = len(nodes)

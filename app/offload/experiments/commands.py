@@ -38,9 +38,14 @@ class Bar:
     def __init__(self, duration: float, console: Console) -> None:
         self.duration = duration
         self.progress = Progress(
-            TextColumn("[bold]lag run"), BarColumn(),
-            TextColumn("{task.completed:>5.1f}/{task.total:.0f} s"), TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"), console=console, transient=False)
+            TextColumn("[bold]lag run"),
+            BarColumn(),
+            TextColumn("{task.completed:>5.1f}/{task.total:.0f} s"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=False,
+        )
         self._task: TaskID | None = None
 
     def __enter__(self) -> Bar:
@@ -52,13 +57,18 @@ class Bar:
         if self._task is not None:
             self.progress.update(self._task, completed=elapsed, status=status)
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
         self.progress.stop()
 
 
-def _number(value: float | None, name: str, *, minimum: float, exclusive: bool = False
-            ) -> float | None:
+def _number(
+    value: float | None, name: str, *, minimum: float, exclusive: bool = False
+) -> float | None:
     if value is None:
         return None
     if not math.isfinite(value) or value < minimum or (exclusive and value == minimum):
@@ -77,7 +87,9 @@ def plan_from(args: argparse.Namespace) -> ExperimentPlan:
     plan = ExperimentPlan(
         scenario=scenario,
         duration=duration if duration is not None else scenario.default_duration(),
-        write_rate=rate, task_interval=args.task_interval, instances=args.instances,
+        write_rate=rate,
+        task_interval=args.task_interval,
+        instances=args.instances,
     )
     plan.scenario.check(plan.duration)
     return plan
@@ -100,9 +112,11 @@ def _print(result: ExperimentResult) -> None:
     total = summary["all"]
     lines = ["", *task_table(summary, total="all"), ""]
     for name, stats in summary["lag"].items():
-        lines.append(f"{name}: lag p50 {stats['lag_p50']} s, p99 {stats['lag_p99']} s, "
-                     f"max {stats['lag_max']} s; {stats['seconds_above_max_lag']} s above "
-                     "max_lag")
+        lines.append(
+            f"{name}: lag p50 {stats['lag_p50']} s, p99 {stats['lag_p99']} s, "
+            f"max {stats['lag_max']} s; {stats['seconds_above_max_lag']} s above "
+            "max_lag"
+        )
     reasons = ", ".join(f"{k} {v}" for k, v in total["fallbacks_by_reason"].items())
     lines += [
         f"{total['runs']} task runs: staleness p50 {total['staleness_p50']} s, max "
@@ -128,22 +142,34 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
         existing = settings
     if existing is None:
         replicas = max(args.replicas, plan.scenario.replicas_needed())
-        console.print(f"starting a testbed of its own ({replicas} replica(s), free ports); "
-                      "it is stopped afterwards")
+        console.print(
+            f"starting a testbed of its own ({replicas} replica(s), free ports); "
+            "it is stopped afterwards"
+        )
         with own_testbed(replicas=replicas) as (info, topology):
             configured = info.settings(base=_replica_options(args, Settings()))
-            console.print(f"scenario {plan.scenario.spec} for {plan.duration:g} s "
-                          f"({info.flavor.value})")
+            console.print(
+                f"scenario {plan.scenario.spec} for {plan.duration:g} s ({info.flavor.value})"
+            )
             with Bar(plan.duration, console) as bar:
-                result = run_experiment(configured, plan, out, topology=topology,
-                                        progress=bar, testbed="own")
+                result = run_experiment(
+                    configured, plan, out, topology=topology, progress=bar, testbed="own"
+                )
     else:
         configured = _replica_options(args, existing)
-        console.print(f"scenario {plan.scenario.spec} for {plan.duration:g} s on the testbed "
-                      f"of {existing.source or 'the environment'}")
+        console.print(
+            f"scenario {plan.scenario.spec} for {plan.duration:g} s on the testbed "
+            f"of {existing.source or 'the environment'}"
+        )
         with Bar(plan.duration, console) as bar:
-            result = run_experiment(configured, plan, out, topology=topology_of(existing),
-                                    progress=bar, testbed="config")
+            result = run_experiment(
+                configured,
+                plan,
+                out,
+                topology=topology_of(existing),
+                progress=bar,
+                testbed="config",
+            )
     _print(result)
     return 0
 

@@ -26,8 +26,9 @@ def load_summary(directory: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist",
-                          hint="give directories written by `offload lag run --out DIR`") from None
+        raise ConfigError(
+            f"{path} does not exist", hint="give directories written by `offload lag run --out DIR`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     if "experiment" not in data or "all" not in data:
@@ -47,6 +48,7 @@ def _lag(key: str) -> Callable[[Summary], str]:
     def get(summary: Summary) -> str:
         values = [s[key] for s in summary["lag"].values() if s.get(key) is not None]
         return _seconds(max(values)) if values else "-"
+
     return get
 
 
@@ -90,8 +92,10 @@ def render_comparison(names: Sequence[str], summaries: Sequence[Summary]) -> str
     widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
 
     def line(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells)])
 

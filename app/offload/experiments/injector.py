@@ -57,9 +57,15 @@ class Action:
 class Injector:
     """Applies injections to the replicas (privileged accounts) and the testbed."""
 
-    def __init__(self, flavor: replication.Flavor, replica_admin_urls: Sequence[URL], *,
-                 recorder: Recorder, workload: Workload,
-                 topology: NativeTopology | None = None) -> None:
+    def __init__(
+        self,
+        flavor: replication.Flavor,
+        replica_admin_urls: Sequence[URL],
+        *,
+        recorder: Recorder,
+        workload: Workload,
+        topology: NativeTopology | None = None,
+    ) -> None:
         self.flavor = flavor
         self.recorder = recorder
         self.workload = workload
@@ -73,19 +79,23 @@ class Injector:
         self._lock = threading.Lock()
 
     @staticmethod
-    def requirements(scenario: Scenario, *, admin_urls: int,
-                     topology: NativeTopology | None) -> None:
+    def requirements(
+        scenario: Scenario, *, admin_urls: int, topology: NativeTopology | None
+    ) -> None:
         """Raise ConfigError when this testbed cannot do what the scenario asks."""
         kinds = {i.kind for i in scenario.injections}
         if kinds & {Kind.PAUSE, Kind.DELAY} and admin_urls == 0:
             raise ConfigError(
                 "pausing or delaying replication needs a privileged account on the replica",
                 hint="use a testbed's config ([testbed] replica_admin_connections), or "
-                     "run without --config (a testbed of its own)")
+                "run without --config (a testbed of its own)",
+            )
         if Kind.KILL in kinds and topology is None:
-            raise ConfigError("kill-replica needs a native testbed this command can restart",
-                              hint="run without --config (a testbed of its own), or use "
-                                   "a native testbed's config ([testbed] dir = ...)")
+            raise ConfigError(
+                "kill-replica needs a native testbed this command can restart",
+                hint="run without --config (a testbed of its own), or use "
+                "a native testbed's config ([testbed] dir = ...)",
+            )
 
     # --- replication control -------------------------------------------------------
 
@@ -125,8 +135,12 @@ class Injector:
             try:
                 with engine.connect() as conn:
                     status = replication.replica_status(conn, self.flavor)
-                    if status is not None and not status.threads_running \
-                            and not status.last_io_errno and not status.last_sql_errno:
+                    if (
+                        status is not None
+                        and not status.threads_running
+                        and not status.last_io_errno
+                        and not status.last_sql_errno
+                    ):
                         replication.start_replica(conn, self.flavor)
                     return status is not None and status.threads_running
             except (OffloadError, SQLAlchemyError):
@@ -147,8 +161,14 @@ class Injector:
         if start is None:
             return
         target = "primary" if injection.kind is Kind.BURST else f"replica{injection.replica}"
-        self.recorder.event(injection.kind.value, injection.spec, start=start,
-                            end=self.recorder.now(), target=target, detail=detail)
+        self.recorder.event(
+            injection.kind.value,
+            injection.spec,
+            start=start,
+            end=self.recorder.now(),
+            target=target,
+            detail=detail,
+        )
 
     def _applied(self, position: str, timeout: float) -> float | None:
         """Wait until every replica applied ``position``; seconds waited (None: not seen)."""
@@ -157,7 +177,8 @@ class Injector:
             try:
                 with engine.connect() as conn:
                     reached, _ = replication.try_wait_for_gtid(
-                        conn, position, max(deadline.remaining(), 0.001), self.flavor)
+                        conn, position, max(deadline.remaining(), 0.001), self.flavor
+                    )
             except (OffloadError, SQLAlchemyError):
                 return None
             if not reached:
@@ -171,8 +192,11 @@ class Injector:
                 position = self.workload.db.replication_position()
                 detail = f"{injection.rows} rows committed in {seconds:.2f}s"
                 applied = self._applied(position, BURST_APPLY_TIMEOUT)
-                detail += (f", applied {applied:.2f}s later" if applied is not None
-                           else ", not seen applied")
+                detail += (
+                    f", applied {applied:.2f}s later"
+                    if applied is not None
+                    else ", not seen applied"
+                )
             except (OffloadError, SQLAlchemyError) as exc:
                 detail = f"failed: {str(exc).splitlines()[0]}"
                 log.warning("burst failed: %s", detail)
@@ -218,20 +242,31 @@ class Injector:
             name = injection.spec
             if injection.kind is Kind.PAUSE:
                 actions += [
-                    Action(injection.at, f"{name}: applier stopped",
-                           partial(self._pause_on, injection)),
-                    Action(injection.at + injection.seconds, f"{name}: applier started",
-                           partial(self._pause_off, injection)),
+                    Action(
+                        injection.at, f"{name}: applier stopped", partial(self._pause_on, injection)
+                    ),
+                    Action(
+                        injection.at + injection.seconds,
+                        f"{name}: applier started",
+                        partial(self._pause_off, injection),
+                    ),
                 ]
             elif injection.kind is Kind.DELAY:
-                actions.append(Action(injection.at, f"{name}: delay set",
-                                      partial(self._delay_on, injection)))
+                actions.append(
+                    Action(injection.at, f"{name}: delay set", partial(self._delay_on, injection))
+                )
                 if injection.until is not None:
-                    actions.append(Action(injection.until, f"{name}: delay lifted",
-                                          partial(self._delay_off, injection)))
+                    actions.append(
+                        Action(
+                            injection.until,
+                            f"{name}: delay lifted",
+                            partial(self._delay_off, injection),
+                        )
+                    )
             elif injection.kind is Kind.BURST:
-                actions.append(Action(injection.at, f"{name}: writing",
-                                      partial(self._burst, injection)))
+                actions.append(
+                    Action(injection.at, f"{name}: writing", partial(self._burst, injection))
+                )
             else:
                 restart = injection.until if injection.until is not None else injection.at
                 actions += [
@@ -256,8 +291,11 @@ class Injector:
                 elif injection.kind is Kind.KILL:
                     self._restart(injection.replica)
             finally:
-                detail = f"MASTER_DELAY {int(injection.seconds)}" \
-                    if injection.kind is Kind.DELAY else "lifted at the end"
+                detail = (
+                    f"MASTER_DELAY {int(injection.seconds)}"
+                    if injection.kind is Kind.DELAY
+                    else "lifted at the end"
+                )
                 self._ended(injection, detail)
         for thread in self._bursts:
             thread.join(timeout=BURST_APPLY_TIMEOUT + 10)

@@ -32,8 +32,12 @@ from offload.experiments.records import Event, RunRow, Sample, replicas_in
 
 __all__ = ["plot_experiment"]
 
-_SPAN_COLORS = {"pause": "#9ecae1", "delay": "#fdd0a2", "burst": "#c7e9c0",
-                "kill-replica": "#d9d9d9"}
+_SPAN_COLORS = {
+    "pause": "#9ecae1",
+    "delay": "#fdd0a2",
+    "burst": "#c7e9c0",
+    "kill-replica": "#d9d9d9",
+}
 _LINE_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2")
 _ROUTE_STYLE = {
     "replica": ("o", "#2ca02c", "replica read (within max_lag)"),
@@ -61,10 +65,23 @@ def _spans(axes: Sequence[Axes], events: Sequence[Event], duration: float) -> No
         label = None if event.kind in seen else event.kind
         seen.add(event.kind)
         for axis in axes:
-            axis.axvspan(event.t, end, color=_SPAN_COLORS.get(event.kind, "#eeeeee"),
-                         alpha=0.6, lw=0, label=label if axis is top else None)
-        top.annotate(event.label, (event.t, 1.0), xycoords=("data", "axes fraction"),
-                     xytext=(2, -12), textcoords="offset points", fontsize=8, color="#444444")
+            axis.axvspan(
+                event.t,
+                end,
+                color=_SPAN_COLORS.get(event.kind, "#eeeeee"),
+                alpha=0.6,
+                lw=0,
+                label=label if axis is top else None,
+            )
+        top.annotate(
+            event.label,
+            (event.t, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="#444444",
+        )
 
 
 def _lag_lines(top: Axes, twin: Axes, samples: Sequence[Sample]) -> float:
@@ -74,17 +91,24 @@ def _lag_lines(top: Axes, twin: Axes, samples: Sequence[Sample]) -> float:
         rows = [s for s in samples if s.replica == replica]
         color = _LINE_COLORS[index % len(_LINE_COLORS)]
         lags = [s.lag if s.lag is not None else math.nan for s in rows]
-        top.plot([s.t for s in rows], lags, color=color, lw=1.4,
-                 label=f"{replica} heartbeat lag")
+        top.plot([s.t for s in rows], lags, color=color, lw=1.4, label=f"{replica} heartbeat lag")
         down = [s.t for s in rows if not s.reachable]
         if down:
-            top.plot(down, [0.0] * len(down), "|", color=color, ms=8,
-                     label=f"{replica} unreachable")
+            top.plot(
+                down, [0.0] * len(down), "|", color=color, ms=8, label=f"{replica} unreachable"
+            )
         peak = max([peak, *(lag for lag in lags if not math.isnan(lag))])
         distances = [(s.t, s.gtid_distance) for s in rows if s.gtid_distance is not None]
         if distances:
-            twin.plot([t for t, _ in distances], [d for _, d in distances], color=color,
-                      lw=1, alpha=0.8, ls=":", label=f"{replica} GTID distance")
+            twin.plot(
+                [t for t, _ in distances],
+                [d for _, d in distances],
+                color=color,
+                lw=1,
+                alpha=0.8,
+                ls=":",
+                label=f"{replica} GTID distance",
+            )
     return peak
 
 
@@ -92,20 +116,38 @@ def _run_markers(top: Axes, runs: Sequence[RunRow]) -> float:
     """One marker per run at its route's height; returns the highest."""
     peak = 0.0
     for route, (marker, color, label) in _ROUTE_STYLE.items():
-        points = [(r.t, y) for r in runs if r.route == route
-                  for y in [_route_y(r)] if y is not None]
+        points = [
+            (r.t, y) for r in runs if r.route == route for y in [_route_y(r)] if y is not None
+        ]
         if points:
-            top.scatter([t for t, _ in points], [y for _, y in points], marker=marker, s=18,
-                        color=color, alpha=0.75, zorder=3, label=f"{label} ({len(points)})")
+            top.scatter(
+                [t for t, _ in points],
+                [y for _, y in points],
+                marker=marker,
+                s=18,
+                color=color,
+                alpha=0.75,
+                zorder=3,
+                label=f"{label} ({len(points)})",
+            )
             peak = max([peak, *(y for _, y in points)])
     return peak
 
 
-def plot_experiment(samples: Sequence[Sample], runs: Sequence[RunRow], events: Sequence[Event],
-                    *, max_lag: float, duration: float, title: str, path: Path) -> Path:
+def plot_experiment(
+    samples: Sequence[Sample],
+    runs: Sequence[RunRow],
+    events: Sequence[Event],
+    *,
+    max_lag: float,
+    duration: float,
+    title: str,
+    path: Path,
+) -> Path:
     """Draw the two panels into ``path`` (PNG)."""
     figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(14, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+        2, 1, figsize=(14, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
+    )
     try:
         twin = bottom.twinx()
         _spans((top, bottom), events, duration)
@@ -119,9 +161,13 @@ def plot_experiment(samples: Sequence[Sample], runs: Sequence[RunRow], events: S
 
         rejected = [(r.end, r.rejected) for r in runs if r.rejected]
         if rejected:
-            bottom.bar([t for t, _ in rejected], [n for _, n in rejected],
-                       width=max(duration / 300, 0.05), color="#d62728",
-                       label=f"rejected guarded writes ({sum(n for _, n in rejected)})")
+            bottom.bar(
+                [t for t, _ in rejected],
+                [n for _, n in rejected],
+                width=max(duration / 300, 0.05),
+                color="#d62728",
+                label=f"rejected guarded writes ({sum(n for _, n in rejected)})",
+            )
         bottom.set_ylabel("rejected writes per run", fontsize=9)
         bottom.set_xlabel("seconds since the start of the experiment")
         bottom.set_xlim(0, duration)
@@ -131,8 +177,14 @@ def plot_experiment(samples: Sequence[Sample], runs: Sequence[RunRow], events: S
         handles, labels = bottom.get_legend_handles_labels()
         more_handles, more_labels = twin.get_legend_handles_labels()
         if handles or more_handles:
-            bottom.legend(handles + more_handles, labels + more_labels, loc="upper left",
-                          bbox_to_anchor=(1.08, 1.0), fontsize=8, framealpha=0.9)
+            bottom.legend(
+                handles + more_handles,
+                labels + more_labels,
+                loc="upper left",
+                bbox_to_anchor=(1.08, 1.0),
+                fontsize=8,
+                framealpha=0.9,
+            )
         figure.tight_layout()
         figure.savefig(path, dpi=110)
     finally:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import URL, text
+from sqlalchemy import URL, Connection, text
 
 from offload.config import Settings
 from offload.dberrors import unpooled_engine
@@ -35,8 +35,9 @@ SERVICE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP
 
 
 @contextmanager
-def own_testbed(replicas: int = 1, directory: Path | None = None
-                ) -> Iterator[tuple[TestbedInfo, NativeTopology]]:
+def own_testbed(
+    replicas: int = 1, directory: Path | None = None
+) -> Iterator[tuple[TestbedInfo, NativeTopology]]:
     """A native testbed on free ports; stopped (and its temporary directory removed) after."""
     temporary = directory is None
     where = Path(tempfile.mkdtemp(prefix="offload-lag-")) if directory is None else directory
@@ -63,10 +64,9 @@ def topology_of(settings: Settings) -> NativeTopology | None:
     return NativeTopology(directory, replicas=replicas)
 
 
-def _grant(conn: object, database: str, url: URL, privileges: str, admin: URL) -> None:
+def _grant(conn: Connection, database: str, url: URL, privileges: str, admin: URL) -> None:
     if url.username and url.username != admin.username:
-        conn.execute(text(  # type: ignore[attr-defined]
-            f"GRANT {privileges} ON `{database}`.* TO '{url.username}'@'%'"))
+        conn.execute(text(f"GRANT {privileges} ON `{database}`.* TO '{url.username}'@'%'"))
 
 
 @contextmanager
@@ -79,7 +79,8 @@ def experiment_database(settings: Settings, *, name: str | None = None) -> Itera
             "an experiment creates a database of its own, which needs the testbed's "
             "privileged account ([testbed] admin_connection)",
             hint="use a testbed's config (`make up` writes .testbed/offload.conf), or "
-                 "run without --config (a testbed of its own)")
+            "run without --config (a testbed of its own)",
+        )
     database = name or f"offload_lag_{secrets.token_hex(4)}"
     engine = unpooled_engine(admin, name="primary-admin")
     try:
@@ -89,10 +90,16 @@ def experiment_database(settings: Settings, *, name: str | None = None) -> Itera
             _grant(conn, database, primary, SERVICE_PRIVILEGES, admin)
             for url in settings.database.slave_connections:
                 _grant(conn, database, url, "SELECT", admin)
-        moved = dataclasses.replace(settings, database=dataclasses.replace(
-            settings.database, connection=with_database(primary, database),
-            slave_connections=tuple(with_database(u, database)
-                                    for u in settings.database.slave_connections)))
+        moved = dataclasses.replace(
+            settings,
+            database=dataclasses.replace(
+                settings.database,
+                connection=with_database(primary, database),
+                slave_connections=tuple(
+                    with_database(u, database) for u in settings.database.slave_connections
+                ),
+            ),
+        )
         try:
             yield moved
         finally:

@@ -71,10 +71,16 @@ def _best(readings: dict[str, LagReading]) -> float | None:
 class RecordingSelector(ReplicaSelector):
     """The guard's selector (same probes, max_lag, policy), remembering each decision by run."""
 
-    def __init__(self, inner: ReplicaSelector,
-                 on_decision: Callable[[str, str, Decision], None]) -> None:
-        super().__init__(list(inner.probes.values()), max_lag=inner.max_lag,
-                         policy=inner.policy, refresh=inner.refresh, stats=inner.stats)
+    def __init__(
+        self, inner: ReplicaSelector, on_decision: Callable[[str, str, Decision], None]
+    ) -> None:
+        super().__init__(
+            list(inner.probes.values()),
+            max_lag=inner.max_lag,
+            policy=inner.policy,
+            refresh=inner.refresh,
+            stats=inner.stats,
+        )
         self._on_decision = on_decision
         self._seen = threading.local()
 
@@ -90,13 +96,21 @@ class RecordingSelector(ReplicaSelector):
         except SkipRun:
             if context is not None:
                 best = _best(getattr(self._seen, "readings", {}))
-                self._on_decision(context.task, context.run,
-                                  Decision(None, best, best, skipped=True, reason="skip"))
+                self._on_decision(
+                    context.task,
+                    context.run,
+                    Decision(None, best, best, skipped=True, reason="skip"),
+                )
             raise
         if context is not None:
             best = _best(getattr(self._seen, "readings", {}))
-            self._on_decision(context.task, context.run, Decision(
-                choice.replica, choice.lag, best, stale=choice.stale, reason=choice.reason))
+            self._on_decision(
+                context.task,
+                context.run,
+                Decision(
+                    choice.replica, choice.lag, best, stale=choice.stale, reason=choice.reason
+                ),
+            )
         return choice
 
 
@@ -128,8 +142,14 @@ class _Pending:
 class Recorder:
     """Samples, runs and events of one experiment, on one monotonic clock."""
 
-    def __init__(self, db: Database, *, status_urls: Sequence[URL] = (),
-                 interval: float = 0.1, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        status_urls: Sequence[URL] = (),
+        interval: float = 0.1,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.db = db
         self.interval = interval
         self._clock = clock
@@ -146,8 +166,10 @@ class Recorder:
         options = dataclasses.replace(db.settings.database, max_pool_size=1, max_overflow=1)
         self._status: list[Engine | None] = [
             make_engine(status_urls[index], options, name=f"{target.name}-status")
-            if index < len(status_urls) else None
-            for index, target in enumerate(db.replicas)]
+            if index < len(status_urls)
+            else None
+            for index, target in enumerate(db.replicas)
+        ]
         self._flavor: replication.Flavor | None = None
 
     # --- time ------------------------------------------------------------------
@@ -220,11 +242,18 @@ class Recorder:
         for index, target in enumerate(self.db.replicas):
             reading = readings.get(target.name)
             distance, behind, io, sql = self._fresh_status(index)
-            rows.append(Sample(
-                t=round(t, 4), replica=target.name,
-                lag=reading.lag if reading is not None else None,
-                reachable=bool(reading and reading.reachable),
-                gtid_distance=distance, seconds_behind=behind, io_running=io, sql_running=sql))
+            rows.append(
+                Sample(
+                    t=round(t, 4),
+                    replica=target.name,
+                    lag=reading.lag if reading is not None else None,
+                    reachable=bool(reading and reading.reachable),
+                    gtid_distance=distance,
+                    seconds_behind=behind,
+                    io_running=io,
+                    sql_running=sql,
+                )
+            )
         with self._lock:
             self.samples.extend(rows)
         return rows
@@ -245,8 +274,9 @@ class Recorder:
             self._stop.clear()
             self.poll_status()
             for name, work in (("lag-status", self.poll_status), ("lag-sampler", self.sample)):
-                thread = threading.Thread(target=self._every_interval, args=(work,),
-                                          name=name, daemon=True)
+                thread = threading.Thread(
+                    target=self._every_interval, args=(work,), name=name, daemon=True
+                )
                 self._threads.append(thread)
                 thread.start()
 
@@ -258,11 +288,20 @@ class Recorder:
 
     # --- events ----------------------------------------------------------------------
 
-    def event(self, kind: str, label: str, *, start: float, end: float | None,
-              target: str = "", detail: str = "") -> Event:
+    def event(
+        self,
+        kind: str,
+        label: str,
+        *,
+        start: float,
+        end: float | None,
+        target: str = "",
+        detail: str = "",
+    ) -> Event:
         """File an injection that happened from ``start`` to ``end`` (experiment seconds)."""
-        row = Event(round(start, 4), None if end is None else round(end, 4), kind, label,
-                    target, detail)
+        row = Event(
+            round(start, 4), None if end is None else round(end, 4), kind, label, target, detail
+        )
         with self._lock:
             self.events.append(row)
         return row
@@ -290,9 +329,16 @@ class Recorder:
         with self._lock:  # the run id is not known: drop what the task's runs left pending
             for run in [r for r, p in self._pending.items() if p.task == name]:
                 del self._pending[run]
-            self.runs.append(RunRow(t=round(started, 4), end=round(self.now(), 4), task=name,
-                                    run="", route="error",
-                                    error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200]))
+            self.runs.append(
+                RunRow(
+                    t=round(started, 4),
+                    end=round(self.now(), 4),
+                    task=name,
+                    run="",
+                    route="error",
+                    error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200],
+                )
+            )
 
     def record(self, report: RunReport, started: float, ended: float) -> RunRow:
         """File one finished run."""
@@ -301,15 +347,24 @@ class Recorder:
         counts = self._statements.pop(report.run)
         routing = report.details.get("routing", {})
         fallbacks: dict[str, int] = dict(routing.get("fallbacks", {}))
-        replica_selects = sum(n for (route, target, verb), n in counts.items()
-                              if target != "primary" and verb == "SELECT")
-        primary_reads = sum(n for (route, target, verb), n in counts.items()
-                            if target == "primary" and verb == "SELECT"
-                            and route in ("replica", "primary"))
-        primary_writes = sum(n for (route, target, _verb), n in counts.items()
-                             if target == "primary" and route == "write")
-        primary_statements = sum(n for (_route, target, _verb), n in counts.items()
-                                 if target == "primary")
+        replica_selects = sum(
+            n
+            for (route, target, verb), n in counts.items()
+            if target != "primary" and verb == "SELECT"
+        )
+        primary_reads = sum(
+            n
+            for (route, target, verb), n in counts.items()
+            if target == "primary" and verb == "SELECT" and route in ("replica", "primary")
+        )
+        primary_writes = sum(
+            n
+            for (route, target, _verb), n in counts.items()
+            if target == "primary" and route == "write"
+        )
+        primary_statements = sum(
+            n for (_route, target, _verb), n in counts.items() if target == "primary"
+        )
         decisions = pending.decisions
         used = [d for d in decisions if d.replica is not None]
         skipped = any(d.skipped for d in decisions)
@@ -327,9 +382,14 @@ class Recorder:
             route, staleness = "none", None
         bests = [d.best_lag for d in decisions if d.best_lag is not None]
         row = RunRow(
-            t=round(started, 4), end=round(ended, 4), task=report.task, run=report.run,
-            route=route, replica=",".join(sorted({d.replica for d in used if d.replica}))
-            if route in ("replica", "stale") else "",
+            t=round(started, 4),
+            end=round(ended, 4),
+            task=report.task,
+            run=report.run,
+            route=route,
+            replica=",".join(sorted({d.replica for d in used if d.replica}))
+            if route in ("replica", "stale")
+            else "",
             staleness=None if staleness is None else round(staleness, 4),
             decision_lag=round(max(bests), 4) if bests else None,
             reasons=format_reasons(fallbacks),
@@ -337,10 +397,15 @@ class Recorder:
             skips=sum(dict(routing.get("skips", {})).values()),
             stale_reads=int(routing.get("stale_reads", 0)),
             causal_waits=int(routing.get("causal_waits", 0)),
-            rejected=report.rejected, written=report.written, items=report.items,
-            replica_selects=replica_selects, primary_reads=primary_reads,
-            primary_writes=primary_writes, primary_statements=primary_statements,
-            duration=round(report.duration, 4), error=report.error or "",
+            rejected=report.rejected,
+            written=report.written,
+            items=report.items,
+            replica_selects=replica_selects,
+            primary_reads=primary_reads,
+            primary_writes=primary_writes,
+            primary_statements=primary_statements,
+            duration=round(report.duration, 4),
+            error=report.error or "",
         )
         with self._lock:
             self.runs.append(row)

@@ -160,8 +160,11 @@ def read_csv(path: Path, row_type: type[Row]) -> list[Row]:
     rows: list[Row] = []
     with path.open(encoding="utf-8", newline="") as handle:
         for record in csv.DictReader(handle):
-            values = {name: _convert(record.get(name) or "", kind)
-                      for name, kind in fields.items() if name in record}
+            values = {
+                name: _convert(record.get(name) or "", kind)
+                for name, kind in fields.items()
+                if name in record
+            }
             rows.append(row_type(**values))
     return rows
 

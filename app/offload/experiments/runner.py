@@ -108,17 +108,29 @@ def experiment_settings(settings: Settings, plan: ExperimentPlan) -> Settings:
     """``settings`` with every task on, every ``task_interval`` s, for the seeded host."""
     every = plan.task_interval
     compute = ComputeSettings(
-        periodic_interval_max=every, update_resources_interval=every,
-        instance_delete_interval=every, instance_usage_audit=True,
-        bandwidth_poll_interval=every, volume_usage_poll_interval=every,
-        sync_power_state_interval=every, heal_instance_info_cache_interval=every,
-        reboot_timeout=60, rescue_timeout=3600, resize_confirm_window=3600,
-        shelved_poll_interval=every, shelved_offload_time=86400,
-        reclaim_instance_interval=86400, running_deleted_instance_poll_interval=every,
+        periodic_interval_max=every,
+        update_resources_interval=every,
+        instance_delete_interval=every,
+        instance_usage_audit=True,
+        bandwidth_poll_interval=every,
+        volume_usage_poll_interval=every,
+        sync_power_state_interval=every,
+        heal_instance_info_cache_interval=every,
+        reboot_timeout=60,
+        rescue_timeout=3600,
+        resize_confirm_window=3600,
+        shelved_poll_interval=every,
+        shelved_offload_time=86400,
+        reclaim_instance_interval=86400,
+        running_deleted_instance_poll_interval=every,
     )
     # notifications stay in memory: never in a running service's file
-    return dataclasses.replace(settings, host=host_names(plan.hosts)[0], compute=compute,
-                               service=ServiceSettings(jitter=0.1))
+    return dataclasses.replace(
+        settings,
+        host=host_names(plan.hosts)[0],
+        compute=compute,
+        service=ServiceSettings(jitter=0.1),
+    )
 
 
 @contextmanager
@@ -139,15 +151,17 @@ def _quiet(names: Sequence[str]) -> Iterator[None]:
 
 
 def _status(recorder: Recorder, actions: Sequence[Action], done: int) -> str:
-    latest = recorder.samples[-len(recorder.db.replicas):] if recorder.samples else []
-    lags = ", ".join(f"{s.replica} {s.lag:.2f}s" if s.lag is not None else f"{s.replica} -"
-                     for s in latest)
+    latest = recorder.samples[-len(recorder.db.replicas) :] if recorder.samples else []
+    lags = ", ".join(
+        f"{s.replica} {s.lag:.2f}s" if s.lag is not None else f"{s.replica} -" for s in latest
+    )
     last = actions[done - 1].what if done else "baseline"
     return f"lag {lags or '-'} | {last}"
 
 
-def _drive(recorder: Recorder, actions: Sequence[Action], duration: float,
-           progress: Progress | None) -> None:
+def _drive(
+    recorder: Recorder, actions: Sequence[Action], duration: float, progress: Progress | None
+) -> None:
     """Run each action at its moment until ``duration``; tell ``progress`` meanwhile."""
     done = 0
     tick = threading.Event()  # never set: a wait with a timeout on the monotonic clock
@@ -168,13 +182,20 @@ def _drive(recorder: Recorder, actions: Sequence[Action], duration: float,
 def _caught_up(db: Database) -> bool:
     readings = db.guard.readings().values()
     limit = db.settings.replica.max_lag
-    return bool(readings) and all(r.usable and r.lag is not None and r.lag <= limit
-                                  for r in readings)
+    return bool(readings) and all(
+        r.usable and r.lag is not None and r.lag <= limit for r in readings
+    )
 
 
-def run_experiment(settings: Settings, plan: ExperimentPlan, out: Path, *,
-                   topology: NativeTopology | None = None, progress: Progress | None = None,
-                   testbed: str = "config") -> ExperimentResult:
+def run_experiment(
+    settings: Settings,
+    plan: ExperimentPlan,
+    out: Path,
+    *,
+    topology: NativeTopology | None = None,
+    progress: Progress | None = None,
+    testbed: str = "config",
+) -> ExperimentResult:
     """Run ``plan`` on the testbed ``settings`` describes; write the outputs into ``out``.
 
     ``settings`` must name a primary, at least one replica and the testbed's
@@ -183,26 +204,43 @@ def run_experiment(settings: Settings, plan: ExperimentPlan, out: Path, *,
     settings.require_connection()
     replicas = len(settings.database.slave_connections)
     if not replicas:
-        raise ConfigError("a lag experiment needs a replica ([database] slave_connection)",
-                          hint="use a testbed's config, or run without --config")
+        raise ConfigError(
+            "a lag experiment needs a replica ([database] slave_connection)",
+            hint="use a testbed's config, or run without --config",
+        )
     plan.scenario.check(plan.duration, replicas=replicas)
-    Injector.requirements(plan.scenario, topology=topology,
-                          admin_urls=len(settings.testbed.replica_admin_connections))
+    Injector.requirements(
+        plan.scenario, topology=topology, admin_urls=len(settings.testbed.replica_admin_connections)
+    )
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # never mix the files of two runs
         (out / name).unlink(missing_ok=True)
     with experiment_database(settings) as where, _quiet(_CHATTY):
-        return _run(experiment_settings(where, plan), plan, out, topology=topology,
-                    progress=progress, testbed=testbed)
+        return _run(
+            experiment_settings(where, plan),
+            plan,
+            out,
+            topology=topology,
+            progress=progress,
+            testbed=testbed,
+        )
 
 
-def _run(settings: Settings, plan: ExperimentPlan, out: Path, *, topology: NativeTopology | None,
-         progress: Progress | None, testbed: str) -> ExperimentResult:
+def _run(
+    settings: Settings,
+    plan: ExperimentPlan,
+    out: Path,
+    *,
+    topology: NativeTopology | None,
+    progress: Progress | None,
+    testbed: str,
+) -> ExperimentResult:
     started_at = datetime.now(UTC)
     setup_clock = time.monotonic()
     with ExitStack() as stack:
-        primary_only = dataclasses.replace(settings, database=dataclasses.replace(
-            settings.database, slave_connections=()))
+        primary_only = dataclasses.replace(
+            settings, database=dataclasses.replace(settings.database, slave_connections=())
+        )
         writer = Database(primary_only)  # the workload's and the set-up's: never traced
         stack.callback(writer.dispose)
         with writer.writer() as session:
@@ -213,28 +251,46 @@ def _run(settings: Settings, plan: ExperimentPlan, out: Path, *, topology: Nativ
         db = Database(settings)
         stack.callback(db.dispose)
         manager = build_manager(settings, db)
-        recorder = Recorder(db, status_urls=settings.testbed.replica_admin_connections,
-                            interval=plan.sample_interval)
+        recorder = Recorder(
+            db,
+            status_urls=settings.testbed.replica_admin_connections,
+            interval=plan.sample_interval,
+        )
         stack.callback(recorder.close)
-        workload = Workload(writer, settings.host, rate=plan.write_rate,
-                            driver=manager.compute.driver, seed=plan.seed)
-        injector = Injector(db.flavor, settings.testbed.replica_admin_connections,
-                            recorder=recorder, workload=workload, topology=topology)
+        workload = Workload(
+            writer,
+            settings.host,
+            rate=plan.write_rate,
+            driver=manager.compute.driver,
+            seed=plan.seed,
+        )
+        injector = Injector(
+            db.flavor,
+            settings.testbed.replica_admin_connections,
+            recorder=recorder,
+            workload=workload,
+            topology=topology,
+        )
         stack.callback(injector.close)
         injector.reset()
         db.wait_for_replicas(timeout=60)
         manager.init_host()
         recorder.install()
         if not wait_for(lambda: _caught_up(db), Deadline(30), interval=0.05):
-            raise ReplicationError("the replicas did not come within max_lag before the start",
-                                   hint="check `offload testbed status`")
+            raise ReplicationError(
+                "the replicas did not come within max_lag before the start",
+                hint="check `offload testbed status`",
+            )
         workload.prepare()
-        scheduler = Scheduler([recorder.wrap(t) for t in manager.periodic_tasks()],
-                              jitter=settings.service.jitter,
-                              logger=logging.getLogger("offload.experiments.scheduler"))
+        scheduler = Scheduler(
+            [recorder.wrap(t) for t in manager.periodic_tasks()],
+            jitter=settings.service.jitter,
+            logger=logging.getLogger("offload.experiments.scheduler"),
+        )
         stop = threading.Event()
-        thread = threading.Thread(target=scheduler.run_forever, args=(stop,),
-                                  name="lag-scheduler", daemon=True)
+        thread = threading.Thread(
+            target=scheduler.run_forever, args=(stop,), name="lag-scheduler", daemon=True
+        )
         actions = injector.timeline(plan.scenario)
         setup_seconds = time.monotonic() - setup_clock
 
@@ -252,16 +308,23 @@ def _run(settings: Settings, plan: ExperimentPlan, out: Path, *, topology: Nativ
             injector.finish(plan.scenario)
             injector.reset()
         meta = {
-            "scenario": plan.scenario.spec, "name": plan.scenario.name,
-            "duration": plan.duration, "write_rate": plan.write_rate,
-            "task_interval": plan.task_interval, "sample_interval": plan.sample_interval,
-            "instances": plan.instances, "hosts": plan.hosts, "host": settings.host,
+            "scenario": plan.scenario.spec,
+            "name": plan.scenario.name,
+            "duration": plan.duration,
+            "write_rate": plan.write_rate,
+            "task_interval": plan.task_interval,
+            "sample_interval": plan.sample_interval,
+            "instances": plan.instances,
+            "hosts": plan.hosts,
+            "host": settings.host,
             "max_lag": settings.replica.max_lag,
             "lag_policy": settings.replica.lag_policy.value,
             "causal_reads": settings.replica.causal_reads,
             "causal_timeout": settings.replica.causal_timeout,
             "heartbeat_interval": settings.replica.heartbeat_interval,
-            "flavor": db.flavor.value, "server": _server(writer), "replicas": len(db.replicas),
+            "flavor": db.flavor.value,
+            "server": _server(writer),
+            "replicas": len(db.replicas),
             "testbed": testbed,
             "started_at": started_at.isoformat(timespec="seconds"),
             "setup_seconds": round(setup_seconds, 3),
@@ -277,8 +340,13 @@ def _server(db: Database) -> str:
     return replication.describe_server(replication.detect_flavor(version), version)
 
 
-def write_outputs(out: Path, samples: Sequence[Sample], runs: Sequence[RunRow],
-                  events: Sequence[Event], meta: dict[str, Any]) -> ExperimentResult:
+def write_outputs(
+    out: Path,
+    samples: Sequence[Sample],
+    runs: Sequence[RunRow],
+    events: Sequence[Event],
+    meta: dict[str, Any],
+) -> ExperimentResult:
     """The six files of an experiment, from its rows and its ``experiment`` section."""
     runs = sorted(runs, key=lambda r: r.t)
     events = sorted(events, key=lambda e: e.t)
@@ -293,12 +361,20 @@ def write_outputs(out: Path, samples: Sequence[Sample], runs: Sequence[RunRow],
     files["summary.md"] = out / "summary.md"
     files["summary.md"].write_text(render_markdown(summary), encoding="utf-8")
     causal = "on" if meta.get("causal_reads") else "off"
-    title = (f"{meta.get('scenario')}\nmax_lag {meta.get('max_lag')} s, lag_policy "
-             f"{meta.get('lag_policy')}, causal_reads {causal}, "
-             f"{meta.get('write_rate'):g} writes/s ({meta.get('server', meta.get('flavor'))})")
-    files["lag.png"] = plot_experiment(samples, runs, events, max_lag=float(meta["max_lag"]),
-                                       duration=float(meta["duration"]), title=title,
-                                       path=out / "lag.png")
+    title = (
+        f"{meta.get('scenario')}\nmax_lag {meta.get('max_lag')} s, lag_policy "
+        f"{meta.get('lag_policy')}, causal_reads {causal}, "
+        f"{meta.get('write_rate'):g} writes/s ({meta.get('server', meta.get('flavor'))})"
+    )
+    files["lag.png"] = plot_experiment(
+        samples,
+        runs,
+        events,
+        max_lag=float(meta["max_lag"]),
+        duration=float(meta["duration"]),
+        title=title,
+        path=out / "lag.png",
+    )
     return ExperimentResult(out, summary, files)
 
 
@@ -308,6 +384,8 @@ def rebuild(out: Path) -> ExperimentResult:
         meta = json.loads((out / "summary.json").read_text(encoding="utf-8"))["experiment"]
         samples, runs = read_samples(out / "samples.csv"), read_runs(out / "runs.csv")
     except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{out} holds no recorded experiment ({exc})",
-                          hint="run `offload lag run --out DIR` first") from None
+        raise ConfigError(
+            f"{out} holds no recorded experiment ({exc})",
+            hint="run `offload lag run --out DIR` first",
+        ) from None
     return write_outputs(out, samples, runs, read_events(out / "events.csv"), meta)

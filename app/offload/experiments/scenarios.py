@@ -65,8 +65,10 @@ TAIL = 10.0
 MIN_DEFAULT_DURATION = 20.0
 #: MASTER_DELAY / SOURCE_DELAY limit (replication.MAX_DELAY)
 _MAX_DELAY = 2**31 - 1
-_HELP = ("write steps like steady, delay:2, pause:3@5, burst:20000@15, kill-replica@40, "
-         "joined with + (see docs/experiments.md)")
+_HELP = (
+    "write steps like steady, delay:2, pause:3@5, burst:20000@15, kill-replica@40, "
+    "joined with + (see docs/experiments.md)"
+)
 
 
 class ScenarioError(ConfigError):
@@ -172,25 +174,27 @@ class Scenario:
 
     def replicas_needed(self) -> int:
         """How many replicas the scenario addresses (at least 1)."""
-        return 1 + max((i.replica for i in self.injections if i.kind is not Kind.BURST),
-                       default=0)
+        return 1 + max((i.replica for i in self.injections if i.kind is not Kind.BURST), default=0)
 
     def check(self, duration: float, replicas: int | None = None) -> None:
         """Raise ScenarioError unless the scenario fits in ``duration`` seconds."""
         if not duration > 0 or not math.isfinite(duration):
-            raise ScenarioError(f"the duration must be a positive number of seconds, "
-                                f"not {duration!r}", hint=None)
+            raise ScenarioError(
+                f"the duration must be a positive number of seconds, not {duration!r}", hint=None
+            )
         for injection in self.injections:
             end = injection.end if injection.end is not None else injection.at
             if end > duration or injection.at >= duration:
                 raise ScenarioError(
                     f"{injection.spec} does not fit in {format_seconds(duration)} s",
-                    hint=f"use --duration {math.ceil(end + TAIL)} or move the step earlier")
+                    hint=f"use --duration {math.ceil(end + TAIL)} or move the step earlier",
+                )
         if replicas is not None and self.replicas_needed() > replicas:
             raise ScenarioError(
                 f"the scenario addresses replica{self.replicas_needed() - 1}, but there "
                 f"{'is' if replicas == 1 else 'are'} only {replicas}",
-                hint="use --replicas with an own testbed, or a testbed with more replicas")
+                hint="use --replicas with an own testbed, or a testbed with more replicas",
+            )
 
 
 # --- the spec language ------------------------------------------------------
@@ -203,8 +207,14 @@ _STEP = re.compile(
         (?:\#(?P<replica>\d+))?$""",
     re.VERBOSE,
 )
-_KIND_WORDS = {"steady": None, "delay": Kind.DELAY, "pause": Kind.PAUSE,
-               "burst": Kind.BURST, "kill-replica": Kind.KILL, "kill": Kind.KILL}
+_KIND_WORDS = {
+    "steady": None,
+    "delay": Kind.DELAY,
+    "pause": Kind.PAUSE,
+    "burst": Kind.BURST,
+    "kill-replica": Kind.KILL,
+    "kill": Kind.KILL,
+}
 
 
 def parse_seconds(text: str, what: str = "a time") -> float:
@@ -237,25 +247,44 @@ def _step(text: str) -> Injection | None:
         raise ScenarioError(f"cannot read the scenario step {raw!r}")
     kind, arg = _KIND_WORDS[match.group("kind")], match.group("arg")
     at = parse_seconds(match.group("at"), f"the start of {raw!r}") if match.group("at") else 0.0
-    until = (parse_seconds(match.group("until"), f"the end of {raw!r}")
-             if match.group("until") else None)
+    until = (
+        parse_seconds(match.group("until"), f"the end of {raw!r}") if match.group("until") else None
+    )
     replica = int(match.group("replica") or 0)
     if kind is None:
         if arg or match.group("at") or match.group("replica"):
             raise ScenarioError(f"steady takes no arguments, got {raw!r}")
         return None
-    return _build(kind, raw, arg=arg, at=at, until=until, replica=replica,
-                  replica_given=match.group("replica") is not None)
+    return _build(
+        kind,
+        raw,
+        arg=arg,
+        at=at,
+        until=until,
+        replica=replica,
+        replica_given=match.group("replica") is not None,
+    )
 
 
-def _build(kind: Kind, raw: str, *, arg: str | None, at: float, until: float | None,
-           replica: int, replica_given: bool) -> Injection:
+def _build(
+    kind: Kind,
+    raw: str,
+    *,
+    arg: str | None,
+    at: float,
+    until: float | None,
+    replica: int,
+    replica_given: bool,
+) -> Injection:
     if until is not None and kind not in (Kind.DELAY, Kind.KILL):
-        raise ScenarioError(f"{raw!r}: only delay and kill-replica take @AT..UNTIL "
-                            "(a pause's span is its argument)")
+        raise ScenarioError(
+            f"{raw!r}: only delay and kill-replica take @AT..UNTIL (a pause's span is its argument)"
+        )
     if until is not None and until <= at:
-        raise ScenarioError(f"{raw!r}: the end ({format_seconds(until)} s) must come after "
-                            f"the start ({format_seconds(at)} s)")
+        raise ScenarioError(
+            f"{raw!r}: the end ({format_seconds(until)} s) must come after "
+            f"the start ({format_seconds(at)} s)"
+        )
     if kind is Kind.BURST:
         if replica_given:
             raise ScenarioError(f"{raw!r}: a burst is written on the primary, not a replica")
@@ -264,8 +293,10 @@ def _build(kind: Kind, raw: str, *, arg: str | None, at: float, until: float | N
         return Injection(kind, at=at, rows=parse_rows(arg))
     if kind is Kind.KILL:
         if arg is not None:
-            raise ScenarioError(f"{raw!r}: kill-replica takes no argument; keep it down "
-                                "with @AT..UNTIL, e.g. kill-replica@40..44")
+            raise ScenarioError(
+                f"{raw!r}: kill-replica takes no argument; keep it down "
+                "with @AT..UNTIL, e.g. kill-replica@40..44"
+            )
         return Injection(kind, at=at, until=until, replica=replica)
     if arg is None:
         raise ScenarioError(f"{raw!r}: {kind.value} needs its seconds, e.g. {kind.value}:2")
@@ -275,20 +306,27 @@ def _build(kind: Kind, raw: str, *, arg: str | None, at: float, until: float | N
     if kind is Kind.DELAY and (seconds != int(seconds) or not 1 <= seconds <= _MAX_DELAY):
         raise ScenarioError(
             f"{raw!r}: MASTER_DELAY / SOURCE_DELAY takes whole seconds >= 1",
-            hint="for a sub-second lag use pause:S (the SQL thread stopped for S seconds)")
+            hint="for a sub-second lag use pause:S (the SQL thread stopped for S seconds)",
+        )
     return Injection(kind, at=at, seconds=seconds, until=until, replica=replica)
 
 
-def _checked(injections: Sequence[Injection], name: str = "", duration: float | None = None,
-             write_rate: float | None = None) -> Scenario:
+def _checked(
+    injections: Sequence[Injection],
+    name: str = "",
+    duration: float | None = None,
+    write_rate: float | None = None,
+) -> Scenario:
     ordered = tuple(sorted(injections, key=lambda i: (i.at, i.replica, i.kind.value)))
     horizon = max([i.end or i.at for i in ordered] + [0.0]) + 1e6
     for index, first in enumerate(ordered):
-        for second in ordered[index + 1:]:
+        for second in ordered[index + 1 :]:
             if first.overlaps(second, horizon):
                 raise ScenarioError(
                     f"{first.spec} and {second.spec} act on replica{first.replica} at the "
-                    "same time", hint="give each one its own time span")
+                    "same time",
+                    hint="give each one its own time span",
+                )
     return Scenario(ordered, name=name, duration=duration, write_rate=write_rate)
 
 
@@ -321,12 +359,15 @@ def _phase(table: Mapping[str, Any], index: int, start: float) -> tuple[Injectio
     where = f"phase {index + 1}"
     unknown = sorted(set(table) - _PHASE_KEYS)
     if unknown:
-        raise ScenarioError(f"{where}: unknown key {unknown[0]!r}",
-                            hint=f"known keys: {', '.join(sorted(_PHASE_KEYS))}")
+        raise ScenarioError(
+            f"{where}: unknown key {unknown[0]!r}",
+            hint=f"known keys: {', '.join(sorted(_PHASE_KEYS))}",
+        )
     if "spec" in table:
         if set(table) - {"spec"}:
-            raise ScenarioError(f"{where}: give either spec or kind/at/... keys, not both",
-                                hint=None)
+            raise ScenarioError(
+                f"{where}: give either spec or kind/at/... keys, not both", hint=None
+            )
         scenario = parse_scenario(str(table["spec"]))
         if len(scenario.injections) > 1:
             raise ScenarioError(f"{where}: one step per phase", hint=None)
@@ -334,8 +375,11 @@ def _phase(table: Mapping[str, Any], index: int, start: float) -> tuple[Injectio
         return injection, (injection.end or injection.at) if injection else start
     kind_word = str(table.get("kind", ""))
     if kind_word not in _KIND_WORDS:
-        raise ScenarioError(f"{where}: kind must be one of steady, delay, pause, burst, "
-                            f"kill-replica; got {kind_word!r}", hint=None)
+        raise ScenarioError(
+            f"{where}: kind must be one of steady, delay, pause, burst, "
+            f"kill-replica; got {kind_word!r}",
+            hint=None,
+        )
     at = _number(table["at"], f"{where}: at") if "at" in table else start
     span = _number(table["for"], f"{where}: for") if "for" in table else None
     until = _number(table["until"], f"{where}: until") if "until" in table else None
@@ -361,8 +405,15 @@ def _phase(table: Mapping[str, Any], index: int, start: float) -> tuple[Injectio
         raise ScenarioError(f"{where}: replica must be an index >= 0, not {replica!r}")
     if kind is Kind.PAUSE and until is not None and arg is None:
         arg, until = format_seconds(until - at), None  # pause for = N is pause seconds = N
-    injection = _build(kind, f"{where} ({kind.value})", arg=arg, at=at, until=until,
-                       replica=replica, replica_given="replica" in table)
+    injection = _build(
+        kind,
+        f"{where} ({kind.value})",
+        arg=arg,
+        at=at,
+        until=until,
+        replica=replica,
+        replica_given="replica" in table,
+    )
     return injection, injection.end if injection.end is not None else at
 
 
@@ -370,8 +421,10 @@ def scenario_from_mapping(data: Mapping[str, Any], *, source: str = "the scenari
     """A Scenario from a parsed TOML document."""
     unknown = sorted(set(data) - _FILE_KEYS)
     if unknown:
-        raise ScenarioError(f"{source}: unknown key {unknown[0]!r}",
-                            hint=f"known keys: {', '.join(sorted(_FILE_KEYS))}")
+        raise ScenarioError(
+            f"{source}: unknown key {unknown[0]!r}",
+            hint=f"known keys: {', '.join(sorted(_FILE_KEYS))}",
+        )
     phases = data.get("phase", [])
     if not isinstance(phases, list) or not all(isinstance(p, dict) for p in phases):
         raise ScenarioError(f"{source}: phases are [[phase]] tables", hint=None)
@@ -383,12 +436,16 @@ def scenario_from_mapping(data: Mapping[str, Any], *, source: str = "the scenari
             injections.append(injection)
     duration = _number(data["duration"], f"{source}: duration") if "duration" in data else None
     rate = data.get("write_rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
-                             or rate < 0):
-        raise ScenarioError(f"{source}: write_rate must be a number >= 0, not {rate!r}",
-                            hint=None)
-    scenario = _checked(injections, name=str(data.get("name", "")), duration=duration,
-                        write_rate=float(rate) if rate is not None else None)
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0
+    ):
+        raise ScenarioError(f"{source}: write_rate must be a number >= 0, not {rate!r}", hint=None)
+    scenario = _checked(
+        injections,
+        name=str(data.get("name", "")),
+        duration=duration,
+        write_rate=float(rate) if rate is not None else None,
+    )
     if duration is not None:
         scenario.check(duration)
     return scenario

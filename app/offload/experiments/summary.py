@@ -73,7 +73,8 @@ def lag_stats(samples: Sequence[Sample], max_lag: float) -> dict[str, Any]:
     return {
         "samples": len(ordered),
         "interval": _round((ordered[-1].t - ordered[0].t) / (len(ordered) - 1))
-        if len(ordered) > 1 else None,
+        if len(ordered) > 1
+        else None,
         "lag_p50": _round(percentile(lags, 50)),
         "lag_p99": _round(percentile(lags, 99)),
         "lag_max": _round(max(lags, default=None)) if lags else None,
@@ -123,8 +124,12 @@ def _window(event: Event, duration: float) -> tuple[float, float]:
     return event.t, max(end, event.t)
 
 
-def summarize(samples: Sequence[Sample], runs: Sequence[RunRow], events: Sequence[Event],
-              experiment: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(
+    samples: Sequence[Sample],
+    runs: Sequence[RunRow],
+    events: Sequence[Event],
+    experiment: Mapping[str, Any],
+) -> dict[str, Any]:
     """The summary.json document.
 
     ``experiment`` must hold ``max_lag`` and ``duration``; everything in it is
@@ -143,16 +148,37 @@ def summarize(samples: Sequence[Sample], runs: Sequence[RunRow], events: Sequenc
     for event in events:
         start, end = _window(event, duration)
         inside = [r for r in runs if start <= r.t < end]
-        lags = [s.lag for s in samples if start <= s.t <= end and s.lag is not None
-                and (event.target in ("", "primary") or s.replica == event.target)]
-        phases.append({
-            "label": event.label, "kind": event.kind, "target": event.target,
-            "start": round(start, 3), "end": round(end, 3), "detail": event.detail,
-            "lag_max": _round(max(lags)) if lags else None,
-            **{key: value for key, value in run_stats(inside, max_lag).items()
-               if key in ("runs", "routes", "staleness_max", "stale_data_reads",
-                          "rejected_writes", "primary_reads")},
-        })
+        lags = [
+            s.lag
+            for s in samples
+            if start <= s.t <= end
+            and s.lag is not None
+            and (event.target in ("", "primary") or s.replica == event.target)
+        ]
+        phases.append(
+            {
+                "label": event.label,
+                "kind": event.kind,
+                "target": event.target,
+                "start": round(start, 3),
+                "end": round(end, 3),
+                "detail": event.detail,
+                "lag_max": _round(max(lags)) if lags else None,
+                **{
+                    key: value
+                    for key, value in run_stats(inside, max_lag).items()
+                    if key
+                    in (
+                        "runs",
+                        "routes",
+                        "staleness_max",
+                        "stale_data_reads",
+                        "rejected_writes",
+                        "primary_reads",
+                    )
+                },
+            }
+        )
     return {
         "experiment": dict(experiment),
         "lag": {name: lag_stats(rows, max_lag) for name, rows in by_replica.items()},
@@ -161,14 +187,16 @@ def summarize(samples: Sequence[Sample], runs: Sequence[RunRow], events: Sequenc
         "over_max_lag": {
             "runs": len(over),
             "routes": dict(Counter(r.route for r in over)),
-            "stale_data_reads": sum(1 for r in over
-                                    if r.staleness is not None and r.staleness > max_lag),
+            "stale_data_reads": sum(
+                1 for r in over if r.staleness is not None and r.staleness > max_lag
+            ),
         },
         "phases": phases,
     }
 
 
 # --- markdown -----------------------------------------------------------------
+
 
 def _seconds(value: object) -> str:
     return "-" if value is None else f"{float(value):.3f}"  # type: ignore[arg-type]
@@ -182,25 +210,49 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
     return [line(header), rule, *(line(r) for r in rows)]
 
 
-_TASK_HEADER = ("task", "runs", "replica", "stale", "primary", "skip", "p50 s", "p99 s",
-                "max s", ">max_lag", "rejected", "primary reads", "primary stmts")
+_TASK_HEADER = (
+    "task",
+    "runs",
+    "replica",
+    "stale",
+    "primary",
+    "skip",
+    "p50 s",
+    "p99 s",
+    "max s",
+    ">max_lag",
+    "rejected",
+    "primary reads",
+    "primary stmts",
+)
 
 
 def _task_row(name: str, stats: Mapping[str, Any]) -> list[str]:
-    return [name, str(stats["runs"]), _percent(stats["replica_share"]),
-            _percent(stats["stale_share"]), _percent(stats["primary_share"]),
-            _percent(stats["skip_share"]), _seconds(stats["staleness_p50"]),
-            _seconds(stats["staleness_p99"]), _seconds(stats["staleness_max"]),
-            str(stats["stale_data_reads"]), str(stats["rejected_writes"]),
-            str(stats["primary_reads"]), str(stats["primary_statements"])]
+    return [
+        name,
+        str(stats["runs"]),
+        _percent(stats["replica_share"]),
+        _percent(stats["stale_share"]),
+        _percent(stats["primary_share"]),
+        _percent(stats["skip_share"]),
+        _seconds(stats["staleness_p50"]),
+        _seconds(stats["staleness_p99"]),
+        _seconds(stats["staleness_max"]),
+        str(stats["stale_data_reads"]),
+        str(stats["rejected_writes"]),
+        str(stats["primary_reads"]),
+        str(stats["primary_statements"]),
+    ]
 
 
 def task_table(summary: Mapping[str, Any], *, total: str = "**all**") -> list[str]:
@@ -231,28 +283,75 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "## Replication lag (heartbeat)",
         "",
     ]
-    lag_rows = [[name, str(s["samples"]), _seconds(s["lag_p50"]), _seconds(s["lag_p99"]),
-                 _seconds(s["lag_max"]), _seconds(s["seconds_above_max_lag"]),
-                 str(s["unreachable_samples"]),
-                 "-" if s["gtid_distance_max"] is None else str(s["gtid_distance_max"])]
-                for name, s in summary["lag"].items()]
-    lines += _table(("replica", "samples", "p50 s", "p99 s", "max s", "s > max_lag",
-                     "unreachable", "max GTID distance"), lag_rows)
-    lines += ["", "## Task runs", "",
-              "Shares are of the runs that asked for a replica read; staleness is the age "
-              "of the data a run read (0 on the primary).", ""]
+    lag_rows = [
+        [
+            name,
+            str(s["samples"]),
+            _seconds(s["lag_p50"]),
+            _seconds(s["lag_p99"]),
+            _seconds(s["lag_max"]),
+            _seconds(s["seconds_above_max_lag"]),
+            str(s["unreachable_samples"]),
+            "-" if s["gtid_distance_max"] is None else str(s["gtid_distance_max"]),
+        ]
+        for name, s in summary["lag"].items()
+    ]
+    lines += _table(
+        (
+            "replica",
+            "samples",
+            "p50 s",
+            "p99 s",
+            "max s",
+            "s > max_lag",
+            "unreachable",
+            "max GTID distance",
+        ),
+        lag_rows,
+    )
+    lines += [
+        "",
+        "## Task runs",
+        "",
+        "Shares are of the runs that asked for a replica read; staleness is the age "
+        "of the data a run read (0 on the primary).",
+        "",
+    ]
     lines += task_table(summary)
     if summary["phases"]:
         lines += ["", "## Phases", ""]
-        phase_rows = [[p["label"], f"{p['start']:.1f}-{p['end']:.1f}", str(p["runs"]),
-                       ", ".join(f"{k} {v}" for k, v in p["routes"].items()) or "-",
-                       _seconds(p["lag_max"]), _seconds(p["staleness_max"]),
-                       str(p["stale_data_reads"]), str(p["rejected_writes"])]
-                      for p in summary["phases"]]
-        lines += _table(("injection", "s", "runs", "routes", "max lag s", "max staleness s",
-                         ">max_lag", "rejected"), phase_rows)
+        phase_rows = [
+            [
+                p["label"],
+                f"{p['start']:.1f}-{p['end']:.1f}",
+                str(p["runs"]),
+                ", ".join(f"{k} {v}" for k, v in p["routes"].items()) or "-",
+                _seconds(p["lag_max"]),
+                _seconds(p["staleness_max"]),
+                str(p["stale_data_reads"]),
+                str(p["rejected_writes"]),
+            ]
+            for p in summary["phases"]
+        ]
+        lines += _table(
+            (
+                "injection",
+                "s",
+                "runs",
+                "routes",
+                "max lag s",
+                "max staleness s",
+                ">max_lag",
+                "rejected",
+            ),
+            phase_rows,
+        )
     over = summary["over_max_lag"]
-    lines += ["", f"While the best replica was more than max_lag behind: {over['runs']} runs "
-              f"({', '.join(f'{k} {v}' for k, v in over['routes'].items()) or 'none'}), "
-              f"{over['stale_data_reads']} of them read data older than max_lag.", ""]
+    lines += [
+        "",
+        f"While the best replica was more than max_lag behind: {over['runs']} runs "
+        f"({', '.join(f'{k} {v}' for k, v in over['routes'].items()) or 'none'}), "
+        f"{over['stale_data_reads']} of them read data older than max_lag.",
+        "",
+    ]
     return "\n".join(lines)

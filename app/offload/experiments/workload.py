@@ -66,15 +66,21 @@ log = logging.getLogger("offload.experiments")
 
 #: operation → weight (they sum to 1)
 OPERATIONS: dict[str, float] = {
-    "power": 0.30, "reboot": 0.10, "delete": 0.10, "create": 0.10,
-    "bandwidth": 0.20, "volume": 0.20,
+    "power": 0.30,
+    "reboot": 0.10,
+    "delete": 0.10,
+    "create": 0.10,
+    "bandwidth": 0.20,
+    "volume": 0.20,
 }
 BURST_TABLE = Table(
-    "lag_burst", MetaData(),
+    "lag_burst",
+    MetaData(),
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("payload", String(255), nullable=False),
     Column("created_at", DateTime, nullable=False),
-    mysql_engine="InnoDB", mariadb_engine="InnoDB",
+    mysql_engine="InnoDB",
+    mariadb_engine="InnoDB",
 )
 #: rows per INSERT ... SELECT of a burst
 BURST_BATCH = 100_000
@@ -91,11 +97,13 @@ def _burst_insert(rows: int) -> TextClause:
     The rows come from a cross join of digit tables (as many as ``rows`` needs);
     the text is made of constants only, the count is a bound parameter.
     """
-    tables = ", ".join(f"({_DIGITS}) AS d{i}"
-                       for i in range(max(1, math.ceil(math.log10(max(rows, 2))))))
-    return text(f"INSERT INTO {BURST_TABLE.name} (payload, created_at) "  # noqa: S608
-                f"SELECT REPEAT('x', 200), NOW() FROM {tables} LIMIT :rows"
-                ).bindparams(rows=rows)
+    tables = ", ".join(
+        f"({_DIGITS}) AS d{i}" for i in range(max(1, math.ceil(math.log10(max(rows, 2)))))
+    )
+    return text(
+        f"INSERT INTO {BURST_TABLE.name} (payload, created_at) "  # noqa: S608
+        f"SELECT REPEAT('x', 200), NOW() FROM {tables} LIMIT :rows"
+    ).bindparams(rows=rows)
 
 
 def create_burst_table(conn: Connection) -> None:
@@ -106,9 +114,17 @@ def create_burst_table(conn: Connection) -> None:
 class Workload:
     """Mutates the host's instances on the primary, ``rate`` operations a second."""
 
-    def __init__(self, db: Database, host: str, *, rate: float,
-                 driver: FakeDriver | None = None, seed: int = 0,
-                 clock: Clock = time.monotonic, now: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        host: str,
+        *,
+        rate: float,
+        driver: FakeDriver | None = None,
+        seed: int = 0,
+        clock: Clock = time.monotonic,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
         if not rate >= 0:
             raise ValueError(f"the write rate must be >= 0, not {rate!r}")
         self.db = db
@@ -137,15 +153,31 @@ class Workload:
     def prepare(self) -> None:
         """Learn the host's live instances and counter rows (on the primary)."""
         with self.db.reader() as session:
-            self._live = list(session.scalars(select(Instance.uuid).where(
-                Instance.host == self.host, Instance.deleted == 0,
-                Instance.task_state.is_(None)).order_by(Instance.id)))
-            self._bandwidth = list(session.scalars(select(BandwidthUsage.id).join(
-                Instance, Instance.uuid == BandwidthUsage.uuid).where(
-                Instance.host == self.host, BandwidthUsage.deleted == 0)))
-            self._volumes = list(session.scalars(select(VolumeUsage.id).join(
-                Instance, Instance.uuid == VolumeUsage.instance_uuid).where(
-                Instance.host == self.host, VolumeUsage.deleted == 0)))
+            self._live = list(
+                session.scalars(
+                    select(Instance.uuid)
+                    .where(
+                        Instance.host == self.host,
+                        Instance.deleted == 0,
+                        Instance.task_state.is_(None),
+                    )
+                    .order_by(Instance.id)
+                )
+            )
+            self._bandwidth = list(
+                session.scalars(
+                    select(BandwidthUsage.id)
+                    .join(Instance, Instance.uuid == BandwidthUsage.uuid)
+                    .where(Instance.host == self.host, BandwidthUsage.deleted == 0)
+                )
+            )
+            self._volumes = list(
+                session.scalars(
+                    select(VolumeUsage.id)
+                    .join(Instance, Instance.uuid == VolumeUsage.instance_uuid)
+                    .where(Instance.host == self.host, VolumeUsage.deleted == 0)
+                )
+            )
 
     # --- operations ------------------------------------------------------------
 
@@ -160,29 +192,56 @@ class Workload:
         state = PowerState.SHUTDOWN if running else PowerState.RUNNING
         if self.driver is not None:  # the VM changes first; nova records it
             self.driver.set_power_state(uuid, state)
-        return bool(conn.execute(update(Instance).where(
-            Instance.uuid == uuid, Instance.deleted == 0, Instance.task_state.is_(None),
-        ).values(power_state=int(state), updated_at=self._now(),
-                 vm_state="active" if state == PowerState.RUNNING else "stopped")).rowcount)
+        return bool(
+            conn.execute(
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.deleted == 0,
+                    Instance.task_state.is_(None),
+                )
+                .values(
+                    power_state=int(state),
+                    updated_at=self._now(),
+                    vm_state="active" if state == PowerState.RUNNING else "stopped",
+                )
+            ).rowcount
+        )
 
     def _reboot(self, conn: Connection) -> bool:
         if self._rebooting and (len(self._rebooting) >= _MAX_REBOOTING or self._rng.random() < 0.5):
             uuid = self._rebooting.pop(self._rng.randrange(len(self._rebooting)))
             if self.driver is not None:
                 self.driver.set_power_state(uuid, PowerState.RUNNING)
-            done = conn.execute(update(Instance).where(
-                Instance.uuid == uuid, Instance.deleted == 0, Instance.task_state == "rebooting",
-            ).values(task_state=None, vm_state="active", power_state=int(PowerState.RUNNING),
-                     updated_at=self._now())).rowcount
+            done = conn.execute(
+                update(Instance)
+                .where(
+                    Instance.uuid == uuid,
+                    Instance.deleted == 0,
+                    Instance.task_state == "rebooting",
+                )
+                .values(
+                    task_state=None,
+                    vm_state="active",
+                    power_state=int(PowerState.RUNNING),
+                    updated_at=self._now(),
+                )
+            ).rowcount
             self._live.append(uuid)
             return bool(done)
         chosen = self._pick(self._live)
         if chosen is None:
             return False
         uuid = chosen
-        if conn.execute(update(Instance).where(
-                Instance.uuid == uuid, Instance.deleted == 0, Instance.task_state.is_(None),
-        ).values(task_state="rebooting", updated_at=self._now())).rowcount:
+        if conn.execute(
+            update(Instance)
+            .where(
+                Instance.uuid == uuid,
+                Instance.deleted == 0,
+                Instance.task_state.is_(None),
+            )
+            .values(task_state="rebooting", updated_at=self._now())
+        ).rowcount:
             self._live.remove(uuid)
             self._rebooting.append(uuid)
             return True
@@ -193,10 +252,23 @@ class Workload:
         if uuid is None:
             return False
         now = self._now()
-        done = conn.execute(update(Instance).where(
-            Instance.uuid == uuid, Instance.deleted == 0, Instance.task_state.is_(None),
-        ).values(deleted=Instance.id, vm_state="deleted", task_state=None, cleaned=0,
-                 terminated_at=now, deleted_at=now, updated_at=now)).rowcount
+        done = conn.execute(
+            update(Instance)
+            .where(
+                Instance.uuid == uuid,
+                Instance.deleted == 0,
+                Instance.task_state.is_(None),
+            )
+            .values(
+                deleted=Instance.id,
+                vm_state="deleted",
+                task_state=None,
+                cleaned=0,
+                terminated_at=now,
+                deleted_at=now,
+                updated_at=now,
+            )
+        ).rowcount
         self._live.remove(uuid)
         if done and self.driver is not None:
             self.driver.destroy(uuid)
@@ -207,19 +279,41 @@ class Workload:
         uuid = str(uuidlib.UUID(int=self._rng.getrandbits(128), version=4))
         size = self._rng.choice(((1, 512, 1), (1, 2048, 20), (2, 4096, 40)))
         now = self._now()
-        node = (self.driver.get_available_nodes()[0] if self.driver is not None
-                else f"{self.host}.node")
-        conn.execute(insert(Instance).values(
-            uuid=uuid, host=self.host, node=node, launched_on=self.host,
-            vm_state="active", power_state=int(PowerState.RUNNING), task_state=None,
-            vcpus=size[0], memory_mb=size[1], root_gb=size[2], ephemeral_gb=0,
-            instance_type_id=1 + (size[1] > 512) + (size[0] > 1),
-            display_name=f"lag-{self._created}", hostname=f"lag-{self._created}",
-            user_id="lag-user", project_id="lag-project", availability_zone="nova",
-            launched_at=now, scheduled_at=now, created_at=now, updated_at=now, deleted=0,
-            cleaned=0))
-        conn.execute(insert(InstanceInfoCache).values(
-            instance_uuid=uuid, network_info="[]", created_at=now, deleted=0))
+        node = (
+            self.driver.get_available_nodes()[0] if self.driver is not None else f"{self.host}.node"
+        )
+        conn.execute(
+            insert(Instance).values(
+                uuid=uuid,
+                host=self.host,
+                node=node,
+                launched_on=self.host,
+                vm_state="active",
+                power_state=int(PowerState.RUNNING),
+                task_state=None,
+                vcpus=size[0],
+                memory_mb=size[1],
+                root_gb=size[2],
+                ephemeral_gb=0,
+                instance_type_id=1 + (size[1] > 512) + (size[0] > 1),
+                display_name=f"lag-{self._created}",
+                hostname=f"lag-{self._created}",
+                user_id="lag-user",
+                project_id="lag-project",
+                availability_zone="nova",
+                launched_at=now,
+                scheduled_at=now,
+                created_at=now,
+                updated_at=now,
+                deleted=0,
+                cleaned=0,
+            )
+        )
+        conn.execute(
+            insert(InstanceInfoCache).values(
+                instance_uuid=uuid, network_info="[]", created_at=now, deleted=0
+            )
+        )
         if self.driver is not None:
             self.driver.plug(uuid, PowerState.RUNNING)
         self._live.append(uuid)
@@ -231,14 +325,25 @@ class Workload:
             return False
         row_id, delta = self._rng.choice(pool), self._rng.randint(1, 1 << 20)
         if kind == "bandwidth":
-            statement = update(BandwidthUsage).where(BandwidthUsage.id == row_id).values(
-                bw_in=BandwidthUsage.bw_in + delta, bw_out=BandwidthUsage.bw_out + delta // 2,
-                updated_at=self._now())
+            statement = (
+                update(BandwidthUsage)
+                .where(BandwidthUsage.id == row_id)
+                .values(
+                    bw_in=BandwidthUsage.bw_in + delta,
+                    bw_out=BandwidthUsage.bw_out + delta // 2,
+                    updated_at=self._now(),
+                )
+            )
         else:
-            statement = update(VolumeUsage).where(VolumeUsage.id == row_id).values(
-                curr_reads=VolumeUsage.curr_reads + 1,
-                curr_read_bytes=VolumeUsage.curr_read_bytes + delta,
-                updated_at=self._now())
+            statement = (
+                update(VolumeUsage)
+                .where(VolumeUsage.id == row_id)
+                .values(
+                    curr_reads=VolumeUsage.curr_reads + 1,
+                    curr_read_bytes=VolumeUsage.curr_read_bytes + delta,
+                    updated_at=self._now(),
+                )
+            )
         return bool(conn.execute(statement).rowcount)
 
     def choose(self) -> str:
@@ -250,7 +355,9 @@ class Workload:
         """Run one operation now (one transaction on the primary); returns its name."""
         name = operation or self.choose()
         actions: dict[str, Callable[[Connection], bool]] = {
-            "power": self._power, "reboot": self._reboot, "delete": self._delete,
+            "power": self._power,
+            "reboot": self._reboot,
+            "delete": self._delete,
             "create": self._create,
             "bandwidth": lambda c: self._bump(c, "bandwidth"),
             "volume": lambda c: self._bump(c, "volume"),
@@ -304,8 +411,7 @@ class Workload:
     def start(self) -> None:
         if self.rate > 0 and self._thread is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="lag-workload",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="lag-workload", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -316,7 +422,9 @@ class Workload:
 
     def stats(self) -> dict[str, object]:
         """Operations done (``name:noop`` when nothing matched), errors, burst rows."""
-        return {"operations": dict(sorted(self.ops.items())),
-                "errors": dict(sorted(self.errors.items())),
-                "last_errors": dict(sorted(self.last_errors.items())),
-                "burst_rows": self.burst_rows}
+        return {
+            "operations": dict(sorted(self.ops.items())),
+            "errors": dict(sorted(self.errors.items())),
+            "last_errors": dict(sorted(self.last_errors.items())),
+            "burst_rows": self.burst_rows,
+        }

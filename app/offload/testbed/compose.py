@@ -85,9 +85,17 @@ DB_PORT = 3306
 SERVICE_HTTP_PORT = 8080
 #: what docker-compose.yml interpolates; never taken from the caller's environment
 _OWN_VARIABLES = (
-    "NOVA_PASSWORD", "NOVA_RO_PASSWORD", "REPL_PASSWORD", "ADMIN_PASSWORD",
-    "OFFLOAD_DB_IMAGE", "OFFLOAD_COMPUTE_IMAGE", "OFFLOAD_BASE_IMAGE", "OFFLOAD_WHEELHOUSE",
-    "OFFLOAD_PRIMARY_PORT", "OFFLOAD_REPLICA_PORT", "OFFLOAD_SERVICE_PORTS",
+    "NOVA_PASSWORD",
+    "NOVA_RO_PASSWORD",
+    "REPL_PASSWORD",
+    "ADMIN_PASSWORD",
+    "OFFLOAD_DB_IMAGE",
+    "OFFLOAD_COMPUTE_IMAGE",
+    "OFFLOAD_BASE_IMAGE",
+    "OFFLOAD_WHEELHOUSE",
+    "OFFLOAD_PRIMARY_PORT",
+    "OFFLOAD_REPLICA_PORT",
+    "OFFLOAD_SERVICE_PORTS",
     "OFFLOAD_COMPUTE_HOST",
 )
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -99,21 +107,29 @@ def compose_command() -> list[str]:
     """``docker compose`` (v2) when the plugin exists, else ``docker-compose`` (v1)."""
     docker = shutil.which("docker")
     if docker is not None:
-        probe = subprocess.run([docker, "compose", "version"], capture_output=True,
-                               check=False, timeout=30)
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False, timeout=30
+        )
         if probe.returncode == 0:
             return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     if legacy is not None:
         return [legacy]
-    raise TestbedError("neither `docker compose` (v2) nor `docker-compose` (v1) is installed",
-                       hint="install Docker Compose (Debian: `apt-get install docker-compose`), "
-                            "or use --backend native")
+    raise TestbedError(
+        "neither `docker compose` (v2) nor `docker-compose` (v1) is installed",
+        hint="install Docker Compose (Debian: `apt-get install docker-compose`), "
+        "or use --backend native",
+    )
 
 
 #: registry images by flavor spec (where a registry answers)
-REGISTRY_IMAGES = {"mysql": DEFAULT_DB_IMAGE, "mysql-9.7": "mysql:9.7", "mariadb": "mariadb:11.4",
-                   "mariadb-11.8": "mariadb:11.8", "mariadb-10.11": "mariadb:10.11"}
+REGISTRY_IMAGES = {
+    "mysql": DEFAULT_DB_IMAGE,
+    "mysql-9.7": "mysql:9.7",
+    "mariadb": "mariadb:11.4",
+    "mariadb-11.8": "mariadb:11.8",
+    "mariadb-10.11": "mariadb:10.11",
+}
 
 
 def registry_image(flavor: FlavorSpec | None) -> str:
@@ -124,13 +140,20 @@ def registry_image(flavor: FlavorSpec | None) -> str:
 
 
 def _require_engine() -> None:
-    result = subprocess.run([images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
-                            capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     if result.returncode != 0:
         detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise TestbedError(f"no Docker engine answers ({detail})",
-                           hint="start one (`dockerd`, or Docker Desktop), or use the native "
-                                "backend (--backend native, --testbed=native)")
+        raise TestbedError(
+            f"no Docker engine answers ({detail})",
+            hint="start one (`dockerd`, or Docker Desktop), or use the native "
+            "backend (--backend native, --testbed=native)",
+        )
 
 
 def offline_wanted(environ: Mapping[str, str]) -> bool:
@@ -180,17 +203,23 @@ class ComposeTopology:
         flavor: FlavorSpec | None = None,
     ) -> None:
         if replicas != 1:
-            raise TestbedError(f"the compose testbed has one replica, asked for {replicas}",
-                               hint="use --backend native for more replicas")
+            raise TestbedError(
+                f"the compose testbed has one replica, asked for {replicas}",
+                hint="use --backend native for more replicas",
+            )
         if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET - SERVICE_PORT_RANGE:
-            raise TestbedError(f"port {port} is out of range",
-                               hint="use 1024-65000, or 0 for ports Docker picks")
+            raise TestbedError(
+                f"port {port} is out of range", hint="use 1024-65000, or 0 for ports Docker picks"
+            )
         if not 1 <= compute_scale <= SERVICE_PORT_RANGE:
-            raise TestbedError(f"1 to {SERVICE_PORT_RANGE} compute containers, "
-                               f"asked for {compute_scale}")
+            raise TestbedError(
+                f"1 to {SERVICE_PORT_RANGE} compute containers, asked for {compute_scale}"
+            )
         if project is not None and not _PROJECT.match(project):
-            raise TestbedError(f"{project!r} is not a compose project name",
-                               hint="use lower-case letters, digits, - and _")
+            raise TestbedError(
+                f"{project!r} is not a compose project name",
+                hint="use lower-case letters, digits, - and _",
+            )
         self.dir = directory.resolve()
         self.port = port
         self.project = project
@@ -221,7 +250,8 @@ class ComposeTopology:
         if state and state.get("backend", "native") != self.backend:
             raise TestbedError(
                 f"the testbed in {self.dir} is a {state.get('backend', 'native')} testbed",
-                hint="take it down first (`make down`), or use another --dir")
+                hint="take it down first (`make down`), or use another --dir",
+            )
         return state
 
     def _save_state(self, state: Mapping[str, Any]) -> None:
@@ -233,28 +263,41 @@ class ComposeTopology:
     # --- the compose command --------------------------------------------------
 
     def _command(self, state: Mapping[str, Any]) -> ComposeCommand:
-        return ComposeCommand(program=[*state["compose"], "--env-file", str(self.env_path)],
-                              file=state["compose_file"], project=state["project"])
+        return ComposeCommand(
+            program=[*state["compose"], "--env-file", str(self.env_path)],
+            file=state["compose_file"],
+            project=state["project"],
+        )
 
-    def _compose(self, state: Mapping[str, Any], *args: str, timeout: float = 600,
-                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _compose(
+        self, state: Mapping[str, Any], *args: str, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         # the env file decides what the compose file interpolates, not the caller's shell
         env = {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
         try:
-            result = subprocess.run(self._command(state).argv(*args), capture_output=True,
-                                    text=True, check=False, timeout=max(timeout, 1.0), env=env,
-                                    stdin=subprocess.DEVNULL)
+            result = subprocess.run(
+                self._command(state).argv(*args),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=max(timeout, 1.0),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
-            raise TestbedError(f"`compose {' '.join(args)}` did not finish within "
-                               f"{timeout:.0f}s") from None
+            raise TestbedError(
+                f"`compose {' '.join(args)}` did not finish within {timeout:.0f}s"
+            ) from None
         if check and result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-            raise TestbedError(f"`compose {' '.join(args)}` failed (exit {result.returncode}):"
-                               f"\n{tail}")
+            raise TestbedError(
+                f"`compose {' '.join(args)}` failed (exit {result.returncode}):\n{tail}"
+            )
         return result
 
-    def run(self, *args: str, timeout: float = 600,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """``compose ARGS`` on this testbed (``stop replica``, ``ps``, ``config -q`` ...)."""
         state = self._load_state()
         if not state.get("project"):
@@ -266,34 +309,51 @@ class ComposeTopology:
         chosen_db = self.environ.get("OFFLOAD_DB_IMAGE", "").strip()
         if offline:
             images.ensure_images(flavors=[self.flavor] if self.flavor else None)
-            return {"OFFLOAD_DB_IMAGE": chosen_db or images.db_image(self.flavor),
-                    "OFFLOAD_COMPUTE_IMAGE": images.COMPUTE_IMAGE,
-                    "OFFLOAD_BASE_IMAGE": images.BASE_IMAGE,
-                    "OFFLOAD_WHEELHOUSE": str(images.WHEELHOUSE)}
-        return {"OFFLOAD_DB_IMAGE": chosen_db or registry_image(self.flavor),
-                "OFFLOAD_COMPUTE_IMAGE": ONLINE_COMPUTE_IMAGE,
-                "OFFLOAD_BASE_IMAGE": ONLINE_BASE_IMAGE,
-                "OFFLOAD_WHEELHOUSE": ""}
+            return {
+                "OFFLOAD_DB_IMAGE": chosen_db or images.db_image(self.flavor),
+                "OFFLOAD_COMPUTE_IMAGE": images.COMPUTE_IMAGE,
+                "OFFLOAD_BASE_IMAGE": images.BASE_IMAGE,
+                "OFFLOAD_WHEELHOUSE": str(images.WHEELHOUSE),
+            }
+        return {
+            "OFFLOAD_DB_IMAGE": chosen_db or registry_image(self.flavor),
+            "OFFLOAD_COMPUTE_IMAGE": ONLINE_COMPUTE_IMAGE,
+            "OFFLOAD_BASE_IMAGE": ONLINE_BASE_IMAGE,
+            "OFFLOAD_WHEELHOUSE": "",
+        }
 
     @staticmethod
     def _ports(state: Mapping[str, Any]) -> dict[str, str]:
         """Host ports: fixed ones, or 0 (Docker picks); a range for scaled compute containers."""
         port, scale = int(state["port"]), int(state.get("compute_scale", 1))
         if port == 0:
-            return {"OFFLOAD_PRIMARY_PORT": "0", "OFFLOAD_REPLICA_PORT": "0",
-                    "OFFLOAD_SERVICE_PORTS": "0"}
+            return {
+                "OFFLOAD_PRIMARY_PORT": "0",
+                "OFFLOAD_REPLICA_PORT": "0",
+                "OFFLOAD_SERVICE_PORTS": "0",
+            }
         first = port + SERVICE_PORT_OFFSET
         # one compute container: exactly port+19; scaled: Docker hands out the range
         service = str(first) if scale == 1 else f"{first}-{first + SERVICE_PORT_RANGE - 1}"
-        return {"OFFLOAD_PRIMARY_PORT": str(port), "OFFLOAD_REPLICA_PORT": str(port + 1),
-                "OFFLOAD_SERVICE_PORTS": service}
+        return {
+            "OFFLOAD_PRIMARY_PORT": str(port),
+            "OFFLOAD_REPLICA_PORT": str(port + 1),
+            "OFFLOAD_SERVICE_PORTS": service,
+        }
 
     def _write_env(self, state: Mapping[str, Any], creds: Credentials) -> None:
-        values = {**creds.placeholders(), **state.get("images", {}), **self._ports(state),
-                  "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", "")}
-        lines = ["# Written by `offload testbed up --backend compose`: what docker-compose.yml",
-                 "# interpolates. It holds this testbed's passwords: keep it private (0600).",
-                 *(f"{key}={value}" for key, value in values.items()), ""]
+        values = {
+            **creds.placeholders(),
+            **state.get("images", {}),
+            **self._ports(state),
+            "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", ""),
+        }
+        lines = [
+            "# Written by `offload testbed up --backend compose`: what docker-compose.yml",
+            "# interpolates. It holds this testbed's passwords: keep it private (0600).",
+            *(f"{key}={value}" for key, value in values.items()),
+            "",
+        ]
         write_private(self.env_path, "\n".join(lines))
 
     def prepare(self) -> ComposeCommand:
@@ -306,21 +366,28 @@ class ComposeTopology:
         state = self._load_state()
         _require_engine()
         if state.get("initialised") and state.get("port") != self.port:
-            raise TestbedError(f"the compose testbed in {self.dir} runs on port "
-                               f"{state['port']}, asked for {self.port}",
-                               hint="take it down first (`make down`) to change its ports")
+            raise TestbedError(
+                f"the compose testbed in {self.dir} runs on port "
+                f"{state['port']}, asked for {self.port}",
+                hint="take it down first (`make down`) to change its ports",
+            )
         creds = self._credentials()
-        state.update({
-            "backend": self.backend,
-            "project": self.project or state.get("project") or project_name(self.dir),
-            "compose": state.get("compose") or compose_command(),
-            "compose_file": str(self.compose_file.resolve() if self.compose_file
-                                else images.find_repo() / "docker-compose.yml"),
-            "env_file": str(self.env_path),
-            "port": self.port,
-            "compute_scale": self.compute_scale,
-            "images": self._images(),
-        })
+        state.update(
+            {
+                "backend": self.backend,
+                "project": self.project or state.get("project") or project_name(self.dir),
+                "compose": state.get("compose") or compose_command(),
+                "compose_file": str(
+                    self.compose_file.resolve()
+                    if self.compose_file
+                    else images.find_repo() / "docker-compose.yml"
+                ),
+                "env_file": str(self.env_path),
+                "port": self.port,
+                "compute_scale": self.compute_scale,
+                "images": self._images(),
+            }
+        )
         state["compute"] = bool(state.get("compute")) or self.start_compute_now
         state.setdefault("initialised", False)
         self._write_env(state, creds)
@@ -344,16 +411,28 @@ class ComposeTopology:
         services = [] if state["compute"] else ["primary", "replica"]
         try:
             scale = self._scale_args(state) if state["compute"] else []
-            result = self._compose(state, "up", "-d", "--remove-orphans", *scale, *services,
-                                   timeout=deadline.remaining(), check=False)
+            result = self._compose(
+                state,
+                "up",
+                "-d",
+                "--remove-orphans",
+                *scale,
+                *services,
+                timeout=deadline.remaining(),
+                check=False,
+            )
             if result.returncode != 0:
                 output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
                 hint = ""
                 if any(w in output.lower() for w in ("pull", "not found", "no such image")):
-                    hint = ("\n(no image registry? `make images` builds local images, which "
-                            "the compose testbed then uses; or set OFFLOAD_OFFLINE=1)")
-                raise TestbedError(f"`compose up` failed (exit {result.returncode}):\n"
-                                   f"{output}{hint}\n{self.diagnostics(state)}")
+                    hint = (
+                        "\n(no image registry? `make images` builds local images, which "
+                        "the compose testbed then uses; or set OFFLOAD_OFFLINE=1)"
+                    )
+                raise TestbedError(
+                    f"`compose up` failed (exit {result.returncode}):\n"
+                    f"{output}{hint}\n{self.diagnostics(state)}"
+                )
         except BaseException:
             self._take_down(state)
             raise
@@ -396,13 +475,19 @@ class ComposeTopology:
         """``docker inspect`` of every container of this project."""
         docker = images.docker_command()
         label = f"label=com.docker.compose.project={state['project']}"
-        listed = subprocess.run([docker, "ps", "-aq", "--filter", label], capture_output=True,
-                                text=True, check=False, timeout=60)
+        listed = subprocess.run(
+            [docker, "ps", "-aq", "--filter", label],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
         ids = listed.stdout.split()
         if listed.returncode != 0 or not ids:
             return []
-        shown = subprocess.run([docker, "inspect", *ids], capture_output=True, text=True,
-                               check=False, timeout=60)
+        shown = subprocess.run(
+            [docker, "inspect", *ids], capture_output=True, text=True, check=False, timeout=60
+        )
         if shown.returncode != 0:  # a container went away between ps and inspect
             return []
         found: list[dict[str, Any]] = json.loads(shown.stdout)
@@ -419,8 +504,7 @@ class ComposeTopology:
             return str(state.get("Status", "?"))
         return str(state.get("Health", {}).get("Status", "running"))
 
-    def _await_healthy(self, state: Mapping[str, Any],
-                       deadline: Deadline) -> list[dict[str, Any]]:
+    def _await_healthy(self, state: Mapping[str, Any], deadline: Deadline) -> list[dict[str, Any]]:
         wanted = {"primary": 1, "replica": 1}
         if state.get("compute"):
             wanted["compute"] = int(state.get("compute_scale", 1))
@@ -431,21 +515,25 @@ class ComposeTopology:
             last[0] = containers
             by_service: dict[str, list[str]] = {}
             for container in containers:
-                by_service.setdefault(self._service(container), []).append(
-                    self._health(container))
+                by_service.setdefault(self._service(container), []).append(self._health(container))
             for service in wanted:
                 if any(s in _STOPPED for s in by_service.get(service, [])):
-                    raise TestbedError(f"the {service} container stopped while starting\n"
-                                       f"{self.diagnostics(state, containers)}")
-            return all(len(by_service.get(service, [])) >= count
-                       and all(s == "healthy" for s in by_service[service])
-                       for service, count in wanted.items())
+                    raise TestbedError(
+                        f"the {service} container stopped while starting\n"
+                        f"{self.diagnostics(state, containers)}"
+                    )
+            return all(
+                len(by_service.get(service, [])) >= count
+                and all(s == "healthy" for s in by_service[service])
+                for service, count in wanted.items()
+            )
 
         if not wait_for(healthy, deadline, interval=1.0):
             raise TestbedError(
                 f"the compose testbed was not healthy within {deadline.seconds:.0f}s\n"
                 f"{self.diagnostics(state, last[0])}",
-                hint="a first start initialises the data dirs; `make logs` shows more")
+                hint="a first start initialises the data dirs; `make logs` shows more",
+            )
         return last[0]
 
     @staticmethod
@@ -456,20 +544,30 @@ class ComposeTopology:
                 return int(binding["HostPort"])
         raise TestbedError(f"container {container['Name']} publishes no host port for {port}")
 
-    def _published_ports(self, state: Mapping[str, Any],
-                         containers: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    def _published_ports(
+        self, state: Mapping[str, Any], containers: Sequence[Mapping[str, Any]]
+    ) -> dict[str, int]:
         """The host ports Docker bound (ports 0 and ranges are only known now)."""
+
         def first(service: str) -> Mapping[str, Any] | None:
-            mine = [c for c in containers if self._service(c) == service
-                    and self._health(c) not in _STOPPED]
-            mine.sort(key=lambda c: int(c["Config"]["Labels"].get(
-                "com.docker.compose.container-number", "1")))
+            mine = [
+                c
+                for c in containers
+                if self._service(c) == service and self._health(c) not in _STOPPED
+            ]
+            mine.sort(
+                key=lambda c: int(
+                    c["Config"]["Labels"].get("com.docker.compose.container-number", "1")
+                )
+            )
             return mine[0] if mine else None
 
         ports = {}
-        for key, service, port in (("primary_port", "primary", DB_PORT),
-                                   ("replica_port", "replica", DB_PORT),
-                                   ("service_port", "compute", SERVICE_HTTP_PORT)):
+        for key, service, port in (
+            ("primary_port", "primary", DB_PORT),
+            ("replica_port", "replica", DB_PORT),
+            ("service_port", "compute", SERVICE_HTTP_PORT),
+        ):
             container = first(service)
             if container is not None:
                 ports[key] = self._host_port(container, port)
@@ -488,7 +586,9 @@ class ComposeTopology:
         finally:
             engine.dispose()
         return TestbedInfo(
-            backend=self.backend, dir=self.dir, flavor=replication.detect_flavor(version),
+            backend=self.backend,
+            dir=self.dir,
+            flavor=replication.detect_flavor(version),
             primary=loopback_url("nova", creds.nova, primary, NOVA_DATABASE),
             replicas=(loopback_url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
             admin=admin,
@@ -500,45 +600,69 @@ class ComposeTopology:
     @staticmethod
     def _await_replication(info: TestbedInfo, deadline: Deadline) -> None:
         """The replica applied the primary's current position (asked from the host)."""
-        engines = [unpooled_engine(url, name=name) for name, url in
-                   zip(("primary", "replica"), (info.admin_url(), *info.replica_admin_urls()),
-                       strict=False)]
+        engines = [
+            unpooled_engine(url, name=name)
+            for name, url in zip(
+                ("primary", "replica"), (info.admin_url(), *info.replica_admin_urls()), strict=False
+            )
+        ]
         try:
             with engines[0].connect() as conn:
                 position = replication.gtid_position(conn, info.flavor)
             with engines[1].connect() as conn:
-                replication.wait_for_gtid(conn, position, max(deadline.remaining(), 1.0),
-                                          info.flavor, replica="replica")
+                replication.wait_for_gtid(
+                    conn, position, max(deadline.remaining(), 1.0), info.flavor, replica="replica"
+                )
         finally:
             for engine in engines:
                 engine.dispose()
 
     # --- what went wrong ------------------------------------------------------
 
-    def diagnostics(self, state: Mapping[str, Any],
-                    containers: Sequence[Mapping[str, Any]] | None = None) -> str:
+    def diagnostics(
+        self, state: Mapping[str, Any], containers: Sequence[Mapping[str, Any]] | None = None
+    ) -> str:
         """Containers' states, the replica's status, the end of the logs (for errors)."""
         lines: list[str] = []
         try:
             listed = list(containers) if containers is not None else self._inspect(state)
         except (OSError, ValueError, subprocess.SubprocessError):
             listed = []
-        lines.append("containers: " + (", ".join(
-            f"{c['Name'].lstrip('/')}={self._health(c)}" for c in listed) or "none"))
+        lines.append(
+            "containers: "
+            + (", ".join(f"{c['Name'].lstrip('/')}={self._health(c)}" for c in listed) or "none")
+        )
         for container in listed:
             if self._service(container) == "replica" and self._health(container) not in _STOPPED:
                 status = subprocess.run(
-                    [images.docker_command(), "exec", container["Id"], "/bin/sh",
-                     "/etc/offload/mysql/healthcheck.sh", "replica", "-v"],
-                    capture_output=True, text=True, check=False, timeout=30)
+                    [
+                        images.docker_command(),
+                        "exec",
+                        container["Id"],
+                        "/bin/sh",
+                        "/etc/offload/mysql/healthcheck.sh",
+                        "replica",
+                        "-v",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=30,
+                )
                 wanted = ("Running", "Error", "Gtid", "Master_Host", "Source_Host")
-                picked = [ln.strip() for ln in status.stdout.splitlines()
-                          if any(w in ln for w in wanted) and ln.strip()]
-                lines.append("replica status: " + ("; ".join(picked) or
-                                                    (status.stdout + status.stderr).strip()))
+                picked = [
+                    ln.strip()
+                    for ln in status.stdout.splitlines()
+                    if any(w in ln for w in wanted) and ln.strip()
+                ]
+                lines.append(
+                    "replica status: "
+                    + ("; ".join(picked) or (status.stdout + status.stderr).strip())
+                )
         try:
-            logs = self._compose(state, "logs", "--no-color", "--tail", "25", timeout=60,
-                                 check=False)
+            logs = self._compose(
+                state, "logs", "--no-color", "--tail", "25", timeout=60, check=False
+            )
             lines.append("compose logs (last 25 lines per container):")
             lines.append((logs.stdout + logs.stderr).rstrip())
         except (OffloadError, OSError) as exc:
@@ -550,22 +674,33 @@ class ComposeTopology:
     def _require_up(self) -> dict[str, Any]:
         state = self._load_state()
         if not state.get("initialised"):
-            raise TestbedError(f"the compose testbed in {self.dir} is not up",
-                               hint="run `make up` first")
+            raise TestbedError(
+                f"the compose testbed in {self.dir} is not up", hint="run `make up` first"
+            )
         return state
 
     def start_compute(self) -> TestbedInfo:
         """Start the compute container(s), or restart them (init_host sees new data)."""
         state = self._require_up()
-        running = [c for c in self._inspect(state)
-                   if self._service(c) == "compute" and self._health(c) not in _STOPPED]
+        running = [
+            c
+            for c in self._inspect(state)
+            if self._service(c) == "compute" and self._health(c) not in _STOPPED
+        ]
         state["compute"] = True
         self._save_state(state)
         if running:
             self._compose(state, "restart", "compute", timeout=120)
         else:
-            self._compose(state, "up", "-d", "--no-recreate", *self._scale_args(state),
-                          "compute", timeout=self.start_timeout)
+            self._compose(
+                state,
+                "up",
+                "-d",
+                "--no-recreate",
+                *self._scale_args(state),
+                "compute",
+                timeout=self.start_timeout,
+            )
         return self._settle(state, Deadline(self.start_timeout))
 
     def stop_compute(self) -> bool:
@@ -582,8 +717,9 @@ class ComposeTopology:
         state = self._load_state()
         if not state.get("project"):
             return ""
-        result = self._compose(state, "logs", "--no-color", "--tail", str(tail), timeout=60,
-                               check=False)
+        result = self._compose(
+            state, "logs", "--no-color", "--tail", str(tail), timeout=60, check=False
+        )
         return (result.stdout + result.stderr).rstrip()
 
     def down(self) -> None:
@@ -593,8 +729,9 @@ class ComposeTopology:
             return
         if not self.env_path.exists():  # compose needs its variables even to take down
             self._write_env(state, self._credentials())
-        self._compose(state, "down", "--volumes", "--remove-orphans", "--timeout", "30",
-                      timeout=300)
+        self._compose(
+            state, "down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300
+        )
         state["initialised"] = False
         state["compute"] = False
         self._save_state(state)

@@ -39,8 +39,9 @@ CONFIG_PATH = Path("/tmp/offload.conf")  # noqa: S108 - the container's own, pri
 _SCALED_NAME = re.compile(r"^(?:.*[-_])?(?P<service>[a-z][a-z0-9]*)[-_](?P<index>\d+)(?:\.|$)")
 
 
-def compute_host(environ: Mapping[str, str], *, reverse_name: str | None = None,
-                 hostname: str | None = None) -> str:
+def compute_host(
+    environ: Mapping[str, str], *, reverse_name: str | None = None, hostname: str | None = None
+) -> str:
     """The compute host this container acts for.
 
     ``OFFLOAD_COMPUTE_HOST`` when set.  Otherwise the name Docker's DNS gives the
@@ -90,7 +91,7 @@ def _read_name(message: bytes, offset: int) -> tuple[str, int]:
                 end = offset + 2
             offset = ((length & 0x3F) << 8) | message[offset + 1]
             continue
-        labels.append(message[offset + 1:offset + 1 + length].decode("ascii", "replace"))
+        labels.append(message[offset + 1 : offset + 1 + length].decode("ascii", "replace"))
         offset += 1 + length
     raise ValueError("a DNS name with too many labels")
 
@@ -107,7 +108,7 @@ def parse_ptr_answer(message: bytes, ident: int) -> str | None:
         offset = _read_name(message, offset)[1] + 4
     for _ in range(answers):
         offset = _read_name(message, offset)[1]
-        kind, _klass, _ttl, length = struct.unpack("!HHIH", message[offset:offset + 10])
+        kind, _klass, _ttl, length = struct.unpack("!HHIH", message[offset : offset + 10])
         offset += 10
         if kind == 12:
             return _read_name(message, offset)[0]
@@ -139,11 +140,14 @@ def render_config(environ: Mapping[str, str], host: str) -> str:
     """The container's offload.conf: the servers by service name, the testbed's intervals."""
     port = int(environ.get("OFFLOAD_DB_PORT", "3306"))
     primary = environ.get("OFFLOAD_PRIMARY_HOST", "primary")
-    replicas = [h.strip() for h in environ.get("OFFLOAD_REPLICA_HOSTS", "replica").split(",")
-                if h.strip()]
+    replicas = [
+        h.strip() for h in environ.get("OFFLOAD_REPLICA_HOSTS", "replica").split(",") if h.strip()
+    ]
     writer = loopback_url("nova", environ["NOVA_PASSWORD"], port, NOVA_DATABASE, primary)
-    readers = [loopback_url("nova_ro", environ["NOVA_RO_PASSWORD"], port, NOVA_DATABASE, h)
-               for h in replicas]
+    readers = [
+        loopback_url("nova_ro", environ["NOVA_RO_PASSWORD"], port, NOVA_DATABASE, h)
+        for h in replicas
+    ]
     plain = [u.render_as_string(hide_password=False) for u in (writer, *readers)]
     lines = [
         "# Written by the compute container at start (offload.testbed.container).",
@@ -225,8 +229,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_private(CONFIG_PATH, render_config(os.environ, host))
     _sync_schema(CONFIG_PATH, float(os.environ.get("OFFLOAD_START_TIMEOUT", "120")))
     sys.stderr.write(f"offload: compute service for host {host}\n")
-    command = [sys.executable, "-m", "offload.cli", "--config", str(CONFIG_PATH), "serve",
-               *args[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "offload.cli",
+        "--config",
+        str(CONFIG_PATH),
+        "serve",
+        *args[1:],
+    ]
     os.execv(sys.executable, command)  # noqa: S606 - an argument list, no shell
     return 0  # not reached
 

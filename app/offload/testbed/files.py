@@ -21,8 +21,10 @@ def read_state(directory: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise TestbedError(f"{path} is unreadable ({exc})",
-                           hint=f"remove {directory} (`make clean`) and run up again") from None
+        raise TestbedError(
+            f"{path} is unreadable ({exc})",
+            hint=f"remove {directory} (`make clean`) and run up again",
+        ) from None
     return state
 
 

@@ -92,17 +92,29 @@ _run = run
 def docker_command() -> str:
     docker = shutil.which("docker")
     if docker is None:
-        raise TestbedError("the docker command is not installed",
-                           hint="install Docker (Debian: `apt-get install docker.io`)")
+        raise TestbedError(
+            "the docker command is not installed",
+            hint="install Docker (Debian: `apt-get install docker.io`)",
+        )
     return docker
 
 
 def image_label(image: str) -> str | None:
     """The recipe label of a local image; None when the engine has no such image."""
     result = subprocess.run(
-        [docker_command(), "image", "inspect", "--format",
-         f'{{{{index .Config.Labels "{LABEL}"}}}}', image],
-        capture_output=True, text=True, check=False, timeout=60)
+        [
+            docker_command(),
+            "image",
+            "inspect",
+            "--format",
+            f'{{{{index .Config.Labels "{LABEL}"}}}}',
+            image,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     if result.returncode != 0:
         return None
     return result.stdout.strip()
@@ -113,8 +125,11 @@ def image_exists(image: str) -> bool:
 
 
 def image_id(image: str) -> str:
-    return _run([docker_command(), "image", "inspect", "--format", "{{.Id}}", image],
-                what=f"docker image inspect {image}", timeout=60).strip()
+    return _run(
+        [docker_command(), "image", "inspect", "--format", "{{.Id}}", image],
+        what=f"docker image inspect {image}",
+        timeout=60,
+    ).strip()
 
 
 def find_repo() -> Path:
@@ -123,12 +138,15 @@ def find_repo() -> Path:
 
     repo = find_mysql_dir().parent
     if not (repo / "app" / "Dockerfile").is_file():
-        raise TestbedError(f"{repo} has no app/Dockerfile",
-                           hint="run from the offload repository or set OFFLOAD_MYSQL_DIR")
+        raise TestbedError(
+            f"{repo} has no app/Dockerfile",
+            hint="run from the offload repository or set OFFLOAD_MYSQL_DIR",
+        )
     return repo
 
 
 # --- the base: debootstrap + docker import -----------------------------------
+
 
 def base_recipe() -> str:
     text = "\n".join([RECIPE_VERSION, SUITE, *BASE_PACKAGES])
@@ -143,16 +161,29 @@ def _debootstrap(rootfs: Path, mirror: str, log: Log) -> None:
 def _import(rootfs: Path, name: str, recipe: str, log: Log) -> None:
     """``docker import`` of a tree (tar of it, numeric owners) with our label and PATH."""
     log(f"images: docker import {name}")
-    with subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
-                          stdout=subprocess.PIPE) as tar:
+    with subprocess.Popen(
+        ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+    ) as tar:
         assert tar.stdout is not None
         try:
-            _run([docker_command(), "import",
-                  "--change", f"LABEL {LABEL}={recipe}",
-                  "--change", f"ENV PATH={_PATH}",
-                  "--change", "ENV LANG=C.UTF-8",
-                  "--change", 'CMD ["/bin/bash"]',
-                  "-", name], what="docker import", stdin=tar.stdout.fileno())
+            _run(
+                [
+                    docker_command(),
+                    "import",
+                    "--change",
+                    f"LABEL {LABEL}={recipe}",
+                    "--change",
+                    f"ENV PATH={_PATH}",
+                    "--change",
+                    "ENV LANG=C.UTF-8",
+                    "--change",
+                    'CMD ["/bin/bash"]',
+                    "-",
+                    name,
+                ],
+                what="docker import",
+                stdin=tar.stdout.fileno(),
+            )
         finally:
             tar.stdout.close()
     if tar.returncode != 0:
@@ -166,8 +197,10 @@ def ensure_base(*, rebuild: bool = False, log: Log = _stderr) -> ImageResult:
     if not rebuild and image_label(BASE_IMAGE) == recipe:
         return ImageResult(BASE_IMAGE, built=False, seconds=time.monotonic() - started)
     if os.geteuid() != 0:
-        raise TestbedError(f"building {BASE_IMAGE} needs root (debootstrap)",
-                           hint="run `sudo make images` once; later runs reuse the image")
+        raise TestbedError(
+            f"building {BASE_IMAGE} needs root (debootstrap)",
+            hint="run `sudo make images` once; later runs reuse the image",
+        )
     work = Path(tempfile.mkdtemp(prefix="offload-rootfs-", dir=os.environ.get("TMPDIR")))
     try:
         rootfs = work / "rootfs"
@@ -182,6 +215,7 @@ def ensure_base(*, rebuild: bool = False, log: Log = _stderr) -> ImageResult:
 
 # --- the compute image: wheels on the host, docker build offline -------------
 
+
 def _dependencies(repo: Path) -> list[str]:
     project = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))
     build = project.get("build-system", {}).get("requires", [])
@@ -191,9 +225,11 @@ def _dependencies(repo: Path) -> list[str]:
 def _wheel_platforms() -> list[str]:
     machine = platform.machine() or "x86_64"
     # manylinux2014 is manylinux_2_17; Debian 12 has glibc 2.36
-    return [f"manylinux2014_{machine}",
-            *(f"manylinux_2_{minor}_{machine}" for minor in range(17, 37)),
-            f"linux_{machine}"]
+    return [
+        f"manylinux2014_{machine}",
+        *(f"manylinux_2_{minor}_{machine}" for minor in range(17, 37)),
+        f"linux_{machine}",
+    ]
 
 
 def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
@@ -204,7 +240,8 @@ def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
     wheelhouse = repo / WHEELHOUSE
     requirements = _dependencies(repo)
     digest = hashlib.sha256(
-        "\n".join([TARGET_PYTHON, *_wheel_platforms(), *requirements]).encode()).hexdigest()
+        "\n".join([TARGET_PYTHON, *_wheel_platforms(), *requirements]).encode()
+    ).hexdigest()
     stamp = wheelhouse / ".requirements.sha256"
     if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == digest:
         return wheelhouse
@@ -212,20 +249,49 @@ def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
     log(f"images: pip download wheels for Python {TARGET_PYTHON} into {WHEELHOUSE}")
     platforms = [arg for name in _wheel_platforms() for arg in ("--platform", name)]
     version = TARGET_PYTHON.replace(".", "")
-    _run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(wheelhouse),
-          "--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
-          "--abi", f"cp{version}", "--abi", "abi3", "--abi", "none", *platforms,
-          *requirements], what="pip download (the wheelhouse)", timeout=1800)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--dest",
+            str(wheelhouse),
+            "--only-binary=:all:",
+            "--python-version",
+            TARGET_PYTHON,
+            "--implementation",
+            "cp",
+            "--abi",
+            f"cp{version}",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *platforms,
+            *requirements,
+        ],
+        what="pip download (the wheelhouse)",
+        timeout=1800,
+    )
     stamp.write_text(digest + "\n", encoding="utf-8")
     return wheelhouse
 
 
 def _source_files(repo: Path) -> list[Path]:
-    files = [repo / "app" / "Dockerfile", repo / ".dockerignore", repo / "pyproject.toml",
-             repo / "README.md"]
+    files = [
+        repo / "app" / "Dockerfile",
+        repo / ".dockerignore",
+        repo / "pyproject.toml",
+        repo / "README.md",
+    ]
     package = repo / "app" / "offload"
-    files += sorted(p for p in package.rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    files += sorted(
+        p
+        for p in package.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
     return [p for p in files if p.is_file()]
 
 
@@ -238,8 +304,14 @@ def compute_recipe(repo: Path, base: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def ensure_compute(repo: Path, *, base: str = BASE_IMAGE, name: str = COMPUTE_IMAGE,
-                   rebuild: bool = False, log: Log = _stderr) -> ImageResult:
+def ensure_compute(
+    repo: Path,
+    *,
+    base: str = BASE_IMAGE,
+    name: str = COMPUTE_IMAGE,
+    rebuild: bool = False,
+    log: Log = _stderr,
+) -> ImageResult:
     """The compute image on ``base``, from local wheels; reused while its sources are unchanged."""
     started = time.monotonic()
     recipe = compute_recipe(repo, base)
@@ -247,10 +319,25 @@ def ensure_compute(repo: Path, *, base: str = BASE_IMAGE, name: str = COMPUTE_IM
         return ImageResult(name, built=False, seconds=time.monotonic() - started)
     ensure_wheelhouse(repo, log=log)
     log(f"images: docker build {name} (app/Dockerfile on {base}, no network)")
-    _run([docker_command(), "build", "--file", str(repo / "app" / "Dockerfile"),
-          "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WHEELHOUSE={WHEELHOUSE}",
-          "--label", f"{LABEL}={recipe}", "--tag", name, str(repo)],
-         what=f"docker build {name}", timeout=1800)
+    _run(
+        [
+            docker_command(),
+            "build",
+            "--file",
+            str(repo / "app" / "Dockerfile"),
+            "--build-arg",
+            f"BASE_IMAGE={base}",
+            "--build-arg",
+            f"WHEELHOUSE={WHEELHOUSE}",
+            "--label",
+            f"{LABEL}={recipe}",
+            "--tag",
+            name,
+            str(repo),
+        ],
+        what=f"docker build {name}",
+        timeout=1800,
+    )
     _prune()
     return ImageResult(name, built=True, seconds=time.monotonic() - started)
 
@@ -258,11 +345,16 @@ def ensure_compute(repo: Path, *, base: str = BASE_IMAGE, name: str = COMPUTE_IM
 def _prune() -> None:
     """Drop what earlier builds left untagged: old images of ours and build stages."""
     for label in (LABEL, "org.offload.stage=build"):
-        subprocess.run([docker_command(), "image", "prune", "--force", "--filter",
-                        f"label={label}"], capture_output=True, check=False, timeout=300)
+        subprocess.run(
+            [docker_command(), "image", "prune", "--force", "--filter", f"label={label}"],
+            capture_output=True,
+            check=False,
+            timeout=300,
+        )
 
 
 # --- DB images of provided servers: the cached tree, imported --------------
+
 
 def _provided(flavor: FlavorSpec | None) -> Provided | None:
     """The provided server behind a flavor's local image; None: the base image's MariaDB."""
@@ -270,8 +362,10 @@ def _provided(flavor: FlavorSpec | None) -> Provided | None:
         return None
     provided = provided_for(flavor)
     if provided is None:
-        raise TestbedError(f"no local image for {flavor}",
-                           hint="use mariadb, mariadb-11.8 or mysql (or set OFFLOAD_DB_IMAGE)")
+        raise TestbedError(
+            f"no local image for {flavor}",
+            hint="use mariadb, mariadb-11.8 or mysql (or set OFFLOAD_DB_IMAGE)",
+        )
     return provided
 
 
@@ -281,8 +375,9 @@ def db_image(flavor: FlavorSpec | None) -> str:
     return BASE_IMAGE if provided is None else provided.image
 
 
-def ensure_db_image(provided: Provided, *, rebuild: bool = False,
-                    log: Log = _stderr) -> ImageResult:
+def ensure_db_image(
+    provided: Provided, *, rebuild: bool = False, log: Log = _stderr
+) -> ImageResult:
     """``offload-mysql:9.7`` and the like: the provided server's cached tree, imported."""
     started = time.monotonic()
     recipe = provided.recipe()
@@ -294,8 +389,13 @@ def ensure_db_image(provided: Provided, *, rebuild: bool = False,
     return ImageResult(provided.image, built=True, seconds=time.monotonic() - started)
 
 
-def ensure_images(repo: Path | None = None, *, flavors: Sequence[FlavorSpec] | None = None,
-                  rebuild: bool = False, log: Log = _stderr) -> list[ImageResult]:
+def ensure_images(
+    repo: Path | None = None,
+    *,
+    flavors: Sequence[FlavorSpec] | None = None,
+    rebuild: bool = False,
+    log: Log = _stderr,
+) -> list[ImageResult]:
     """The base and compute images, and the DB image of each flavor; built only when needed."""
     repo = repo or find_repo()
     base = ensure_base(rebuild=rebuild, log=log)

@@ -28,8 +28,13 @@ __all__ = [
     "split_sql",
 ]
 
-_SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/libexec", "/usr/local/mysql/bin",
-                "/opt/mysql/bin")
+_SEARCH_DIRS = (
+    "/usr/sbin",
+    "/usr/local/sbin",
+    "/usr/libexec",
+    "/usr/local/mysql/bin",
+    "/opt/mysql/bin",
+)
 _INSTALLERS = ("mariadb-install-db", "mysql_install_db")
 INSTALL_HINT = (
     "install a server: `sudo apt-get install mariadb-server` (Debian/Ubuntu; "
@@ -49,12 +54,25 @@ class ServerProgram:
         """Argument list that creates a fresh data dir whose root logs in with no password."""
         user = ["--user=root"] if os.geteuid() == 0 else []
         if self.flavor is Flavor.MARIADB:
-            return [str(self.installer()), "--no-defaults", f"--datadir={datadir}",
-                    "--auth-root-authentication-method=normal", "--skip-test-db",
-                    "--skip-name-resolve", *user]
+            return [
+                str(self.installer()),
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+                *user,
+            ]
         # secure_file_priv: MySQL aborts when its default directory does not exist
-        return [str(self.path), "--no-defaults", "--initialize-insecure",
-                f"--datadir={datadir}", f"--log-error={log}", "--secure-file-priv=NULL", *user]
+        return [
+            str(self.path),
+            "--no-defaults",
+            "--initialize-insecure",
+            f"--datadir={datadir}",
+            f"--log-error={log}",
+            "--secure-file-priv=NULL",
+            *user,
+        ]
 
     def _sibling(self, names: tuple[str, ...], what: str) -> Path:
         """A program of this server's own installation (never one of another on PATH)."""
@@ -67,7 +85,8 @@ class ServerProgram:
                     return candidate
         raise TestbedError(
             f"no {what} beside {self.path} (looked in {', '.join(map(str, places))})",
-            hint="point OFFLOAD_MYSQLD at a complete MariaDB/MySQL installation")
+            hint="point OFFLOAD_MYSQLD at a complete MariaDB/MySQL installation",
+        )
 
     def installer(self) -> Path:
         """MariaDB's install script that belongs to this server binary."""
@@ -91,8 +110,12 @@ class ServerProgram:
         datadir.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             result = subprocess.run(
-                self.init_command(datadir, log), stdin=subprocess.DEVNULL, stdout=out,
-                stderr=out, check=False, timeout=300,
+                self.init_command(datadir, log),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                check=False,
+                timeout=300,
             )
         if result.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-8:])
@@ -134,8 +157,13 @@ def _host_candidates() -> list[Path]:
     return list(dict.fromkeys(candidates))
 
 
-def find_server(explicit: str | None = None, *, spec: FlavorSpec | None = None,
-                provide: bool = True, log: Log = stderr_log) -> ServerProgram:
+def find_server(
+    explicit: str | None = None,
+    *,
+    spec: FlavorSpec | None = None,
+    provide: bool = True,
+    log: Log = stderr_log,
+) -> ServerProgram:
     """The server binary a testbed runs.
 
     ``explicit`` (``--mysqld``), else $OFFLOAD_MYSQLD; else a server installed on the host
@@ -147,22 +175,28 @@ def find_server(explicit: str | None = None, *, spec: FlavorSpec | None = None,
     if chosen:
         program = probe_server(Path(chosen))
         if program is None:
-            raise TestbedError(f"server binary {chosen} does not exist, is not executable "
-                               "or does not say its version",
-                               hint="fix $OFFLOAD_MYSQLD / --mysqld, or unset it")
+            raise TestbedError(
+                f"server binary {chosen} does not exist, is not executable "
+                "or does not say its version",
+                hint="fix $OFFLOAD_MYSQLD / --mysqld, or unset it",
+            )
         if spec is not None and not spec.accepts(program.flavor, program.version):
-            raise TestbedError(f"{chosen} is {program.describe()}, asked for {spec}",
-                               hint="unset $OFFLOAD_MYSQLD / --mysqld, or ask for its flavor")
+            raise TestbedError(
+                f"{chosen} is {program.describe()}, asked for {spec}",
+                hint="unset $OFFLOAD_MYSQLD / --mysqld, or ask for its flavor",
+            )
         return program
     for path in _host_candidates():
         program = probe_server(path)
-        if program is not None and (spec is None or spec.accepts(program.flavor,
-                                                                  program.version)):
+        if program is not None and (spec is None or spec.accepts(program.flavor, program.version)):
             return program
     provided = provided_for(spec) if spec is not None else None
     if spec is None or provided is None:
-        what = ("no MySQL or MariaDB server (mariadbd or mysqld)" if spec is None
-                else f"no {spec} server")
+        what = (
+            "no MySQL or MariaDB server (mariadbd or mysqld)"
+            if spec is None
+            else f"no {spec} server"
+        )
         raise TestbedError(f"{what} found on this machine", hint=INSTALL_HINT)
     if provide:
         launcher = provided.ensure(log=log)
@@ -172,9 +206,10 @@ def find_server(explicit: str | None = None, *, spec: FlavorSpec | None = None,
         raise TestbedError(f"{provided.key} is not provided yet", hint=provided.how_to_build())
     program = probe_server(launcher)
     if program is None or not spec.accepts(program.flavor, program.version):
-        raise TestbedError(f"the provided {provided.key} at {launcher} does not run",
-                           hint=f"remove {provided.home()} and build it again: "
-                                f"{provided.how_to_build()}")
+        raise TestbedError(
+            f"the provided {provided.key} at {launcher} does not run",
+            hint=f"remove {provided.home()} and build it again: {provided.how_to_build()}",
+        )
     return program
 
 
@@ -190,34 +225,44 @@ def find_mysql_dir() -> Path:
     for candidate in candidates:
         if (candidate / "conf" / "common.cnf").is_file():
             return candidate
-    raise TestbedError("cannot find offload's mysql/ directory (server config and bootstrap)",
-                       hint="run from the offload repository or set OFFLOAD_MYSQL_DIR")
+    raise TestbedError(
+        "cannot find offload's mysql/ directory (server config and bootstrap)",
+        hint="run from the offload repository or set OFFLOAD_MYSQL_DIR",
+    )
 
 
 def write_defaults_file(
-    path: Path, *, mysql_dir: Path, flavor: Flavor, role: str, server_id: int, port: int,
+    path: Path,
+    *,
+    mysql_dir: Path,
+    flavor: Flavor,
+    role: str,
+    server_id: int,
+    port: int,
     host: str = "127.0.0.1",
 ) -> Path:
     """The instance's my.cnf: the shared files from mysql/conf plus its own paths and ids."""
     home = path.parent
     conf = mysql_dir / "conf"
-    text = "\n".join([
-        f"!include {conf / 'common.cnf'}",
-        f"!include {conf / (flavor.value + '.cnf')}",
-        f"!include {conf / (role + '.cnf')}",
-        "",
-        "[mysqld]",
-        f"server_id     = {server_id}",
-        f"port          = {port}",
-        f"bind_address  = {host}",
-        f"datadir       = {home / 'data'}",
-        f"socket        = {home / 'mysqld.sock'}",
-        f"pid_file      = {home / 'mysqld.pid'}",
-        f"log_error     = {home / 'error.log'}",
-        f"tmpdir        = {home / 'tmp'}",
-        f"general_log_file = {home / 'general.log'}",
-        "",
-    ])
+    text = "\n".join(
+        [
+            f"!include {conf / 'common.cnf'}",
+            f"!include {conf / (flavor.value + '.cnf')}",
+            f"!include {conf / (role + '.cnf')}",
+            "",
+            "[mysqld]",
+            f"server_id     = {server_id}",
+            f"port          = {port}",
+            f"bind_address  = {host}",
+            f"datadir       = {home / 'data'}",
+            f"socket        = {home / 'mysqld.sock'}",
+            f"pid_file      = {home / 'mysqld.pid'}",
+            f"log_error     = {home / 'error.log'}",
+            f"tmpdir        = {home / 'tmp'}",
+            f"general_log_file = {home / 'general.log'}",
+            "",
+        ]
+    )
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path

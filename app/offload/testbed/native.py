@@ -88,13 +88,16 @@ class NativeTopology:
         start_timeout: float = 60.0,
     ) -> None:
         if replicas < 1:
-            raise TestbedError(f"a testbed needs at least one replica, asked for {replicas}",
-                               hint="use --replicas 1 or more")
+            raise TestbedError(
+                f"a testbed needs at least one replica, asked for {replicas}",
+                hint="use --replicas 1 or more",
+            )
         if replicas >= SERVICE_PORT_OFFSET:
             raise TestbedError(f"at most {SERVICE_PORT_OFFSET - 1} replicas, asked for {replicas}")
         if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET:
-            raise TestbedError(f"port {port} is out of range",
-                               hint="use 1024-65000, or 0 for free ports")
+            raise TestbedError(
+                f"port {port} is out of range", hint="use 1024-65000, or 0 for free ports"
+            )
         self.dir = directory.resolve()
         self.port = port
         self.replicas = replicas
@@ -146,8 +149,12 @@ class NativeTopology:
     # --- admin connections (root over the Unix socket) ----------------------
 
     def _root_engine(self, name: str) -> Engine:
-        url = URL.create("mysql+pymysql", username="root", password="",
-                         query={"unix_socket": str(self.dir / name / "mysqld.sock")})
+        url = URL.create(
+            "mysql+pymysql",
+            username="root",
+            password="",
+            query={"unix_socket": str(self.dir / name / "mysqld.sock")},
+        )
         return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
 
     def _answers(self, name: str) -> bool:
@@ -182,15 +189,24 @@ class NativeTopology:
         """The server: as asked; for an existing testbed without a spec, the one that made it."""
         spec = self.flavor
         made = f"{state.get('flavor')} {state.get('version', '')}".strip()
-        if spec is not None and state.get("initialised") and not spec.accepts(
-                replication.Flavor(state["flavor"]), state.get("version", "")):
-            raise TestbedError(f"the testbed in {self.dir} was made with {made}, asked for {spec}",
-                               hint=f"remove {self.dir} (`make clean`) to start afresh")
+        if (
+            spec is not None
+            and state.get("initialised")
+            and not spec.accepts(replication.Flavor(state["flavor"]), state.get("version", ""))
+        ):
+            raise TestbedError(
+                f"the testbed in {self.dir} was made with {made}, asked for {spec}",
+                hint=f"remove {self.dir} (`make clean`) to start afresh",
+            )
         if spec is None and not self.mysqld and state.get("initialised") and state.get("spec"):
             spec = FlavorSpec.parse(state["spec"])
         program = find_server(self.mysqld, spec=spec)
-        if state.get("initialised") and state.get("server") and not self.mysqld \
-                and state["server"] != str(program.path):
+        if (
+            state.get("initialised")
+            and state.get("server")
+            and not self.mysqld
+            and state["server"] != str(program.path)
+        ):
             recorded = probe_server(Path(state["server"]))
             if recorded is not None and recorded.flavor is program.flavor:
                 return recorded  # the very binary that made the data dirs
@@ -203,17 +219,24 @@ class NativeTopology:
                 raise TestbedError(
                     f"the testbed in {self.dir} was made with {state.get('flavor')}, "
                     f"but the server found now is {program.flavor.value}",
-                    hint=f"remove {self.dir} (`make clean`) to start afresh")
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
             if len(state.get("replica_ports", [])) != self.replicas:
                 raise TestbedError(
                     f"the testbed in {self.dir} has {len(state['replica_ports'])} replica(s), "
                     f"asked for {self.replicas}",
-                    hint=f"remove {self.dir} (`make clean`) to change the topology")
+                    hint=f"remove {self.dir} (`make clean`) to change the topology",
+                )
             return state
         # the servers' ports, then the compute service's HTTP port
-        ports = (free_ports(self.replicas + 2) if self.port == 0
-                 else [*(self.port + i for i in range(self.replicas + 1)),
-                       self.port + SERVICE_PORT_OFFSET])
+        ports = (
+            free_ports(self.replicas + 2)
+            if self.port == 0
+            else [
+                *(self.port + i for i in range(self.replicas + 1)),
+                self.port + SERVICE_PORT_OFFSET,
+            ]
+        )
         return {
             "backend": self.backend,
             "flavor": program.flavor.value,
@@ -226,8 +249,12 @@ class NativeTopology:
             "service_port": ports[-1],
             "initialised": False,
             "servers": {
-                name: {"pid": None, "port": port, "server_id": index + 1,
-                       "defaults_file": str(self.dir / name / "my.cnf")}
+                name: {
+                    "pid": None,
+                    "port": port,
+                    "server_id": index + 1,
+                    "defaults_file": str(self.dir / name / "my.cnf"),
+                }
                 for index, (name, port) in enumerate(zip(self._names(), ports[:-1], strict=True))
             },
         }
@@ -236,11 +263,14 @@ class NativeTopology:
         host, replica_ports = state["host"], state["replica_ports"]
 
         def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
-            return tuple(loopback_url(user, password, port, database, host)
-                         for port in replica_ports)
+            return tuple(
+                loopback_url(user, password, port, database, host) for port in replica_ports
+            )
 
         return TestbedInfo(
-            backend=self.backend, dir=self.dir, flavor=replication.Flavor(state["flavor"]),
+            backend=self.backend,
+            dir=self.dir,
+            flavor=replication.Flavor(state["flavor"]),
             primary=loopback_url("nova", creds.nova, state["primary_port"], NOVA_DATABASE, host),
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
             admin=loopback_url("offload_admin", creds.admin, state["primary_port"], None, host),
@@ -302,25 +332,37 @@ class NativeTopology:
             raise TestbedError(f"the testbed in {self.dir} is not up", hint="run up() first")
         self._start_all(state, self._program(state), only=name)
 
-    def _start_all(self, state: dict[str, Any], program: ServerProgram, *,
-                   only: str | None = None) -> None:
+    def _start_all(
+        self, state: dict[str, Any], program: ServerProgram, *, only: str | None = None
+    ) -> None:
         mysql_dir = find_mysql_dir()
         for name, record in state["servers"].items():
             if only is not None and name != only:
                 continue
             home = self.dir / name
-            defaults = write_defaults_file(
-                Path(record["defaults_file"]), mysql_dir=mysql_dir, flavor=program.flavor,
-                role="primary" if name == "primary" else "replica",
-                server_id=record["server_id"], port=record["port"], host=state["host"],
-            ) if not state["initialised"] or not Path(record["defaults_file"]).exists() \
+            defaults = (
+                write_defaults_file(
+                    Path(record["defaults_file"]),
+                    mysql_dir=mysql_dir,
+                    flavor=program.flavor,
+                    role="primary" if name == "primary" else "replica",
+                    server_id=record["server_id"],
+                    port=record["port"],
+                    host=state["host"],
+                )
+                if not state["initialised"] or not Path(record["defaults_file"]).exists()
                 else Path(record["defaults_file"])
+            )
             if not (home / "data").exists():
                 program.initialise(home / "data", home / "init.log")
             server = ServerProcess(
-                name=name, args=program.run_command(defaults), port=record["port"],
-                log_path=home / "error.log", ready=partial(self._answers, name),
-                start_timeout=self.start_timeout, bind_to_parent=self.bind_to_parent,
+                name=name,
+                args=program.run_command(defaults),
+                port=record["port"],
+                log_path=home / "error.log",
+                ready=partial(self._answers, name),
+                start_timeout=self.start_timeout,
+                bind_to_parent=self.bind_to_parent,
             )
             self.servers[name] = server
             # record the pid as soon as it exists: a crash now leaves something to sweep
@@ -328,17 +370,20 @@ class NativeTopology:
             record["pid"] = server.pid
             self._save_state(state)
 
-    def _bootstrap(self, state: dict[str, Any], program: ServerProgram,
-                   creds: Credentials) -> None:
+    def _bootstrap(self, state: dict[str, Any], program: ServerProgram, creds: Credentials) -> None:
         mysql_dir = find_mysql_dir() / "bootstrap"
         values = creds.placeholders()
         self._run_script("primary", mysql_dir / "primary.sql", values)
-        replica_values = {**values, "PRIMARY_HOST": state["host"],
-                          "PRIMARY_PORT": str(state["primary_port"])}
+        replica_values = {
+            **values,
+            "PRIMARY_HOST": state["host"],
+            "PRIMARY_PORT": str(state["primary_port"]),
+        }
         for name in state["servers"]:
             if name != "primary":
-                self._run_script(name, mysql_dir / f"replica-{program.flavor.value}.sql",
-                                 replica_values)
+                self._run_script(
+                    name, mysql_dir / f"replica-{program.flavor.value}.sql", replica_values
+                )
 
     def _await_replication(self, state: dict[str, Any]) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
@@ -363,10 +408,13 @@ class NativeTopology:
 
                     if not wait_for(threads_run, Deadline(self.start_timeout), interval=0.05):
                         status = last[0].describe() if last[0] else "not configured as a replica"
-                        raise TestbedError(f"replication on {name} did not start ({status})",
-                                           hint=f"see {self.dir / name / 'error.log'}")
-                    replication.wait_for_gtid(conn, position, self.start_timeout, flavor,
-                                              replica=name)
+                        raise TestbedError(
+                            f"replication on {name} did not start ({status})",
+                            hint=f"see {self.dir / name / 'error.log'}",
+                        )
+                    replication.wait_for_gtid(
+                        conn, position, self.start_timeout, flavor, replica=name
+                    )
             finally:
                 engine.dispose()
 
@@ -379,7 +427,8 @@ class NativeTopology:
             elif record.get("pid"):
                 stop_process_group(
                     record["pid"],
-                    is_ours=partial(self._is_ours, defaults_file=record["defaults_file"]))
+                    is_ours=partial(self._is_ours, defaults_file=record["defaults_file"]),
+                )
             record["pid"] = None
         if state:
             with contextlib.suppress(OSError):

@@ -73,8 +73,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def stop_process_group(pid: int, *, timeout: float = 60.0, is_ours: Callable[[int], bool]
-                       = pid_alive) -> None:
+def stop_process_group(
+    pid: int, *, timeout: float = 60.0, is_ours: Callable[[int], bool] = pid_alive
+) -> None:
     """TERM the process group led by ``pid``, KILL it if it outlives ``timeout``."""
     if not is_ours(pid):
         return
@@ -177,4 +178,3 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-

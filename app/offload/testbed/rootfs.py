@@ -31,20 +31,40 @@ __all__ = [
 Log = Callable[[str], None]
 
 #: what a server tree does not need: package caches, docs, translations, the package's data dir
-TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-        "usr/share/locale", "usr/share/info", "var/lib/mysql")
+TRIM = (
+    "var/cache/apt/archives",
+    "var/lib/apt/lists",
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/locale",
+    "usr/share/info",
+    "var/lib/mysql",
+)
 
 
 def stderr_log(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def run(args: Sequence[str], *, what: str, timeout: float = 1800,
-        stdin: int | None = None, env: dict[str, str] | None = None) -> str:
+def run(
+    args: Sequence[str],
+    *,
+    what: str,
+    timeout: float = 1800,
+    stdin: int | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run an argument list; a failure raises with the end of its output."""
     try:
-        result = subprocess.run(list(args), capture_output=True, text=True, check=False,
-                                timeout=timeout, stdin=stdin, env=env)
+        result = subprocess.run(
+            list(args),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            stdin=stdin,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         raise TestbedError(f"{what} took longer than {timeout:.0f}s") from None
     except OSError as exc:
@@ -86,21 +106,31 @@ def unmount_below(root: Path) -> None:
 def _debootstrap_program() -> str:
     program = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not Path(program).exists():
-        raise TestbedError("debootstrap is not installed",
-                           hint="apt-get install debootstrap (as root)")
+        raise TestbedError(
+            "debootstrap is not installed", hint="apt-get install debootstrap (as root)"
+        )
     return program
 
 
-def debootstrap(rootfs: Path, suite: str, *, include: Sequence[str] = (),
-                mirror: str | None = None, log: Log = stderr_log) -> None:
+def debootstrap(
+    rootfs: Path,
+    suite: str,
+    *,
+    include: Sequence[str] = (),
+    mirror: str | None = None,
+    log: Log = stderr_log,
+) -> None:
     """A minimal Debian ``suite`` in ``rootfs`` (``--variant=minbase``)."""
     if os.geteuid() != 0:
         raise TestbedError(f"building a Debian {suite} tree needs root (debootstrap)")
     mirror = mirror or debian_mirror()
     log(f"rootfs: debootstrap {suite} from {mirror} (about a minute)")
     extra = [f"--include={','.join(include)}"] if include else []
-    run([_debootstrap_program(), "--variant=minbase", *extra, suite, str(rootfs), mirror],
-        what=f"debootstrap {suite}", timeout=1800)
+    run(
+        [_debootstrap_program(), "--variant=minbase", *extra, suite, str(rootfs), mirror],
+        what=f"debootstrap {suite}",
+        timeout=1800,
+    )
 
 
 def chroot_apt_install(rootfs: Path, packages: Sequence[str], *, log: Log = stderr_log) -> None:
@@ -113,21 +143,44 @@ def chroot_apt_install(rootfs: Path, packages: Sequence[str], *, log: Log = stde
     resolv = rootfs / "etc" / "resolv.conf"
     if Path("/etc/resolv.conf").is_file() and not resolv.is_symlink():
         shutil.copyfile("/etc/resolv.conf", resolv)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive",
-           "LANG": "C.UTF-8"}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "LANG": "C.UTF-8",
+    }
     no_valid_until = "Acquire::Check-Valid-Until=false"
-    run(["chroot", str(rootfs), "apt-get", "-o", no_valid_until, "-qq", "update"],
-        what=f"apt-get update in {rootfs}", env=env)
-    run(["chroot", str(rootfs), "apt-get", "-o", no_valid_until, "-qq", "-y",
-         "--no-install-recommends", "install", *packages],
-        what=f"apt-get install in {rootfs}", env=env)
+    run(
+        ["chroot", str(rootfs), "apt-get", "-o", no_valid_until, "-qq", "update"],
+        what=f"apt-get update in {rootfs}",
+        env=env,
+    )
+    run(
+        [
+            "chroot",
+            str(rootfs),
+            "apt-get",
+            "-o",
+            no_valid_until,
+            "-qq",
+            "-y",
+            "--no-install-recommends",
+            "install",
+            *packages,
+        ],
+        what=f"apt-get install in {rootfs}",
+        env=env,
+    )
 
 
 def installed_version(rootfs: Path, package: str) -> str:
     """The version of ``package`` in the tree's dpkg database ('' when not installed)."""
     result = subprocess.run(
         ["chroot", str(rootfs), "dpkg-query", "-W", "-f", "${Version}", package],
-        capture_output=True, text=True, check=False, timeout=60)
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     return result.stdout.strip() if result.returncode == 0 else ""
 
 

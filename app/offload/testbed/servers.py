@@ -78,16 +78,19 @@ class FlavorSpec:
         try:
             flavor = Flavor(name)
         except ValueError:
-            raise TestbedError(f"unknown server flavor {text!r}",
-                               hint=f"use one of: {', '.join(known_specs())}") from None
+            raise TestbedError(
+                f"unknown server flavor {text!r}", hint=f"use one of: {', '.join(known_specs())}"
+            ) from None
         if series:
             try:
                 series_ok = series_of(series) == series
             except ValueError:
                 series_ok = False
             if not series_ok:
-                raise TestbedError(f"bad server version in {text!r}: say major.minor",
-                                   hint=f"use one of: {', '.join(known_specs())}")
+                raise TestbedError(
+                    f"bad server version in {text!r}: say major.minor",
+                    hint=f"use one of: {', '.join(known_specs())}",
+                )
         return cls(flavor, series or None)
 
     def accepts(self, flavor: Flavor, version: str) -> bool:
@@ -158,8 +161,10 @@ class Provided:
             return False
 
     def how_to_build(self) -> str:
-        return (f"as root on Debian/Ubuntu with debootstrap: `offload testbed server "
-                f"--flavor {self.key}` (or `make server FLAVOR={self.key}`)")
+        return (
+            f"as root on Debian/Ubuntu with debootstrap: `offload testbed server "
+            f"--flavor {self.key}` (or `make server FLAVOR={self.key}`)"
+        )
 
     def ensure(self, *, cache: Path | None = None, log: Log = stderr_log) -> Path:
         """The launcher of this server; the tree is built first when it is not cached."""
@@ -167,8 +172,9 @@ class Provided:
             return self.server_path(cache)
         why = _cannot_build()
         if why:
-            raise TestbedError(f"{self.key} is not provided yet and {why}",
-                               hint=self.how_to_build())
+            raise TestbedError(
+                f"{self.key} is not provided yet and {why}", hint=self.how_to_build()
+            )
         self.build(cache=cache, log=log)
         return self.server_path(cache)
 
@@ -183,12 +189,14 @@ class Provided:
             tree = work / "rootfs"
             rootfs_mod.debootstrap(tree, self.suite, log=log)
             rootfs_mod.chroot_apt_install(
-                tree, [f"{name}={version}" for name, version in self.packages], log=log)
+                tree, [f"{name}={version}" for name, version in self.packages], log=log
+            )
             for name, version in self.packages:
                 found = rootfs_mod.installed_version(tree, name)
                 if found != version:
-                    raise TestbedError(f"{self.suite} gave {name} {found or 'nothing'}, "
-                                       f"pinned to {version}")
+                    raise TestbedError(
+                        f"{self.suite} gave {name} {found or 'nothing'}, pinned to {version}"
+                    )
             rootfs_mod.trim(tree)
             _add_server_account(tree)
             if home.exists():
@@ -214,24 +222,35 @@ class Provided:
             f"--character-sets-dir={share / 'charsets'}",
             f"--plugin-dir={tree / 'usr' / 'lib' / 'mysql' / 'plugin'}",
         ]
-        programs = {Path(self.server): server_extra, Path(self.client): [],
-                    **{Path(helper): [] for helper in self.helpers}}
+        programs = {
+            Path(self.server): server_extra,
+            Path(self.client): [],
+            **{Path(helper): [] for helper in self.helpers},
+        }
         for program, extra in programs.items():
             where = "sbin" if program.parent.name == "sbin" else "bin"
-            _write_script(home / where / program.name, [
-                f"# offload launcher: {program} of {self.key} (Debian {self.suite}) through",
-                "# the tree's own loader and libraries; options after the caller's own",
-                f'exec {_q(libdir / loader)} --library-path {_q(libdir)} '
-                f'{_q(tree / program)} "$@" {" ".join(_q(e) for e in extra)}'.rstrip(),
-            ])
+            _write_script(
+                home / where / program.name,
+                [
+                    f"# offload launcher: {program} of {self.key} (Debian {self.suite}) through",
+                    "# the tree's own loader and libraries; options after the caller's own",
+                    f"exec {_q(libdir / loader)} --library-path {_q(libdir)} "
+                    f'{_q(tree / program)} "$@" {" ".join(_q(e) for e in extra)}'.rstrip(),
+                ],
+            )
         if self.install_script:
             script = Path(self.install_script)
-            _write_script(home / "bin" / script.name, [
-                f"# offload launcher: {script} of {self.key}, with this directory as basedir",
-                f'exec /bin/sh {_q(tree / script)} "$@" --basedir={_q(home)}',
-            ])
-        for link, target in (("share", tree / "usr" / "share"),
-                             ("lib/mysql/plugin", tree / "usr" / "lib" / "mysql" / "plugin")):
+            _write_script(
+                home / "bin" / script.name,
+                [
+                    f"# offload launcher: {script} of {self.key}, with this directory as basedir",
+                    f'exec /bin/sh {_q(tree / script)} "$@" --basedir={_q(home)}',
+                ],
+            )
+        for link, target in (
+            ("share", tree / "usr" / "share"),
+            ("lib/mysql/plugin", tree / "usr" / "lib" / "mysql" / "plugin"),
+        ):
             path = home / link
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink() or path.exists():
@@ -242,18 +261,30 @@ class Provided:
 #: Oracle MySQL and MariaDB that Debian ships but this host's release cannot install
 PROVIDED: tuple[Provided, ...] = (
     Provided(
-        flavor=Flavor.MYSQL, series="9.7", suite="sid",
+        flavor=Flavor.MYSQL,
+        series="9.7",
+        suite="sid",
         packages=(("mysql-server-core", "9.7.4-2"), ("mysql-client", "9.7.4-2")),
-        server="usr/sbin/mysqld", client="usr/bin/mysql",
+        server="usr/sbin/mysqld",
+        client="usr/bin/mysql",
         helpers=("usr/bin/mysqladmin", "usr/bin/mysqlbinlog"),
     ),
     Provided(
-        flavor=Flavor.MARIADB, series="11.8", suite="trixie",
-        packages=(("mariadb-server", "1:11.8.9+ds-0+deb13u1"),
-                  ("mariadb-client", "1:11.8.9+ds-0+deb13u1")),
-        server="usr/sbin/mariadbd", client="usr/bin/mariadb",
-        helpers=("usr/bin/my_print_defaults", "usr/bin/resolveip", "usr/bin/mariadb-admin",
-                 "usr/bin/mariadb-binlog"),
+        flavor=Flavor.MARIADB,
+        series="11.8",
+        suite="trixie",
+        packages=(
+            ("mariadb-server", "1:11.8.9+ds-0+deb13u1"),
+            ("mariadb-client", "1:11.8.9+ds-0+deb13u1"),
+        ),
+        server="usr/sbin/mariadbd",
+        client="usr/bin/mariadb",
+        helpers=(
+            "usr/bin/my_print_defaults",
+            "usr/bin/resolveip",
+            "usr/bin/mariadb-admin",
+            "usr/bin/mariadb-binlog",
+        ),
         install_script="usr/bin/mariadb-install-db",
     ),
 )
@@ -304,8 +335,10 @@ def _cannot_build() -> str:
 def _loader() -> tuple[str, str]:
     """(multiarch triplet, dynamic loader) of this machine."""
     machine = platform.machine()
-    known = {"x86_64": ("x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
-             "aarch64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1")}
+    known = {
+        "x86_64": ("x86_64-linux-gnu", "ld-linux-x86-64.so.2"),
+        "aarch64": ("aarch64-linux-gnu", "ld-linux-aarch64.so.1"),
+    }
     if machine not in known:
         raise TestbedError(f"provided servers run on x86_64 and aarch64, not {machine}")
     return known[machine]

@@ -70,11 +70,18 @@ class ServiceRunner:
         if pid is not None:
             return pid
         if not self.port:
-            raise TestbedError("the testbed config has no [service] http_port",
-                               hint="recreate the testbed (`make clean && make up`)")
-        server = ServerProcess(name="compute service", args=self._command(), port=self.port,
-                               log_path=self.dir / "service.log",
-                               ready=partial(_healthy, self.port), start_timeout=timeout)
+            raise TestbedError(
+                "the testbed config has no [service] http_port",
+                hint="recreate the testbed (`make clean && make up`)",
+            )
+        server = ServerProcess(
+            name="compute service",
+            args=self._command(),
+            port=self.port,
+            log_path=self.dir / "service.log",
+            ready=partial(_healthy, self.port),
+            start_timeout=timeout,
+        )
         pid = server.start()
         self.record.write_text(json.dumps({"pid": pid, "port": self.port}), encoding="utf-8")
         return pid

@@ -39,9 +39,14 @@ class ServerReport:
 
     def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "role": self.role, "url": self.url, "error": self.error or None,
-            "server_id": self.server_id, "version": self.version, "read_only": self.read_only,
-            "gtid_position": self.gtid_position, "notes": self.notes,
+            "role": self.role,
+            "url": self.url,
+            "error": self.error or None,
+            "server_id": self.server_id,
+            "version": self.version,
+            "read_only": self.read_only,
+            "gtid_position": self.gtid_position,
+            "notes": self.notes,
         }
         data["replication"] = self.replica.as_dict() if self.replica else None
         return data
@@ -63,8 +68,10 @@ def _ask(role: str, url: URL, shown: URL) -> ServerReport:
             except (OffloadError, SQLAlchemyError) as exc:
                 if not replication.is_access_denied(exc):
                     raise
-                report.notes.append("replica status needs the REPLICATION CLIENT/SLAVE "
-                                    "MONITOR privilege, which this account lacks")
+                report.notes.append(
+                    "replica status needs the REPLICATION CLIENT/SLAVE "
+                    "MONITOR privilege, which this account lacks"
+                )
             if report.replica is not None:
                 report.gtid_position = report.replica.executed_gtid
             elif not report.notes:
@@ -98,14 +105,18 @@ def render(reports: Sequence[ServerReport]) -> str:
         if report.error:
             lines.append(f"          UNREACHABLE: {report.error}")
             continue
-        lines.append(f"          server_id={report.server_id} version={report.version} "
-                     f"read_only={'ON' if report.read_only else 'OFF'}")
+        lines.append(
+            f"          server_id={report.server_id} version={report.version} "
+            f"read_only={'ON' if report.read_only else 'OFF'}"
+        )
         if report.role == "primary":
             lines.append(f"          gtid_position={report.gtid_position or '-'}")
         elif report.replica is not None:
             lines.append(f"          {report.replica.describe()}")
         lines.extend(f"          note: {note}" for note in report.notes)
     if len(reports) == 1:
-        lines.append("no replica configured ([database] slave_connection is empty): "
-                     "every read goes to the primary")
+        lines.append(
+            "no replica configured ([database] slave_connection is empty): "
+            "every read goes to the primary"
+        )
     return "\n".join(lines)

@@ -49,11 +49,13 @@ class Credentials:
         }
 
 
-def loopback_url(user: str, password: str, port: int, database: str | None,
-                 host: str = "127.0.0.1") -> URL:
+def loopback_url(
+    user: str, password: str, port: int, database: str | None, host: str = "127.0.0.1"
+) -> URL:
     """A PyMySQL URL for one account on one testbed server."""
-    return URL.create("mysql+pymysql", username=user, password=password, host=host,
-                      port=port, database=database)
+    return URL.create(
+        "mysql+pymysql", username=user, password=password, host=host, port=port, database=database
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +99,13 @@ class TestbedInfo:
     def replica_admin_urls(self, database: str | None = None) -> tuple[URL, ...]:
         return tuple(with_database(url, database) for url in self.replica_admins)
 
-    def settings(self, *, database: str = NOVA_DATABASE, with_replica: bool = True,
-                 base: Settings | None = None) -> Settings:
+    def settings(
+        self,
+        *,
+        database: str = NOVA_DATABASE,
+        with_replica: bool = True,
+        base: Settings | None = None,
+    ) -> Settings:
         """Settings pointing at this testbed (optionally without slave_connection)."""
         base = base or Settings()
         return replace(
