@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, Engine
 
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.native import free_ports
@@ -31,8 +31,8 @@ def _secrets(testbed: TestbedInfo) -> list[str]:
 
 
 @pytest.fixture
-def config(testbed: TestbedInfo, tmp_path: Path) -> Path:
-    return write_config(testbed, tmp_path / "offload.conf")
+def config(offload_testbed: TestbedInfo, tmp_path: Path) -> Path:
+    return write_config(offload_testbed, tmp_path / "offload.conf")
 
 
 def _assert_one_clean_line(result: subprocess.CompletedProcess[str], testbed: TestbedInfo) -> None:
@@ -44,13 +44,13 @@ def _assert_one_clean_line(result: subprocess.CompletedProcess[str], testbed: Te
 
 
 def test_status_shows_running_replication_and_no_password(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     result = _offload("--config", str(config), "testbed", "status", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "IO=Yes SQL=Yes" in result.stdout
     assert "gtid_position=" in result.stdout
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)
     reports = json.loads(as_json.stdout)
@@ -59,7 +59,9 @@ def test_status_shows_running_replication_and_no_password(
     assert reports[1]["read_only"] is True and reports[0]["read_only"] is False
 
 
-def test_db_sync_creates_the_schema(testbed: TestbedInfo, config: Path, tmp_path: Path) -> None:
+def test_db_sync_creates_the_schema(
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
+) -> None:
     result = _offload("--config", str(config), "db", "sync", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "11 tables" in result.stdout
@@ -73,47 +75,49 @@ def _config_with(tmp_path: Path, connection: URL) -> Path:
     return path
 
 
-def test_wrong_password_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.primary_url().set(password="Wr0ngPassw0rd")
+def test_wrong_password_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = offload_testbed.primary_url().set(password="Wr0ngPassw0rd")
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "refused access" in result.stderr and "Wr0ngPassw0rd" not in result.stderr
 
 
-def test_unreachable_server_is_one_line_exit_1(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.primary_url().set(port=free_ports(1)[0])
+def test_unreachable_server_is_one_line_exit_1(
+    offload_testbed: TestbedInfo, tmp_path: Path
+) -> None:
+    url = offload_testbed.primary_url().set(port=free_ports(1)[0])
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 1
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "cannot connect" in result.stderr
 
 
-def test_missing_database_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.admin_url("nova_missing")
+def test_missing_database_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = offload_testbed.admin_url("nova_missing")
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "nova_missing" in result.stderr
 
 
-def test_malformed_url_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
+def test_malformed_url_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
     path = tmp_path / "bad.conf"
     path.write_text("[database]\nconnection = mysql+pymysql://nova:Sup3rSecret@host:port/nova\n")
     result = _offload("--config", str(path), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "Sup3rSecret" not in result.stderr and "not a valid database URL" in result.stderr
 
 
 def test_replica_pause_resume_and_delay(
-    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path, offload_replica_admin: list[Engine]
 ) -> None:
     from offload import replication  # noqa: PLC0415
 
     def status() -> replication.ReplicaStatus:
-        with replica_admin[0].connect() as conn:
-            found = replication.replica_status(conn, testbed.flavor)
+        with offload_replica_admin[0].connect() as conn:
+            found = replication.replica_status(conn, offload_testbed.flavor)
         assert found is not None
         return found
 
@@ -135,7 +139,7 @@ def test_replica_pause_resume_and_delay(
 
 
 def test_status_without_a_service_reads_the_replicas_now(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     assert _offload("--config", str(config), "db", "sync", cwd=tmp_path).returncode == 0
     result = _offload("--config", str(config), "status", "--json", cwd=tmp_path)
@@ -143,7 +147,7 @@ def test_status_without_a_service_reads_the_replicas_now(
     report = json.loads(result.stdout)
     assert report["replicas"][0]["reachable"] is True
     assert report["replicas"][0]["sql_running"] == "Yes"
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
 
 
@@ -155,43 +159,43 @@ def _two_url_config(tmp_path: Path, primary: URL, replica: URL) -> Path:
 
 
 def test_slave_connection_naming_the_primary_is_refused(
-    testbed: TestbedInfo, tmp_path: Path
+    offload_testbed: TestbedInfo, tmp_path: Path
 ) -> None:
-    config = _two_url_config(tmp_path, testbed.primary_url(), testbed.primary_url())
+    config = _two_url_config(tmp_path, offload_testbed.primary_url(), offload_testbed.primary_url())
     result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "is the primary itself (server_id 1)" in result.stderr
 
 
 def test_replica_account_that_may_write_is_warned_about(
-    testbed: TestbedInfo, tmp_path: Path
+    offload_testbed: TestbedInfo, tmp_path: Path
 ) -> None:
     # the primary's account (it may write) used for the replica
-    writable = testbed.primary_url().set(port=testbed.replica_urls()[0].port)
-    config = _two_url_config(tmp_path, testbed.primary_url(), writable)
+    writable = offload_testbed.primary_url().set(port=offload_testbed.replica_urls()[0].port)
+    config = _two_url_config(tmp_path, offload_testbed.primary_url(), writable)
     _offload("--config", str(config), "db", "sync", cwd=tmp_path)
     result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("offload: warn")]
     assert len(warnings) == 1 and "account 'nova' may write" in warnings[0], result.stderr
     assert "give it SELECT only" in warnings[0]
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout + result.stderr
 
 
 def test_replica_that_is_not_read_only_is_warned_about(
-    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path, offload_replica_admin: list[Engine]
 ) -> None:
     from sqlalchemy import text  # noqa: PLC0415
 
     _offload("--config", str(config), "db", "sync", cwd=tmp_path)
-    with replica_admin[0].connect() as conn:
+    with offload_replica_admin[0].connect() as conn:
         conn.execute(text("SET GLOBAL read_only = OFF"))
     try:
         result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     finally:
-        with replica_admin[0].connect() as conn:
+        with offload_replica_admin[0].connect() as conn:
             conn.execute(text("SET GLOBAL read_only = ON"))
     assert result.returncode == 0, result.stderr
     assert "replica0 (mysql+pymysql://nova_ro:***@" in result.stderr
@@ -199,9 +203,9 @@ def test_replica_that_is_not_read_only_is_warned_about(
 
 
 def test_unknown_task_is_one_line_exit_2(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     result = _offload("--config", str(config), "run-task", "_poll_everything", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "no periodic task named '_poll_everything'" in result.stderr

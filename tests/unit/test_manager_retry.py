@@ -6,7 +6,7 @@ import pytest
 
 from offload.compute.context import Compute, RunReport
 from offload.compute.driver import FakeDriver
-from offload.compute.manager import ComputeManager, TaskSpec
+from offload.compute.manager import ComputeManager, TaskFunc, TaskSpec
 from offload.compute.notifier import MemoryNotifier
 from offload.config import ComputeSettings, DatabaseSettings, Settings
 from offload.db import Database
@@ -18,7 +18,7 @@ from offload.urls import parse_url
 URL = parse_url("mysql+pymysql://nova:pw@127.0.0.1:1/nova", option="test")
 
 
-def _manager(func, slept: list[float], attempts: int = 4) -> ComputeManager:
+def _manager(func: TaskFunc, slept: list[float], attempts: int = 4) -> ComputeManager:
     db = Database(Settings(database=DatabaseSettings(connection=URL)))
     compute = Compute(
         host="compute-1",

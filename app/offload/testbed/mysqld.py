@@ -214,7 +214,12 @@ def find_server(
 
 
 def find_mysql_dir() -> Path:
-    """The repository's ``mysql/`` directory (config and bootstrap shared by both backends)."""
+    """The repository's ``mysql/`` directory (config and bootstrap shared by both backends).
+
+    In the source tree ``offload/testbed/mysql`` is a link to it (resolved here, so
+    the repository is its parent); an installed package holds a copy of its
+    ``conf/`` and ``bootstrap/`` there (package data), so ``pip install`` needs no clone.
+    """
     override = os.environ.get("OFFLOAD_MYSQL_DIR")
     if override:
         candidates = [Path(override)]
@@ -224,7 +229,7 @@ def find_mysql_dir() -> Path:
         candidates += [parent / "mysql" for parent in (Path.cwd(), *Path.cwd().parents)]
     for candidate in candidates:
         if (candidate / "conf" / "common.cnf").is_file():
-            return candidate
+            return candidate.resolve()
     raise TestbedError(
         "cannot find offload's mysql/ directory (server config and bootstrap)",
         hint="run from the offload repository or set OFFLOAD_MYSQL_DIR",

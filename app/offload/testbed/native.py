@@ -158,6 +158,13 @@ class NativeTopology:
         return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
 
     def _answers(self, name: str) -> bool:
+        # PyMySQL leaves its socket open when a Unix-socket connect fails (a
+        # ResourceWarning later): knock with a socket of our own until one listens
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as knock:
+            try:
+                knock.connect(str(self.dir / name / "mysqld.sock"))
+            except OSError:
+                return False
         engine = self._root_engine(name)
         try:
             with engine.connect() as conn:
