@@ -86,6 +86,8 @@ def service(offload_db: Database, tmp_path: Path) -> Iterator[Service]:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def test_service_runs_tasks_and_survives_a_failing_one(

@@ -92,14 +92,14 @@ def _manager(
 
 def _deleted(session: Session, *, attempts: int | None = None, **fields: object) -> Instance:
     """A deleted instance (deleted = its id), with a clean_attempts count if given."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "vm_state": "deleted",
         "power_state": 0,
         "deleted_at": datetime(2024, 3, 1, 8),
         "terminated_at": datetime(2024, 3, 1, 8),
     }
     values.update(fields)
-    instance = new_instance("compute-1", **values)
+    instance = new_instance(**values)
     session.add(instance)
     session.flush()
     instance.deleted = instance.id
@@ -310,9 +310,8 @@ def _seed_audit(db: Database) -> dict[str, str]:
 
 def _task_logs(db: Database) -> list[tuple[str, str, datetime, datetime, int | None, int | None]]:
     with db.reader() as session:
-        return [
-            row.tuple()
-            for row in session.execute(
+        return list(
+            session.execute(
                 select(
                     TaskLog.state,
                     TaskLog.host,
@@ -322,7 +321,7 @@ def _task_logs(db: Database) -> list[tuple[str, str, datetime, datetime, int | N
                     TaskLog.errors,
                 ).where(TaskLog.task_name == AUDIT_TASK)
             )
-        ]
+        )
 
 
 def _exists_sent(manager: ComputeManager) -> list[dict[str, Any]]:

@@ -128,7 +128,8 @@ def _flavor(flavor: str | FlavorSpec | None, run: RunOptions) -> FlavorSpec | No
     try:
         return FlavorSpec.parse(flavor)
     except OffloadError as exc:
-        pytest.fail(f"factories: flavor={flavor!r}: {exc}", pytrace=False)
+        problem = str(exc)
+    pytest.fail(f"factories: flavor={flavor!r}: {problem}", pytrace=False)
 
 
 def external_testbed(run: RunOptions) -> TestbedInfo:
@@ -140,16 +141,23 @@ def external_testbed(run: RunOptions) -> TestbedInfo:
             pytrace=False,
         )
     try:
-        primary = parse_url(run.primary_url, option="--primary-url")
-        replicas = tuple(parse_url(u, option="--replica-url") for u in run.replica_urls)
-        engine = unpooled_engine(primary, name="primary")
-        try:
-            with engine.connect() as conn:
-                version = str(conn.exec_driver_sql("SELECT VERSION()").scalar_one())
-        finally:
-            engine.dispose()
+        return _external(run.primary_url, run.replica_urls)
     except OffloadError as exc:
-        pytest.fail(f"--testbed=external: {exc}", pytrace=False)
+        problem = str(exc)  # failed outside the handler: one line, no chained traceback
+    pytest.fail(f"--testbed=external: {problem}", pytrace=False)
+
+
+def _external(primary_url: str, replica_urls: tuple[str, ...]) -> TestbedInfo:
+    primary = parse_url(primary_url, option="--primary-url", need_database=False)
+    replicas = tuple(
+        parse_url(u, option="--replica-url", need_database=False) for u in replica_urls
+    )
+    engine = unpooled_engine(primary, name="primary")
+    try:
+        with engine.connect() as conn:
+            version = str(conn.exec_driver_sql("SELECT VERSION()").scalar_one())
+    finally:
+        engine.dispose()
     return TestbedInfo(
         backend="external",
         dir=None,

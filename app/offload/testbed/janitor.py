@@ -25,17 +25,17 @@ from __future__ import annotations
 import dataclasses
 import re
 import secrets
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 from sqlalchemy import Connection, Engine, text
 
+from offload import replication
 from offload.config import Settings
-from offload.db import Database
 from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError
 from offload.schema import create_all
-from offload.tracing import Tracer
 from offload.urls import with_database
 
 __all__ = [
@@ -164,16 +164,33 @@ class DatabaseJanitor:
             self.wait_for_replicas()
 
     def wait_for_replicas(self, timeout: float | None = None) -> float:
-        """Every replica applied the primary's current GTID position; the seconds waited."""
-        status = [unpooled_engine(url, name="replica-admin") for url in self.status_urls]
-        try:
-            with Database(self.settings, tracer=Tracer()) as db:
-                return db.wait_for_replicas(
-                    timeout=self.timeout if timeout is None else timeout, status_engines=status
-                )
-        finally:
-            for engine in status:
+        """Every replica applied the primary's current GTID position; the seconds waited.
+
+        Waits through the replica's privileged account (its status on a timeout),
+        else the reader's; either without a database, which the replica may not
+        have yet.
+        """
+        limit = self.timeout if timeout is None else timeout
+        started = time.monotonic()
+        with self._admin().connect() as conn:
+            flavor = replication.server_flavor(conn)
+            position = replication.gtid_position(conn, flavor)
+        for index, reader in enumerate(self.readers):
+            url = (
+                self.status_urls[index]
+                if index < len(self.status_urls)
+                else with_database(reader, None)
+            )
+            engine = unpooled_engine(url, name=f"replica{index}")
+            try:
+                with engine.connect() as conn:
+                    remaining = max(0.0, limit - (time.monotonic() - started))
+                    replication.wait_for_gtid(
+                        conn, position, remaining, flavor, replica=f"replica{index}"
+                    )
+            finally:
                 engine.dispose()
+        return time.monotonic() - started
 
     def drop(self) -> None:
         """DROP DATABASE, REVOKE what :meth:`init` granted; every step tried; idempotent."""

@@ -7,10 +7,12 @@ per instance: server id, port, paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import string
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ __all__ = [
     "find_server",
     "probe_server",
     "render_sql",
+    "socket_path",
     "split_sql",
 ]
 
@@ -236,6 +239,20 @@ def find_mysql_dir() -> Path:
     )
 
 
+#: a Unix socket's path is at most 107 bytes (sun_path)
+_SOCKET_PATH_MAX = 107
+
+
+def socket_path(home: Path) -> Path:
+    """The server's Unix socket: in its home, unless that path is too long for a socket
+    (a deep temporary directory): then a short one in the system's, named after the home."""
+    inside = home / "mysqld.sock"
+    if len(os.fsencode(inside)) <= _SOCKET_PATH_MAX:
+        return inside
+    digest = hashlib.sha256(os.fsencode(home.resolve())).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"offload-{digest}.sock"
+
+
 def write_defaults_file(
     path: Path,
     *,
@@ -260,7 +277,7 @@ def write_defaults_file(
             f"port          = {port}",
             f"bind_address  = {host}",
             f"datadir       = {home / 'data'}",
-            f"socket        = {home / 'mysqld.sock'}",
+            f"socket        = {socket_path(home)}",
             f"pid_file      = {home / 'mysqld.pid'}",
             f"log_error     = {home / 'error.log'}",
             f"tmpdir        = {home / 'tmp'}",

@@ -5,7 +5,7 @@ No Docker needed — the embedded default.  Layout of the testbed directory::
     DIR/state.json          what runs: flavor, ports, pids (0600)
     DIR/credentials.json    generated passwords (0600)
     DIR/offload.conf        the config every later command reads (0600)
-    DIR/primary/            my.cnf, data/, error.log, mysqld.sock
+    DIR/primary/            my.cnf, data/, error.log, mysqld.sock (unless too long a path)
     DIR/replica0/ ...
 
 ``up()`` is idempotent: a running, healthy testbed is left alone; stale
@@ -38,6 +38,7 @@ from offload.testbed.mysqld import (
     find_server,
     probe_server,
     render_sql,
+    socket_path,
     split_sql,
     write_defaults_file,
 )
@@ -153,7 +154,7 @@ class NativeTopology:
             "mysql+pymysql",
             username="root",
             password="",
-            query={"unix_socket": str(self.dir / name / "mysqld.sock")},
+            query={"unix_socket": str(socket_path(self.dir / name))},
         )
         return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
 
@@ -162,7 +163,7 @@ class NativeTopology:
         # ResourceWarning later): knock with a socket of our own until one listens
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as knock:
             try:
-                knock.connect(str(self.dir / name / "mysqld.sock"))
+                knock.connect(str(socket_path(self.dir / name)))
             except OSError:
                 return False
         engine = self._root_engine(name)
