@@ -313,8 +313,9 @@ class NativeTopology:
             self._stop_all(state)
             if not state["initialised"]:
                 # a half-bootstrapped data dir cannot be trusted: start afresh next time
+                # (the logs stay: the error names them)
                 for name in state["servers"]:
-                    shutil.rmtree(self.dir / name, ignore_errors=True)
+                    shutil.rmtree(self.dir / name / "data", ignore_errors=True)
             raise
         info = self._info(state, creds)
         write_config(info, self.config_path)
