@@ -141,14 +141,36 @@ def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
 
 def _restart_applier_later(
     engine: Engine, flavor: replication.Flavor, delay: float
-) -> threading.Timer:
-    def start() -> None:
-        with engine.connect() as conn:
-            replication.start_replica(conn, flavor, sql_thread_only=True)
+) -> threading.Thread:
+    """Start the applier ``delay`` seconds after a causal wait shows up on the replica.
 
-    timer = threading.Timer(delay, start)
-    timer.start()
-    return timer
+    Counted from the moment the replica runs the wait (not from the call), so the
+    wait lasts at least ``delay`` however slow the client is to get there.
+    """
+    function = replication.sql_for(flavor).wait_function
+
+    def waiting() -> bool:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE INFO LIKE :pattern AND INFO NOT LIKE '%PROCESSLIST%'"
+                ),
+                {"pattern": f"%{function}%"},
+            ).scalar_one()
+        return bool(found)
+
+    def start() -> None:
+        try:
+            wait_for(waiting, Deadline(10), interval=0.01)
+            threading.Event().wait(delay)  # the injected pause: how long the applier stays off
+        finally:
+            with engine.connect() as conn:
+                replication.start_replica(conn, flavor, sql_thread_only=True)
+
+    thread = threading.Thread(target=start, name="restart-applier")
+    thread.start()
+    return thread
 
 
 def _own_row_visible(db: Database, uuid: str) -> tuple[str, bool]:

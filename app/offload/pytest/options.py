@@ -4,16 +4,15 @@ The options and ini settings are declared in :mod:`offload.pytest.plugin`; this
 module reads them once per run (validated in ``pytest_configure``, so a bad
 value stops the run with one line) into :class:`RunOptions`.
 
-======================  ==========================  =========================================
-option                  ini setting                 default
-======================  ==========================  =========================================
-``--testbed``           ``offload_testbed``         ``native``
-``--testbed-dir``       ``offload_testbed_dir``     a temporary directory
-``--testbed-replicas``  ``offload_testbed_replicas``  1
-``--testbed-flavor``    ``offload_testbed_flavor``  ``$OFFLOAD_FLAVOR``, else the host's server
-``--primary-url``       ``offload_primary_url``     (external: required)
-``--replica-url``       ``offload_replica_url``     (external: required; one per line)
-======================  ==========================  =========================================
+- ``--testbed`` / ``offload_testbed``: native (default), compose or external;
+- ``--testbed-dir`` / ``offload_testbed_dir``: the run's native testbed's directory
+  (default: a temporary one);
+- ``--testbed-replicas`` / ``offload_testbed_replicas``: replicas of a native
+  testbed (default 1);
+- ``--testbed-flavor`` / ``offload_testbed_flavor``: the server (default
+  ``$OFFLOAD_FLAVOR``, else the host's);
+- ``--primary-url`` / ``offload_primary_url``, ``--replica-url`` (repeatable) /
+  ``offload_replica_url`` (one per line): the external testbed's privileged URLs.
 
 The flavor's order is option, ``$OFFLOAD_FLAVOR``, ini: ``make test FLAVOR=mysql``
 sets the environment variable, and it names the server for that run.  An ini

@@ -3,19 +3,15 @@
 Loaded for every project that installs offload.  Every fixture is prefixed
 ``offload_`` and built from :mod:`offload.pytest.factories`:
 
-=============================  ========  ===============================================
-fixture                        scope     gives
-=============================  ========  ===============================================
-``offload_testbed``            session   ``TestbedInfo``: the run's testbed (``--testbed``)
-``offload_db``                 function  a ``Database`` on a scratch database of its own
-``offload_db_factory``         function  ``make(with_replica=True, settings=None)``
-``offload_wait_for_replication``  function  ``wait(db, timeout=None)``
-``offload_tracer``             function  the ``Tracer`` the test's Databases share
-``offload_trace``              function  a ``QueryTrace`` of the test's statements
-``offload_compute_factory``    function  ``make(db, host="compute-1", options=None, seed=0)``
-``offload_primary_admin``      function  a privileged engine on the primary
-``offload_replica_admin``      function  privileged engines on the replicas
-=============================  ========  ===============================================
+- ``offload_testbed`` (session): ``TestbedInfo`` of the run's testbed (``--testbed``);
+- ``offload_db``: a ``Database`` on a scratch database of its own;
+- ``offload_db_factory``: ``make(with_replica=True, settings=None)``, Databases on
+  one scratch database;
+- ``offload_wait_for_replication``: ``wait(db, timeout=None)``;
+- ``offload_tracer``, ``offload_trace``: the ``Tracer`` the test's Databases share,
+  a ``QueryTrace`` of their statements;
+- ``offload_compute_factory``: ``make(db, host="compute-1", options=None, seed=0)``;
+- ``offload_primary_admin``, ``offload_replica_admin``: privileged engines.
 
 Each command-line option has an ini twin (:mod:`offload.pytest.options`).
 """
