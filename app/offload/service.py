@@ -20,23 +20,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-
-from offload.compute.context import Compute
-from offload.compute.driver import FakeDriver
-from offload.compute.manager import TASKS, ComputeManager
-from offload.compute.notifier import JsonLinesNotifier, MemoryNotifier, Notifier
+from offload import monitor
+from offload.compute.catalogue import TASKS
+from offload.compute.host import build_manager
 from offload.config import Settings
 from offload.db import Database, make_engine
-from offload.errors import OffloadError
-from offload.monitor import replica_views
 from offload.periodic import Scheduler, install_signal_handlers
-from offload.routing import CAUSAL_WAIT_BUCKETS
+from offload.staleness import CAUSAL_WAIT_BUCKETS
 from offload.tracing import JsonLinesSink, StatementRecord
 from offload.urls import masked
 
-__all__ = ["Service", "StatementCounter", "build_manager"]
+__all__ = ["Service", "StatementCounter"]
 
 log = logging.getLogger("offload.service")
 
@@ -56,25 +50,6 @@ class StatementCounter:
     def snapshot(self) -> Counter[tuple[str, str, str, str]]:
         with self._lock:
             return Counter(self.counts)
-
-
-def _notifier(settings: Settings) -> Notifier:
-    if settings.service.notifications_file:
-        return JsonLinesNotifier(settings.host, Path(settings.service.notifications_file))
-    return MemoryNotifier(settings.host)
-
-
-def build_manager(settings: Settings, db: Database) -> ComputeManager:
-    """The compute host of ``settings``: its hypervisor, notifier and tasks."""
-    driver = FakeDriver(settings.host, seed=settings.service.driver_seed)
-    compute = Compute(
-        host=settings.host,
-        db=db,
-        driver=driver,
-        notifier=_notifier(settings),
-        options=settings.compute,
-    )
-    return ComputeManager(compute)
 
 
 class Service:
@@ -101,65 +76,31 @@ class Service:
 
     def health(self) -> tuple[bool, list[str]]:
         """(primary answers, reasons the service is degraded)."""
-        try:
-            with self._health_engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except (OffloadError, SQLAlchemyError) as exc:
-            return False, [f"primary: {str(exc).splitlines()[0]}"]
-        reasons = []
-        if self.db.replicas:
-            for name, reading in self.db.guard.readings().items():
-                if not reading.reachable:
-                    reasons.append(f"{name} unreachable")
-                elif reading.lag is None:
-                    reasons.append(f"{name}: {reading.error or 'lag unknown'}")
-                elif reading.lag > self.settings.replica.max_lag:
-                    reasons.append(
-                        f"{name} {reading.lag * 1000:.0f} ms behind "
-                        f"(max_lag {self.settings.replica.max_lag * 1000:.0f} ms)"
-                    )
-        return True, reasons
+        return monitor.health(self.settings, self.db, self._health_engine)
 
     def status(self) -> dict[str, Any]:
-        healthy, reasons = self.health()
         counts = self.counter.snapshot()
         tasks = []
         for spec in TASKS:
-            stats = self.scheduler.stats[spec.name]
-            last = self.manager.last_reports.get(spec.name)
             by_route: Counter[str] = Counter()
             for (task, route, _target, verb), n in counts.items():
                 if task == spec.name:
                     by_route[f"{route}:{verb}"] += n
+            last = self.manager.last_reports.get(spec.name)
             tasks.append(
-                {
-                    "task": spec.name,
-                    "release": spec.release,
-                    "enabled": stats.enabled,
-                    "off_because": spec.off_because(self.settings.compute),
-                    "spacing": spec.spacing(self.settings.compute),
-                    "runs": stats.runs,
-                    "failures": stats.failures,
-                    "last_started": stats.last_started,
-                    "last_duration": stats.last_duration,
-                    "last_error": stats.last_error,
-                    "rejected_writes": self.manager.totals[spec.name]["rejected"],
-                    "statements": dict(sorted(by_route.items())),
-                    "routing": self.db.routing.for_task(spec.name),
-                    "last_run": last.as_dict() if last else None,
-                }
+                monitor.task_view(
+                    spec,
+                    self.settings,
+                    self.db,
+                    stats=self.scheduler.stats[spec.name],
+                    rejected=self.manager.totals[spec.name]["rejected"],
+                    statements=by_route,
+                    last_run=last.as_dict() if last else None,
+                )
             )
-        return {
-            "host": self.settings.host,
-            "uptime": round(time.time() - self.started, 3),
-            "health": "down" if not healthy else ("degraded" if reasons else "ok"),
-            "degraded_because": reasons,
-            "primary": {"url": masked(self.settings.require_connection()), "reachable": healthy},
-            "max_lag_ms": self.settings.replica.max_lag * 1000,
-            "lag_policy": self.settings.replica.lag_policy.value,
-            "replicas": replica_views(self.db, self.settings.testbed.replica_admin_connections),
-            "tasks": tasks,
-        }
+        return monitor.status_document(
+            self.settings, self.db, self._health_engine, tasks=tasks, started=self.started
+        )
 
     def metrics(self) -> str:
         lines = [

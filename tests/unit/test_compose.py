@@ -8,8 +8,6 @@ here can run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import struct
 import subprocess
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from offload import cli
 from offload.errors import TestbedError
 from offload.testbed import compose as compose_module
 from offload.testbed.compose import ComposeTopology, offline_wanted, project_name
@@ -198,57 +195,9 @@ def test_offline_is_asked_for_or_follows_the_local_image(monkeypatch: pytest.Mon
     assert offline_wanted({"OFFLOAD_OFFLINE": "1"}) is True
 
 
-def _args(
-    backend: str, replicas: int = 1, mysqld: str | None = None, flavor: str | None = None
-) -> argparse.Namespace:
-    return argparse.Namespace(backend=backend, replicas=replicas, mysqld=mysqld, flavor=flavor)
-
-
 @pytest.fixture(autouse=True)
 def _no_flavor_from_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)  # `make test FLAVOR=...` sets it
-
-
-def test_auto_keeps_the_backend_of_an_existing_testbed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto"), tmp_path) == "compose"
-    (tmp_path / "state.json").write_text(json.dumps({"flavor": "mariadb"}))  # native's
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-    (tmp_path / "state.json").write_text(json.dumps({"backend": "compose"}))
-    monkeypatch.setattr(cli, "_compose_available", lambda: False)
-    assert cli._backend(_args("auto"), tmp_path) == "compose"
-    assert cli._backend(_args("native"), tmp_path) == "native"
-
-
-def test_auto_is_native_for_what_only_native_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto", replicas=2), tmp_path) == "native"
-    assert cli._backend(_args("auto", mysqld="/usr/sbin/mariadbd"), tmp_path) == "native"
-    monkeypatch.setenv("OFFLOAD_MYSQLD", "/usr/sbin/mariadbd")
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-
-
-def test_a_named_flavor_means_native_unless_compose_is_asked_for(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto", flavor="mysql"), tmp_path) == "native"
-    assert cli._backend(_args("compose", flavor="mysql"), tmp_path) == "compose"
-    monkeypatch.setenv("OFFLOAD_FLAVOR", "mysql")
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-
-
-def test_auto_is_native_without_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: False)
-    assert cli._backend(_args("auto"), tmp_path) == "native"
 
 
 @pytest.mark.skipif(

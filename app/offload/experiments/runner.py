@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 
 from offload import replication, schema
+from offload.compute.host import build_manager
 from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError, ReplicationError
@@ -51,7 +52,6 @@ from offload.experiments.summary import render_markdown, summarize
 from offload.experiments.workload import Workload, create_burst_table
 from offload.periodic import Scheduler
 from offload.seed import host_names, seed
-from offload.service import build_manager
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
@@ -69,7 +69,7 @@ log = logging.getLogger("offload.experiments")
 #: the files an experiment writes
 OUTPUTS = ("samples.csv", "runs.csv", "events.csv", "summary.json", "summary.md", "lag.png")
 #: loggers that would speak at every run under injected lag (stale reads, overruns)
-_CHATTY = ("offload.routing", "offload.experiments.scheduler", "offload.compute")
+_CHATTY = ("offload.staleness", "offload.experiments.scheduler", "offload.compute")
 
 
 @dataclass(frozen=True, slots=True)

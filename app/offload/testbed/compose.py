@@ -35,6 +35,7 @@ the local ones of :mod:`offload.testbed.images`, built first when missing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ __all__ = [
     "offline_wanted",
     "project_name",
     "registry_image",
+    "require_engine",
 ]
 
 DEFAULT_DB_IMAGE = "mysql:8.4"
@@ -139,7 +141,13 @@ def registry_image(flavor: FlavorSpec | None) -> str:
     return REGISTRY_IMAGES.get(str(flavor), f"{flavor.flavor.value}:{flavor.series}")
 
 
-def _require_engine() -> None:
+@functools.cache
+def require_engine() -> str:
+    """The Docker engine's version; a TestbedError when no engine answers.
+
+    ``docker info`` runs once per process once it answered (``testbed up --backend auto``
+    asks before it takes compose, then compose asks again); a failure is asked again.
+    """
     result = subprocess.run(
         [images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
         capture_output=True,
@@ -154,6 +162,7 @@ def _require_engine() -> None:
             hint="start one (`dockerd`, or Docker Desktop), or use the native "
             "backend (--backend native, --testbed=native)",
         )
+    return result.stdout.strip()
 
 
 def offline_wanted(environ: Mapping[str, str]) -> bool:
@@ -295,6 +304,14 @@ class ComposeTopology:
             )
         return result
 
+    def command_line(self) -> str:
+        """The compose command a person runs on this testbed by hand (then ``ps``, ``logs``...)."""
+        state = self._load_state()
+        if not state.get("project"):
+            raise TestbedError(f"no compose testbed in {self.dir}", hint="run up first")
+        program = [Path(part).name for part in state["compose"]]
+        return " ".join([*program, "-p", state["project"], "--env-file", str(self.env_path)])
+
     def run(
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -364,7 +381,7 @@ class ComposeTopology:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         state = self._load_state()
-        _require_engine()
+        require_engine()
         if state.get("initialised") and state.get("port") != self.port:
             raise TestbedError(
                 f"the compose testbed in {self.dir} runs on port "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
-from offload.replication import Flavor, describe_server, detect_flavor
+from offload.flavor import Flavor, describe_server, detect_flavor
 from offload.testbed.rootfs import Log, stderr_log
 from offload.testbed.servers import FlavorSpec, provided_for
 
