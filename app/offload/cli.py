@@ -86,6 +86,46 @@ def _delay(value: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _compute_scale(value: str) -> int:
+    from offload.testbed.compose import SERVICE_PORT_RANGE  # noqa: PLC0415
+
+    number = _positive(value)
+    if number > SERVICE_PORT_RANGE:
+        raise argparse.ArgumentTypeError(f"use 1-{SERVICE_PORT_RANGE}, got {number}")
+    return number
+
+
+def _program(value: str) -> str:
+    path = Path(value)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value} is not an executable file")
+    return value
+
+
+def _writable(path: Path, *, kind: str) -> None:
+    """Refuse an output path that cannot be written: a parent that is a file, or the path
+    itself of the other kind (missing parents are created when the command writes)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is not a directory")
+            break
+    if kind == "file" and path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; name a file")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a directory")
+
+
+def _output_file(value: str) -> str:
+    _writable(Path(value), kind="file")
+    return value
+
+
+def _output_dir(value: str) -> str:
+    _writable(Path(value), kind="directory")
+    return value
+
+
 def _port(value: str) -> int:
     try:
         number = int(value)
@@ -545,7 +585,9 @@ def _add_testbed(commands: Any) -> None:
         default=33061,
         help="primary port; replicas take the next ones (0: free ports)",
     )
-    up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
+    up.add_argument(
+        "--mysqld", type=_program, help="server binary (default: mariadbd or mysqld on PATH)"
+    )
     up.add_argument(
         "--flavor",
         type=_flavor,
@@ -555,7 +597,7 @@ def _add_testbed(commands: Any) -> None:
     )
     up.add_argument(
         "--compute-scale",
-        type=_positive,
+        type=_compute_scale,
         default=1,
         metavar="N",
         help="compose: N compute containers, acting for compute-1..N (default 1)",
@@ -593,7 +635,9 @@ def _add_testbed(commands: Any) -> None:
         metavar="FLAVOR",
         help=f"{', '.join(known_specs())} (default mariadb)",
     )
-    server.add_argument("--mysqld", help="this server binary (checked against --flavor)")
+    server.add_argument(
+        "--mysqld", type=_program, help="this server binary (checked against --flavor)"
+    )
     server.set_defaults(handler=cmd_testbed_server)
     built.set_defaults(handler=cmd_testbed_images)
     logs = testbed_commands.add_parser("logs", help="the compose testbed's container logs")
@@ -630,7 +674,12 @@ def _add_tasks(commands: Any) -> None:
     run_task.set_defaults(handler=cmd_run_task)
     serve = commands.add_parser("serve", help="run the periodic tasks as a service")
     serve.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
-    serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
+    serve.add_argument(
+        "--trace",
+        type=_output_file,
+        metavar="FILE",
+        help="append every statement as JSON lines",
+    )
     serve.set_defaults(handler=cmd_serve)
     service = commands.add_parser("service", help="the testbed's compute service (background)")
     service_commands = service.add_subparsers(
@@ -685,6 +734,7 @@ def _add_bench(commands: Any) -> None:
     )
     bench.add_argument(
         "--out",
+        type=_output_file,
         metavar="FILE",
         default="bench/results.json",
         help="JSON results (default bench/results.json)",
@@ -698,6 +748,7 @@ def _add_bench(commands: Any) -> None:
     )
     bench.add_argument(
         "--docs",
+        type=_output_file,
         metavar="FILE",
         help="also write the tables into FILE's generated block (make bench: docs/benchmarks.md)",
     )
@@ -746,7 +797,11 @@ def _add_lag(commands: Any) -> None:
         help="workload operations a second on the primary (default 20)",
     )
     experiment.add_argument(
-        "--out", metavar="DIR", default="lag-results", help="output directory (default lag-results)"
+        "--out",
+        type=_output_dir,
+        metavar="DIR",
+        default="lag-results",
+        help="output directory (default lag-results)",
     )
     experiment.add_argument(
         "--max-lag", type=float, metavar="X", help="[replica] max_lag for the run, seconds"
