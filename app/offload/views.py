@@ -90,7 +90,10 @@ def _behind(status: ReplicaStatus | None) -> str:
 
 
 def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
-    """Every server as it reports itself, then what went wrong or is worth a note."""
+    """Every server as it reports itself, then what went wrong or is worth a note.
+
+    A replica's GTID position is what it applied; ``received`` what its IO thread fetched.
+    """
     table = _table(
         "server",
         "url",
@@ -102,12 +105,13 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
         "behind",
         "delay",
         "GTID position",
+        "received",
         right=("id", "behind", "delay"),
     )
     notes: list[str] = []
     for report in reports:
         if report.error:
-            table.add_row(report.role, report.url, *["-"] * 8)
+            table.add_row(report.role, report.url, *["-"] * 9)
             notes.append(f"{report.role}: UNREACHABLE: {report.error}")
             continue
         status = report.replica
@@ -122,6 +126,7 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
             _behind(status),
             f"{status.sql_delay}s" if status and status.sql_delay else "-",
             _text(report.gtid_position),
+            _text(status.received_gtid if status else None),
         )
         if status is not None and (status.last_io_errno or status.last_io_error):
             notes.append(
@@ -269,5 +274,6 @@ def status_view(
         parts.append(Text("no replica configured: every read goes to the primary"))
     parts.append(Text(f"max_lag {status['max_lag_ms']:.0f} ms, lag_policy {status['lag_policy']}"))
     if live:
+        parts.append(Text(""))
         parts.append(_tasks(status["tasks"], time.time() if now is None else now))
     return parts

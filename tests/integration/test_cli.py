@@ -56,10 +56,12 @@ def test_status_shows_running_replication_and_no_password(
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     assert rows["server"][:7] == ["server", "url", "id", "version", "read_only", "IO", "SQL"]
-    # server, url, id, flavor and version, read_only, IO, SQL, behind, delay, GTID position
+    # server, url, id, flavor and version, read_only, IO, SQL, behind, delay, GTID position,
+    # received
     assert rows["primary"][2] == "1" and rows["primary"][5] == "OFF"
     assert rows["replica0"][5:8] == ["ON", "Yes", "Yes"]
-    assert rows["replica0"][-1] == rows["primary"][-1] != "-"  # caught up: the same position
+    assert rows["primary"][-2] != "-" and rows["primary"][-1] == "-"  # a position, no receiver
+    assert "-" not in rows["replica0"][-2:]  # applied and received positions
     for secret in _secrets(testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)

@@ -1,7 +1,7 @@
 """The CLI answers at once: what a command does not need, it does not import.
 
 Each check runs in a fresh interpreter and reads its ``sys.modules`` (the start-up times
-themselves are measured, not asserted: see the README's CLI section).
+themselves are measured, not asserted: docs/architecture.md, "The command line").
 """
 
 from __future__ import annotations

@@ -88,16 +88,17 @@ def _server(role: str, url: str, **changes: Any) -> ServerReport:
 def test_servers_view_of_running_replication() -> None:
     reports = [
         _server("primary", PRIMARY_URL),
-        _server("replica0", REPLICA_URL, replica=_status()),
+        _server("replica0", REPLICA_URL, replica=_status(received_gtid="0-1-58")),
     ]
 
     lines = rendered(*servers_view(reports))
 
     assert row(lines, "primary") == [
-        "primary", PRIMARY_URL, "1", "mariadb 10.11.19", "OFF", "-", "-", "-", "-", "0-1-57"
+        "primary", PRIMARY_URL, "1", "mariadb 10.11.19", "OFF", "-", "-", "-", "-", "0-1-57", "-"
     ]  # fmt: skip
     assert row(lines, "replica0") == [
-        "replica0", REPLICA_URL, "2", "mariadb 10.11.19", "ON", "Yes", "Yes", "0s", "-", "0-1-57"
+        "replica0", REPLICA_URL, "2", "mariadb 10.11.19", "ON", "Yes", "Yes", "0s", "-", "0-1-57",
+        "0-1-58",
     ]  # fmt: skip
     assert len(lines) == 4  # header, rule, two rows: nothing to note
 

@@ -1,7 +1,7 @@
 """The catalogue of nova-compute's periodic tasks: names, releases, spacing options, gates.
 
-The blueprint's five Juno tasks and the eight Icehouse ones, with Nova's option names
-(DESIGN §6).  Spacing follows oslo.service: a negative interval disables the task, 0 means
+The blueprint's five Juno tasks and the eight Icehouse ones, with Nova's option names.
+Spacing follows oslo.service: a negative interval disables the task, 0 means
 the default interval (``periodic_interval_max``).  Tasks that Nova gates inside the task
 body (a timeout of 0, ``instance_usage_audit = false``...) are off while the gate is closed.
 
