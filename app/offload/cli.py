@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from offload import __version__
 from offload.config import DEFAULT_TESTBED_CONFIG, Settings, find_config_file, load_settings
 from offload.errors import ConfigError, OffloadError, TestbedError
+from offload.testbed.backend import BACKENDS
 from offload.testbed.servers import FlavorSpec, known_specs
 from offload.urls import masked
 
@@ -572,7 +573,7 @@ def _add_testbed(commands: Any) -> None:
     up = testbed_commands.add_parser("up", help="start the testbed (idempotent)")
     up.add_argument(
         "--backend",
-        choices=["auto", "native", "compose"],
+        choices=["auto", *BACKENDS],
         default="auto",
         help="auto: the existing testbed's; else compose where a Docker engine "
         "answers; else native",

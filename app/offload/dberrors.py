@@ -73,6 +73,24 @@ ERROR_CODES: Final[Mapping[int, type[DatabaseError]]] = MappingProxyType(
 )
 
 
+#: what each exception says: its message (of ``where`` and the driver's text) and hint
+_WORDING: Final[Mapping[type[DatabaseError], tuple[str, str | None]]] = MappingProxyType(
+    {
+        CannotConnect: (
+            "cannot connect to {where} ({text})",
+            "is the server running? `make up` starts the testbed; check host and port",
+        ),
+        ConnectionLost: ("lost the connection to {where} ({text})", None),
+        Deadlock: ("{where} rolled the transaction back ({text})", None),
+        AccessDenied: (
+            "{where} refused access ({text})",
+            "check the user and password in the URL and the user's grants",
+        ),
+        UnknownDatabase: ("{where}: {text}", "create it with `offload db sync` or fix the URL"),
+        ReadOnlyRefused: ("{where} refused a write ({text})", None),
+    }
+)
+
 #: ER_DUP_ENTRY: not translated (an IntegrityError stays SQLAlchemy's); callers may name it
 DUPLICATE_KEY: Final = 1062
 
@@ -98,28 +116,8 @@ def translate(exc: BaseException, where: str) -> DatabaseError | None:
     kind = ERROR_CODES.get(code) if code is not None else None
     if kind is None:
         return None
-    text = _driver_message(exc)
-    if kind is CannotConnect:
-        return CannotConnect(
-            f"cannot connect to {where} ({text})",
-            hint="is the server running? `make up` starts the testbed; check host and port",
-            code=code,
-        )
-    if kind is ConnectionLost:
-        return ConnectionLost(f"lost the connection to {where} ({text})", code=code)
-    if kind is Deadlock:
-        return Deadlock(f"{where} rolled the transaction back ({text})", code=code)
-    if kind is AccessDenied:
-        return AccessDenied(
-            f"{where} refused access ({text})",
-            hint="check the user and password in the URL and the user's grants",
-            code=code,
-        )
-    if kind is UnknownDatabase:
-        return UnknownDatabase(
-            f"{where}: {text}", hint="create it with `offload db sync` or fix the URL", code=code
-        )
-    return ReadOnlyRefused(f"{where} refused a write ({text})", code=code)
+    message, hint = _WORDING[kind]
+    return kind(message.format(where=where, text=_driver_message(exc)), hint=hint, code=code)
 
 
 def is_access_denied(exc: BaseException) -> bool:

@@ -196,38 +196,27 @@ def _replicas(status: dict[str, Any]) -> Table:
     return table
 
 
+#: the task table's figures (right-aligned), after its task and state columns
+_TASK_FIGURES: Final = (
+    "runs",
+    "fail",
+    "last run",
+    "ms",
+    "replica SELECTs",
+    "primary SELECTs",
+    "writes",
+    "rejected",
+    "fallbacks",
+    "skips",
+    "causal",
+)
+
+
 def _tasks(tasks: Sequence[dict[str, Any]], now: float) -> Table:
-    table = _table(
-        "task",
-        "state",
-        "runs",
-        "fail",
-        "last run",
-        "ms",
-        "replica SELECTs",
-        "primary SELECTs",
-        "writes",
-        "rejected",
-        "fallbacks",
-        "skips",
-        "causal",
-        right=(
-            "runs",
-            "fail",
-            "last run",
-            "ms",
-            "replica SELECTs",
-            "primary SELECTs",
-            "writes",
-            "rejected",
-            "fallbacks",
-            "skips",
-            "causal",
-        ),
-    )
+    table = _table("task", "state", *_TASK_FIGURES, right=_TASK_FIGURES)
     for task in tasks:
         if not task["enabled"]:
-            table.add_row(task["task"], f"off: {task['off_because']}", *[""] * 11)
+            table.add_row(task["task"], f"off: {task['off_because']}", *[""] * len(_TASK_FIGURES))
             continue
         counts: dict[str, int] = task["statements"]
         replica = counts.get("replica:SELECT", 0)
