@@ -8,6 +8,7 @@ here can run.
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -237,3 +238,23 @@ def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
     assert ComposeTopology(tmp_path)._load_state() == {}
+
+
+def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
+    topology = ComposeTopology(tmp_path)
+    with pytest.raises(TestbedError, match="no compose testbed"):
+        topology.command_line()
+    (tmp_path / "state.json").write_text(
+        json.dumps(
+            {
+                "backend": "compose",
+                "compose": ["/usr/bin/docker", "compose"],
+                "compose_file": "/repo/docker-compose.yml",
+                "project": "offload-1234abcd",
+            }
+        )
+    )
+
+    assert topology.command_line() == (
+        f"docker compose -p offload-1234abcd --env-file {tmp_path.resolve()}/compose.env"
+    )
