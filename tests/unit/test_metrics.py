@@ -68,12 +68,15 @@ def test_every_figure_under_its_name_and_labels() -> None:
     assert source.reads == 1  # read at the scrape, not when registered
     samples = _samples(body)
     sync = ("task", "_sync_power_states")
-    assert samples[
-        (
-            "offload_statements_total",
-            (("route", "replica"), ("target", "replica0"), sync, ("verb", "SELECT")),
-        )
-    ] == 5
+    assert (
+        samples[
+            (
+                "offload_statements_total",
+                (("route", "replica"), ("target", "replica0"), sync, ("verb", "SELECT")),
+            )
+        ]
+        == 5
+    )
     assert samples[("offload_replica_lag_seconds", (("replica", "replica0"),))] == 0.125
     # unknown lag: no sample rather than a made-up number; reachability still shown
     assert ("offload_replica_lag_seconds", (("replica", "replica1"),)) not in samples

@@ -19,6 +19,7 @@ PUBLIC = [
     "Database",
     "DatabaseError",
     "Deadlock",
+    "MissingExtra",
     "OffloadError",
     "QueryTrace",
     "ReadOnlyRefused",
