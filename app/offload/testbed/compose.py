@@ -51,7 +51,7 @@ from sqlalchemy import text
 from offload import replication
 from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError, TestbedError
-from offload.testbed import images
+from offload.testbed import engine, images
 from offload.testbed.files import load_credentials, read_state, write_private
 from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
@@ -140,20 +140,8 @@ def registry_image(flavor: FlavorSpec | None) -> str:
 
 
 def _require_engine() -> None:
-    result = subprocess.run(
-        [images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise TestbedError(
-            f"no Docker engine answers ({detail})",
-            hint="start one (`dockerd`, or Docker Desktop), or use the native "
-            "backend (--backend native, --testbed=native)",
-        )
+    """TestbedError (one line) unless a Docker engine answers (MissingExtra without the SDK)."""
+    engine.client()
 
 
 def offline_wanted(environ: Mapping[str, str]) -> bool:
@@ -473,25 +461,7 @@ class ComposeTopology:
 
     def _inspect(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``docker inspect`` of every container of this project."""
-        docker = images.docker_command()
-        label = f"label=com.docker.compose.project={state['project']}"
-        listed = subprocess.run(
-            [docker, "ps", "-aq", "--filter", label],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        ids = listed.stdout.split()
-        if listed.returncode != 0 or not ids:
-            return []
-        shown = subprocess.run(
-            [docker, "inspect", *ids], capture_output=True, text=True, check=False, timeout=60
-        )
-        if shown.returncode != 0:  # a container went away between ps and inspect
-            return []
-        found: list[dict[str, Any]] = json.loads(shown.stdout)
-        return found
+        return engine.project_containers(state["project"])
 
     @staticmethod
     def _service(container: Mapping[str, Any]) -> str:
@@ -626,7 +596,7 @@ class ComposeTopology:
         lines: list[str] = []
         try:
             listed = list(containers) if containers is not None else self._inspect(state)
-        except (OSError, ValueError, subprocess.SubprocessError):
+        except OffloadError:
             listed = []
         lines.append(
             "containers: "
@@ -634,39 +604,26 @@ class ComposeTopology:
         )
         for container in listed:
             if self._service(container) == "replica" and self._health(container) not in _STOPPED:
-                status = subprocess.run(
-                    [
-                        images.docker_command(),
-                        "exec",
+                try:
+                    _, output = engine.exec_in(
                         container["Id"],
-                        "/bin/sh",
-                        "/etc/offload/mysql/healthcheck.sh",
-                        "replica",
-                        "-v",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=30,
-                )
+                        ["/bin/sh", "/etc/offload/mysql/healthcheck.sh", "replica", "-v"],
+                    )
+                except OffloadError as exc:
+                    output = str(exc)
                 wanted = ("Running", "Error", "Gtid", "Master_Host", "Source_Host")
                 picked = [
                     ln.strip()
-                    for ln in status.stdout.splitlines()
+                    for ln in output.splitlines()
                     if any(w in ln for w in wanted) and ln.strip()
                 ]
-                lines.append(
-                    "replica status: "
-                    + ("; ".join(picked) or (status.stdout + status.stderr).strip())
-                )
+                lines.append("replica status: " + ("; ".join(picked) or output.strip()))
         try:
-            logs = self._compose(
-                state, "logs", "--no-color", "--tail", "25", timeout=60, check=False
-            )
-            lines.append("compose logs (last 25 lines per container):")
-            lines.append((logs.stdout + logs.stderr).rstrip())
-        except (OffloadError, OSError) as exc:
-            lines.append(f"compose logs unavailable: {exc}")
+            logs = engine.container_logs(listed, tail=25)
+            lines.append("logs (last 25 lines per container):")
+            lines.append(logs)
+        except OffloadError as exc:
+            lines.append(f"logs unavailable: {exc}")
         return "\n".join(lines)
 
     # --- the compute containers, logs, down ------------------------------------
@@ -713,14 +670,33 @@ class ComposeTopology:
         self._save_state(state)
         return True
 
-    def logs(self, *, tail: int = 30) -> str:
+    def logs(self, *, tail: int = 30, service: str | None = None) -> str:
+        """The last ``tail`` lines of each container (of ``service``), ``name | line``."""
         state = self._load_state()
         if not state.get("project"):
             return ""
-        result = self._compose(
-            state, "logs", "--no-color", "--tail", str(tail), timeout=60, check=False
-        )
-        return (result.stdout + result.stderr).rstrip()
+        return engine.container_logs(self._containers(state, service), tail=tail)
+
+    def containers(self, service: str | None = None) -> list[dict[str, Any]]:
+        """``docker inspect`` of this testbed's containers (of one compose service)."""
+        state = self._load_state()
+        return self._containers(state, service) if state.get("project") else []
+
+    def _containers(self, state: Mapping[str, Any], service: str | None) -> list[dict[str, Any]]:
+        found = self._inspect(state)
+        return [c for c in found if service is None or self._service(c) == service]
+
+    def stop(self, service: str, *, timeout: int = 30) -> None:
+        """Stop every container of a compose service (``docker stop``: SIGTERM, then SIGKILL)."""
+        state = self._require_up()
+        for container in self._containers(state, service):
+            engine.stop_container(container["Id"], timeout=timeout)
+
+    def start(self, service: str) -> None:
+        """Start the stopped containers of a compose service again (same containers)."""
+        state = self._require_up()
+        for container in self._containers(state, service):
+            engine.start_container(container["Id"])
 
     def down(self) -> None:
         """Remove the stack's containers, network and volumes (credentials are kept)."""
