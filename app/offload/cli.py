@@ -443,7 +443,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     if status is None:  # no service: read the replicas from here
         service = Service(settings)
         try:
-            status = service.status()
+            status = dict(service.status())  # the StatusDocument, as the JSON the service serves
         finally:
             service.close()
     if args.json:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,6 +34,7 @@ from offload.errors import OffloadError
 from offload.metrics import Figures, exposition, registry_of
 from offload.monitor import replica_views
 from offload.periodic import Scheduler, install_signal_handlers
+from offload.statusdoc import ReplicaView, RoutingView, StatusDocument, TaskView
 from offload.tracing import JsonLinesSink, StatementRecord
 from offload.urls import masked
 
@@ -122,10 +123,11 @@ class Service:
                     )
         return True, reasons
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDocument:
+        """The ``/status`` document (docs/status.schema.json)."""
         healthy, reasons = self.health()
         counts = self.counter.snapshot()
-        tasks = []
+        tasks: list[TaskView] = []
         for spec in TASKS:
             stats = self.scheduler.stats[spec.name]
             last = self.manager.last_reports.get(spec.name)
@@ -147,7 +149,8 @@ class Service:
                     "last_error": stats.last_error,
                     "rejected_writes": self.manager.totals[spec.name]["rejected"],
                     "statements": dict(sorted(by_route.items())),
-                    "routing": self.db.routing.for_task(spec.name),
+                    # RoutingStats.for_task writes exactly RoutingView's keys
+                    "routing": cast(RoutingView, self.db.routing.for_task(spec.name)),
                     "last_run": last.as_dict() if last else None,
                 }
             )
@@ -159,7 +162,11 @@ class Service:
             "primary": {"url": masked(self.settings.require_connection()), "reachable": healthy},
             "max_lag_ms": self.settings.replica.max_lag * 1000,
             "lag_policy": self.settings.replica.lag_policy.value,
-            "replicas": replica_views(self.db, self.settings.testbed.replica_admin_connections),
+            # monitor.replica_views writes exactly ReplicaView's keys
+            "replicas": cast(
+                list[ReplicaView],
+                replica_views(self.db, self.settings.testbed.replica_admin_connections),
+            ),
             "tasks": tasks,
         }
 

@@ -10,7 +10,6 @@ import pytest
 
 from offload.testbed import engine, images
 from offload.testbed.compose import ComposeTopology
-from offload.testbed.files import read_state
 from offload.testbed.topology import TestbedInfo
 
 
@@ -21,7 +20,7 @@ def compose(offload_compose: ComposeTopology, testbed: TestbedInfo) -> ComposeTo
 
 
 def test_diagnostics_show_states_the_replicas_threads_and_logs(compose: ComposeTopology) -> None:
-    shown = compose.diagnostics(read_state(compose.dir))
+    shown = compose.diagnostics()
     containers = shown.splitlines()[0]
     assert containers.startswith("containers: ")
     assert "primary" in containers and "=healthy" in containers
