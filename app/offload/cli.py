@@ -465,7 +465,7 @@ def _status_now(settings: Settings) -> dict[str, Any]:
     engine = unpooled_engine(settings.require_connection(), name="primary")
     try:
         with Database(settings) as db:
-            return monitor.status_document(settings, db, engine)
+            return dict(monitor.status_document(settings, db, engine))
     finally:
         engine.dispose()
 

@@ -17,6 +17,7 @@ __all__ = [
     "ConnectionLost",
     "DatabaseError",
     "Deadlock",
+    "MissingExtra",
     "OffloadError",
     "ReadOnlyRefused",
     "ReplicationError",
@@ -47,6 +48,10 @@ class ConfigError(OffloadError):
     """Bad configuration or usage: a missing file, an unknown option, a malformed URL."""
 
     exit_code = 2
+
+
+class MissingExtra(ConfigError):
+    """A command needs an optional dependency (an extra: ``offload[lab]``, ...) not installed."""
 
 
 class DatabaseError(OffloadError):

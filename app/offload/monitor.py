@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import URL, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +28,7 @@ from offload.errors import OffloadError
 from offload.flavor import detect_flavor
 from offload.gtid import gtid_distance
 from offload.periodic import TaskStats
+from offload.statusdoc import ReplicaView, RoutingView, StatusDocument, TaskView
 from offload.urls import masked
 
 __all__ = [
@@ -122,26 +123,26 @@ def collect(settings: Settings) -> list[ServerReport]:
     return reports
 
 
-def _thread_fields(report: ServerReport) -> dict[str, Any]:
-    """A replica's ``ask`` report as the status document's fields."""
-    if report.error:
-        return {"status_error": report.error.splitlines()[0]}
+def _add_threads(view: ReplicaView, report: ServerReport) -> None:
+    """A replica's ``ask`` report into its view: thread states, or why there are none."""
     status = report.replica
-    if status is None:
-        return {"status_error": report.notes[0] if report.notes else _NOT_A_REPLICA}
-    flavor = detect_flavor(report.version)
-    return {
-        "io_running": status.io_running,
-        "sql_running": status.sql_running,
-        "last_error": status.last_sql_error or status.last_io_error or None,
-        "seconds_behind": status.seconds_behind,
-        "received_gtid": status.received_gtid,
-        "executed_gtid": status.executed_gtid,
-        "gtid_distance": gtid_distance(status.received_gtid, status.executed_gtid, flavor),
-    }
+    if report.error:
+        view["status_error"] = report.error.splitlines()[0]
+    elif status is None:
+        view["status_error"] = report.notes[0] if report.notes else _NOT_A_REPLICA
+    else:
+        view["io_running"] = status.io_running
+        view["sql_running"] = status.sql_running
+        view["last_error"] = status.last_sql_error or status.last_io_error or None
+        view["seconds_behind"] = status.seconds_behind
+        view["received_gtid"] = status.received_gtid
+        view["executed_gtid"] = status.executed_gtid
+        view["gtid_distance"] = gtid_distance(
+            status.received_gtid, status.executed_gtid, detect_flavor(report.version)
+        )
 
 
-def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[dict[str, Any]]:
+def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[ReplicaView]:
     """One JSON-ready dict per replica: heartbeat lag, and with ``status_urls`` (privileged,
     one per replica) thread states, last error and GTID distance."""
     if not db.replicas:
@@ -150,7 +151,7 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[dict[st
     views = []
     for index, target in enumerate(db.replicas):
         reading = readings.get(target.name)
-        view: dict[str, Any] = {
+        view: ReplicaView = {
             "name": target.name,
             "url": masked(target.engine.url),
             "reachable": bool(reading and reading.reachable),
@@ -169,7 +170,7 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[dict[st
             "gtid_distance": None,
         }
         if index < len(status_urls):
-            view.update(_thread_fields(ask(target.name, status_urls[index])))
+            _add_threads(view, ask(target.name, status_urls[index]))
         else:
             view["status_error"] = "thread states need a privileged account; none is configured"
         views.append(view)
@@ -207,7 +208,7 @@ def task_view(
     rejected: int = 0,
     statements: Mapping[str, int] | None = None,
     last_run: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> TaskView:
     """One task of the status document; without ``stats``, a task that never ran."""
     off = spec.off_because(settings.compute)
     if stats is None:
@@ -225,7 +226,8 @@ def task_view(
         "last_error": stats.last_error,
         "rejected_writes": rejected,
         "statements": dict(sorted((statements or {}).items())),
-        "routing": db.routing.for_task(spec.name),
+        # RoutingStats.for_task writes exactly RoutingView's keys
+        "routing": cast(RoutingView, db.routing.for_task(spec.name)),
         "last_run": dict(last_run) if last_run is not None else None,
     }
 
@@ -235,9 +237,9 @@ def status_document(
     db: Database,
     engine: Engine,
     *,
-    tasks: Sequence[dict[str, Any]] | None = None,
+    tasks: Sequence[TaskView] | None = None,
     started: float | None = None,
-) -> dict[str, Any]:
+) -> StatusDocument:
     """The document of ``/status`` and ``offload status --json``.
 
     ``engine`` is a small pool on the primary for the health check; ``tasks`` default to

@@ -204,7 +204,7 @@ def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: Testbe
     service = Service(settings)
     try:
         service.manager.run(TASK)
-        families = {f.name: f for f in text_string_to_metric_families(service.metrics())}
+        families = {f.name: f for f in text_string_to_metric_families(service.metrics().decode())}
         status = service.status()
     finally:
         service.close()

@@ -20,6 +20,7 @@ from offload.errors import TestbedError
 from offload.testbed import compose as compose_module
 from offload.testbed.compose import ComposeTopology, offline_wanted, project_name
 from offload.testbed.container import compute_host, parse_ptr_answer, ptr_query, render_config
+from offload.testbed.files import ComposeState
 from offload.testbed.mysqld import find_mysql_dir, render_sql, split_sql
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, Credentials
 
@@ -149,14 +150,14 @@ def test_the_compute_container_config() -> None:
 
 
 def test_ports_fixed_scaled_and_picked_by_docker() -> None:
-    assert ComposeTopology._ports({"port": 34061}) == {
+    assert ComposeTopology._ports(34061) == {
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
-    scaled = ComposeTopology._ports({"port": 34061, "compute_scale": 3})
+    scaled = ComposeTopology._ports(34061, 3)
     assert scaled["OFFLOAD_SERVICE_PORTS"] == "34080-34089"  # each instance a free one
-    assert set(ComposeTopology._ports({"port": 0, "compute_scale": 3}).values()) == {"0"}
+    assert set(ComposeTopology._ports(0, 3).values()) == {"0"}
 
 
 def test_one_project_per_testbed_directory(tmp_path: Path) -> None:
@@ -173,7 +174,14 @@ def test_one_replica_only(tmp_path: Path) -> None:
 def test_the_env_file_is_private_and_complete(tmp_path: Path) -> None:
     topology = ComposeTopology(tmp_path, port=34061)
     tmp_path.mkdir(exist_ok=True)
-    state = {"images": {"OFFLOAD_DB_IMAGE": "mariadb:11.4"}, "port": 34061, "compute_scale": 1}
+    state = ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file=str(topology.env_path),
+        port=34061,
+        images={"OFFLOAD_DB_IMAGE": "mariadb:11.4"},
+    )
     topology._write_env(state, Credentials("a", "b", "c", "d"))
     written = topology.env_path.read_text()
     assert topology.env_path.stat().st_mode & 0o777 == 0o600
@@ -237,7 +245,7 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
 def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
-    assert ComposeTopology(tmp_path)._load_state() == {}
+    assert ComposeTopology(tmp_path)._load_state() is None
 
 
 def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
@@ -251,6 +259,7 @@ def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
                 "compose": ["/usr/bin/docker", "compose"],
                 "compose_file": "/repo/docker-compose.yml",
                 "project": "offload-1234abcd",
+                "port": 0,
             }
         )
     )

@@ -28,20 +28,22 @@ def recorded_backend(directory: Path) -> str | None:
     from offload.testbed.files import read_state  # noqa: PLC0415 - loads the topology
 
     state = read_state(directory)
-    if not state:
-        return None
-    backend = state.get("backend", "native")
-    return backend if backend in BACKENDS else None
+    return None if state is None else state.backend
 
 
 def compose_available() -> bool:
-    """Docker Compose is installed and a Docker engine answers."""
-    from offload.testbed.compose import compose_command, require_engine  # noqa: PLC0415
+    """Docker Compose is installed and a Docker engine answers.
+
+    The engine's client is kept for the process once it answered, so the compose testbed
+    that ``testbed up`` then starts does not ask the engine a second time.
+    """
+    from offload.testbed import engine  # noqa: PLC0415
+    from offload.testbed.compose import compose_command  # noqa: PLC0415
 
     try:
         compose_command()
-        require_engine()
-    except OffloadError:
+        engine.client()
+    except OffloadError:  # no compose, no engine, or no Docker SDK (offload[compose])
         return False
     return True
 
