@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from offload.db import Database
-from offload.errors import ReplicationTimeout
+from offload.replication import ReplicationTimeout
 from offload.testbed import TestbedInfo
 from offload.testbed.janitor import DatabaseJanitor
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from offload.compute.manager import TASKS
+from offload.compute.catalogue import TASKS
 from offload.config import ComputeSettings
 
 JUNO = {
