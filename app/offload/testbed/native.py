@@ -7,6 +7,7 @@ No Docker needed — the embedded default.  Layout of the testbed directory::
     DIR/offload.conf        the config every later command reads (0600)
     DIR/primary/            my.cnf, data/, error.log, mysqld.sock
     DIR/replica0/ ...
+    DIR/links.json          the replicas' shaped links (`offload link`), restarted by up()
 
 ``up()`` is idempotent: a running, healthy testbed is left alone; stale
 processes of an earlier run (a crashed launcher) are swept first; data dirs are
@@ -31,6 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.errors import OffloadError, TestbedError
+from offload.link.runner import LinkRecord, LinkRunner
 from offload.testbed.files import (
     LOOPBACK,
     NativeState,
@@ -305,6 +307,7 @@ class NativeTopology:
         creds = self._credentials()
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
+            self._links().start_recorded()
             self._await_replication(state)
             write_config(info, self.config_path)
             return info
@@ -319,6 +322,7 @@ class NativeTopology:
                 self._bootstrap(state, program, creds)
                 state = replace(state, initialised=True)
                 self._save_state(state)
+            self._links().start_recorded()
             self._await_replication(state)
         except BaseException:
             # the file holds every pid recorded so far, even of a start that failed midway
@@ -454,8 +458,56 @@ class NativeTopology:
             self._save_state(state.without_pids())
 
     def down(self) -> None:
-        """Stop every server this testbed started (data dirs are kept)."""
+        """Stop every server this testbed started (data dirs are kept), then their links."""
         self._stop_all(self._load_state())
+        self._links().stop_all()
+
+    # --- shaped links (offload.link) ----------------------------------------
+
+    def _links(self) -> LinkRunner:
+        return LinkRunner(self.dir, bind_to_parent=self.bind_to_parent)
+
+    def _point(self, name: str, port: int) -> None:
+        state = self._require_state()
+        engine = self._root_engine(name)
+        try:
+            with engine.connect() as conn:
+                replication.point_at(conn, replication.Flavor(state.flavor), state.host, port)
+        finally:
+            engine.dispose()
+
+    def attach_link(self, name: str) -> LinkRecord:
+        """Put a link proxy in ``name``'s replication path (started, and the replica's
+        source pointed at it); a link already there is left alone."""
+        state = self._require_state()
+        if name == "primary" or name not in state.servers:
+            replicas = ", ".join(n for n in state.servers if n != "primary")
+            raise TestbedError(f"there is no replica {name!r}", hint=f"name one of: {replicas}")
+        runner = self._links()
+        known = runner.records().get(name)
+        listen, control = (
+            (known.listen_port, known.control_port) if known is not None else free_ports(2)
+        )
+        record = runner.start(
+            LinkRecord(
+                name=name,
+                listen_port=listen,
+                control_port=control,
+                upstream_host=state.host,
+                upstream_port=state.primary_port,
+            )
+        )
+        if known is None:
+            self._point(name, record.listen_port)
+        return record
+
+    def detach_link(self, name: str) -> None:
+        """Point ``name`` at the primary again and stop its link."""
+        runner = self._links()
+        if name not in runner.records():
+            return
+        self._point(name, self._require_state().primary_port)
+        runner.stop(name, forget=True)
 
     def __enter__(self) -> TestbedInfo:
         return self.up()
