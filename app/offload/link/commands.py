@@ -73,21 +73,24 @@ def link_command(args: argparse.Namespace, directory: Path) -> list[str]:
                 continue
             lines.append(_line(name, runner.control(name, "GET", "/link")))
         return lines
+    if command == "clear":
+        runner.record(args.name)  # only a link that exists
+        return [_line(args.name, runner.control(args.name, "POST", "/clear"))]
+    # what was asked is checked before the testbed is touched
+    changes = _changes(args) if command == "set" else {}
+    seconds = parse_duration(args.seconds, option="--for") if command == "cut" else 0.0
     topology = _topology(directory)
     if command == "remove":
         topology.detach_link(args.name)
         return [f"{args.name}: replicates from the primary directly again"]
     if command == "set":
-        changes = _changes(args)
         topology.attach_link(args.name)
         return [_line(args.name, runner.control(args.name, "POST", "/toxics", changes))]
     if command == "cut":
-        seconds = parse_duration(args.seconds, option="--for")
         topology.attach_link(args.name)
         runner.control(args.name, "POST", "/cut", {"seconds": seconds})
         return [
             f"{args.name}: link cut for {format_duration(seconds)} (connections reset, "
             "new ones refused); it heals by itself"
         ]
-    runner.record(args.name)  # clear: only a link that exists
-    return [_line(args.name, runner.control(args.name, "POST", "/clear"))]
+    raise AssertionError(f"unknown link command {command}")  # argparse allows no other
