@@ -799,7 +799,7 @@ def _add_bench(commands: Any) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        choices=["offload", "routing", "replication", "scaling", "write-load"],
+        choices=["offload", "routing", "replication", "scaling", "write-load", "link"],
         help="run only this benchmark (repeatable)",
     )
     bench.set_defaults(handler=cmd_bench, full=False)

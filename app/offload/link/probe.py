@@ -50,6 +50,8 @@ class Probe:
     primary: Any
     replica: Any
     clock: Callable[[], float] = time.perf_counter
+    #: between polls: short, but the poller leaves the CPU to the servers and the link
+    poll: float = 0.0001
     _next_id: int = 0
 
     @classmethod
@@ -102,7 +104,7 @@ class Probe:
 
     def await_row(self, row: int, timeout: float) -> float:
         """Poll the replica until ``row`` shows; the clock's time it did."""
-        if not wait_for(lambda: self.visible(row), Deadline(timeout), interval=0.0):
+        if not wait_for(lambda: self.visible(row), Deadline(timeout), interval=self.poll):
             raise ReplicationError(f"probe row {row} not visible on the replica in {timeout:g}s")
         return self.clock()
 

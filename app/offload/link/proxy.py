@@ -150,6 +150,13 @@ class Link:
     ) -> None:
         pace = Pace(self.rng)
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+        pending = [0]  # chunks handed to the sender, not written yet
+
+        def count(size: int) -> None:
+            if down:
+                self.bytes_down += size
+            else:
+                self.bytes_up += size
 
         async def send() -> None:
             while (item := await queue.get()) is not None:
@@ -159,11 +166,9 @@ class Link:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 writer.write(data)
+                pending[0] -= 1
                 await writer.drain()
-                if down:
-                    self.bytes_down += len(data)
-                else:
-                    self.bytes_up += len(data)
+                count(len(data))
 
         sender = asyncio.ensure_future(send())
         try:
@@ -174,7 +179,17 @@ class Link:
                     data = b""
                 if not data or sender.done():
                     break
-                queue.put_nowait((pace.release_at(self.clock(), len(data), self.toxics), data))
+                now = self.clock()
+                release = pace.release_at(now, len(data), self.toxics)
+                if release <= now and not pending[0] and self._flowing.is_set():
+                    # no toxic and nothing held: write at once (no hop through the sender)
+                    writer.write(data)
+                    count(len(data))
+                    if writer.transport.get_write_buffer_size() > _CHUNK:
+                        await writer.drain()
+                    continue
+                pending[0] += 1
+                queue.put_nowait((release, data))
             queue.put_nowait(None)
             with contextlib.suppress(OSError, ConnectionError):
                 await sender  # what was read before the EOF still goes out, on time
@@ -248,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="link", help="what the link is for (in ps)")
     args = parser.parse_args(argv)
     link = Link(args.upstream_host, args.upstream_port)
-    asyncio.run(serve(link, args.listen_port, args.control_port))
+    try:  # libuv's loop: a shorter hop per chunk than asyncio's (the lab extra has it)
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        asyncio.run(serve(link, args.listen_port, args.control_port))
+    else:
+        uvloop.run(serve(link, args.listen_port, args.control_port))
     return 0
 
 

@@ -501,6 +501,16 @@ class NativeTopology:
             self._point(name, record.listen_port)
         return record
 
+    def route_replica(self, name: str, *, through_link: bool) -> None:
+        """Point ``name`` at its link (attached before) or straight at the primary; the
+        link keeps running either way (the bench compares the two on one replica)."""
+        port = (
+            self._links().record(name).listen_port
+            if through_link
+            else self._require_state().primary_port
+        )
+        self._point(name, port)
+
     def detach_link(self, name: str) -> None:
         """Point ``name`` at the primary again and stop its link."""
         runner = self._links()
