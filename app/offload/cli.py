@@ -173,6 +173,14 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+    from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
+
+    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    if backend == "compose" and not knobs.empty:
+        raise TestbedError(
+            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            hint="add --backend native",
+        )
 
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
@@ -190,7 +198,12 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
         topology = NativeTopology(
-            directory, port=args.port, replicas=args.replicas, mysqld=args.mysqld, flavor=flavor
+            directory,
+            port=args.port,
+            replicas=args.replicas,
+            mysqld=args.mysqld,
+            flavor=flavor,
+            knobs=knobs,
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
@@ -650,6 +663,19 @@ def _add_testbed(commands: Any) -> None:
         action="store_true",
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
+    )
+    up.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    up.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="native: semi-synchronous replication on (off with --no-semi-sync)",
     )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from offload import replication
 from offload.cli import main
@@ -26,6 +27,7 @@ from offload.link.proxy import Link
 from offload.link.runner import LinkRunner
 from offload.link.toxics import Toxics
 from offload.testbed import TestbedInfo
+from offload.testbed.knobs import read_knobs
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
@@ -176,3 +178,71 @@ async def _stall_and_cut() -> None:
 
 def test_proxy_stall_holds_bytes_and_cut_resets_then_refuses() -> None:
     asyncio.run(_stall_and_cut())
+
+
+# --- the servers' own knobs: parallel appliers, semi-sync (testbed up) -------
+
+
+def _knobs(link: Linked, *, primary: bool) -> dict[str, str]:
+    url = link.info.admin_url() if primary else link.info.replica_admin_urls()[0]
+    engine = unpooled_engine(url, name="primary" if primary else REPLICA)
+    try:
+        with engine.connect() as conn:
+            return read_knobs(conn, link.info.flavor, primary=primary)
+    finally:
+        engine.dispose()
+
+
+def _scalar(link: Linked, sql: str, *, primary: bool) -> object:
+    url = link.info.admin_url() if primary else link.info.replica_admin_urls()[0]
+    engine = unpooled_engine(url, name="primary" if primary else REPLICA)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_parallel_appliers_and_semi_sync_cost_a_round_trip(link: Linked) -> None:
+    mariadb = link.info.flavor is replication.Flavor.MARIADB
+    workers_variable = "slave_parallel_threads" if mariadb else "replica_parallel_workers"
+    before = int(_knobs(link, primary=False)[workers_variable])
+    up = ["testbed", "up", "--dir", str(link.dir), "--backend", "native"]
+    assert main([*up, "--replica-workers", "4", "--semi-sync"]) == 0
+    try:
+        replica = _knobs(link, primary=False)
+        assert replica[workers_variable] == "4"
+        semi_sync = "rpl_semi_sync_slave_enabled" if mariadb else "rpl_semi_sync_replica_enabled"
+        assert replica[semi_sync] == "ON"
+        workers_sql = (
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE state LIKE 'Waiting for work from SQL thread%'"
+            if mariadb
+            else "SELECT COUNT(*) FROM performance_schema.replication_applier_status_by_worker"
+        )
+        assert wait_for(lambda: _scalar(link, workers_sql, primary=False) == 4, Deadline(10.0)), (
+            f"{_scalar(link, workers_sql, primary=False)} applier workers"
+        )
+        clients = "Rpl_semi_sync_master_clients" if mariadb else "Rpl_semi_sync_source_clients"
+        clients_sql = (
+            "SELECT VARIABLE_VALUE FROM "
+            + ("information_schema" if mariadb else "performance_schema")
+            + f".global_status WHERE VARIABLE_NAME = '{clients}'"
+        )
+        assert wait_for(
+            lambda: str(_scalar(link, clients_sql, primary=True)) == "1", Deadline(10.0)
+        ), "the replica never acknowledged as a semi-sync client"
+        # a commit now waits for the replica's acknowledgement: one round trip of the link
+        link.cli("set", REPLICA, "--delay", "20ms")
+        commits = []
+        for _ in range(SAMPLES):
+            started = time.perf_counter()
+            link.probe.commit()
+            commits.append(time.perf_counter() - started)
+        assert 0.040 <= median(commits) < 0.200, f"commit p50 {median(commits) * 1e3:.1f} ms"
+    finally:
+        link.cli("clear", REPLICA)
+        assert main([*up, "--replica-workers", str(max(1, before)), "--no-semi-sync"]) == 0
+    assert _knobs(link, primary=True) == {
+        ("rpl_semi_sync_master_enabled" if mariadb else "rpl_semi_sync_source_enabled"): "OFF"
+    }

@@ -41,6 +41,7 @@ from offload.testbed.files import (
     read_state,
     save_state,
 )
+from offload.testbed.knobs import ApplierKnobs, apply_to_primary, apply_to_replica
 from offload.testbed.mysqld import (
     ServerProgram,
     find_mysql_dir,
@@ -94,6 +95,7 @@ class NativeTopology:
         flavor: FlavorSpec | None = None,
         bind_to_parent: bool = False,
         start_timeout: float = 60.0,
+        knobs: ApplierKnobs | None = None,
     ) -> None:
         if replicas < 1:
             raise TestbedError(
@@ -113,6 +115,7 @@ class NativeTopology:
         self.flavor = flavor if flavor is not None else default_flavor()
         self.bind_to_parent = bind_to_parent
         self.start_timeout = start_timeout
+        self.knobs = knobs if knobs is not None else ApplierKnobs()
         self.servers: dict[str, ServerProcess] = {}
 
     # --- state --------------------------------------------------------------
@@ -308,6 +311,7 @@ class NativeTopology:
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
             self._links().start_recorded()
+            self._apply_knobs(state)
             self._await_replication(state)
             write_config(info, self.config_path)
             return info
@@ -323,6 +327,7 @@ class NativeTopology:
                 state = replace(state, initialised=True)
                 self._save_state(state)
             self._links().start_recorded()
+            self._apply_knobs(state)
             self._await_replication(state)
         except BaseException:
             # the file holds every pid recorded so far, even of a start that failed midway
@@ -408,6 +413,22 @@ class NativeTopology:
                 self._run_script(
                     name, mysql_dir / f"replica-{program.flavor.value}.sql", replica_values
                 )
+
+    def _apply_knobs(self, state: NativeState) -> None:
+        """The servers' own applier and semi-sync settings (testbed/knobs.py), if asked."""
+        if self.knobs.empty:
+            return
+        flavor = replication.Flavor(state.flavor)
+        for name in state.servers:
+            engine = self._root_engine(name)
+            try:
+                with engine.connect() as conn:
+                    if name == "primary":
+                        apply_to_primary(conn, flavor, self.knobs)
+                    else:
+                        apply_to_replica(conn, flavor, self.knobs)
+            finally:
+                engine.dispose()
 
     def _await_replication(self, state: NativeState) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
