@@ -21,7 +21,11 @@ from sqlalchemy import text
 
 from offload import replication
 from offload.cli import main
+from offload.config import ReplicaSettings, Settings
 from offload.dberrors import unpooled_engine
+from offload.experiments.records import read_events
+from offload.experiments.runner import ExperimentPlan, run_experiment
+from offload.experiments.scenarios import parse_scenario
 from offload.link.probe import Probe, median
 from offload.link.proxy import Link
 from offload.link.runner import LinkRunner
@@ -246,3 +250,24 @@ def test_parallel_appliers_and_semi_sync_cost_a_round_trip(link: Linked) -> None
     assert _knobs(link, primary=True) == {
         ("rpl_semi_sync_master_enabled" if mariadb else "rpl_semi_sync_source_enabled"): "OFF"
     }
+
+
+# --- a lag experiment with a link step ----------------------------------------
+
+
+def test_a_lag_experiment_with_a_link_step(link: Linked, tmp_path: Path) -> None:
+    settings = link.info.settings(base=Settings(replica=ReplicaSettings(max_lag=0.1)))
+    plan = ExperimentPlan(
+        scenario=parse_scenario("link:delay=300ms@0.5..2.5"),
+        duration=3.5,
+        write_rate=20,
+        instances=60,
+    )
+    topology = NativeTopology(link.dir, flavor=None, bind_to_parent=True)
+    result = run_experiment(settings, plan, tmp_path, topology=topology)
+    (event,) = read_events(tmp_path / "events.csv")
+    assert (event.kind, event.target, event.detail) == ("link", REPLICA, "delay=300ms")
+    assert event.end is not None and 0.4 <= event.t < event.end <= plan.duration
+    # the heartbeat crossed the delayed link: lag well beyond max_lag, then back
+    assert result.summary["lag"][REPLICA]["lag_max"] >= 0.25
+    assert link.runner.control(REPLICA, "GET", "/link")["toxics"] == Toxics().as_dict()
