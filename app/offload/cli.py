@@ -851,7 +851,8 @@ def _add_lag(commands: Any) -> None:
         "--scenario",
         default="steady",
         help="steps joined with +: steady, delay:S, pause:S[@AT], "
-        "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file",
+        "burst:ROWS[@AT], kill-replica[@AT], link:delay=40ms@A..B, cut@A..B; "
+        "or a .toml file",
     )
     experiment.add_argument(
         "--duration",
