@@ -271,3 +271,29 @@ def test_a_lag_experiment_with_a_link_step(link: Linked, tmp_path: Path) -> None
     # the heartbeat crossed the delayed link: lag well beyond max_lag, then back
     assert result.summary["lag"][REPLICA]["lag_max"] >= 0.25
     assert link.runner.control(REPLICA, "GET", "/link")["toxics"] == Toxics().as_dict()
+
+
+async def _rate_capped() -> tuple[float, int]:
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    link = Link("127.0.0.1", echo.sockets[0].getsockname()[1])
+    link.set_toxics({"rate": 100_000.0})  # bytes per second, each way
+    relay = await asyncio.start_server(link.handle, "127.0.0.1", 0)
+    async with echo, relay:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", relay.sockets[0].getsockname()[1]
+        )
+        payload = b"x" * 50_000
+        started = time.perf_counter()
+        writer.write(payload)
+        echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
+        elapsed = time.perf_counter() - started
+        writer.close()
+    return elapsed, len(echoed)
+
+
+def test_proxy_rate_cap_is_never_beaten() -> None:
+    elapsed, size = asyncio.run(_rate_capped())
+    # 50 kB up at 100 kB/s, then the echo down at 100 kB/s: serialised, at least 0.5 s each way
+    # (a lower bound only: a loaded machine can only make it slower)
+    assert size == 50_000
+    assert elapsed >= 0.5, f"50 kB crossed a 100 kB/s link both ways in {elapsed:.3f}s"
