@@ -21,7 +21,9 @@ from offload.errors import (
     ConnectionLost,
     DatabaseError,
     Deadlock,
+    MissingTable,
     ReadOnlyRefused,
+    SchemaMismatch,
     UnknownDatabase,
 )
 
@@ -34,6 +36,13 @@ _DEADLOCK: Final = frozenset({1213, 1205})  # deadlock, lock wait timeout
 _ACCESS: Final = frozenset({1044, 1045, 1142, 1143, 1227, 1698})
 _UNKNOWN_DB: Final = frozenset({1049})
 _READ_ONLY: Final = frozenset({1290, 1792, 1836})  # --read-only, read-only trx, read-only mode
+_NO_SUCH_TABLE: Final = 1146
+_UNKNOWN_COLUMN: Final = 1054
+#: what both schema errors ask for
+_SYNC_HINT: Final = (
+    "`offload db sync` creates offload's tables, or on a Nova database adds what offload "
+    "needs and names what is missing"
+)
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -79,6 +88,10 @@ def translate(exc: BaseException, where: str) -> DatabaseError | None:
         )
     if code in _READ_ONLY:
         return ReadOnlyRefused(f"{where} refused a write ({text})", code=code)
+    if code == _NO_SUCH_TABLE:
+        return MissingTable(f"{where}: {text}", hint=_SYNC_HINT, code=code)
+    if code == _UNKNOWN_COLUMN:
+        return SchemaMismatch(f"{where}: {text}", hint=_SYNC_HINT, code=code)
     return None
 
 
@@ -91,6 +104,9 @@ def install_translation(engine: Engine, *, name: str) -> None:
     def _translate(context: ExceptionContext) -> BaseException | None:
         if context.is_pre_ping:
             return None  # a dead pooled connection: the pool reconnects, nothing to report
+        execution = context.execution_context
+        if execution is not None and execution.execution_options.get("skip_user_error_events"):
+            return None  # SQLAlchemy's own probe (has_table's DESCRIBE): it reads the error
         return translate(context.original_exception, where)
 
 

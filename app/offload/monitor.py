@@ -56,18 +56,21 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[dict[st
     views = []
     for index, target in enumerate(db.replicas):
         reading = readings.get(target.name)
+        fit = bool(
+            reading
+            and reading.usable
+            and reading.lag is not None
+            and reading.lag <= db.settings.replica.max_lag
+        )
         view: dict[str, Any] = {
             "name": target.name,
             "url": masked(target.engine.url),
             "reachable": bool(reading and reading.reachable),
             "lag_ms": round(reading.lag * 1000, 3) if reading and reading.lag is not None else None,
             "error": (reading.error or None) if reading else "not read",
-            "fit": bool(
-                reading
-                and reading.usable
-                and reading.lag is not None
-                and reading.lag <= db.settings.replica.max_lag
-            ),
+            "fit": fit,
+            # lag | unreachable | no_heartbeat, as the guard's fallbacks count them
+            "unfit_reason": None if fit else (reading.unfit_reason or "lag") if reading else None,
             "io_running": None,
             "sql_running": None,
             "last_error": None,

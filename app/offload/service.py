@@ -145,7 +145,7 @@ class Service:
                     "last_error": stats.last_error,
                     "rejected_writes": self.manager.totals[spec.name]["rejected"],
                     "statements": dict(sorted(by_route.items())),
-                    "routing": self.db.routing.for_task(spec.name),
+                    "routing": self._routing(spec.name),
                     "last_run": last.as_dict() if last else None,
                 }
             )
@@ -160,6 +160,13 @@ class Service:
             "replicas": replica_views(self.db, self.settings.testbed.replica_admin_connections),
             "tasks": tasks,
         }
+
+    def _routing(self, task: str) -> dict[str, Any]:
+        """The task's routing counters and, for each reason it met, the cause in words."""
+        routing = self.db.routing.for_task(task)
+        fallbacks: dict[str, int] = routing["fallbacks"]  # type: ignore[assignment]
+        skips: dict[str, int] = routing["skips"]  # type: ignore[assignment]
+        return {**routing, "why": self.db.routing.why({*fallbacks, *skips})}
 
     def metrics(self) -> str:
         lines = [

@@ -10,7 +10,9 @@ __all__ = ["render_status"]
 
 def _replica_line(view: dict[str, Any]) -> str:
     lag = f"lag {view['lag_ms']:.1f} ms" if view.get("lag_ms") is not None else "lag unknown"
-    parts = [f"{view['name']:<9} {view['url']}", lag, "fit" if view.get("fit") else "NOT FIT"]
+    reason = view.get("unfit_reason")
+    fit = "fit" if view.get("fit") else f"NOT FIT ({reason})" if reason else "NOT FIT"
+    parts = [f"{view['name']:<9} {view['url']}", lag, fit]
     if not view.get("reachable"):
         parts.append(f"unreachable: {view.get('error')}")
     if view.get("io_running") is not None:

@@ -41,6 +41,7 @@ from offload.testbed.mysqld import (
     split_sql,
     write_defaults_file,
 )
+from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
@@ -86,6 +87,7 @@ class NativeTopology:
         flavor: FlavorSpec | None = None,
         bind_to_parent: bool = False,
         start_timeout: float = 60.0,
+        schema: str | None = None,
     ) -> None:
         if replicas < 1:
             raise TestbedError(
@@ -105,6 +107,10 @@ class NativeTopology:
         self.flavor = flavor if flavor is not None else default_flavor()
         self.bind_to_parent = bind_to_parent
         self.start_timeout = start_timeout
+        #: offload | nova: what makes the nova database (nova: Nova's own migrations);
+        #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
+        self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
+        self.schema = self.schema_asked or "offload"
         self.servers: dict[str, ServerProcess] = {}
 
     # --- state --------------------------------------------------------------
@@ -243,6 +249,7 @@ class NativeTopology:
             "version": program.version,
             "server": str(program.path),
             "spec": str(self.flavor) if self.flavor is not None else "",
+            "schema": self.schema,
             "host": LOOPBACK,
             "primary_port": ports[0],
             "replica_ports": ports[1:-1],
@@ -277,6 +284,7 @@ class NativeTopology:
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.get("service_port", 0),
             version=state.get("version", ""),
+            schema=state.get("schema", "offload"),
         )
 
     def up(self) -> TestbedInfo:
@@ -285,9 +293,18 @@ class NativeTopology:
         self.dir.chmod(0o700)
         state = self._load_state()
         creds = self._credentials()
+        made = state.get("schema", "offload")
+        if state.get("initialised") and self.schema_asked is None:
+            self.schema = made  # not asked for: the testbed's own
+        if state.get("initialised") and made != self.schema:
+            raise TestbedError(
+                f"the testbed in {self.dir} was made with schema {made}, asked for {self.schema}",
+                hint=f"remove {self.dir} (`make clean`) to start afresh",
+            )
         if state.get("initialised") and self._running(state):
             info = self._info(state, creds)
             self._await_replication(state)
+            self._nova_schema(state, info)
             write_config(info, self.config_path)
             return info
         self._sweep(state)
@@ -301,6 +318,7 @@ class NativeTopology:
                 state["initialised"] = True
                 self._save_state(state)
             self._await_replication(state)
+            self._nova_schema(state, self._info(state, creds))
         except BaseException:
             self._stop_all(state)
             if not state["initialised"]:
@@ -311,6 +329,19 @@ class NativeTopology:
         info = self._info(state, creds)
         write_config(info, self.config_path)
         return info
+
+    def _nova_schema(self, state: dict[str, Any], info: TestbedInfo) -> None:
+        """schema nova: Nova's migrations make the nova database once, then it replicates."""
+        if self.schema != "nova" or state.get("nova_schema"):
+            return
+        synced = sync_testbed(info, workdir=self.dir)
+        state["nova_schema"] = {
+            "revision": synced.revision,
+            "tables": synced.tables,
+            "seconds": round(synced.seconds, 1),
+        }
+        self._save_state(state)
+        self._await_replication(state)
 
     def kill(self, name: str) -> None:
         """SIGKILL one server of a running testbed (fault injection): no clean shutdown."""
