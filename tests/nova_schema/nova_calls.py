@@ -1,11 +1,11 @@
 """Nova's own object API on a testbed: run by the side environment's Python, not offload's.
 
-    python nova_calls.py NOVA_CONF HOST setup     # Nova writes a small host's worth of rows
-    python nova_calls.py NOVA_CONF HOST calls     # the periodic tasks' reads, use_slave both ways
+    python nova_calls.py NOVA_CONF HOST RUN setup  # Nova writes a small host's worth of rows
+    python nova_calls.py NOVA_CONF HOST RUN calls  # the periodic tasks' reads, use_slave both ways
 
 ``NOVA_CONF`` is a nova.conf whose ``[database] connection`` is the primary and
 ``slave_connection`` the replica.  Every statement Nova sends is tagged, first thing, with
-``/* nova-proof phase=... call=... use_slave=... */`` (a SQLAlchemy event on every engine),
+``/* nova-proof run=RUN phase=... call=... use_slave=... */`` (a SQLAlchemy event on every engine),
 so the servers' own statement history tells which call's statements ran where.  Prints one
 JSON document: per call, its rows and what the client saw (statements, servers' ports).
 
@@ -29,12 +29,15 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 #: the tag of the statements sent now; the event below puts it first in each
-TAG: dict[str, str] = {"phase": "none", "call": "none", "use_slave": "-"}
+TAG: dict[str, str] = {"run": "-", "phase": "none", "call": "none", "use_slave": "-"}
 SEEN: list[dict[str, Any]] = []
 
 
 def _tag(conn: Any, cursor: Any, statement: str, parameters: Any, ctx: Any, many: bool) -> Any:
-    tag = f"/* nova-proof phase={TAG['phase']} call={TAG['call']} use_slave={TAG['use_slave']} */"
+    tag = (
+        f"/* nova-proof run={TAG['run']} phase={TAG['phase']} call={TAG['call']} "
+        f"use_slave={TAG['use_slave']} */"
+    )
     SEEN.append(
         {
             "call": TAG["call"],
@@ -247,12 +250,12 @@ def calls(ctx: context.RequestContext, host: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    conf, host, phase = argv[1], argv[2], argv[3]
+    conf, host, run, phase = argv[1:5]
     config.parse_args(["nova-proof", "--config-file", conf], init_rpc=False)
     objects.register_all()
     event.listen(Engine, "before_cursor_execute", _tag, retval=True)
     ctx = context.get_admin_context()
-    TAG.update(phase=phase)
+    TAG.update(run=run, phase=phase)
     if phase == "setup":
         TAG.update(call="setup", use_slave="0")
         result = setup(ctx, host)

@@ -28,15 +28,16 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import URL, inspect
+from sqlalchemy import URL, Connection, inspect, text
 
 from offload.dberrors import unpooled_engine
 from offload.errors import TestbedError
@@ -52,6 +53,7 @@ __all__ = [
     "SCHEMA_VARIABLE",
     "NovaEnv",
     "NovaSync",
+    "NovaTemplate",
     "db_sync",
     "default_schema",
     "main",
@@ -286,6 +288,104 @@ def sync_testbed(
     """
     env = (env or nova_env()).ensure(log=log)
     return db_sync(env, info.primary_url(database), workdir=workdir)
+
+
+#: what the testbed's ``nova`` account may do on its database (mysql/bootstrap/primary.sql);
+#: nova-manage db sync needs no more
+NOVA_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP, REFERENCES"
+
+
+@dataclass(frozen=True, slots=True)
+class NovaTemplate:
+    """Nova's tables as ``nova-manage db sync`` made them, to be made again in other databases.
+
+    Built once (a scratch database, Nova's migrations, ``SHOW CREATE TABLE`` of every
+    table, the scratch database dropped); :meth:`create` then makes any of those tables in
+    another database in a few milliseconds each, exactly as Nova made them — indexes,
+    foreign keys, character set and all.  Test databases get Nova's schema that way
+    without running the migrations (6-20 s) for every test.
+    """
+
+    sync: NovaSync
+    #: table -> its CREATE TABLE statement, parents before children
+    ddl: dict[str, str]
+    #: the database nova-manage made, while it is kept (``build(keep=True)``)
+    database: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        info: TestbedInfo,
+        *,
+        workdir: Path,
+        env: NovaEnv | None = None,
+        keep: bool = False,
+        log: Log = stderr_log,
+    ) -> NovaTemplate:
+        """Nova's migrations in a scratch database, read back; it is dropped unless ``keep``."""
+        env = (env or nova_env()).ensure(log=log)
+        name = f"nova_template_{secrets.token_hex(4)}"
+        admin = unpooled_engine(info.admin_url(), name="primary")
+        kept = False
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"CREATE DATABASE `{name}`"))
+                user = info.primary.username
+                if user and user != info.admin.username:
+                    conn.execute(text(f"GRANT {NOVA_PRIVILEGES} ON `{name}`.* TO '{user}'@'%'"))
+            synced = db_sync(env, info.primary_url(name), workdir=workdir)
+            with admin.connect() as conn:
+                ddl = _ddl_in_order(conn, name)
+            kept = keep
+        finally:
+            if not kept:
+                with admin.begin() as conn:
+                    conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            admin.dispose()
+        return cls(synced, ddl, name if kept else None)
+
+    def drop(self, info: TestbedInfo) -> None:
+        """Drop the kept database (nothing when none is kept)."""
+        if self.database is None:
+            return
+        admin = unpooled_engine(info.admin_url(), name="primary")
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{self.database}`"))
+        finally:
+            admin.dispose()
+
+    def create(self, conn: Connection, tables: Iterable[str] | None = None) -> list[str]:
+        """Make ``tables`` (default: all of Nova's) in ``conn``'s database; returns them."""
+        wanted = set(self.ddl) if tables is None else set(tables)
+        unknown = wanted - set(self.ddl)
+        if unknown:
+            raise TestbedError(f"Nova {NOVA_RELEASE} has no table {', '.join(sorted(unknown))}")
+        made = [table for table in self.ddl if table in wanted]
+        for table in made:
+            conn.exec_driver_sql(self.ddl[table])
+        return made
+
+
+def _ddl_in_order(conn: Connection, database: str) -> dict[str, str]:
+    """``SHOW CREATE TABLE`` of every table of ``database``, parents first."""
+    inspector = inspect(conn)
+    names = sorted(inspector.get_table_names(schema=database))
+    parents = {
+        name: {fk["referred_table"] for fk in inspector.get_foreign_keys(name, schema=database)}
+        - {name}
+        for name in names
+    }
+    ordered: list[str] = []
+    while len(ordered) < len(names):
+        ready = [n for n in names if n not in ordered and parents[n] <= set(ordered)]
+        if not ready:
+            raise TestbedError("Nova's tables have a foreign-key cycle: cannot order them")
+        ordered.extend(ready)
+    return {
+        name: str(conn.exec_driver_sql(f"SHOW CREATE TABLE `{database}`.`{name}`").one()[1])
+        for name in ordered
+    }
 
 
 # --- helpers ------------------------------------------------------------------
