@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from offload import attach
+from offload import attach, replication
 from offload.config import Settings
 from offload.db import Database
-from offload.dberrors import unpooled_engine
 from offload.errors import TestbedError
 from offload.schema import NOVA_TABLES, OFFLOAD_TABLES
 from offload.testbed import TestbedInfo
@@ -136,11 +135,12 @@ def _grant(conn: Connection, testbed: TestbedInfo, name: str) -> None:
 
 @pytest.fixture
 def nova_database(
-    nova_testbed: TestbedInfo, nova_template: NovaTemplate
+    nova_testbed: TestbedInfo, nova_template: NovaTemplate, nova_admins: tuple[Engine, Engine]
 ) -> Iterator[Callable[..., str]]:
     """``nova_database(tables=None)``: a new database with Nova's tables (all by default),
-    granted as the testbed's nova and nova_ro accounts; dropped afterwards."""
-    admin = unpooled_engine(nova_testbed.admin_url(), name="primary")
+    granted as the testbed's nova and nova_ro accounts, on the replica too; dropped
+    afterwards."""
+    admin, replica = nova_admins
     made: list[str] = []
 
     def make(tables: tuple[str, ...] | None = None) -> str:
@@ -152,13 +152,16 @@ def nova_database(
         with admin.begin() as conn:
             conn.exec_driver_sql(f"USE `{name}`")
             nova_template.create(conn, tables)
+            position = replication.gtid_position(conn, nova_testbed.flavor)
+        # the replica has the database and its grants before anyone connects to it there
+        with replica.connect() as conn:
+            replication.wait_for_gtid(conn, position, 60.0, nova_testbed.flavor)
         return name
 
     yield make
     with admin.begin() as conn:
         for name in made:
             conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
 
 
 @pytest.fixture

@@ -364,6 +364,11 @@ class NovaTemplate:
         made = [table for table in self.ddl if table in wanted]
         for table in made:
             conn.exec_driver_sql(self.ddl[table])
+        if "alembic_version" in made:  # where Nova's migrations stand, as nova-manage left it
+            conn.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:revision)"),
+                {"revision": self.sync.revision},
+            )
         return made
 
 
