@@ -595,8 +595,10 @@ EXTRA_INDEXES: Final[tuple[ExtraIndex, ...]] = (
         name="offload_volume_usage_cache_volume_id_for_poll_volume_usage",
         table="volume_usage_cache",
         columns=("volume_id",),
-        speeds_up="_poll_volume_usage's lookup of each attached volume's counters "
-        "(without it: a scan of volume_usage_cache per volume)",
+        speeds_up="_poll_volume_usage: its guarded insert of a volume's first counters "
+        "(NOT EXISTS on volume_id, on the primary) scans volume_usage_cache once per new "
+        "volume without it; its read of the host's counters (volume_id IN ...) too, while "
+        "the host holds a small share of the table",
     ),
 )
 
