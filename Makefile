@@ -37,10 +37,12 @@ help: ## list the targets
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# lab: matplotlib (make lag, make bench); compose: the Docker SDK (make up, test-compose,
+	@# images); test: the suite's tools (it exercises both)
+	$(BIN)/python -m pip install --quiet -e '.[lab,compose,test]'
 	@touch $@
 
-venv: $(BIN)/.installed ## create .venv with offload and its test tools
+venv: $(BIN)/.installed ## create .venv with offload, its extras (lab, compose) and its test tools
 
 server: venv ## make sure a server of FLAVOR is at hand (installs or provides it when it can)
 	@OFFLOAD=$(BIN)/offload bash mysql/ensure-server.sh $(FLAVOR)

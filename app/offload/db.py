@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import URL, Engine, create_engine, event
@@ -41,30 +40,17 @@ from offload.errors import (
     ConfigError,
     ConnectionLost,
     OffloadError,
-    ReplicationTimeout,
     WriteInReaderSession,
 )
-from offload.routing import RoutingStats, StalenessGuard
+from offload.routes import ROUTE_OPTION, Route
 from offload.sqlverbs import is_read_only, statement_verb
+from offload.staleness import RoutingStats, StalenessGuard
 from offload.tracing import Tracer, current_task, server_identity
 
-__all__ = ["Database", "Route", "Target", "make_engine", "session_route", "session_target"]
+__all__ = ["Database", "Target", "make_engine", "session_route", "session_target"]
 
-_ROUTE_OPTION = "offload_route"
 _T = TypeVar("_T")
 _SQL_MODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_,")
-
-
-class Route(StrEnum):
-    """Why a session talks to a server; fixed for the session's life."""
-
-    WRITE = "write"
-    READ_PRIMARY = "primary"
-    READ_REPLICA = "replica"
-
-    @property
-    def writes(self) -> bool:
-        return self is Route.WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +98,7 @@ def _refuse_writes_on_read_routes(
     context: Any,
     executemany: bool,
 ) -> None:
-    route = conn.get_execution_options().get(_ROUTE_OPTION)
+    route = conn.get_execution_options().get(ROUTE_OPTION)
     if route is None or route == Route.WRITE.value:
         return
     if not is_read_only(statement):
@@ -231,7 +217,7 @@ class Database:
     # --- sessions ---------------------------------------------------------
 
     def _open(self, route: Route, target: Target, conn: Connection) -> Session:
-        conn.execution_options(**{_ROUTE_OPTION: route.value})
+        conn.execution_options(**{ROUTE_OPTION: route.value})
         factory = self._writer_factory if route.writes else self._reader_factory
         session = factory(bind=conn)
         session.info["offload_route"] = route
@@ -255,7 +241,7 @@ class Database:
         task = current_task()
         if task is None or not self.replicas or not self.settings.replica.causal_reads:
             return
-        conn.execution_options(**{_ROUTE_OPTION: "causal"})
+        conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
         gtid = replication.last_gtid(conn, self.flavor)
         if gtid:
             _last_write.set((task.run, gtid))
@@ -273,7 +259,7 @@ class Database:
         if task is None or last is None or last[0] != task.run:
             return target, conn
         try:
-            conn.execution_options(**{_ROUTE_OPTION: Route.READ_REPLICA.value})
+            conn.execution_options(**{ROUTE_OPTION: Route.READ_REPLICA.value})
             reached, waited = replication.try_wait_for_gtid(
                 conn, last[1], self.settings.replica.causal_timeout, self.flavor
             )
@@ -394,13 +380,13 @@ class Database:
                     _wait, gtid=position, timeout=remaining, flavor=self.flavor, replica=target.name
                 )
                 self._on_sync_connection(target, wait)
-            except ReplicationTimeout as timeout_error:
+            except replication.ReplicationTimeout as timeout_error:
                 if status_engine is None:
                     raise
                 # only now, on the slow path, ask the privileged account for the status
                 with status_engine.connect() as status_conn:
                     status = replication.replica_status(status_conn, self.flavor)
-                raise ReplicationTimeout(
+                raise replication.ReplicationTimeout(
                     timeout_error.gtid, timeout_error.waited, status, replica=target.name
                 ) from None
         return time.monotonic() - started

@@ -8,11 +8,14 @@ stays SQLAlchemy's, which callers already know how to catch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 import pymysql
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from offload.errors import (
@@ -27,22 +30,82 @@ from offload.errors import (
     UnknownDatabase,
 )
 
-__all__ = ["error_code", "install_translation", "translate", "unpooled_engine"]
+__all__ = [
+    "DUPLICATE_KEY",
+    "ERROR_CODES",
+    "error_code",
+    "install_translation",
+    "is_access_denied",
+    "translate",
+    "unpooled_engine",
+]
 
-# client-side (CR_*) and server-side (ER_*) error numbers
-_CANNOT_CONNECT: Final = frozenset({2002, 2003, 2005})  # socket, TCP refused, unknown host
-_LOST: Final = frozenset({2006, 2013, 2055, 1053, 1927, 4031})  # gone away, lost, shutdown
-_DEADLOCK: Final = frozenset({1213, 1205})  # deadlock, lock wait timeout
-_ACCESS: Final = frozenset({1044, 1045, 1142, 1143, 1227, 1698})
-_UNKNOWN_DB: Final = frozenset({1049})
-_READ_ONLY: Final = frozenset({1290, 1792, 1836})  # --read-only, read-only trx, read-only mode
-_NO_SUCH_TABLE: Final = 1146
-_UNKNOWN_COLUMN: Final = 1054
+#: The one table of the driver's error numbers offload acts on (client CR_*, server ER_*),
+#: and the exception each becomes.  Every other number stays SQLAlchemy's.
+ERROR_CODES: Final[Mapping[int, type[DatabaseError]]] = MappingProxyType(
+    {
+        # no connection: socket, TCP refused, unknown host
+        2002: CannotConnect,
+        2003: CannotConnect,
+        2005: CannotConnect,
+        # the connection broke: gone away, lost, shutdown, killed, disconnect
+        2006: ConnectionLost,
+        2013: ConnectionLost,
+        2055: ConnectionLost,
+        1053: ConnectionLost,
+        1927: ConnectionLost,
+        4031: ConnectionLost,
+        # the server rolled the transaction back: deadlock, lock wait timeout
+        1213: Deadlock,
+        1205: Deadlock,
+        # the user lacks a privilege, or the credentials are wrong
+        1044: AccessDenied,  # database
+        1045: AccessDenied,  # user/password
+        1142: AccessDenied,  # table
+        1143: AccessDenied,  # column
+        1227: AccessDenied,  # SUPER, REPLICATION CLIENT... (global)
+        1370: AccessDenied,  # routine
+        1698: AccessDenied,  # auth plugin (unix_socket)
+        1049: UnknownDatabase,
+        # --read-only, read-only transaction, read-only mode
+        1290: ReadOnlyRefused,
+        1792: ReadOnlyRefused,
+        1836: ReadOnlyRefused,
+        # a table or column offload uses is not there (another schema, an old Nova)
+        1146: MissingTable,
+        1054: SchemaMismatch,
+    }
+)
+
 #: what both schema errors ask for
 _SYNC_HINT: Final = (
     "`offload db sync` creates offload's tables, or on a Nova database adds what offload "
     "needs and names what is missing"
 )
+
+
+#: what each exception says: its message (of ``where`` and the driver's text) and hint
+_WORDING: Final[Mapping[type[DatabaseError], tuple[str, str | None]]] = MappingProxyType(
+    {
+        CannotConnect: (
+            "cannot connect to {where} ({text})",
+            "is the server running? `make up` starts the testbed; check host and port",
+        ),
+        ConnectionLost: ("lost the connection to {where} ({text})", None),
+        Deadlock: ("{where} rolled the transaction back ({text})", None),
+        AccessDenied: (
+            "{where} refused access ({text})",
+            "check the user and password in the URL and the user's grants",
+        ),
+        UnknownDatabase: ("{where}: {text}", "create it with `offload db sync` or fix the URL"),
+        ReadOnlyRefused: ("{where} refused a write ({text})", None),
+        MissingTable: ("{where}: {text}", _SYNC_HINT),
+        SchemaMismatch: ("{where}: {text}", _SYNC_HINT),
+    }
+)
+
+#: ER_DUP_ENTRY: not translated (an IntegrityError stays SQLAlchemy's); callers may name it
+DUPLICATE_KEY: Final = 1062
 
 
 def error_code(exc: BaseException) -> int | None:
@@ -63,36 +126,20 @@ def translate(exc: BaseException, where: str) -> DatabaseError | None:
     if isinstance(exc, pymysql.err.InterfaceError):
         return ConnectionLost(f"connection to {where} is closed", code=error_code(exc))
     code = error_code(exc)
-    if code is None:
+    kind = ERROR_CODES.get(code) if code is not None else None
+    if kind is None:
         return None
-    text = _driver_message(exc)
-    if code in _CANNOT_CONNECT:
-        return CannotConnect(
-            f"cannot connect to {where} ({text})",
-            hint="is the server running? `make up` starts the testbed; check host and port",
-            code=code,
-        )
-    if code in _LOST:
-        return ConnectionLost(f"lost the connection to {where} ({text})", code=code)
-    if code in _DEADLOCK:
-        return Deadlock(f"{where} rolled the transaction back ({text})", code=code)
-    if code in _ACCESS:
-        return AccessDenied(
-            f"{where} refused access ({text})",
-            hint="check the user and password in the URL and the user's grants",
-            code=code,
-        )
-    if code in _UNKNOWN_DB:
-        return UnknownDatabase(
-            f"{where}: {text}", hint="create it with `offload db sync` or fix the URL", code=code
-        )
-    if code in _READ_ONLY:
-        return ReadOnlyRefused(f"{where} refused a write ({text})", code=code)
-    if code == _NO_SUCH_TABLE:
-        return MissingTable(f"{where}: {text}", hint=_SYNC_HINT, code=code)
-    if code == _UNKNOWN_COLUMN:
-        return SchemaMismatch(f"{where}: {text}", hint=_SYNC_HINT, code=code)
-    return None
+    message, hint = _WORDING[kind]
+    return kind(message.format(where=where, text=_driver_message(exc)), hint=hint, code=code)
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` says the user lacks a privilege (translated, or a raw driver error)."""
+    if isinstance(exc, AccessDenied):
+        return True
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = error_code(cause) if cause is not None else None
+    return code is not None and ERROR_CODES.get(code) is AccessDenied
 
 
 def install_translation(engine: Engine, *, name: str) -> None:

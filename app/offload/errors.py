@@ -4,14 +4,11 @@ Every error carries a one-line ``message`` (what happened) and an optional
 ``hint`` (what to do).  ``str(err)`` joins them, so a CLI can print it as the
 single line users see.  No message may contain a password: URLs are always
 rendered masked before they reach an error.
+
+This module imports nothing of offload's (nor anything else): every layer may raise these.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from offload.replication import ReplicaStatus
 
 __all__ = [
     "AccessDenied",
@@ -20,11 +17,11 @@ __all__ = [
     "ConnectionLost",
     "DatabaseError",
     "Deadlock",
+    "MissingExtra",
     "MissingTable",
     "OffloadError",
     "ReadOnlyRefused",
     "ReplicationError",
-    "ReplicationTimeout",
     "SchemaMismatch",
     "TestbedError",
     "UnknownDatabase",
@@ -53,6 +50,10 @@ class ConfigError(OffloadError):
     """Bad configuration or usage: a missing file, an unknown option, a malformed URL."""
 
     exit_code = 2
+
+
+class MissingExtra(ConfigError):
+    """A command needs an optional dependency (an extra: ``offload[lab]``, ...) not installed."""
 
 
 class DatabaseError(OffloadError):
@@ -110,27 +111,6 @@ class WriteInReaderSession(OffloadError):
 
 class ReplicationError(OffloadError):
     """Replication is not in the state an operation needs."""
-
-
-class ReplicationTimeout(ReplicationError):
-    """A replica did not apply a GTID position within the allowed time."""
-
-    def __init__(
-        self,
-        gtid: str,
-        waited: float,
-        replica_status: ReplicaStatus | None,
-        *,
-        replica: str = "replica",
-    ) -> None:
-        state = replica_status.describe() if replica_status else "replica status unavailable"
-        super().__init__(
-            f"{replica} did not apply GTID {gtid} within {waited:.3f}s ({state})",
-            hint="check the replica's IO/SQL threads with `offload testbed status`",
-        )
-        self.gtid = gtid
-        self.waited = waited
-        self.replica_status = replica_status
 
 
 class TestbedError(OffloadError):

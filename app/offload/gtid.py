@@ -8,7 +8,7 @@ of transaction ids in the received set that the executed set lacks.
 
 from __future__ import annotations
 
-from offload.replication import Flavor
+from offload.flavor import Flavor
 
 __all__ = ["gtid_distance", "mariadb_positions", "mysql_set"]
 

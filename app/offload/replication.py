@@ -39,7 +39,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from offload.errors import AccessDenied, ReplicationError, ReplicationTimeout
+from offload.dberrors import is_access_denied
+from offload.errors import AccessDenied, ReplicationError
+from offload.flavor import Flavor, describe_server, detect_flavor
 
 __all__ = [
     "HEARTBEAT_PERIOD",
@@ -48,13 +50,13 @@ __all__ = [
     "Flavor",
     "FlavorSQL",
     "ReplicaStatus",
+    "ReplicationTimeout",
     "WaitOutcome",
     "admin_writes",
     "describe_server",
     "detect_flavor",
     "gtid_position",
     "interpret_wait_result",
-    "is_access_denied",
     "last_gtid",
     "normalize_gtid",
     "parse_replica_status",
@@ -84,35 +86,6 @@ MAX_DELAY: Final = 2**31 - 1
 #: Smallest timeout passed to a GTID wait.  MySQL treats a timeout of 0 as
 #: "wait forever", so a caller's 0 (no time left) must never reach it as 0.
 MIN_WAIT_TIMEOUT: Final = 0.001
-
-# Server error numbers that mean "this user lacks a privilege".
-_ACCESS_DENIED_CODES: Final = frozenset({1044, 1045, 1142, 1143, 1227, 1370, 1698})
-
-
-class Flavor(enum.Enum):
-    """Which server family a connection talks to."""
-
-    MARIADB = "mariadb"
-    MYSQL = "mysql"
-
-
-def detect_flavor(version: str) -> Flavor:
-    """The flavor behind a ``VERSION()`` string.
-
-    MariaDB always names itself ('10.11.6-MariaDB-0+deb12u1-log'); MySQL and
-    its builds (Ubuntu, Percona) do not ('8.4.3', '8.0.36-0ubuntu0.22.04.1').
-    """
-    cleaned = version.strip()
-    if "mariadb" in cleaned.lower():
-        return Flavor.MARIADB
-    if cleaned[:1].isdigit():
-        return Flavor.MYSQL
-    raise ValueError(f"not a MySQL or MariaDB version string: {version!r}")
-
-
-def describe_server(flavor: Flavor, version: str) -> str:
-    """``mysql 9.7.4`` / ``mariadb 10.11.19``: the flavor and the exact server version."""
-    return f"{flavor.value} {version.strip().split('-')[0]}".strip()
 
 
 # --- per-flavor SQL ---------------------------------------------------------
@@ -289,6 +262,27 @@ class ReplicaStatus:
         return result
 
 
+class ReplicationTimeout(ReplicationError):
+    """A replica did not apply a GTID position within the allowed time."""
+
+    def __init__(
+        self,
+        gtid: str,
+        waited: float,
+        replica_status: ReplicaStatus | None,
+        *,
+        replica: str = "replica",
+    ) -> None:
+        state = replica_status.describe() if replica_status else "replica status unavailable"
+        super().__init__(
+            f"{replica} did not apply GTID {gtid} within {waited:.3f}s ({state})",
+            hint="check the replica's IO/SQL threads with `offload testbed status`",
+        )
+        self.gtid = gtid
+        self.waited = waited
+        self.replica_status = replica_status
+
+
 def _pick(row: Mapping[str, object], *names: str) -> object:
     """The value of the first of ``names`` present in ``row`` (None if none is)."""
     for name in names:
@@ -375,16 +369,6 @@ def wait_timeout_argument(timeout: float) -> float:
     if not math.isfinite(timeout) or timeout < 0:
         raise ValueError(f"GTID wait timeout must be a finite number >= 0, not {timeout!r}")
     return max(float(timeout), MIN_WAIT_TIMEOUT)
-
-
-def is_access_denied(exc: BaseException) -> bool:
-    """Whether ``exc`` says the user lacks a privilege (translated or raw)."""
-    if isinstance(exc, AccessDenied):
-        return True
-    if isinstance(exc, DBAPIError):
-        args: tuple[object, ...] = getattr(exc.orig, "args", ())
-        return bool(args) and args[0] in _ACCESS_DENIED_CODES
-    return False
 
 
 def validate_delay(seconds: int) -> int:

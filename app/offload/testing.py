@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, text
 
+from offload.routes import Route
 from offload.tracing import QueryTrace, StatementRecord
 
 __all__ = [
@@ -58,22 +59,18 @@ def _fail(trace: QueryTrace, task: str, problem: str) -> AssertionError:
     return AssertionError(f"{task}: {problem}\n{trace.table(task)}")
 
 
-#: the route of the GTID lookup after a commit (causal reads): not a data read
-CAUSAL_ROUTE = "causal"
-
-
 def _selects(records: Sequence[StatementRecord]) -> list[StatementRecord]:
-    return [r for r in records if r.verb == "SELECT" and r.route != CAUSAL_ROUTE]
+    return [r for r in records if r.verb == "SELECT" and r.route != Route.CAUSAL]
 
 
 def _check_writes(trace: QueryTrace, task: str, records: Sequence[StatementRecord]) -> None:
-    writes = [r for r in records if r.verb != "SELECT" or r.route == CAUSAL_ROUTE]
+    writes = [r for r in records if r.verb != "SELECT" or r.route == Route.CAUSAL]
     stray = [
         r
         for r in writes
-        if r.route not in ("write", CAUSAL_ROUTE)
+        if r.route not in (Route.WRITE, Route.CAUSAL)
         or r.target != "primary"
-        or (r.route == CAUSAL_ROUTE and r.tables)
+        or (r.route == Route.CAUSAL and r.tables)
     ]
     if stray:
         raise _fail(trace, task, f"{len(stray)} write statement(s) not on the primary")
@@ -95,7 +92,7 @@ def assert_task_read_from_replica(
     selects = _selects(records)
     if not selects:
         raise _fail(trace, task, "no SELECT was traced: did the task read at all?")
-    off_route = [r for r in selects if r.route != "replica" or r.target == "primary"]
+    off_route = [r for r in selects if r.route != Route.READ_REPLICA or r.target == "primary"]
     if off_route:
         raise _fail(trace, task, f"{len(off_route)} of {len(selects)} SELECTs not on a replica")
     if primary_server_id is not None:
@@ -121,7 +118,7 @@ def assert_task_read_from_primary(
     selects = _selects(records)
     if not selects:
         raise _fail(trace, task, "no SELECT was traced: did the task read at all?")
-    wrong = [r for r in selects if r.route != "replica" or r.target != "primary"]
+    wrong = [r for r in selects if r.route != Route.READ_REPLICA or r.target != "primary"]
     if wrong:
         raise _fail(
             trace, task, f"{len(wrong)} SELECTs not replica-route reads served by the primary"

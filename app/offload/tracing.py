@@ -34,6 +34,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from offload.routes import ROUTE_OPTION
 from offload.sqlverbs import statement_verb
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "task_scope",
 ]
 
-_ROUTE_OPTION = "offload_route"  # set by offload.db on each session's bind
 _SERVER_KEY = "offload_server"
 _SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _NAME = r"`?([A-Za-z_][A-Za-z0-9_$]*)`?"
@@ -289,7 +289,7 @@ class Tracer:
         ) -> tuple[str, Any]:
             if context is not None:
                 context.offload_started = time.perf_counter()
-            route = conn.get_execution_options().get(_ROUTE_OPTION)
+            route = conn.get_execution_options().get(ROUTE_OPTION)
             return tagged(
                 statement, tag_for(route, _current.get()), executemany=executemany
             ), parameters
@@ -311,7 +311,7 @@ class Tracer:
                 StatementRecord(
                     task=task.task if task else None,
                     run=task.run if task else None,
-                    route=conn.get_execution_options().get(_ROUTE_OPTION),
+                    route=conn.get_execution_options().get(ROUTE_OPTION),
                     target=target,
                     server=server_identity(conn),
                     verb=statement_verb(statement),

@@ -1,14 +1,18 @@
-"""Database URLs: parsed once, validated, and never shown with a password."""
+"""Database URLs: parsed once, validated, and never shown with a password.
+
+SQLAlchemy is imported when a URL is parsed, not with this module: masking a string and
+loading settings without URLs stay cheap (the CLI's start-up).
+"""
 
 from __future__ import annotations
 
 import re
-
-from sqlalchemy import URL
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from offload.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy import URL
 
 __all__ = ["masked", "parse_url", "with_database"]
 
@@ -28,7 +32,7 @@ def masked(url: URL | str) -> str:
     hidden, so a missing scheme (``nova:pw@host/nova``), a mangled one
     (``mysql:/nova:pw@...``) or an unescaped ``@`` in the password leaks nothing.
     """
-    if isinstance(url, URL):
+    if not isinstance(url, str):
         if url.host and "@" in url.host:  # "user:p@ss@host": the tail of p@ss is in host
             return masked(url.render_as_string(hide_password=False))
         return url.render_as_string(hide_password=True)
@@ -48,6 +52,9 @@ def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
     ``mysql://`` and ``mysql+<driver>://`` (nova.conf style) are accepted and
     normalised to PyMySQL, the one driver offload runs on.
     """
+    from sqlalchemy.engine import make_url  # noqa: PLC0415 - heavy; only when there is a URL
+    from sqlalchemy.exc import ArgumentError  # noqa: PLC0415
+
     text = value.strip()
     try:
         url = make_url(text)

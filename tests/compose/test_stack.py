@@ -10,7 +10,6 @@ Run last in the session: the final test stops and restarts the replica.
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -42,10 +41,8 @@ def healthz(port: int) -> str:
 
 
 def compute_containers(compose: ComposeTopology) -> list[dict[str, Any]]:
-    ids = compose.run("ps", "-q", "compute").stdout.split()
-    shown = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True)
-    containers: list[dict[str, Any]] = json.loads(shown.stdout)
-    return containers
+    """The compute containers that run (the engine's inspect, through the Docker SDK)."""
+    return [c for c in compose.containers("compute") if c["State"]["Status"] == "running"]
 
 
 @pytest.fixture
@@ -145,7 +142,7 @@ def test_a_stopped_replica_container_does_not_stop_the_compute_service(
     compose: ComposeTopology, testbed: TestbedInfo
 ) -> None:
     (before,) = compute_containers(compose)
-    compose.run("stop", "replica", timeout=120)
+    compose.stop("replica")
     try:
         last: dict[str, Any] = {}
 
@@ -166,8 +163,8 @@ def test_a_stopped_replica_container_does_not_stop_the_compute_service(
         assert after["Id"] == before["Id"]
         assert after["State"]["Running"] and after["RestartCount"] == 0
         assert after["State"]["StartedAt"] == before["State"]["StartedAt"]
-        logs = compose.run("logs", "--no-color", "--tail", "200", "compute").stdout
+        logs = compose.logs(tail=200, service="compute")
         assert "no replica fit to read (unreachable)" in logs, logs[-2000:]
     finally:
-        compose.run("start", "replica", timeout=120)
+        compose.start("replica")
         compose.await_up(timeout=180)  # healthy and caught up again

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL
+from sqlalchemy import URL, text
 
+from offload.db import Database
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.native import free_ports
 
 
 def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # piped, as here, the tables are wide enough for a URL unless $COLUMNS says otherwise
+    # (the children of this pytest run see COLUMNS=80); these tests read them by column
+    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
     return subprocess.run(
         [sys.executable, "-m", "offload.cli", *args],
         capture_output=True,
@@ -22,6 +27,7 @@ def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
         cwd=cwd,
+        env=env,
     )
 
 
@@ -48,8 +54,14 @@ def test_status_shows_running_replication_and_no_password(
 ) -> None:
     result = _offload("--config", str(config), "testbed", "status", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "IO=Yes SQL=Yes" in result.stdout
-    assert "gtid_position=" in result.stdout
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert rows["server"][:7] == ["server", "url", "id", "version", "read_only", "IO", "SQL"]
+    # server, url, id, flavor and version, read_only, IO, SQL, behind, delay, GTID position,
+    # received
+    assert rows["primary"][2] == "1" and rows["primary"][5] == "OFF"
+    assert rows["replica0"][5:8] == ["ON", "Yes", "Yes"]
+    assert rows["primary"][-2] != "-" and rows["primary"][-1] == "-"  # a position, no receiver
+    assert "-" not in rows["replica0"][-2:]  # applied and received positions
     for secret in _secrets(testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)
@@ -143,8 +155,64 @@ def test_status_without_a_service_reads_the_replicas_now(
     report = json.loads(result.stdout)
     assert report["replicas"][0]["reachable"] is True
     assert report["replicas"][0]["sql_running"] == "Yes"
+    assert isinstance(report["replicas"][0]["gtid_distance"], int)  # read with privilege
+    assert [t["runs"] for t in report["tasks"]] == [0] * 13
     for secret in _secrets(testbed):
         assert secret not in result.stdout
+    text = _offload("--config", str(config), "status", cwd=tmp_path)
+    assert text.returncode in (0, 1), text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith("compute service: not running")
+    replica = next(line.split() for line in lines if line.startswith("replica0 "))
+    assert replica[2] == "yes" and replica[5:7] == ["Yes", "Yes"]  # reachable, IO, SQL
+    assert not [line for line in lines if line.startswith("_sync_power_states")]
+    for secret in _secrets(testbed):
+        assert secret not in text.stdout
+
+
+def test_seed_on_a_seeded_database_says_what_is_there(
+    db: Database, testbed: TestbedInfo, tmp_path: Path
+) -> None:
+    config = _config_with(tmp_path, db.settings.require_connection())
+
+    def seed(*args: str) -> subprocess.CompletedProcess[str]:
+        return _offload("--config", str(config), "seed", "--hosts", "1", *args, cwd=tmp_path)
+
+    def instances() -> int:
+        with db.reader() as session:
+            return int(session.scalar(text("SELECT COUNT(*) FROM instances")) or 0)
+
+    assert seed("--instances", "20").returncode == 0
+    again = seed("--instances", "20")
+    assert again.returncode == 2
+    _assert_one_clean_line(again, testbed)
+    assert "already holds 20 instances" in again.stderr
+    assert "--if-empty" in again.stderr and "make clean" in again.stderr
+    kept = seed("--if-empty")
+    assert kept.returncode == 0 and "20 instances already there" in kept.stdout
+    assert instances() == 20
+
+    # rows of an earlier seed without its instances: the server's duplicate key, said so
+    with db.writer() as session:
+        session.execute(text("SET SESSION foreign_key_checks = 0"))
+        session.execute(text("DELETE FROM instances"))
+    partial = seed("--instances", "20")
+    assert partial.returncode == 2
+    _assert_one_clean_line(partial, testbed)
+    assert "already holds rows of an earlier seed (Duplicate entry" in partial.stderr
+    assert instances() == 0  # the failed seed wrote nothing
+
+
+def test_tasks_table_follows_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "nova.conf"
+    path.write_text("[compute]\nreboot_timeout = 60\nsync_power_state_interval = -1\n")
+    result = _offload("--config", str(path), "tasks", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
+    assert len([name for name in rows if name.startswith(("_", "update_"))]) == 13
+    assert rows["_poll_rebooting_instances"][1:] == ["icehouse", "60s", "on"]
+    state = " ".join(rows["_sync_power_states"][1:])
+    assert state == "icehouse - off: sync_power_state_interval < 0"
 
 
 def _two_url_config(tmp_path: Path, primary: URL, replica: URL) -> Path:

@@ -90,7 +90,7 @@ def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
 ) -> None:
     db, manager = lagging(policy)
     probe = _probe(db)
-    with paused_applier(), caplog.at_level(logging.WARNING, logger="offload.routing"):
+    with paused_applier(), caplog.at_level(logging.WARNING, logger="offload.staleness"):
         assert wait_for(lambda: not _lag_under(probe, 0.3), Deadline(10), interval=0.02)
         report = manager.run(TASK)
         selects = [
@@ -204,7 +204,7 @@ def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: Testbe
     service = Service(settings)
     try:
         service.manager.run(TASK)
-        families = {f.name: f for f in text_string_to_metric_families(service.metrics())}
+        families = {f.name: f for f in text_string_to_metric_families(service.metrics().decode())}
         status = service.status()
     finally:
         service.close()

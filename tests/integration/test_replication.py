@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, text
 
 from offload import replication
 from offload.db import Database
-from offload.errors import ReplicationTimeout
+from offload.replication import ReplicationTimeout
 from offload.schema import Instance
 from offload.testbed import TestbedInfo
 from offload.testbed.mysqld import find_mysql_dir, probe_server

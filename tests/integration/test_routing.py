@@ -6,9 +6,10 @@ import pytest
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.pool import NullPool
 
-from offload.db import Database, Route, session_route, session_target
+from offload.db import Database, session_route, session_target
 from offload.dberrors import install_translation
 from offload.errors import AccessDenied, ReadOnlyRefused, WriteInReaderSession
+from offload.routes import Route
 from offload.schema import Instance
 from offload.testbed import TestbedInfo
 

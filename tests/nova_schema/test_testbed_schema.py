@@ -14,7 +14,7 @@ from sqlalchemy import inspect, text
 
 from offload.dberrors import unpooled_engine
 from offload.testbed import TestbedInfo
-from offload.testbed.files import read_state
+from offload.testbed.files import NativeState, read_state
 
 
 @pytest.fixture
@@ -27,7 +27,9 @@ def native(nova_testbed: TestbedInfo) -> TestbedInfo:
 def test_the_testbeds_nova_database_is_novas_own(native: TestbedInfo) -> None:
     assert native.schema == "nova"
     assert native.dir is not None
-    made = read_state(native.dir)["nova_schema"]
+    state = read_state(native.dir)
+    assert isinstance(state, NativeState) and state.nova_schema is not None
+    made = state.nova_schema
     for url in (native.admin_url("nova"), *native.replica_admin_urls("nova")):
         engine = unpooled_engine(url, name="server")
         try:
@@ -37,8 +39,8 @@ def test_the_testbeds_nova_database_is_novas_own(native: TestbedInfo) -> None:
         finally:
             engine.dispose()
         assert {"instances", "instance_extra", "migrations", "block_device_mapping"} <= tables
-        assert len(tables) >= made["tables"] == 111
-        assert revision == made["revision"]
+        assert len(tables) >= made.tables == 111
+        assert revision == made.revision
 
 
 def test_a_nova_schema_testbed_is_not_taken_for_an_offload_one(native: TestbedInfo) -> None:

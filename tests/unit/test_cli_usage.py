@@ -6,6 +6,7 @@ where nothing listens.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -215,3 +216,96 @@ def test_nova_schema_is_not_for_the_compose_backend(
     assert status == 1
     line = assert_one_error_line(err)
     assert "--schema nova runs on the native backend" in line and "--backend native" in line
+
+
+# --- every command's argument validators: one line, exit 2, nothing started -------------
+
+BAD_VALUES = [
+    (["testbed", "up", "--backend", "podman"], "--backend"),
+    (["testbed", "up", "--flavor", "oracle"], "unknown server flavor 'oracle'"),
+    (["testbed", "up", "--mysqld", "no/such/mysqld"], "not an executable file"),
+    (["testbed", "up", "--mysqld", "a-file"], "not an executable file"),
+    (["testbed", "up", "--compute-scale", "0"], "--compute-scale"),
+    (["testbed", "up", "--compute-scale", "11"], "use 1-10, got 11"),
+    (["testbed", "up", "--dir", "a-file"], "a-file is not a directory"),
+    (["testbed", "down", "--dir", "a-file"], "a-file is not a directory"),
+    (["testbed", "images", "--flavor", "mysql-5"], "bad server version in 'mysql-5'"),
+    (["testbed", "server", "--flavor", "postgres"], "unknown server flavor 'postgres'"),
+    (["testbed", "server", "--mysqld", "no/such/mysqld"], "not an executable file"),
+    (["testbed", "logs", "--tail", "-3"], "--tail"),
+    (["testbed", "logs", "--dir", "a-file"], "a-file is not a directory"),
+    (["testbed", "status", "--jsn"], "--jsn"),
+    (["db", "sync", "--force"], "--force"),
+    (["seed", "--instances", "0"], "--instances"),
+    (["seed", "--hosts", "many"], "expected a whole number, got 'many'"),
+    (["seed", "--seed", "1.5"], "expected a whole number, got '1.5'"),
+    (["tasks", "--all"], "--all"),
+    (["run-task"], "name"),
+    (["serve", "--trace", "a-file/trace.jsonl"], "a-file is not a directory"),
+    (["service", "restart"], "restart"),
+    (["service", "start", "--now"], "--now"),
+    (["service", "stop", "--force"], "--force"),
+    (["status", "--yaml"], "--yaml"),
+    (["replica", "pause", "--replica", "-1"], "must be 0 or more, got -1"),
+    (["replica", "resume", "--replica", "first"], "expected a whole number, got 'first'"),
+    (["replica", "delay", "-5"], "replication delay must be between 0 and 2147483647, not -5"),
+    (["replica", "delay", "2147483648"], "between 0 and 2147483647"),
+    (["replica", "delay", "1.5"], "expected a whole number, got '1.5'"),
+    (["replica", "delay", "2", "--replica", "-2"], "must be 0 or more, got -2"),
+    (["bench", "--only", "everything"], "--only"),
+    (["bench", "--out", "a-file/results.json"], "a-file is not a directory"),
+    (["bench", "--docs", "."], ". is a directory; name a file"),
+    (["bench", "--config", "missing.conf"], "missing.conf does not exist"),
+    (["lag", "run", "--duration", "-5"], "--duration must be a number > 0"),
+    (["lag", "run", "--duration", "nan"], "--duration must be a number > 0"),
+    (["lag", "run", "--write-rate", "-1"], "--write-rate must be a number >= 0"),
+    (["lag", "run", "--max-lag", "0"], "--max-lag must be a number > 0"),
+    (["lag", "run", "--policy", "never"], "--policy"),
+    (["lag", "run", "--scenario", "earthquake"], "'earthquake'"),
+    (["lag", "run", "--replicas", "0"], "--replicas"),
+    (["lag", "run", "--task-interval", "0"], "--task-interval"),
+    (["lag", "run", "--instances", "0"], "--instances"),
+    (["lag", "run", "--out", "a-file"], "a-file is not a directory"),
+    (["lag", "compare", "no-such-dir"], "no-such-dir does not exist"),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"), BAD_VALUES, ids=[" ".join(argv) for argv, _ in BAD_VALUES]
+)
+def test_every_bad_value_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], fragment: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory, not a program\n")
+
+    status, out, err = run(capsys, *argv)
+
+    assert status == 2, err
+    assert fragment in assert_one_error_line(err)
+    assert out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing was started
+
+
+def test_every_command_has_a_bad_value_pinned() -> None:
+    from offload.cli import build_parser  # noqa: PLC0415
+
+    def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+        found: set[tuple[str, ...]] = set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found |= commands(sub, (*prefix, name)) or {(*prefix, name)}
+        return found
+
+    pinned = {tuple(w for w in argv if not w.startswith("-"))[:2] for argv, _ in BAD_VALUES}
+    pinned |= {(argv[0],) for argv, _ in BAD_VALUES}
+    missing = {c for c in commands(build_parser(), ()) if c not in pinned}
+    assert not missing, f"no bad value pinned for: {sorted(missing)}"
+
+
+def test_seed_and_status_need_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["seed"], ["status"], ["service", "start"], ["run-task", "sync_power_states"]):
+        status, out, err = run(capsys, *argv)
+        assert status == 2, argv
+        assert "make up" in assert_one_error_line(err)
+        assert out == ""

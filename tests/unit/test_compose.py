@@ -8,7 +8,6 @@ here can run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import struct
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from offload import cli
 from offload.errors import TestbedError
 from offload.testbed import compose as compose_module
 from offload.testbed.compose import ComposeTopology, offline_wanted, project_name
 from offload.testbed.container import compute_host, parse_ptr_answer, ptr_query, render_config
+from offload.testbed.files import ComposeState
 from offload.testbed.mysqld import find_mysql_dir, render_sql, split_sql
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, Credentials
 
@@ -151,14 +150,14 @@ def test_the_compute_container_config() -> None:
 
 
 def test_ports_fixed_scaled_and_picked_by_docker() -> None:
-    assert ComposeTopology._ports({"port": 34061}) == {
+    assert ComposeTopology._ports(34061) == {
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
-    scaled = ComposeTopology._ports({"port": 34061, "compute_scale": 3})
+    scaled = ComposeTopology._ports(34061, 3)
     assert scaled["OFFLOAD_SERVICE_PORTS"] == "34080-34089"  # each instance a free one
-    assert set(ComposeTopology._ports({"port": 0, "compute_scale": 3}).values()) == {"0"}
+    assert set(ComposeTopology._ports(0, 3).values()) == {"0"}
 
 
 def test_one_project_per_testbed_directory(tmp_path: Path) -> None:
@@ -175,7 +174,14 @@ def test_one_replica_only(tmp_path: Path) -> None:
 def test_the_env_file_is_private_and_complete(tmp_path: Path) -> None:
     topology = ComposeTopology(tmp_path, port=34061)
     tmp_path.mkdir(exist_ok=True)
-    state = {"images": {"OFFLOAD_DB_IMAGE": "mariadb:11.4"}, "port": 34061, "compute_scale": 1}
+    state = ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file=str(topology.env_path),
+        port=34061,
+        images={"OFFLOAD_DB_IMAGE": "mariadb:11.4"},
+    )
     topology._write_env(state, Credentials("a", "b", "c", "d"))
     written = topology.env_path.read_text()
     assert topology.env_path.stat().st_mode & 0o777 == 0o600
@@ -198,57 +204,9 @@ def test_offline_is_asked_for_or_follows_the_local_image(monkeypatch: pytest.Mon
     assert offline_wanted({"OFFLOAD_OFFLINE": "1"}) is True
 
 
-def _args(
-    backend: str, replicas: int = 1, mysqld: str | None = None, flavor: str | None = None
-) -> argparse.Namespace:
-    return argparse.Namespace(backend=backend, replicas=replicas, mysqld=mysqld, flavor=flavor)
-
-
 @pytest.fixture(autouse=True)
 def _no_flavor_from_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)  # `make test FLAVOR=...` sets it
-
-
-def test_auto_keeps_the_backend_of_an_existing_testbed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto"), tmp_path) == "compose"
-    (tmp_path / "state.json").write_text(json.dumps({"flavor": "mariadb"}))  # native's
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-    (tmp_path / "state.json").write_text(json.dumps({"backend": "compose"}))
-    monkeypatch.setattr(cli, "_compose_available", lambda: False)
-    assert cli._backend(_args("auto"), tmp_path) == "compose"
-    assert cli._backend(_args("native"), tmp_path) == "native"
-
-
-def test_auto_is_native_for_what_only_native_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto", replicas=2), tmp_path) == "native"
-    assert cli._backend(_args("auto", mysqld="/usr/sbin/mariadbd"), tmp_path) == "native"
-    monkeypatch.setenv("OFFLOAD_MYSQLD", "/usr/sbin/mariadbd")
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-
-
-def test_a_named_flavor_means_native_unless_compose_is_asked_for(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: True)
-    monkeypatch.delenv("OFFLOAD_MYSQLD", raising=False)
-    assert cli._backend(_args("auto", flavor="mysql"), tmp_path) == "native"
-    assert cli._backend(_args("compose", flavor="mysql"), tmp_path) == "compose"
-    monkeypatch.setenv("OFFLOAD_FLAVOR", "mysql")
-    assert cli._backend(_args("auto"), tmp_path) == "native"
-
-
-def test_auto_is_native_without_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_compose_available", lambda: False)
-    assert cli._backend(_args("auto"), tmp_path) == "native"
 
 
 @pytest.mark.skipif(
@@ -287,4 +245,25 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
 def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
 
-    assert ComposeTopology(tmp_path)._load_state() == {}
+    assert ComposeTopology(tmp_path)._load_state() is None
+
+
+def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
+    topology = ComposeTopology(tmp_path)
+    with pytest.raises(TestbedError, match="no compose testbed"):
+        topology.command_line()
+    (tmp_path / "state.json").write_text(
+        json.dumps(
+            {
+                "backend": "compose",
+                "compose": ["/usr/bin/docker", "compose"],
+                "compose_file": "/repo/docker-compose.yml",
+                "project": "offload-1234abcd",
+                "port": 0,
+            }
+        )
+    )
+
+    assert topology.command_line() == (
+        f"docker compose -p offload-1234abcd --env-file {tmp_path.resolve()}/compose.env"
+    )

@@ -529,3 +529,28 @@ def test_devstack_dbcounter_plugin_is_dropped(tmp_path: Path) -> None:
 def test_port_out_of_range_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path, f"[database]\nconnection = mysql+pymysql://nova:{SECRET}@db:99999/n\n")
     assert "99999" in str(config_error(path))
+
+
+def test_only_the_sections_asked_for_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "nova.conf"
+    path.write_text(
+        "[database]\nconnection = mysql+pymysql://nova:pw@host:port/nova\n"
+        "[compute]\nreboot_timeout = 60\n"
+    )
+
+    settings = load_settings(path, {}, sections=("compute",))
+
+    assert settings.compute.reboot_timeout == 60
+    assert settings.database.connection is None  # not read: the bad URL is not parsed
+    with pytest.raises(ConfigError, match=r"\[database\] connection"):
+        load_settings(path, {})
+
+
+def test_unknown_options_are_refused_in_sections_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "nova.conf"
+    path.write_text("[replica]\nmax_lagg = 1\n")
+
+    with pytest.raises(ConfigError, match="max_lagg"):
+        load_settings(path, {}, sections=("compute",))
+    with pytest.raises(ConfigError, match="OFFLOAD_REPLICA__MAXLAG"):
+        load_settings(None, {"OFFLOAD_REPLICA__MAXLAG": "1"}, sections=("compute",))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pymysql
 import pytest
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from offload.dberrors import error_code, translate
+from offload.dberrors import ERROR_CODES, error_code, is_access_denied, translate
 from offload.errors import (
     AccessDenied,
     CannotConnect,
@@ -198,3 +199,41 @@ def test_error_code() -> None:
     assert error_code(pymysql.err.OperationalError("text")) is None
     assert error_code(OSError(111, "Connection refused")) is None
     assert error_code(ValueError(5)) is None
+
+
+def test_is_access_denied() -> None:
+    denied = OperationalError(
+        "SHOW REPLICA STATUS",
+        None,
+        pymysql.err.OperationalError(
+            1227,
+            "Access denied; you need (at least one of) the SUPER, REPLICATION CLIENT "
+            "privilege(s) for this operation",
+        ),
+    )
+    syntax = ProgrammingError(
+        "SHOW REPLICA STATUS", None, pymysql.err.ProgrammingError(1064, "syntax error")
+    )
+    assert is_access_denied(denied)
+    assert is_access_denied(AccessDenied("replica refused access", code=1227))
+    assert not is_access_denied(syntax)
+    assert not is_access_denied(RuntimeError("boom"))
+
+
+@pytest.mark.parametrize(
+    "code", sorted(c for c, kind in ERROR_CODES.items() if kind is AccessDenied)
+)
+def test_every_access_denied_code_is_translated_and_recognised(code: int) -> None:
+    raw = pymysql.err.OperationalError(code, "denied")
+
+    assert type(translated(raw)) is AccessDenied
+    assert is_access_denied(OperationalError("SELECT 1", None, raw))
+
+
+def test_routine_privilege_is_access_denied() -> None:
+    # ER_PROCACCESS_DENIED_ERROR: once only in replication's own list, now in the one table
+    raw = pymysql.err.OperationalError(
+        1370, "execute command denied to user 'nova_ro'@'%' for routine 'nova.f'"
+    )
+
+    assert type(translated(raw)) is AccessDenied

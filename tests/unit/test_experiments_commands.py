@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from offload.cli import build_parser, main
 from offload.config import LagPolicy, Settings
-from offload.experiments.commands import _replica_options, plan_from
+from offload.experiments.commands import _replica_options, plan_from, print_summary
 from offload.experiments.records import read_events, read_runs, read_samples
 from offload.experiments.runner import write_outputs
 
@@ -99,8 +102,10 @@ def test_compare_prints_the_columns(tmp_path: Path, capsys: pytest.CaptureFixtur
         )
     assert main(["lag", "compare", str(tmp_path / "one"), str(tmp_path / "two")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["one", "two"]
-    assert "staleness p50 s" in out
+    assert out.splitlines()[0].strip() == "Lag experiments side by side"
+    assert ["one", "two"] in [line.split() for line in out.splitlines()]
+    staleness = next(line for line in out.splitlines() if "staleness p50 s" in line)
+    assert staleness.split()[-2:] == ["0.000", "0.000"]
 
 
 def test_compare_of_a_directory_without_a_summary(
@@ -108,3 +113,44 @@ def test_compare_of_a_directory_without_a_summary(
 ) -> None:
     assert main(["lag", "compare", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_summary_in_the_terminal_is_the_summary_files_figures(tmp_path: Path) -> None:
+    meta = {"scenario": "pause:3@5", "duration": 15.0, "max_lag": 0.5, "lag_policy": "primary"}
+    meta |= {"causal_reads": True, "write_rate": 20.0}
+    result = write_outputs(
+        tmp_path,
+        read_samples(DATA / "samples.csv"),
+        read_runs(DATA / "runs.csv"),
+        read_events(DATA / "events.csv"),
+        meta,
+    )
+    console = Console(file=io.StringIO(), width=200, highlight=False)
+    print_summary(console, result)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    rows = {line.split()[0]: line.split()[1:] for line in shown.splitlines() if line.split()}
+    total, replica = result.summary["all"], result.summary["lag"]["replica0"]
+    # the total row: runs, ..., >max_lag, rejected, primary reads, primary statements
+    assert rows["all"][0] == str(total["runs"])
+    assert rows["all"][-4:] == [
+        str(total["stale_data_reads"]),
+        str(total["rejected_writes"]),
+        str(total["primary_reads"]),
+        str(total["primary_statements"]),
+    ]
+    assert rows["replica0"][:2] == [str(replica["samples"]), f"{replica['lag_p50']:.3f}"]
+    assert set(rows) >= set(result.summary["tasks"])
+    assert "lag.png" in shown and "summary.md" in shown
+
+
+def test_lag_run_without_matplotlib_names_the_extra_before_any_server_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    out = tmp_path / "out"
+    assert main(["lag", "run", "--duration", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("offload: error: ") and err.count("\n") == 1
+    assert "matplotlib" in err and "pip install 'offload[lab]'" in err
+    assert "Traceback" not in err
+    assert not out.exists()

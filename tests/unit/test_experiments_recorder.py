@@ -14,7 +14,7 @@ from offload.config import LagPolicy, Settings
 from offload.experiments.recorder import Recorder, RecordingSelector
 from offload.lag import LagReading
 from offload.periodic import PeriodicTask
-from offload.routing import ReplicaSelector, RoutingStats, SkipRun
+from offload.staleness import ReplicaSelector, RoutingStats, SkipRun
 from offload.tracing import StatementRecord, Tracer, task_scope
 
 

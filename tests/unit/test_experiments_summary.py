@@ -211,9 +211,11 @@ def test_compare_side_by_side(tmp_path: Path) -> None:
     write_outputs(
         second, read_samples(DATA / "samples.csv"), stale_runs, [], {**META, "lag_policy": "stale"}
     )
-    text = compare([first, second])
-    lines = {line.split("  ")[0].strip(): line for line in text.splitlines()}
-    assert "primary" in lines["lag_policy"] and "stale" in lines["lag_policy"]
-    assert lines["rejected guarded writes"].split()[-2:] == ["9", "63"]
-    assert lines["primary reads (SELECTs)"].split()[-2:] == ["582", "0"]
-    assert render_comparison(["a"], [{"experiment": {}, "all": {}, "lag": {}}]).count("?") > 3
+    table = compare([first, second])
+    assert list(table.columns) == ["", "primary", "stale"]
+    rows = {row[0].strip(): list(row[1:]) for row in table.rows}
+    assert rows["lag_policy"] == ["primary", "stale"]
+    assert rows["rejected guarded writes"] == ["9", "63"]
+    assert rows["primary reads (SELECTs)"] == ["582", "0"]
+    unknown = render_comparison(["a"], [{"experiment": {}, "all": {}, "lag": {}}])
+    assert sum(row[1] == "?" for row in unknown.rows) > 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload.compute.manager import TASKS
+from offload.compute.catalogue import TASKS
 from offload.config import ComputeSettings
 
 JUNO = {

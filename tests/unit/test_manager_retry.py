@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from offload.compute.catalogue import TaskSpec
 from offload.compute.context import Compute, RunReport
 from offload.compute.driver import FakeDriver
-from offload.compute.manager import ComputeManager, TaskSpec
+from offload.compute.manager import ComputeManager
 from offload.compute.notifier import MemoryNotifier
 from offload.config import ComputeSettings, DatabaseSettings, Settings
 from offload.db import Database
 from offload.errors import ConnectionLost, Deadlock
-from offload.routing import SkipRun
+from offload.staleness import SkipRun
 from offload.urls import parse_url
 
 # no server behind it: these tasks never touch the database

@@ -8,17 +8,17 @@ from typing import Any
 
 import pymysql
 import pytest
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError
 
 from offload import replication
-from offload.errors import AccessDenied, ReplicationError, ReplicationTimeout
+from offload.errors import ReplicationError
 from offload.replication import (
     Flavor,
     ReplicaStatus,
+    ReplicationTimeout,
     WaitOutcome,
     detect_flavor,
     interpret_wait_result,
-    is_access_denied,
     normalize_gtid,
     parse_replica_status,
     sql_for,
@@ -436,25 +436,6 @@ def test_wait_timeout_argument_never_zero(timeout: float, expected: float) -> No
 def test_wait_timeout_argument_rejects_bad_values(timeout: float) -> None:
     with pytest.raises(ValueError):
         wait_timeout_argument(timeout)
-
-
-def test_is_access_denied() -> None:
-    denied = OperationalError(
-        "SHOW REPLICA STATUS",
-        None,
-        pymysql.err.OperationalError(
-            1227,
-            "Access denied; you need (at least one of) the SUPER, REPLICATION CLIENT "
-            "privilege(s) for this operation",
-        ),
-    )
-    syntax = ProgrammingError(
-        "SHOW REPLICA STATUS", None, pymysql.err.ProgrammingError(1064, "syntax error")
-    )
-    assert is_access_denied(denied)
-    assert is_access_denied(AccessDenied("replica refused access", code=1227))
-    assert not is_access_denied(syntax)
-    assert not is_access_denied(RuntimeError("boom"))
 
 
 # --- per-flavor SQL ---------------------------------------------------------

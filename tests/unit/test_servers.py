@@ -255,3 +255,30 @@ def test_the_bootstrap_sets_the_heartbeat_the_code_keeps(flavor: str) -> None:
     script = (find_mysql_dir() / "bootstrap" / f"replica-{flavor}.sql").read_text()
     word = "MASTER" if flavor == "mariadb" else "SOURCE"
     assert f"{word}_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}," in script
+
+
+def test_data_dirs_are_copies_of_one_pristine_initialisation(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OFFLOAD_CACHE_DIR", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    server = _executable(
+        tmp_path / "sbin" / "mysqld",
+        f"""for a in "$@"; do case "$a" in --datadir=*) d="${{a#--datadir=}}" ;; esac; done
+echo run >> {runs}
+mkdir -p "$d/mysql" && echo uuid > "$d/auto.cnf" && echo data > "$d/ibdata1"
+""",
+    )
+    program = ServerProgram(server, Flavor.MYSQL, "9.7.4-2")
+    program.initialise(tmp_path / "a" / "data", tmp_path / "a.log")
+    program.initialise(tmp_path / "b" / "data", tmp_path / "b.log")
+    assert runs.read_text().splitlines() == ["run"]  # the server initialised once
+    for name in ("a", "b"):
+        data = tmp_path / name / "data"
+        assert (data / "ibdata1").read_text() == "data\n" and (data / "mysql").is_dir()
+        assert not (data / "auto.cnf").exists()  # each server makes its own server_uuid
+        assert sorted(p.name for p in data.iterdir()) == ["ibdata1", "mysql"]
+    program.initialise(tmp_path / "c" / "data", tmp_path / "c.log", template=False)
+    assert runs.read_text().splitlines() == ["run", "run"]
+    assert (tmp_path / "c" / "data" / "auto.cnf").exists()

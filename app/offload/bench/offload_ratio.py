@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from offload.bench.env import BenchContext, StatementEvent, TaggedStatements
 from offload.bench.report import BenchResult, Check, Table, fmt, fmt_ratio
 from offload.bench.stats import median, p99, ratio, reduction, rotation, summarize
+from offload.compute.catalogue import TASKS
 from offload.compute.context import RunReport
-from offload.compute.manager import TASKS, ComputeManager
+from offload.compute.host import build_manager
+from offload.compute.manager import ComputeManager
 from offload.db import Database
-from offload.service import build_manager
+from offload.routes import Route
 
 __all__ = ["CONFIGS", "Params", "run"]
 
@@ -89,7 +91,7 @@ def _count(
         if event.run not in runs:
             continue
         counts = cycle.per_task[runs[event.run]]
-        if event.is_select and event.route == "causal":
+        if event.is_select and event.route == Route.CAUSAL:
             cycle.primary_gtid_selects += 1
             counts["primary_gtid"] += 1
         elif event.is_select:

@@ -29,6 +29,7 @@ __all__ = [
     "print_checks",
     "print_result",
     "render_markdown",
+    "rich_table",
     "update_docs",
 ]
 
@@ -108,7 +109,8 @@ def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _rich(table: Table) -> RichTable:
+def rich_table(table: Table) -> RichTable:
+    """A table for the terminal (``Table.note`` as its caption; numbers right-aligned)."""
     rich_table = RichTable(
         title=table.title,
         box=box.SIMPLE_HEAD,
@@ -132,7 +134,7 @@ def print_result(console: Console, result: BenchResult) -> None:
     console.rule(f"[bold]{result.title}[/] ({result.seconds:.0f} s)")
     console.print(result.summary, highlight=False)
     for table in result.tables:
-        console.print(_rich(table))
+        console.print(rich_table(table))
 
 
 def _check_table(checks: Sequence[Check]) -> Table:
@@ -146,7 +148,7 @@ def _check_table(checks: Sequence[Check]) -> Table:
 def print_checks(console: Console, checks: Sequence[Check]) -> None:
     if checks:
         console.rule("[bold]Targets[/]")
-        console.print(_rich(_check_table(checks)))
+        console.print(rich_table(_check_table(checks)))
 
 
 def _cell(text: str) -> str:

@@ -34,10 +34,11 @@ from offload.bench.env import (
 )
 from offload.bench.report import BenchResult, Check, Table, fmt, fmt_ratio
 from offload.bench.stats import median, ratio, rotation, summarize
-from offload.compute.manager import TASKS, ComputeManager
+from offload.compute.catalogue import TASKS
+from offload.compute.host import build_manager
+from offload.compute.manager import ComputeManager
 from offload.db import Database
 from offload.seed import host_names
-from offload.service import build_manager
 
 __all__ = ["INSTANCES_PER_HOST", "Params", "run"]
 

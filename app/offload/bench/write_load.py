@@ -34,10 +34,12 @@ from offload.bench.env import (
 )
 from offload.bench.report import BenchResult, Check, Table, fmt, fmt_ratio
 from offload.bench.stats import ratio, rotation, summarize
+from offload.compute.host import build_manager
 from offload.compute.manager import ComputeManager
 from offload.db import Database
 from offload.periodic import Scheduler
-from offload.service import StatementCounter, build_manager
+from offload.routes import Route
+from offload.service import StatementCounter
 
 __all__ = ["CONFIGS", "Params", "run"]
 
@@ -152,7 +154,7 @@ class _Window:
 def _classify(events: list[StatementEvent]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for event in events:
-        if event.is_select and event.route == "causal":
+        if event.is_select and event.route == Route.CAUSAL:
             counts["gtid"] += 1
         elif event.is_select:
             counts["data"] += 1

@@ -1,11 +1,7 @@
 """ComputeManager: nova-compute's periodic tasks for one host, and what each run did.
 
-The catalogue (DESIGN §6) — the blueprint's five Juno tasks and the eight
-Icehouse ones — with Nova's option names.  Spacing follows oslo.service: a
-negative interval disables the task, 0 means the default interval
-(``periodic_interval_max``).  Tasks that Nova gates inside the task body
-(a timeout of 0, ``instance_usage_audit = false``...) are not scheduled while
-the gate is closed; ``run()`` still runs them and reports why they did nothing.
+The tasks are the catalogue's (``offload.compute.catalogue``).  Tasks whose gate is
+closed are not scheduled; ``run()`` still runs them and reports why they did nothing.
 
 Every run is tagged with its task and a run id, and its statements are
 collected, so a run's report says which route and which server each statement
@@ -19,7 +15,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -33,146 +28,17 @@ from tenacity import (
     wait_exponential,
 )
 
-from offload.compute.cleanup import (
-    cleanup_running_deleted_instances,
-    reclaim_queued_deletes,
-    run_pending_deletes,
-)
+from offload.compute.catalogue import TASKS, TaskSpec
 from offload.compute.context import Compute, RunReport
-from offload.compute.lifecycle import (
-    heal_instance_info_cache,
-    poll_rebooting_instances,
-    poll_rescued_instances,
-    poll_shelved_instances,
-    poll_unconfirmed_resizes,
-    sync_power_states,
-)
-from offload.compute.resource_tracker import update_available_resource
-from offload.compute.usage import instance_usage_audit, poll_bandwidth_usage, poll_volume_usage
-from offload.config import ComputeSettings
 from offload.errors import ConnectionLost, Deadlock
 from offload.periodic import PeriodicTask, UnknownTask
-from offload.routing import SkipRun
 from offload.schema import Instance
+from offload.staleness import SkipRun
 from offload.tracing import QueryTrace, StatementRecord, current_task, task_scope
 
-__all__ = ["TASKS", "ComputeManager", "TaskSpec", "summarize"]
+__all__ = ["ComputeManager", "summarize"]
 
 log = logging.getLogger("offload.compute")
-TaskFunc = Callable[[Compute, RunReport], None]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """One periodic task of the catalogue."""
-
-    name: str
-    func: TaskFunc
-    release: str  # "juno" (the blueprint's five) or "icehouse"
-    #: the option holding its spacing (None: the default interval)
-    spacing_option: str | None
-    run_immediately: bool = False
-    #: the reason the task is off under these options, or None when it is on
-    gate: Callable[[ComputeSettings], str | None] = lambda _: None
-
-    def spacing(self, options: ComputeSettings) -> float | None:
-        """Seconds between runs; None when the spacing option disables the task."""
-        value = int(getattr(options, self.spacing_option)) if self.spacing_option else 0
-        if value < 0:
-            return None
-        return float(value or options.periodic_interval_max)
-
-    def off_because(self, options: ComputeSettings) -> str | None:
-        if self.spacing(options) is None:
-            return f"{self.spacing_option} < 0"
-        return self.gate(options)
-
-
-def _zero(option: str) -> Callable[[ComputeSettings], str | None]:
-    return lambda o: f"{option} is {getattr(o, option)}" if getattr(o, option) <= 0 else None
-
-
-TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec(
-        "update_available_resource", update_available_resource, "juno", "update_resources_interval"
-    ),
-    TaskSpec("_run_pending_deletes", run_pending_deletes, "juno", "instance_delete_interval"),
-    TaskSpec(
-        "_instance_usage_audit",
-        instance_usage_audit,
-        "juno",
-        None,
-        gate=lambda o: None if o.instance_usage_audit else "instance_usage_audit is false",
-    ),
-    TaskSpec("_poll_bandwidth_usage", poll_bandwidth_usage, "juno", "bandwidth_poll_interval"),
-    TaskSpec(
-        "_poll_volume_usage",
-        poll_volume_usage,
-        "juno",
-        "volume_usage_poll_interval",
-        gate=_zero("volume_usage_poll_interval"),
-    ),
-    TaskSpec(
-        "_sync_power_states",
-        sync_power_states,
-        "icehouse",
-        "sync_power_state_interval",
-        run_immediately=True,
-    ),
-    TaskSpec(
-        "_heal_instance_info_cache",
-        heal_instance_info_cache,
-        "icehouse",
-        "heal_instance_info_cache_interval",
-        gate=_zero("heal_instance_info_cache_interval"),
-    ),
-    TaskSpec(
-        "_poll_rebooting_instances",
-        poll_rebooting_instances,
-        "icehouse",
-        None,
-        gate=_zero("reboot_timeout"),
-    ),
-    TaskSpec(
-        "_poll_rescued_instances",
-        poll_rescued_instances,
-        "icehouse",
-        None,
-        gate=_zero("rescue_timeout"),
-    ),
-    TaskSpec(
-        "_poll_unconfirmed_resizes",
-        poll_unconfirmed_resizes,
-        "icehouse",
-        None,
-        gate=_zero("resize_confirm_window"),
-    ),
-    TaskSpec(
-        "_poll_shelved_instances",
-        poll_shelved_instances,
-        "icehouse",
-        "shelved_poll_interval",
-        gate=_zero("shelved_offload_time"),
-    ),
-    TaskSpec(
-        "_reclaim_queued_deletes",
-        reclaim_queued_deletes,
-        "icehouse",
-        None,
-        gate=_zero("reclaim_instance_interval"),
-    ),
-    TaskSpec(
-        "_cleanup_running_deleted_instances",
-        cleanup_running_deleted_instances,
-        "icehouse",
-        "running_deleted_instance_poll_interval",
-        gate=lambda o: (
-            "running_deleted_instance_action is noop"
-            if o.running_deleted_instance_action == "noop"
-            else None
-        ),
-    ),
-)
 
 
 def summarize(records: list[StatementRecord]) -> dict[str, Any]:

@@ -11,22 +11,30 @@ import argparse
 import dataclasses
 import math
 import os
-import sys
 from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+from offload.bench.report import Table, rich_table
 from offload.config import LagPolicy, Settings, load_settings
 from offload.errors import ConfigError
 from offload.experiments.compare import compare
 from offload.experiments.provision import own_testbed, topology_of
 from offload.experiments.runner import ExperimentPlan, ExperimentResult, run_experiment
 from offload.experiments.scenarios import load_scenario
-from offload.experiments.summary import task_table
+from offload.experiments.summary import LAG_HEADER, TASK_HEADER, lag_rows, task_rows
+from offload.extras import require
 
-__all__ = ["DEFAULT_OUT", "DEFAULT_WRITE_RATE", "compare_command", "run_command"]
+__all__ = [
+    "DEFAULT_OUT",
+    "DEFAULT_WRITE_RATE",
+    "compare_command",
+    "print_summary",
+    "run_command",
+    "terminal",
+]
 
 DEFAULT_OUT = "lag-results"
 DEFAULT_WRITE_RATE = 20.0
@@ -107,34 +115,51 @@ def _replica_options(args: argparse.Namespace, settings: Settings) -> Settings:
     return dataclasses.replace(settings, replica=replica)
 
 
-def _print(result: ExperimentResult) -> None:
+def terminal() -> Console:
+    """The console of the lag commands: wide enough for every table when not a terminal."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=160)
+
+
+def print_summary(console: Console, result: ExperimentResult) -> None:
+    """The experiment's figures as tables (summary.md holds the same in markdown)."""
     summary = result.summary
     total = summary["all"]
-    lines = ["", *task_table(summary, total="all"), ""]
-    for name, stats in summary["lag"].items():
-        lines.append(
-            f"{name}: lag p50 {stats['lag_p50']} s, p99 {stats['lag_p99']} s, "
-            f"max {stats['lag_max']} s; {stats['seconds_above_max_lag']} s above "
-            "max_lag"
+    console.print(
+        rich_table(
+            Table(
+                "Replication lag (heartbeat)",
+                LAG_HEADER,
+                lag_rows(summary),
+                note="s > max_lag: seconds the replica spent more than max_lag behind",
+            )
         )
+    )
     reasons = ", ".join(f"{k} {v}" for k, v in total["fallbacks_by_reason"].items())
-    lines += [
-        f"{total['runs']} task runs: staleness p50 {total['staleness_p50']} s, max "
-        f"{total['staleness_max']} s; {total['stale_data_reads']} read data older than max_lag",
-        f"  {total['fallbacks']} fallbacks to the primary ({reasons or 'none'}), "
-        f"{total['skips']} skips, {total['rejected_writes']} guarded writes rejected, "
-        f"{total['primary_reads']} reads on the primary",
-        f"written to {result.out}/: " + ", ".join(sorted(p.name for p in result.files.values())),
-    ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    console.print(
+        rich_table(
+            Table(
+                "Task runs",
+                TASK_HEADER,
+                task_rows(summary, total="all"),
+                note=f"{total['runs']} task runs: {total['fallbacks']} fallbacks to the primary "
+                f"({reasons or 'none'}), {total['skips']} skips; shares are of the runs that "
+                "asked for a replica read, staleness the age of the data read",
+            )
+        )
+    )
+    console.print(
+        f"written to {result.out}/: " + ", ".join(sorted(p.name for p in result.files.values()))
+    )
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """``offload lag run``: on the testbed of ``--config``, else on one of its own."""
     plan = plan_from(args)
     _replica_options(args, settings)  # usage errors before any server starts
+    require("matplotlib", purpose="`offload lag run` (lag.png)")  # before any server starts
     out = Path(args.out)
-    console = Console(highlight=False, soft_wrap=True)
+    console = terminal()
     existing: Settings | None = None  # None: a testbed of its own
     if args.lag_config:
         existing = load_settings(Path(args.lag_config), os.environ)
@@ -170,11 +195,11 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
                 progress=bar,
                 testbed="config",
             )
-    _print(result)
+    print_summary(console, result)
     return 0
 
 
 def compare_command(args: argparse.Namespace, settings: Settings) -> int:
     """``offload lag compare DIR...``."""
-    sys.stdout.write(compare([Path(d) for d in args.dirs]) + "\n")
+    terminal().print(rich_table(compare([Path(d) for d in args.dirs])))
     return 0

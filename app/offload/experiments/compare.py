@@ -1,6 +1,6 @@
 """``offload lag compare DIR...``: experiments side by side, one column each.
 
-Reads each directory's ``summary.json`` and prints the settings that differ
+Reads each directory's ``summary.json`` and prints (a rich table) the settings that differ
 and the figures that matter — staleness, where reads went, what the primary
 paid, what the guard refused — so a trade-off (``max_lag`` 0.1 against 1.0,
 ``lag_policy`` primary against stale) reads across one line.
@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from offload.bench.report import Table
 from offload.errors import ConfigError
 
 __all__ = ["ROWS", "compare", "load_summary", "render_comparison"]
@@ -85,19 +86,10 @@ ROWS: tuple[tuple[str, Callable[[Summary], str]], ...] = (
 )
 
 
-def render_comparison(names: Sequence[str], summaries: Sequence[Summary]) -> str:
-    """A plain-text table: one row per figure, one column per experiment."""
-    cells = [[label, *(_safe(read, s) for s in summaries)] for label, read in ROWS]
-    header = ["", *names]
-    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
-
-    def line(row: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, cells)])
+def render_comparison(names: Sequence[str], summaries: Sequence[Summary]) -> Table:
+    """One row per figure, one column per experiment ('?' where a summary lacks it)."""
+    rows = [[label, *(_safe(read, s) for s in summaries)] for label, read in ROWS]
+    return Table("Lag experiments side by side", ["", *names], rows)
 
 
 def _safe(read: Callable[[Summary], str], summary: Summary) -> str:
@@ -107,7 +99,7 @@ def _safe(read: Callable[[Summary], str], summary: Summary) -> str:
         return "?"
 
 
-def compare(directories: Sequence[Path]) -> str:
+def compare(directories: Sequence[Path]) -> Table:
     """The comparison of the experiments in ``directories``, ready to print."""
     if not directories:
         raise ConfigError("give at least one experiment directory")

@@ -34,7 +34,7 @@ from offload.experiments.records import Event, RunRow, Sample, format_reasons
 from offload.gtid import gtid_distance
 from offload.lag import LagReading
 from offload.periodic import PeriodicTask
-from offload.routing import Choice, ReplicaSelector, SkipRun
+from offload.staleness import Choice, ReplicaSelector, SkipRun
 from offload.tracing import StatementRecord, current_task
 from offload.waiting import Clock
 

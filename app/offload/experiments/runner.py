@@ -30,11 +30,11 @@ from typing import Any, Protocol
 from sqlalchemy import text
 
 from offload import replication, schema
+from offload.compute.host import build_manager
 from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError, ReplicationError
 from offload.experiments.injector import Action, Injector
-from offload.experiments.plot import plot_experiment
 from offload.experiments.provision import experiment_database
 from offload.experiments.recorder import Recorder
 from offload.experiments.records import (
@@ -49,9 +49,9 @@ from offload.experiments.records import (
 from offload.experiments.scenarios import Scenario
 from offload.experiments.summary import render_markdown, summarize
 from offload.experiments.workload import Workload, create_burst_table
+from offload.extras import require
 from offload.periodic import Scheduler
 from offload.seed import host_names, seed
-from offload.service import build_manager
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
@@ -69,7 +69,7 @@ log = logging.getLogger("offload.experiments")
 #: the files an experiment writes
 OUTPUTS = ("samples.csv", "runs.csv", "events.csv", "summary.json", "summary.md", "lag.png")
 #: loggers that would speak at every run under injected lag (stale reads, overruns)
-_CHATTY = ("offload.routing", "offload.experiments.scheduler", "offload.compute")
+_CHATTY = ("offload.staleness", "offload.experiments.scheduler", "offload.compute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +366,9 @@ def write_outputs(
         f"{meta.get('lag_policy')}, causal_reads {causal}, "
         f"{meta.get('write_rate'):g} writes/s ({meta.get('server', meta.get('flavor'))})"
     )
+    require("matplotlib", purpose="lag.png (`offload lag`)")
+    from offload.experiments.plot import plot_experiment  # noqa: PLC0415 - matplotlib: offload[lab]
+
     files["lag.png"] = plot_experiment(
         samples,
         runs,

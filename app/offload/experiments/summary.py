@@ -29,11 +29,16 @@ from offload.experiments.records import ROUTES, Event, RunRow, Sample, parse_rea
 
 __all__ = [
     "DECIDED",
+    "LAG_HEADER",
+    "TASK_HEADER",
+    "lag_rows",
     "lag_stats",
     "percentile",
     "render_markdown",
     "run_stats",
     "summarize",
+    "task_rows",
+    "task_table",
 ]
 
 #: the routes of runs that asked for a replica read
@@ -220,7 +225,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(header), rule, *(line(r) for r in rows)]
 
 
-_TASK_HEADER = (
+#: the columns of the per-task table (summary.md and the terminal)
+TASK_HEADER = (
     "task",
     "runs",
     "replica",
@@ -255,11 +261,46 @@ def _task_row(name: str, stats: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def task_table(summary: Mapping[str, Any], *, total: str = "**all**") -> list[str]:
-    """The per-task table (markdown), with the total last."""
+def task_rows(summary: Mapping[str, Any], *, total: str = "all") -> list[list[str]]:
+    """The per-task table's rows, the total (named ``total``) last."""
     rows = [_task_row(name, stats) for name, stats in summary["tasks"].items()]
     rows.append(_task_row(total, summary["all"]))
-    return _table(_TASK_HEADER, rows)
+    return rows
+
+
+def task_table(summary: Mapping[str, Any], *, total: str = "**all**") -> list[str]:
+    """The per-task table (markdown), with the total last."""
+    return _table(TASK_HEADER, task_rows(summary, total=total))
+
+
+#: the columns of the per-replica lag table (summary.md and the terminal)
+LAG_HEADER = (
+    "replica",
+    "samples",
+    "p50 s",
+    "p99 s",
+    "max s",
+    "s > max_lag",
+    "unreachable",
+    "max GTID distance",
+)
+
+
+def lag_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """One row per replica: heartbeat lag percentiles, time above max_lag, GTID distance."""
+    return [
+        [
+            name,
+            str(s["samples"]),
+            _seconds(s["lag_p50"]),
+            _seconds(s["lag_p99"]),
+            _seconds(s["lag_max"]),
+            _seconds(s["seconds_above_max_lag"]),
+            str(s["unreachable_samples"]),
+            "-" if s["gtid_distance_max"] is None else str(s["gtid_distance_max"]),
+        ]
+        for name, s in summary["lag"].items()
+    ]
 
 
 def render_markdown(summary: Mapping[str, Any]) -> str:
@@ -283,32 +324,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         "## Replication lag (heartbeat)",
         "",
     ]
-    lag_rows = [
-        [
-            name,
-            str(s["samples"]),
-            _seconds(s["lag_p50"]),
-            _seconds(s["lag_p99"]),
-            _seconds(s["lag_max"]),
-            _seconds(s["seconds_above_max_lag"]),
-            str(s["unreachable_samples"]),
-            "-" if s["gtid_distance_max"] is None else str(s["gtid_distance_max"]),
-        ]
-        for name, s in summary["lag"].items()
-    ]
-    lines += _table(
-        (
-            "replica",
-            "samples",
-            "p50 s",
-            "p99 s",
-            "max s",
-            "s > max_lag",
-            "unreachable",
-            "max GTID distance",
-        ),
-        lag_rows,
-    )
+    lines += _table(LAG_HEADER, lag_rows(summary))
     lines += [
         "",
         "## Task runs",

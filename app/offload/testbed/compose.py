@@ -35,8 +35,8 @@ the local ones of :mod:`offload.testbed.images`, built first when missing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -51,8 +51,14 @@ from sqlalchemy import text
 from offload import replication
 from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError, TestbedError
-from offload.testbed import images
-from offload.testbed.files import load_credentials, read_state, write_private
+from offload.testbed import engine, images
+from offload.testbed.files import (
+    ComposeState,
+    load_credentials,
+    read_state,
+    save_state,
+    write_private,
+)
 from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
     NOVA_DATABASE,
@@ -140,20 +146,8 @@ def registry_image(flavor: FlavorSpec | None) -> str:
 
 
 def _require_engine() -> None:
-    result = subprocess.run(
-        [images.docker_command(), "info", "--format", "{{.ServerVersion}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise TestbedError(
-            f"no Docker engine answers ({detail})",
-            hint="start one (`dockerd`, or Docker Desktop), or use the native "
-            "backend (--backend native, --testbed=native)",
-        )
+    """TestbedError (one line) unless a Docker engine answers (MissingExtra without the SDK)."""
+    engine.client()
 
 
 def offline_wanted(environ: Mapping[str, str]) -> bool:
@@ -245,32 +239,38 @@ class ComposeTopology:
     def env_path(self) -> Path:
         return self.dir / "compose.env"
 
-    def _load_state(self) -> dict[str, Any]:
+    def _load_state(self) -> ComposeState | None:
         state = read_state(self.dir)
-        if state and state.get("backend", "native") != self.backend:
+        if state is not None and not isinstance(state, ComposeState):
             raise TestbedError(
-                f"the testbed in {self.dir} is a {state.get('backend', 'native')} testbed",
+                f"the testbed in {self.dir} is a {state.backend} testbed",
                 hint="take it down first (`make down`), or use another --dir",
             )
         return state
 
-    def _save_state(self, state: Mapping[str, Any]) -> None:
-        write_private(self.state_path, json.dumps(state, indent=2))
+    def _state(self) -> ComposeState:
+        state = self._load_state()
+        if state is None:
+            raise TestbedError(f"no compose testbed in {self.dir}", hint="run up first")
+        return state
+
+    def _save_state(self, state: ComposeState) -> None:
+        save_state(self.dir, state)
 
     def _credentials(self) -> Credentials:
         return load_credentials(self.dir)
 
     # --- the compose command --------------------------------------------------
 
-    def _command(self, state: Mapping[str, Any]) -> ComposeCommand:
+    def _command(self, state: ComposeState) -> ComposeCommand:
         return ComposeCommand(
-            program=[*state["compose"], "--env-file", str(self.env_path)],
-            file=state["compose_file"],
-            project=state["project"],
+            program=[*state.compose, "--env-file", str(self.env_path)],
+            file=state.compose_file,
+            project=state.project,
         )
 
     def _compose(
-        self, state: Mapping[str, Any], *args: str, timeout: float = 600, check: bool = True
+        self, state: ComposeState, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         # the env file decides what the compose file interpolates, not the caller's shell
         env = {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
@@ -295,14 +295,17 @@ class ComposeTopology:
             )
         return result
 
+    def command_line(self) -> str:
+        """The compose command a person runs on this testbed by hand (then ``ps``, ``logs``...)."""
+        state = self._state()
+        program = [Path(part).name for part in state.compose]
+        return " ".join([*program, "-p", state.project, "--env-file", str(self.env_path)])
+
     def run(
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """``compose ARGS`` on this testbed (``stop replica``, ``ps``, ``config -q`` ...)."""
-        state = self._load_state()
-        if not state.get("project"):
-            raise TestbedError(f"no compose testbed in {self.dir}", hint="run up first")
-        return self._compose(state, *args, timeout=timeout, check=check)
+        return self._compose(self._state(), *args, timeout=timeout, check=check)
 
     def _images(self) -> dict[str, str]:
         offline = self.offline if self.offline is not None else offline_wanted(self.environ)
@@ -323,9 +326,8 @@ class ComposeTopology:
         }
 
     @staticmethod
-    def _ports(state: Mapping[str, Any]) -> dict[str, str]:
+    def _ports(port: int, scale: int = 1) -> dict[str, str]:
         """Host ports: fixed ones, or 0 (Docker picks); a range for scaled compute containers."""
-        port, scale = int(state["port"]), int(state.get("compute_scale", 1))
         if port == 0:
             return {
                 "OFFLOAD_PRIMARY_PORT": "0",
@@ -341,11 +343,11 @@ class ComposeTopology:
             "OFFLOAD_SERVICE_PORTS": service,
         }
 
-    def _write_env(self, state: Mapping[str, Any], creds: Credentials) -> None:
+    def _write_env(self, state: ComposeState, creds: Credentials) -> None:
         values = {
             **creds.placeholders(),
-            **state.get("images", {}),
-            **self._ports(state),
+            **state.images,
+            **self._ports(state.port, state.compute_scale),
             "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", ""),
         }
         lines = [
@@ -363,54 +365,69 @@ class ComposeTopology:
         """
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
-        state = self._load_state()
+        return self._command(self._prepare())
+
+    def _prepare(self) -> ComposeState:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o700)
+        old = self._load_state()
         _require_engine()
-        if state.get("initialised") and state.get("port") != self.port:
+        if old is not None and old.initialised and old.port != self.port:
             raise TestbedError(
-                f"the compose testbed in {self.dir} runs on port "
-                f"{state['port']}, asked for {self.port}",
+                f"the compose testbed in {self.dir} runs on port {old.port}, asked for {self.port}",
                 hint="take it down first (`make down`) to change its ports",
             )
         creds = self._credentials()
-        state.update(
-            {
-                "backend": self.backend,
-                "project": self.project or state.get("project") or project_name(self.dir),
-                "compose": state.get("compose") or compose_command(),
-                "compose_file": str(
-                    self.compose_file.resolve()
-                    if self.compose_file
-                    else images.find_repo() / "docker-compose.yml"
-                ),
-                "env_file": str(self.env_path),
-                "port": self.port,
-                "compute_scale": self.compute_scale,
-                "images": self._images(),
-            }
+        project = self.project or (old.project if old else "") or project_name(self.dir)
+        compose_file = str(
+            self.compose_file.resolve()
+            if self.compose_file
+            else images.find_repo() / "docker-compose.yml"
         )
-        state["compute"] = bool(state.get("compute")) or self.start_compute_now
-        state.setdefault("initialised", False)
+        fresh = ComposeState(
+            project=project,
+            compose=(old.compose if old else ()) or tuple(compose_command()),
+            compose_file=compose_file,
+            env_file=str(self.env_path),
+            port=self.port,
+            compute_scale=self.compute_scale,
+            images=self._images(),
+        )
+        state = (
+            fresh
+            if old is None
+            else dataclasses.replace(
+                old,
+                project=fresh.project,
+                compose=fresh.compose,
+                compose_file=fresh.compose_file,
+                env_file=fresh.env_file,
+                port=fresh.port,
+                compute_scale=fresh.compute_scale,
+                images=fresh.images,
+            )
+        )
+        state = dataclasses.replace(state, compute=state.compute or self.start_compute_now)
         self._write_env(state, creds)
         self._save_state(state)
-        if not state["images"]["OFFLOAD_WHEELHOUSE"]:
+        if not state.images["OFFLOAD_WHEELHOUSE"]:
             # online: compose builds the compute image from the repository (layer-cached)
             self._compose(state, "build", "compute", timeout=1800)
-        return self._command(state)
+        return state
 
     # --- up -----------------------------------------------------------------
 
-    def _scale_args(self, state: Mapping[str, Any]) -> list[str]:
-        scale = int(state.get("compute_scale", 1))
+    def _scale_args(self, state: ComposeState) -> list[str]:
+        scale = state.compute_scale
         return ["--scale", f"compute={scale}"] if scale != 1 else []
 
     def up(self) -> TestbedInfo:
         """Start (or find running) the stack; return when it is healthy and replicating."""
-        self.prepare()
-        state = self._load_state()
+        state = self._prepare()
         deadline = Deadline(self.start_timeout)
-        services = [] if state["compute"] else ["primary", "replica"]
+        services = [] if state.compute else ["primary", "replica"]
         try:
-            scale = self._scale_args(state) if state["compute"] else []
+            scale = self._scale_args(state) if state.compute else []
             result = self._compose(
                 state,
                 "up",
@@ -443,7 +460,7 @@ class ComposeTopology:
 
         A stack that does not get there is taken down before this raises.
         """
-        state = self._load_state()
+        state = self._state()
         deadline = Deadline(self.start_timeout if timeout is None else max(timeout, 1.0))
         try:
             info = self._settle(state, deadline)
@@ -452,46 +469,28 @@ class ComposeTopology:
             raise
         return info
 
-    def _settle(self, state: dict[str, Any], deadline: Deadline) -> TestbedInfo:
+    def _settle(self, state: ComposeState, deadline: Deadline) -> TestbedInfo:
         containers = self._await_healthy(state, deadline)
-        state.update(self._published_ports(state, containers))
+        state = self._published_ports(state, containers)
         info = self._info(state, self._credentials())
-        state["flavor"] = info.flavor.value
+        state = dataclasses.replace(state, flavor=info.flavor.value)
         self._await_replication(info, deadline)
-        state["initialised"] = True
+        state = dataclasses.replace(state, initialised=True)
         self._save_state(state)
         write_config(info, self.config_path)
         return info
 
-    def _take_down(self, state: Mapping[str, Any]) -> None:
+    def _take_down(self, state: ComposeState) -> None:
         """Stop a stack that did not come up; its volumes too unless it was up before."""
         args = ["down", "--remove-orphans", "--timeout", "10"]
-        if not state.get("initialised"):
+        if not state.initialised:
             args.append("--volumes")
         with contextlib.suppress(OffloadError, OSError):
             self._compose(state, *args, timeout=120, check=False)
 
-    def _inspect(self, state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def _inspect(self, state: ComposeState) -> list[dict[str, Any]]:
         """``docker inspect`` of every container of this project."""
-        docker = images.docker_command()
-        label = f"label=com.docker.compose.project={state['project']}"
-        listed = subprocess.run(
-            [docker, "ps", "-aq", "--filter", label],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        ids = listed.stdout.split()
-        if listed.returncode != 0 or not ids:
-            return []
-        shown = subprocess.run(
-            [docker, "inspect", *ids], capture_output=True, text=True, check=False, timeout=60
-        )
-        if shown.returncode != 0:  # a container went away between ps and inspect
-            return []
-        found: list[dict[str, Any]] = json.loads(shown.stdout)
-        return found
+        return engine.project_containers(state.project)
 
     @staticmethod
     def _service(container: Mapping[str, Any]) -> str:
@@ -504,10 +503,10 @@ class ComposeTopology:
             return str(state.get("Status", "?"))
         return str(state.get("Health", {}).get("Status", "running"))
 
-    def _await_healthy(self, state: Mapping[str, Any], deadline: Deadline) -> list[dict[str, Any]]:
+    def _await_healthy(self, state: ComposeState, deadline: Deadline) -> list[dict[str, Any]]:
         wanted = {"primary": 1, "replica": 1}
-        if state.get("compute"):
-            wanted["compute"] = int(state.get("compute_scale", 1))
+        if state.compute:
+            wanted["compute"] = state.compute_scale
         last: list[list[dict[str, Any]]] = [[]]
 
         def healthy() -> bool:
@@ -545,9 +544,9 @@ class ComposeTopology:
         raise TestbedError(f"container {container['Name']} publishes no host port for {port}")
 
     def _published_ports(
-        self, state: Mapping[str, Any], containers: Sequence[Mapping[str, Any]]
-    ) -> dict[str, int]:
-        """The host ports Docker bound (ports 0 and ranges are only known now)."""
+        self, state: ComposeState, containers: Sequence[Mapping[str, Any]]
+    ) -> ComposeState:
+        """The state with the host ports Docker bound (ports 0 and ranges are only known now)."""
 
         def first(service: str) -> Mapping[str, Any] | None:
             mine = [
@@ -572,12 +571,17 @@ class ComposeTopology:
             if container is not None:
                 ports[key] = self._host_port(container, port)
         if "service_port" not in ports:  # not started yet: where it will listen, if known
-            configured = self._ports(state)["OFFLOAD_SERVICE_PORTS"]
+            configured = self._ports(state.port, state.compute_scale)["OFFLOAD_SERVICE_PORTS"]
             ports["service_port"] = int(configured) if configured.isdigit() else 0
-        return ports
+        return dataclasses.replace(
+            state,
+            primary_port=ports.get("primary_port", state.primary_port),
+            replica_port=ports.get("replica_port", state.replica_port),
+            service_port=ports["service_port"],
+        )
 
-    def _info(self, state: Mapping[str, Any], creds: Credentials) -> TestbedInfo:
-        primary, replica = int(state["primary_port"]), int(state["replica_port"])
+    def _info(self, state: ComposeState, creds: Credentials) -> TestbedInfo:
+        primary, replica = state.primary_port, state.replica_port
         admin = loopback_url("offload_admin", creds.admin, primary, None)
         engine = unpooled_engine(admin, name="primary")
         try:
@@ -593,7 +597,7 @@ class ComposeTopology:
             replicas=(loopback_url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
             admin=admin,
             replica_admins=(loopback_url("offload_admin", creds.admin, replica, None),),
-            service_port=int(state.get("service_port", 0)),
+            service_port=state.service_port,
             version=version,
         )
 
@@ -620,13 +624,19 @@ class ComposeTopology:
     # --- what went wrong ------------------------------------------------------
 
     def diagnostics(
-        self, state: Mapping[str, Any], containers: Sequence[Mapping[str, Any]] | None = None
+        self,
+        state: ComposeState | None = None,
+        containers: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """Containers' states, the replica's status, the end of the logs (for errors)."""
         lines: list[str] = []
         try:
-            listed = list(containers) if containers is not None else self._inspect(state)
-        except (OSError, ValueError, subprocess.SubprocessError):
+            listed = (
+                list(containers)
+                if containers is not None
+                else self._inspect(state if state is not None else self._state())
+            )
+        except OffloadError:
             listed = []
         lines.append(
             "containers: "
@@ -634,46 +644,33 @@ class ComposeTopology:
         )
         for container in listed:
             if self._service(container) == "replica" and self._health(container) not in _STOPPED:
-                status = subprocess.run(
-                    [
-                        images.docker_command(),
-                        "exec",
+                try:
+                    _, output = engine.exec_in(
                         container["Id"],
-                        "/bin/sh",
-                        "/etc/offload/mysql/healthcheck.sh",
-                        "replica",
-                        "-v",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    timeout=30,
-                )
+                        ["/bin/sh", "/etc/offload/mysql/healthcheck.sh", "replica", "-v"],
+                    )
+                except OffloadError as exc:
+                    output = str(exc)
                 wanted = ("Running", "Error", "Gtid", "Master_Host", "Source_Host")
                 picked = [
                     ln.strip()
-                    for ln in status.stdout.splitlines()
+                    for ln in output.splitlines()
                     if any(w in ln for w in wanted) and ln.strip()
                 ]
-                lines.append(
-                    "replica status: "
-                    + ("; ".join(picked) or (status.stdout + status.stderr).strip())
-                )
+                lines.append("replica status: " + ("; ".join(picked) or output.strip()))
         try:
-            logs = self._compose(
-                state, "logs", "--no-color", "--tail", "25", timeout=60, check=False
-            )
-            lines.append("compose logs (last 25 lines per container):")
-            lines.append((logs.stdout + logs.stderr).rstrip())
-        except (OffloadError, OSError) as exc:
-            lines.append(f"compose logs unavailable: {exc}")
+            logs = engine.container_logs(listed, tail=25)
+            lines.append("logs (last 25 lines per container):")
+            lines.append(logs)
+        except OffloadError as exc:
+            lines.append(f"logs unavailable: {exc}")
         return "\n".join(lines)
 
     # --- the compute containers, logs, down ------------------------------------
 
-    def _require_up(self) -> dict[str, Any]:
+    def _require_up(self) -> ComposeState:
         state = self._load_state()
-        if not state.get("initialised"):
+        if state is None or not state.initialised:
             raise TestbedError(
                 f"the compose testbed in {self.dir} is not up", hint="run `make up` first"
             )
@@ -687,7 +684,7 @@ class ComposeTopology:
             for c in self._inspect(state)
             if self._service(c) == "compute" and self._health(c) not in _STOPPED
         ]
-        state["compute"] = True
+        state = dataclasses.replace(state, compute=True)
         self._save_state(state)
         if running:
             self._compose(state, "restart", "compute", timeout=120)
@@ -706,35 +703,51 @@ class ComposeTopology:
     def stop_compute(self) -> bool:
         """Stop the compute container(s); False when the testbed is not up."""
         state = self._load_state()
-        if not state.get("initialised"):
+        if state is None or not state.initialised:
             return False
         self._compose(state, "stop", "compute", timeout=120)
-        state["compute"] = False
-        self._save_state(state)
+        self._save_state(dataclasses.replace(state, compute=False))
         return True
 
-    def logs(self, *, tail: int = 30) -> str:
+    def logs(self, *, tail: int = 30, service: str | None = None) -> str:
+        """The last ``tail`` lines of each container (of ``service``), ``name | line``."""
         state = self._load_state()
-        if not state.get("project"):
+        if state is None:
             return ""
-        result = self._compose(
-            state, "logs", "--no-color", "--tail", str(tail), timeout=60, check=False
-        )
-        return (result.stdout + result.stderr).rstrip()
+        return engine.container_logs(self._containers(state, service), tail=tail)
+
+    def containers(self, service: str | None = None) -> list[dict[str, Any]]:
+        """``docker inspect`` of this testbed's containers (of one compose service)."""
+        state = self._load_state()
+        return [] if state is None else self._containers(state, service)
+
+    def _containers(self, state: ComposeState, service: str | None) -> list[dict[str, Any]]:
+        found = self._inspect(state)
+        return [c for c in found if service is None or self._service(c) == service]
+
+    def stop(self, service: str, *, timeout: int = 30) -> None:
+        """Stop every container of a compose service (``docker stop``: SIGTERM, then SIGKILL)."""
+        state = self._require_up()
+        for container in self._containers(state, service):
+            engine.stop_container(container["Id"], timeout=timeout)
+
+    def start(self, service: str) -> None:
+        """Start the stopped containers of a compose service again (same containers)."""
+        state = self._require_up()
+        for container in self._containers(state, service):
+            engine.start_container(container["Id"])
 
     def down(self) -> None:
         """Remove the stack's containers, network and volumes (credentials are kept)."""
         state = self._load_state()
-        if not state.get("project"):
+        if state is None:
             return
         if not self.env_path.exists():  # compose needs its variables even to take down
             self._write_env(state, self._credentials())
         self._compose(
             state, "down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300
         )
-        state["initialised"] = False
-        state["compute"] = False
-        self._save_state(state)
+        self._save_state(dataclasses.replace(state, initialised=False, compute=False))
 
     def __enter__(self) -> TestbedInfo:
         return self.up()

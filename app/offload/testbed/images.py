@@ -11,8 +11,9 @@
 =========================  ==================================================================
 
 Cached: every image carries a label with a hash of what it was built from, and an image
-whose label matches (``docker image inspect``) is reused — a second run takes about a
-second.  The base needs root (debootstrap); the compute image needs only the engine.
+whose label matches is reused — a second run takes about a second.  The base needs root
+(debootstrap); the compute image needs only the engine.  The engine is driven through the
+Docker SDK (:mod:`offload.testbed.engine`): import of the tar stream, build, labels, prune.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
+from offload.testbed import engine
 from offload.testbed.rootfs import (
     Log,
     debian_mirror,
@@ -47,7 +49,6 @@ __all__ = [
     "COMPUTE_IMAGE",
     "ImageResult",
     "db_image",
-    "docker_command",
     "ensure_base",
     "ensure_compute",
     "ensure_db_image",
@@ -70,6 +71,8 @@ LABEL = "org.offload.recipe"
 WHEELHOUSE = Path("build") / "wheelhouse"
 
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: bytes per chunk of the root file system's tar stream sent to the engine
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,35 +92,9 @@ _stderr = stderr_log
 _run = run
 
 
-def docker_command() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        raise TestbedError(
-            "the docker command is not installed",
-            hint="install Docker (Debian: `apt-get install docker.io`)",
-        )
-    return docker
-
-
 def image_label(image: str) -> str | None:
     """The recipe label of a local image; None when the engine has no such image."""
-    result = subprocess.run(
-        [
-            docker_command(),
-            "image",
-            "inspect",
-            "--format",
-            f'{{{{index .Config.Labels "{LABEL}"}}}}',
-            image,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        return None
-    return result.stdout.strip()
+    return engine.image_label(image, LABEL)
 
 
 def image_exists(image: str) -> bool:
@@ -125,11 +102,7 @@ def image_exists(image: str) -> bool:
 
 
 def image_id(image: str) -> str:
-    return _run(
-        [docker_command(), "image", "inspect", "--format", "{{.Id}}", image],
-        what=f"docker image inspect {image}",
-        timeout=60,
-    ).strip()
+    return engine.image_id(image)
 
 
 def find_repo() -> Path:
@@ -165,27 +138,20 @@ def _import(rootfs: Path, name: str, recipe: str, log: Log) -> None:
         ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
     ) as tar:
         assert tar.stdout is not None
+        stream = tar.stdout
         try:
-            _run(
-                [
-                    docker_command(),
-                    "import",
-                    "--change",
+            engine.import_image(
+                iter(lambda: stream.read(_CHUNK), b""),
+                name,
+                changes=[
                     f"LABEL {LABEL}={recipe}",
-                    "--change",
                     f"ENV PATH={_PATH}",
-                    "--change",
                     "ENV LANG=C.UTF-8",
-                    "--change",
                     'CMD ["/bin/bash"]',
-                    "-",
-                    name,
                 ],
-                what="docker import",
-                stdin=tar.stdout.fileno(),
             )
         finally:
-            tar.stdout.close()
+            stream.close()
     if tar.returncode != 0:
         raise TestbedError(f"tar of {rootfs} failed (exit {tar.returncode})")
 
@@ -319,24 +285,12 @@ def ensure_compute(
         return ImageResult(name, built=False, seconds=time.monotonic() - started)
     ensure_wheelhouse(repo, log=log)
     log(f"images: docker build {name} (app/Dockerfile on {base}, no network)")
-    _run(
-        [
-            docker_command(),
-            "build",
-            "--file",
-            str(repo / "app" / "Dockerfile"),
-            "--build-arg",
-            f"BASE_IMAGE={base}",
-            "--build-arg",
-            f"WHEELHOUSE={WHEELHOUSE}",
-            "--label",
-            f"{LABEL}={recipe}",
-            "--tag",
-            name,
-            str(repo),
-        ],
-        what=f"docker build {name}",
-        timeout=1800,
+    engine.build_image(
+        repo,
+        dockerfile="app/Dockerfile",
+        tag=name,
+        buildargs={"BASE_IMAGE": base, "WHEELHOUSE": str(WHEELHOUSE)},
+        labels={LABEL: recipe},
     )
     _prune()
     return ImageResult(name, built=True, seconds=time.monotonic() - started)
@@ -345,12 +299,7 @@ def ensure_compute(
 def _prune() -> None:
     """Drop what earlier builds left untagged: old images of ours and build stages."""
     for label in (LABEL, "org.offload.stage=build"):
-        subprocess.run(
-            [docker_command(), "image", "prune", "--force", "--filter", f"label={label}"],
-            capture_output=True,
-            check=False,
-            timeout=300,
-        )
+        engine.prune_images(label)
 
 
 # --- DB images of provided servers: the cached tree, imported --------------

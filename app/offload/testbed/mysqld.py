@@ -7,17 +7,19 @@ per instance: server id, port, paths.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import string
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
-from offload.replication import Flavor, describe_server, detect_flavor
+from offload.flavor import Flavor, describe_server, detect_flavor
 from offload.testbed.rootfs import Log, stderr_log
-from offload.testbed.servers import FlavorSpec, provided_for
+from offload.testbed.servers import FlavorSpec, cache_dir, provided_for
 
 __all__ = [
     "ServerProgram",
@@ -36,6 +38,10 @@ _SEARCH_DIRS = (
     "/opt/mysql/bin",
 )
 _INSTALLERS = ("mariadb-install-db", "mysql_install_db")
+#: what makes a data dir one server's own: removed from every copy of the pristine one
+_IDENTITY_FILES = ("auto.cnf",)
+#: written into a pristine data dir once it is complete (and removed from no copy: harmless)
+_PRISTINE_MARK = ".offload-pristine"
 INSTALL_HINT = (
     "install a server: `sudo apt-get install mariadb-server` (Debian/Ubuntu; "
     "`make up` does it for you when run as root), or use Docker"
@@ -106,8 +112,52 @@ class ServerProgram:
         user = ["--user=root"] if os.geteuid() == 0 else []
         return [str(self.path), f"--defaults-file={defaults_file}", *user]
 
-    def initialise(self, datadir: Path, log: Path) -> None:
+    def initialise(self, datadir: Path, log: Path, *, template: bool = True) -> None:
+        """A fresh data dir: a copy of this server's pristine one (made once), or made now.
+
+        The server's own initialisation (MySQL's ``--initialize-insecure`` takes about 4 s
+        here) runs once per binary and version into the cache; every later data dir is a
+        copy of it, less what identifies a server (MySQL's ``auto.cnf``: its server_uuid,
+        which a primary and its replica must not share).
+        """
         datadir.parent.mkdir(parents=True, exist_ok=True)
+        if not template:
+            self._run_initialise(datadir, log)
+            return
+        pristine = self._pristine(log)
+        shutil.copytree(
+            pristine,
+            datadir,
+            symlinks=True,
+            ignore=lambda where, names: [_PRISTINE_MARK] if Path(where) == pristine else [],
+        )
+        for identity in _IDENTITY_FILES:
+            (datadir / identity).unlink(missing_ok=True)
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"offload: data dir copied from the pristine one in {pristine}\n")
+
+    def _pristine(self, log: Path) -> Path:
+        """The cached pristine data dir of this binary and version (made when missing)."""
+        key = hashlib.sha256(f"{self.path.resolve()}\0{self.version}".encode()).hexdigest()[:12]
+        root = cache_dir() / "datadirs"
+        pristine = root / f"{self.flavor.value}-{self.version}-{key}"
+        if (pristine / _PRISTINE_MARK).is_file():
+            return pristine
+        root.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{pristine.name}-", dir=root))
+        try:
+            self._run_initialise(work / "data", log)
+            (work / "data" / _PRISTINE_MARK).write_text(f"{self.path} {self.version}\n")
+            try:
+                (work / "data").rename(pristine)
+            except OSError:
+                if not (pristine / _PRISTINE_MARK).is_file():  # not a concurrent twin's
+                    raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return pristine
+
+    def _run_initialise(self, datadir: Path, log: Path) -> None:
         with log.open("ab") as out:
             result = subprocess.run(
                 self.init_command(datadir, log),

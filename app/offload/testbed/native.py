@@ -17,11 +17,11 @@ kept between ``down()`` and ``up()``.  A half-started testbed is stopped before
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,15 @@ from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.errors import OffloadError, TestbedError
-from offload.testbed.files import load_credentials, read_state, write_private
+from offload.testbed.files import (
+    LOOPBACK,
+    NativeState,
+    NovaSchemaRecord,
+    ServerRecord,
+    load_credentials,
+    read_state,
+    save_state,
+)
 from offload.testbed.mysqld import (
     ServerProgram,
     find_mysql_dir,
@@ -58,7 +66,6 @@ __all__ = ["DEFAULT_PORT", "NativeTopology", "free_ports"]
 DEFAULT_PORT = 33061
 #: the compute service listens on the primary's port + 19 (33080 by default)
 SERVICE_PORT_OFFSET = 19
-LOOPBACK = "127.0.0.1"
 
 
 def free_ports(count: int) -> list[int]:
@@ -123,11 +130,23 @@ class NativeTopology:
     def config_path(self) -> Path:
         return self.dir / "offload.conf"
 
-    def _load_state(self) -> dict[str, Any]:
-        return read_state(self.dir)
+    def _load_state(self) -> NativeState | None:
+        state = read_state(self.dir)
+        if state is not None and not isinstance(state, NativeState):
+            raise TestbedError(
+                f"the testbed in {self.dir} is a {state.backend} testbed",
+                hint="take it down first (`make down`), or use another --dir",
+            )
+        return state
 
-    def _save_state(self, state: dict[str, Any]) -> None:
-        write_private(self.state_path, json.dumps(state, indent=2))
+    def _require_state(self) -> NativeState:
+        state = self._load_state()
+        if state is None or not state.initialised:
+            raise TestbedError(f"the testbed in {self.dir} is not up", hint="run up() first")
+        return state
+
+    def _save_state(self, state: NativeState) -> None:
+        save_state(self.dir, state)
 
     def _credentials(self) -> Credentials:
         return load_credentials(self.dir)
@@ -138,18 +157,19 @@ class NativeTopology:
     def _is_ours(pid: int, defaults_file: str) -> bool:
         return pid_alive(pid) and f"--defaults-file={defaults_file}" in cmdline(pid)
 
-    def _sweep(self, state: dict[str, Any]) -> None:
+    def _sweep(self, state: NativeState) -> NativeState:
         """Stop server processes an earlier run left behind (crashed launcher)."""
-        for record in state.get("servers", {}).values():
-            pid, defaults = record.get("pid"), record.get("defaults_file", "")
-            if pid:
-                stop_process_group(pid, is_ours=partial(self._is_ours, defaults_file=defaults))
-            record["pid"] = None
+        for record in state.servers.values():
+            if record.pid:
+                stop_process_group(
+                    record.pid, is_ours=partial(self._is_ours, defaults_file=record.defaults_file)
+                )
+        return state.without_pids()
 
-    def _running(self, state: dict[str, Any]) -> bool:
-        servers = state.get("servers", {})
+    def _running(self, state: NativeState) -> bool:
+        servers = state.servers
         return bool(servers) and all(
-            r.get("pid") and self._is_ours(r["pid"], r["defaults_file"]) for r in servers.values()
+            r.pid is not None and self._is_ours(r.pid, r.defaults_file) for r in servers.values()
         )
 
     # --- admin connections (root over the Unix socket) ----------------------
@@ -191,45 +211,48 @@ class NativeTopology:
     def _names(self) -> list[str]:
         return ["primary", *(f"replica{i}" for i in range(self.replicas))]
 
-    def _program(self, state: dict[str, Any]) -> ServerProgram:
+    def _program(self, state: NativeState | None) -> ServerProgram:
         """The server: as asked; for an existing testbed without a spec, the one that made it."""
         spec = self.flavor
-        made = f"{state.get('flavor')} {state.get('version', '')}".strip()
+        made = state is not None and state.initialised
         if (
             spec is not None
-            and state.get("initialised")
-            and not spec.accepts(replication.Flavor(state["flavor"]), state.get("version", ""))
+            and state is not None
+            and made
+            and not spec.accepts(replication.Flavor(state.flavor), state.version)
         ):
             raise TestbedError(
-                f"the testbed in {self.dir} was made with {made}, asked for {spec}",
+                f"the testbed in {self.dir} was made with "
+                f"{f'{state.flavor} {state.version}'.strip()}, asked for {spec}",
                 hint=f"remove {self.dir} (`make clean`) to start afresh",
             )
-        if spec is None and not self.mysqld and state.get("initialised") and state.get("spec"):
-            spec = FlavorSpec.parse(state["spec"])
+        if spec is None and not self.mysqld and state is not None and made and state.spec:
+            spec = FlavorSpec.parse(state.spec)
         program = find_server(self.mysqld, spec=spec)
         if (
-            state.get("initialised")
-            and state.get("server")
+            state is not None
+            and made
+            and state.server
             and not self.mysqld
-            and state["server"] != str(program.path)
+            and state.server != str(program.path)
         ):
-            recorded = probe_server(Path(state["server"]))
+            recorded = probe_server(Path(state.server))
             if recorded is not None and recorded.flavor is program.flavor:
                 return recorded  # the very binary that made the data dirs
         return program
 
-    def _plan(self, state: dict[str, Any], program: ServerProgram) -> dict[str, Any]:
+    def _plan(self, state: NativeState | None, program: ServerProgram) -> NativeState:
         """Ports, flavor and server records: from the existing state, or new ones."""
-        if state.get("initialised"):
-            if state.get("flavor") != program.flavor.value:
+        if state is not None and state.initialised:
+            if state.flavor != program.flavor.value:
                 raise TestbedError(
-                    f"the testbed in {self.dir} was made with {state.get('flavor')}, "
+                    f"the testbed in {self.dir} was made with {state.flavor}, "
                     f"but the server found now is {program.flavor.value}",
                     hint=f"remove {self.dir} (`make clean`) to start afresh",
                 )
-            if len(state.get("replica_ports", [])) != self.replicas:
+            if len(state.replica_ports) != self.replicas:
                 raise TestbedError(
-                    f"the testbed in {self.dir} has {len(state['replica_ports'])} replica(s), "
+                    f"the testbed in {self.dir} has {len(state.replica_ports)} replica(s), "
                     f"asked for {self.replicas}",
                     hint=f"remove {self.dir} (`make clean`) to change the topology",
                 )
@@ -243,31 +266,27 @@ class NativeTopology:
                 self.port + SERVICE_PORT_OFFSET,
             ]
         )
-        return {
-            "backend": self.backend,
-            "flavor": program.flavor.value,
-            "version": program.version,
-            "server": str(program.path),
-            "spec": str(self.flavor) if self.flavor is not None else "",
-            "schema": self.schema,
-            "host": LOOPBACK,
-            "primary_port": ports[0],
-            "replica_ports": ports[1:-1],
-            "service_port": ports[-1],
-            "initialised": False,
-            "servers": {
-                name: {
-                    "pid": None,
-                    "port": port,
-                    "server_id": index + 1,
-                    "defaults_file": str(self.dir / name / "my.cnf"),
-                }
+        return NativeState(
+            flavor=program.flavor.value,
+            version=program.version,
+            server=str(program.path),
+            spec=str(self.flavor) if self.flavor is not None else "",
+            host=LOOPBACK,
+            primary_port=ports[0],
+            replica_ports=tuple(ports[1:-1]),
+            service_port=ports[-1],
+            initialised=False,
+            schema=self.schema,
+            servers={
+                name: ServerRecord(
+                    port=port, server_id=index + 1, defaults_file=str(self.dir / name / "my.cnf")
+                )
                 for index, (name, port) in enumerate(zip(self._names(), ports[:-1], strict=True))
             },
-        }
+        )
 
-    def _info(self, state: dict[str, Any], creds: Credentials) -> TestbedInfo:
-        host, replica_ports = state["host"], state["replica_ports"]
+    def _info(self, state: NativeState, creds: Credentials) -> TestbedInfo:
+        host, replica_ports = state.host, state.replica_ports
 
         def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
             return tuple(
@@ -277,14 +296,14 @@ class NativeTopology:
         return TestbedInfo(
             backend=self.backend,
             dir=self.dir,
-            flavor=replication.Flavor(state["flavor"]),
-            primary=loopback_url("nova", creds.nova, state["primary_port"], NOVA_DATABASE, host),
+            flavor=replication.Flavor(state.flavor),
+            primary=loopback_url("nova", creds.nova, state.primary_port, NOVA_DATABASE, host),
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
-            admin=loopback_url("offload_admin", creds.admin, state["primary_port"], None, host),
+            admin=loopback_url("offload_admin", creds.admin, state.primary_port, None, host),
             replica_admins=urls("offload_admin", creds.admin, None),
-            service_port=state.get("service_port", 0),
-            version=state.get("version", ""),
-            schema=state.get("schema", "offload"),
+            service_port=state.service_port,
+            version=state.version,
+            schema=state.schema,
         )
 
     def up(self) -> TestbedInfo:
@@ -293,103 +312,107 @@ class NativeTopology:
         self.dir.chmod(0o700)
         state = self._load_state()
         creds = self._credentials()
-        made = state.get("schema", "offload")
-        if state.get("initialised") and self.schema_asked is None:
-            self.schema = made  # not asked for: the testbed's own
-        if state.get("initialised") and made != self.schema:
-            raise TestbedError(
-                f"the testbed in {self.dir} was made with schema {made}, asked for {self.schema}",
-                hint=f"remove {self.dir} (`make clean`) to start afresh",
-            )
-        if state.get("initialised") and self._running(state):
+        if state is not None and state.initialised:
+            if self.schema_asked is None:
+                self.schema = state.schema  # not asked for: the testbed's own
+            if state.schema != self.schema:
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with schema {state.schema}, "
+                    f"asked for {self.schema}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
+        if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
             self._await_replication(state)
             self._nova_schema(state, info)
             write_config(info, self.config_path)
             return info
-        self._sweep(state)
+        if state is not None:
+            state = self._sweep(state)
         program = self._program(state)
         state = self._plan(state, program)
         self._save_state(state)
         try:
-            self._start_all(state, program)
-            if not state["initialised"]:
+            state = self._start_all(state, program)
+            if not state.initialised:
                 self._bootstrap(state, program, creds)
-                state["initialised"] = True
+                state = replace(state, initialised=True)
                 self._save_state(state)
             self._await_replication(state)
-            self._nova_schema(state, self._info(state, creds))
+            state = self._nova_schema(state, self._info(state, creds))
         except BaseException:
-            self._stop_all(state)
-            if not state["initialised"]:
+            # the file holds every pid recorded so far, even of a start that failed midway
+            self._stop_all(self._load_state() or state)
+            if not state.initialised:
                 # a half-bootstrapped data dir cannot be trusted: start afresh next time
-                for name in state["servers"]:
+                for name in state.servers:
                     shutil.rmtree(self.dir / name, ignore_errors=True)
             raise
         info = self._info(state, creds)
         write_config(info, self.config_path)
         return info
 
-    def _nova_schema(self, state: dict[str, Any], info: TestbedInfo) -> None:
+    def _nova_schema(self, state: NativeState, info: TestbedInfo) -> NativeState:
         """schema nova: Nova's migrations make the nova database once, then it replicates."""
-        if self.schema != "nova" or state.get("nova_schema"):
-            return
+        if self.schema != "nova" or state.nova_schema is not None:
+            return state
         synced = sync_testbed(info, workdir=self.dir)
-        state["nova_schema"] = {
-            "revision": synced.revision,
-            "tables": synced.tables,
-            "seconds": round(synced.seconds, 1),
-        }
+        state = replace(
+            state,
+            nova_schema=NovaSchemaRecord(
+                revision=synced.revision, tables=synced.tables, seconds=round(synced.seconds, 1)
+            ),
+        )
         self._save_state(state)
         self._await_replication(state)
+        return state
 
     def kill(self, name: str) -> None:
         """SIGKILL one server of a running testbed (fault injection): no clean shutdown."""
-        state = self._load_state()
-        record = state["servers"][name]
+        state = self._require_state()
+        record = state.servers[name]
         server = self.servers.pop(name, None)
         if server is not None:
             server.kill()
-        elif record.get("pid") and self._is_ours(record["pid"], record["defaults_file"]):
-            os.killpg(record["pid"], signal.SIGKILL)
-            wait_for(lambda: not pid_alive(record["pid"]), Deadline(10), interval=0.02)
-        record["pid"] = None
-        self._save_state(state)
+        elif record.pid and self._is_ours(record.pid, record.defaults_file):
+            pid = record.pid
+            os.killpg(pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(pid), Deadline(10), interval=0.02)
+        self._save_state(state.with_pid(name, None))
 
     def start(self, name: str) -> None:
         """Start one stopped server of an initialised testbed again, on its data."""
-        state = self._load_state()
-        if not state.get("initialised"):
-            raise TestbedError(f"the testbed in {self.dir} is not up", hint="run up() first")
+        state = self._require_state()
         self._start_all(state, self._program(state), only=name)
 
     def _start_all(
-        self, state: dict[str, Any], program: ServerProgram, *, only: str | None = None
-    ) -> None:
+        self, state: NativeState, program: ServerProgram, *, only: str | None = None
+    ) -> NativeState:
+        """Start the servers (or ``only`` one); the state with their pids, saved at each."""
         mysql_dir = find_mysql_dir()
-        for name, record in state["servers"].items():
+        for name, record in state.servers.items():
             if only is not None and name != only:
                 continue
             home = self.dir / name
             defaults = (
                 write_defaults_file(
-                    Path(record["defaults_file"]),
+                    Path(record.defaults_file),
                     mysql_dir=mysql_dir,
                     flavor=program.flavor,
                     role="primary" if name == "primary" else "replica",
-                    server_id=record["server_id"],
-                    port=record["port"],
-                    host=state["host"],
+                    server_id=record.server_id,
+                    port=record.port,
+                    host=state.host,
                 )
-                if not state["initialised"] or not Path(record["defaults_file"]).exists()
-                else Path(record["defaults_file"])
+                if not state.initialised or not Path(record.defaults_file).exists()
+                else Path(record.defaults_file)
             )
             if not (home / "data").exists():
                 program.initialise(home / "data", home / "init.log")
             server = ServerProcess(
                 name=name,
                 args=program.run_command(defaults),
-                port=record["port"],
+                port=record.port,
                 log_path=home / "error.log",
                 ready=partial(self._answers, name),
                 start_timeout=self.start_timeout,
@@ -398,34 +421,35 @@ class NativeTopology:
             self.servers[name] = server
             # record the pid as soon as it exists: a crash now leaves something to sweep
             server.start()
-            record["pid"] = server.pid
+            state = state.with_pid(name, server.pid)
             self._save_state(state)
+        return state
 
-    def _bootstrap(self, state: dict[str, Any], program: ServerProgram, creds: Credentials) -> None:
+    def _bootstrap(self, state: NativeState, program: ServerProgram, creds: Credentials) -> None:
         mysql_dir = find_mysql_dir() / "bootstrap"
         values = creds.placeholders()
         self._run_script("primary", mysql_dir / "primary.sql", values)
         replica_values = {
             **values,
-            "PRIMARY_HOST": state["host"],
-            "PRIMARY_PORT": str(state["primary_port"]),
+            "PRIMARY_HOST": state.host,
+            "PRIMARY_PORT": str(state.primary_port),
         }
-        for name in state["servers"]:
+        for name in state.servers:
             if name != "primary":
                 self._run_script(
                     name, mysql_dir / f"replica-{program.flavor.value}.sql", replica_values
                 )
 
-    def _await_replication(self, state: dict[str, Any]) -> None:
+    def _await_replication(self, state: NativeState) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
-        flavor = replication.Flavor(state["flavor"])
+        flavor = replication.Flavor(state.flavor)
         primary = self._root_engine("primary")
         try:
             with primary.connect() as conn:
                 position = replication.gtid_position(conn, flavor)
         finally:
             primary.dispose()
-        for name in state["servers"]:
+        for name in state.servers:
             if name == "primary":
                 continue
             engine = self._root_engine(name)
@@ -449,21 +473,20 @@ class NativeTopology:
             finally:
                 engine.dispose()
 
-    def _stop_all(self, state: dict[str, Any]) -> None:
-        for name in reversed(list(state.get("servers", {}))):
-            record = state["servers"][name]
+    def _stop_all(self, state: NativeState | None) -> None:
+        if state is None:
+            return
+        for name in reversed(list(state.servers)):
+            record = state.servers[name]
             server = self.servers.pop(name, None)
             if server is not None:
                 server.stop()
-            elif record.get("pid"):
+            elif record.pid:
                 stop_process_group(
-                    record["pid"],
-                    is_ours=partial(self._is_ours, defaults_file=record["defaults_file"]),
+                    record.pid, is_ours=partial(self._is_ours, defaults_file=record.defaults_file)
                 )
-            record["pid"] = None
-        if state:
-            with contextlib.suppress(OSError):
-                self._save_state(state)
+        with contextlib.suppress(OSError):
+            self._save_state(state.without_pids())
 
     def down(self) -> None:
         """Stop every server this testbed started (data dirs are kept)."""

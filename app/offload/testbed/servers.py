@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import TestbedError
-from offload.replication import Flavor
+from offload.flavor import Flavor
 from offload.testbed import rootfs as rootfs_mod
 from offload.testbed.rootfs import Log, stderr_log
 

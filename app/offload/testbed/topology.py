@@ -11,7 +11,7 @@ from typing import Protocol
 from sqlalchemy import URL
 
 from offload.config import Settings, TestbedSettings
-from offload.replication import Flavor, describe_server
+from offload.flavor import Flavor, describe_server
 from offload.urls import with_database
 
 __all__ = [

@@ -37,7 +37,7 @@ __all__ = [
     "StalenessGuard",
 ]
 
-log = logging.getLogger("offload.routing")
+log = logging.getLogger("offload.staleness")
 #: histogram buckets (seconds) of causal waits, for /metrics
 CAUSAL_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -1,0 +1,36 @@
+"""The routes a statement can take: fixed when a session opens, carried on its connection.
+
+``WRITE``, ``READ_PRIMARY`` and ``READ_REPLICA`` are the routes a session opens with
+(``Database.writer()``, ``reader()``, ``reader(allow_replica=True)``).  ``CAUSAL`` tags the
+one statement that is not a session's: the GTID lookup right after a writer commits, on the
+writer's connection, that later replica reads of the same task run wait for (causal reads).
+It reads no data, so proofs count it neither as a read nor as a write of a task.
+
+Each connection carries its route in the execution option ``ROUTE_OPTION``: the write guard,
+the statement tags and the traces all read it from there.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+__all__ = ["ROUTE_OPTION", "Route"]
+
+#: the connection execution option that holds a connection's route (its value)
+ROUTE_OPTION: Final = "offload_route"
+
+
+class Route(StrEnum):
+    """Why a statement goes to a server; a session's route is fixed for its life."""
+
+    WRITE = "write"
+    READ_PRIMARY = "primary"
+    READ_REPLICA = "replica"
+    #: the GTID lookup after a commit (causal reads), on the writer's connection
+    CAUSAL = "causal"
+
+    @property
+    def writes(self) -> bool:
+        """Statements on this route may change data (only ``WRITE``'s may)."""
+        return self is Route.WRITE
