@@ -18,6 +18,7 @@ deleted, for offload's tasks as for Nova's filters.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -39,12 +40,15 @@ FIX = "run `offload db sync`"
 
 
 def _offload(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # piped output's own width (a terminal's COLUMNS would squeeze the status table)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run(
         [sys.executable, "-m", "offload.cli", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
 
 
