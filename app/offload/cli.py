@@ -33,6 +33,7 @@ from offload.urls import masked
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
+    from offload.compute.context import RunReport
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
     from offload.testbed.service import ServiceRunner
@@ -154,17 +155,32 @@ def _testbed_dir(args: argparse.Namespace, settings: Settings) -> Path:
     return directory
 
 
+def _schema(args: argparse.Namespace) -> str | None:
+    """--schema, else $OFFLOAD_SCHEMA (make's SCHEMA=), else None (offload's, or the testbed's)."""
+    from offload.testbed.nova import default_schema  # noqa: PLC0415
+
+    chosen: str | None = getattr(args, "schema", None)
+    return chosen or default_schema()
+
+
 def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     from offload.testbed.backend import choose_backend, recorded_backend  # noqa: PLC0415
 
     directory = _testbed_dir(args, settings)
+    schema = _schema(args)
     backend = choose_backend(
         args.backend,
         directory,
         replicas=args.replicas,
         mysqld=args.mysqld,
         flavor=args.flavor,
+        schema=schema,
     )
+    if backend == "compose" and schema == "nova":
+        raise TestbedError(
+            "--schema nova runs on the native backend (nova-manage runs from this machine)",
+            hint="use --backend native (`make up SCHEMA=nova` does)",
+        )
     recorded = recorded_backend(directory)
     if recorded is not None and recorded != backend:
         raise TestbedError(
@@ -173,6 +189,14 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+    from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
+
+    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    if backend == "compose" and not knobs.empty:
+        raise TestbedError(
+            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            hint="add --backend native",
+        )
 
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
@@ -190,10 +214,28 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
         topology = NativeTopology(
-            directory, port=args.port, replicas=args.replicas, mysqld=args.mysqld, flavor=flavor
+            directory,
+            port=args.port,
+            replicas=args.replicas,
+            mysqld=args.mysqld,
+            flavor=flavor,
+            knobs=knobs,
+            schema=schema,
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
+    if info.schema == "nova":
+        from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
+        from offload.testbed.nova import NOVA_RELEASE  # noqa: PLC0415
+
+        state = read_state(directory)
+        made = state.nova_schema if isinstance(state, NativeState) else None
+        if made is not None:
+            _out(
+                f"  schema    Nova {NOVA_RELEASE}'s, by nova-manage db sync: {made.tables} "
+                f"tables, revision {made.revision} ({made.seconds}s); "
+                "`offload db sync` adds offload's heartbeat"
+            )
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
@@ -280,14 +322,17 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     from offload import schema  # noqa: PLC0415
+    from offload.attach import sync  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
 
     with Database(settings) as db, db.writer() as session:
-        schema.create_all(session.connection())
+        report = sync(session.connection(), extra_indexes=args.extra_indexes)
     _out(
         f"schema in place on the primary ({masked(settings.require_connection())}): "
-        f"{len(schema.NOVA_TABLES)} tables"
+        f"offload's {len(schema.NOVA_TABLES)} tables"
     )
+    for line in report.lines():
+        _out(f"  {line}")
     return 0
 
 
@@ -304,6 +349,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
 
     from offload import schema  # noqa: PLC0415
+    from offload.attach import sync  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
     from offload.dberrors import DUPLICATE_KEY, error_code  # noqa: PLC0415
     from offload.seed import seed  # noqa: PLC0415
@@ -311,7 +357,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.require_connection()
     with Database(settings) as db:
         with db.writer() as session:
-            schema.create_all(session.connection())
+            sync(session.connection())  # what `db sync` does; on Nova's tables, checked first
         with db.reader() as session:
             present = session.scalar(select(func.count()).select_from(schema.Instance)) or 0
         if present and args.if_empty:
@@ -364,20 +410,41 @@ def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
         for warning in preflight(settings):
             sys.stderr.write(f"offload: warning: {warning}\n")
         manager.init_host()
-        report = manager.run(spec.name)
+        failure: Exception | None = None
+        try:
+            report = manager.run(spec.name)
+        except Exception as exc:  # the run's report still says what it did, then the error
+            failure = exc
+            failed = manager.last_reports.get(spec.name)
+            if failed is None:
+                raise
+            report = failed
     if args.json:
         _out(json.dumps(report.as_dict(), indent=2, default=str))
-        return 0
+    else:
+        _print_run(report)
+    if failure is not None:
+        raise failure  # one line on stderr and a non-zero exit, as for any error
+    return 0
+
+
+def _print_run(report: RunReport) -> None:
     statements = report.details.get("statements", {})
     _out(
         f"{report.task} on {report.host}: {report.duration * 1000:.1f} ms, "
         f"{report.items} items, {report.written} written, {report.rejected} rejected"
         + (f" (skipped: {report.skipped})" if report.skipped else "")
+        + (" (FAILED)" if report.error else "")
     )
     for route, verbs in statements.get("by_route", {}).items():
         servers = ", ".join(statements["servers"].get(route, []))
         _out(f"  {route:<8} {dict(verbs)}  on {servers}")
-    return 0
+    routing = report.details.get("routing", {})
+    why = routing.get("why", {})
+    for kind in ("fallbacks", "skips"):
+        for reason, count in routing.get(kind, {}).items():
+            cause = f": {why[reason]}" if reason in why else ""
+            _out(f"  {kind[:-1]} {reason} x{count}{cause}")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -565,6 +632,48 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, hint=f"see `{self.prog} --help`")
 
 
+def cmd_link(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.link.commands import link_command  # noqa: PLC0415
+
+    for line in link_command(args, _testbed_dir(args, settings)):
+        _out(line)
+    return 0
+
+
+def _add_link(commands: Any) -> None:
+    link = commands.add_parser(
+        "link", help="shape a replica's replication link: delay, jitter, rate, stall, cut"
+    )
+    link_commands = link.add_subparsers(dest="link_command", required=True, parser_class=_Parser)
+    shaped = link_commands.add_parser(
+        "set", help="put a link in the replica's path (if none) and set its toxics"
+    )
+    shaped.add_argument("name", metavar="REPLICA", help="replica0, replica1, ...")
+    shaped.add_argument("--delay", metavar="D", help="added each way, like 40ms")
+    shaped.add_argument("--jitter", metavar="D", help="uniform +-D on each delay, like 5ms")
+    shaped.add_argument("--rate", metavar="R", help="bandwidth cap each way, like 2mbit; off")
+    shaped.add_argument(
+        "--stall", action="store_true", default=None, help="hold every byte until --flow"
+    )
+    shaped.add_argument("--flow", dest="stall", action="store_false", help="end a --stall")
+    cut = link_commands.add_parser(
+        "cut", help="reset the link's connections and refuse new ones for a while"
+    )
+    cut.add_argument("name", metavar="REPLICA")
+    cut.add_argument("--for", dest="seconds", required=True, metavar="D", help="like 5s")
+    clear = link_commands.add_parser("clear", help="no toxic; a cut link heals at once")
+    clear.add_argument("name", metavar="REPLICA")
+    remove = link_commands.add_parser(
+        "remove", help="point the replica at the primary directly again; stop its link"
+    )
+    remove.add_argument("name", metavar="REPLICA")
+    show = link_commands.add_parser("show", help="toxics in force, bytes and connections")
+    show.add_argument("name", nargs="?", metavar="REPLICA")
+    for sub in (shaped, cut, clear, remove, show):
+        sub.add_argument("--dir", help="testbed directory (default .testbed)")
+        sub.set_defaults(handler=cmd_link)
+
+
 def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
     testbed_commands = testbed.add_subparsers(
@@ -597,6 +706,14 @@ def _add_testbed(commands: Any) -> None:
         "a flavor the host lacks is provided from Debian, cached)",
     )
     up.add_argument(
+        "--schema",
+        choices=["offload", "nova"],
+        default=None,
+        help="what makes the nova database: offload (its own tables, `offload db sync`; the "
+        "default) or nova (Nova 34's migrations, `nova-manage db sync`, from a side "
+        "environment built once and cached; native backend)",
+    )
+    up.add_argument(
         "--compute-scale",
         type=_compute_scale,
         default=1,
@@ -608,6 +725,19 @@ def _add_testbed(commands: Any) -> None:
         action="store_true",
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
+    )
+    up.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    up.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="native: semi-synchronous replication on (off with --no-semi-sync)",
     )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
@@ -653,7 +783,17 @@ def _add_testbed(commands: Any) -> None:
 def _add_data(commands: Any) -> None:
     database = commands.add_parser("db", help="the nova schema")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    sync = db_commands.add_parser("sync", help="create the tables on the primary")
+    sync = db_commands.add_parser(
+        "sync",
+        help="create offload's tables on the primary; on a Nova database, add only the "
+        "heartbeat table (and say what was found and added)",
+    )
+    sync.add_argument(
+        "--extra-indexes",
+        action="store_true",
+        help="also create offload's indexes that Nova lacks, each named with what it "
+        "speeds up (docs/operations.md)",
+    )
     sync.set_defaults(handler=cmd_db_sync)
     seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
     seeding.add_argument("--instances", type=_positive, default=1000)
@@ -757,7 +897,7 @@ def _add_bench(commands: Any) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        choices=["offload", "routing", "replication", "scaling", "write-load"],
+        choices=["offload", "routing", "replication", "scaling", "write-load", "link"],
         help="run only this benchmark (repeatable)",
     )
     bench.set_defaults(handler=cmd_bench, full=False)
@@ -783,7 +923,8 @@ def _add_lag(commands: Any) -> None:
         "--scenario",
         default="steady",
         help="steps joined with +: steady, delay:S, pause:S[@AT], "
-        "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file",
+        "burst:ROWS[@AT], kill-replica[@AT], link:delay=40ms@A..B, cut@A..B; "
+        "or a .toml file",
     )
     experiment.add_argument(
         "--duration",
@@ -859,7 +1000,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_testbed, _add_data, _add_tasks, _add_replica, _add_bench, _add_lag):
+    for add in (
+        _add_testbed,
+        _add_data,
+        _add_tasks,
+        _add_replica,
+        _add_link,
+        _add_bench,
+        _add_lag,
+    ):
         add(commands)
     return parser
 

@@ -183,9 +183,10 @@ def test_options(request) -> None:
         "directory": str(run.directory) if run.directory else None,
         "replicas": run.replicas,
         "flavor": str(run.flavor) if run.flavor else None,
+        "schema": run.schema,
         "primary_url": run.primary_url,
         "replica_urls": list(run.replica_urls),
-        "environment": os.environ.get("OFFLOAD_FLAVOR"),
+        "environment": [os.environ.get("OFFLOAD_FLAVOR"), os.environ.get("OFFLOAD_SCHEMA")],
     }
     assert seen == expected
 """
@@ -195,6 +196,7 @@ offload_testbed = external
 offload_testbed_dir = from-ini
 offload_testbed_replicas = 3
 offload_testbed_flavor = mariadb-11.8
+offload_testbed_schema = nova
 offload_primary_url = mysql+pymysql://admin:pw@127.0.0.1:1/
 offload_replica_url =
     mysql+pymysql://admin:pw@127.0.0.1:2/
@@ -206,6 +208,7 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)
+    monkeypatch.delenv("OFFLOAD_SCHEMA", raising=False)
     pytester.makepyfile(test_options=CHECK_OPTIONS)
     pytester.makeini(INI)
     expected = {
@@ -213,12 +216,13 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "directory": str(pytester.path / "from-ini"),
         "replicas": 3,
         "flavor": "mariadb-11.8",
+        "schema": "nova",
         "primary_url": "mysql+pymysql://admin:pw@127.0.0.1:1/",
         "replica_urls": [
             "mysql+pymysql://admin:pw@127.0.0.1:2/",
             "mysql+pymysql://admin:pw@127.0.0.1:3/",
         ],
-        "environment": "mariadb-11.8",
+        "environment": ["mariadb-11.8", "nova"],
     }
     (pytester.path / "expected.json").write_text(json.dumps(expected))
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
@@ -228,9 +232,10 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "directory": "/elsewhere",
         "replicas": 2,
         "flavor": "mysql",
+        "schema": "offload",
         "primary_url": "mysql+pymysql://admin:pw@127.0.0.1:4/",
         "replica_urls": ["mysql+pymysql://admin:pw@127.0.0.1:5/"],
-        "environment": "mysql",
+        "environment": ["mysql", "offload"],
     }
     (pytester.path / "expected.json").write_text(json.dumps(overridden))
     pytester.runpytest_subprocess(
@@ -240,6 +245,7 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "--testbed-dir=/elsewhere",
         "--testbed-replicas=2",
         "--testbed-flavor=mysql",
+        "--testbed-schema=offload",
         "--primary-url=mysql+pymysql://admin:pw@127.0.0.1:4/",
         "--replica-url=mysql+pymysql://admin:pw@127.0.0.1:5/",
     ).assert_outcomes(passed=1)
@@ -258,12 +264,14 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
             "external",
         ),
         ("offload_testbed_flavor = oracle", "offload_testbed_flavor (ini): "),
+        ("offload_testbed_schema = keystone", "offload_testbed_schema (ini): unknown schema"),
     ],
 )
 def test_a_bad_ini_value_stops_the_run_in_one_line(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ini: str, message: str
 ) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)
+    monkeypatch.delenv("OFFLOAD_SCHEMA", raising=False)
     pytester.makepyfile(test_nothing="def test_nothing() -> None:\n    pass\n")
     pytester.makeini(f"[pytest]\n{ini}\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -31,11 +31,11 @@ import pymysql
 from rich.console import Console
 from sqlalchemy import URL, Connection, Engine, create_engine, text
 
+from offload import attach
 from offload.config import ComputeSettings, ReplicaSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError
 from offload.replication import Flavor, detect_flavor
-from offload.schema import create_all
 from offload.seed import SeedSummary, seed
 from offload.sqlverbs import statement_verb
 from offload.testbed.janitor import DatabaseJanitor
@@ -210,7 +210,8 @@ def bare_connection(
 
 def bench_schema(conn: Connection) -> None:
     """The nova tables and ``bench_rows`` (the replication-wait and write-load benchmarks')."""
-    create_all(conn)
+    # as `offload db sync --extra-indexes`: offload measured with its extras
+    attach.sync(conn, extra_indexes=True)
     conn.exec_driver_sql(
         "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
         "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)"
@@ -390,6 +391,8 @@ class BenchContext:
     #: instances and hosts of the shared data set (about 500 instances per host)
     shared_instances: int
     shared_hosts: int
+    #: the native testbed's directory when the bench may put a link in its path (else None)
+    testbed_dir: Path | None = None
     _shared: Scratch | None = None
     _shared_seed: SeedSummary | None = None
     _scratches: list[Scratch] = dataclasses.field(default_factory=list)

@@ -11,11 +11,15 @@ value stops the run with one line) into :class:`RunOptions`.
   testbed (default 1);
 - ``--testbed-flavor`` / ``offload_testbed_flavor``: the server (default
   ``$OFFLOAD_FLAVOR``, else the host's);
+- ``--testbed-schema`` / ``offload_testbed_schema``: what makes a native testbed's
+  ``nova`` database, offload's tables or Nova's migrations (default
+  ``$OFFLOAD_SCHEMA``, else offload);
 - ``--primary-url`` / ``offload_primary_url``, ``--replica-url`` (repeatable) /
   ``offload_replica_url`` (one per line): the external testbed's privileged URLs.
 
-The flavor's order is option, ``$OFFLOAD_FLAVOR``, ini: ``make test FLAVOR=mysql``
-sets the environment variable, and it names the server for that run.  An ini
+The flavor's and the schema's order is option, environment variable, ini: ``make test
+FLAVOR=mysql SCHEMA=nova`` sets the variables, and they name the server and schema of
+that run.  An ini
 path is relative to the ini file's directory.
 """
 
@@ -28,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from offload.errors import OffloadError
+from offload.testbed.nova import SCHEMA_VARIABLE, parse_schema
 from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec
 
 __all__ = ["BACKENDS", "OPTIONS", "RunOptions", "remember_server", "server_ran"]
@@ -39,6 +44,7 @@ OPTIONS = {
     "--testbed-dir": "offload_testbed_dir",
     "--testbed-replicas": "offload_testbed_replicas",
     "--testbed-flavor": "offload_testbed_flavor",
+    "--testbed-schema": "offload_testbed_schema",
     "--primary-url": "offload_primary_url",
     "--replica-url": "offload_replica_url",
 }
@@ -70,6 +76,8 @@ class RunOptions:
     directory: Path | None = None
     replicas: int = 1
     flavor: FlavorSpec | None = None
+    #: offload | nova; None: $OFFLOAD_SCHEMA or offload's, as every testbed decides
+    schema: str | None = None
     primary_url: str | None = None
     replica_urls: tuple[str, ...] = ()
 
@@ -116,6 +124,17 @@ class RunOptions:
                 flavor = FlavorSpec.parse(flavor_text)
             except OffloadError as exc:
                 raise pytest.UsageError(f"{source}: {exc}") from None
+        schema_text, source = _string(config, "--testbed-schema")
+        if config.getoption("testbed_schema", default=None) is None and os.environ.get(
+            SCHEMA_VARIABLE
+        ):
+            schema_text, source = os.environ[SCHEMA_VARIABLE], f"${SCHEMA_VARIABLE}"
+        schema = None
+        if schema_text:
+            try:
+                schema = parse_schema(schema_text)
+            except OffloadError as exc:
+                raise pytest.UsageError(f"{source}: {exc}") from None
         primary, _ = _string(config, "--primary-url")
         replicas_given = config.getoption("replica_url", default=None) or [
             line.strip() for line in config.getini("offload_replica_url") or [] if line.strip()
@@ -125,6 +144,7 @@ class RunOptions:
             directory=where,
             replicas=replicas,
             flavor=flavor,
+            schema=schema,
             primary_url=primary,
             replica_urls=tuple(replicas_given),
         )

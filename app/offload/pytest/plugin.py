@@ -25,6 +25,7 @@ import pytest
 from offload.errors import OffloadError
 from offload.pytest import factories
 from offload.pytest.options import BACKENDS, OPTIONS, RunOptions, server_ran
+from offload.testbed.nova import SCHEMA_VARIABLE
 from offload.testbed.servers import FLAVOR_VARIABLE
 
 __all__ = [
@@ -53,6 +54,9 @@ _HELP = {
     "mariadb-11.8, mysql, mysql-9.7 (default: $OFFLOAD_FLAVOR, else the host's server; "
     "compose: $OFFLOAD_DB_IMAGE or mysql:8.4); one offload does not have is provided from "
     "Debian and cached",
+    "--testbed-schema": "what makes a native testbed's nova database: offload (its own "
+    "tables, default) or nova (Nova's migrations in a side environment; "
+    "$OFFLOAD_SCHEMA)",
     "--primary-url": "external: privileged URL of the primary",
     "--replica-url": "external: privileged URL of a replica (repeatable)",
 }
@@ -64,6 +68,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--testbed-dir", default=None, help=_HELP["--testbed-dir"])
     group.addoption("--testbed-replicas", default=None, help=_HELP["--testbed-replicas"])
     group.addoption("--testbed-flavor", default=None, help=_HELP["--testbed-flavor"])
+    group.addoption("--testbed-schema", default=None, help=_HELP["--testbed-schema"])
     group.addoption("--primary-url", default=None, help=_HELP["--primary-url"])
     group.addoption("--replica-url", action="append", default=None, help=_HELP["--replica-url"])
     for option, ini in OPTIONS.items():
@@ -78,6 +83,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if run.flavor is not None:
         # every testbed of the run, the tests' own and their subprocesses', runs this server
         os.environ[FLAVOR_VARIABLE] = str(run.flavor)
+    if run.schema is not None:
+        os.environ[SCHEMA_VARIABLE] = run.schema  # the same for the nova database's schema
     if run.backend != "compose":
         return
     if not config.pluginmanager.hasplugin("docker"):
