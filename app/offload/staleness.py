@@ -149,6 +149,11 @@ class ReplicaSelector:
             self.policy,
         )
 
+    def expire(self) -> None:
+        """Forget the cached readings: the next decision reads every replica's lag first."""
+        with self._lock:
+            self._readings.clear()
+
     def readings(self) -> dict[str, LagReading]:
         """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
 
