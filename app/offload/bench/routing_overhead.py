@@ -20,9 +20,9 @@ busy the machine is):
 oslo.db is a peer here, never a dependency of the library: ``make bench`` installs the
 ``bench`` extra; without it the oslo.db rows are left out and say so.
 
-Workloads: a primary-key lookup of one instance (small ×1), ten of them in one
-session (small ×10), the instance list of one host as ORM objects, about 500
-rows (task-sized ×1), and 200 primary-key lookups in one session (the
+Workloads: a primary-key lookup of one instance (small x1), ten of them in one
+session (small x10), the instance list of one host as ORM objects, about 500
+rows (task-sized x1), and 200 primary-key lookups in one session (the
 per-statement cost inside a session).
 """
 
@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, select
@@ -113,7 +114,7 @@ _TASK = select(Instance).where(Instance.host == _HOST, Instance.deleted == 0)
 
 def _compiled(statement: Any) -> str:
     """The SQL text SQLAlchemy sends, with PyMySQL's %s placeholders (for the raw path)."""
-    compiled = statement.compile(dialect=mysql.dialect())  # type: ignore[no-untyped-call]
+    compiled = statement.compile(dialect=mysql.dialect())
     sql = str(compiled)
     return sql.replace("%(id_1)s", "%s").replace("%(host_1)s", "%s").replace("%(deleted_1)s", "%s")
 
@@ -133,12 +134,12 @@ def _small_raw(cursor: Any, key: int) -> object:
 
 def _many(count: int) -> tuple[Callable[[Session, int], object], Callable[[Any, int], object]]:
     def orm(session: Session, key: int) -> object:
-        for offset in range(count):
+        for _ in range(count):
             _small(session, key)
         return None
 
     def raw(cursor: Any, key: int) -> object:
-        for offset in range(count):
+        for _ in range(count):
             _small_raw(cursor, key)
         return None
 
@@ -190,8 +191,8 @@ def _rows(
     plain = summarize(samples[PLAIN]).scaled(1e6)
     oslo = OSLO_NO_CHECKIN if OSLO_NO_CHECKIN in samples else None
     rows, data = [], {}
-    for name in samples:
-        summary = summarize(samples[name]).scaled(1e6)
+    for name, series in samples.items():
+        summary = summarize(series).scaled(1e6)
         vs_plain = _paired(samples, name, PLAIN)
         vs_oslo = _paired(samples, name, oslo) if oslo else None
         vs_oslo_default = _paired(samples, name, OSLO) if OSLO in samples else None
@@ -273,8 +274,6 @@ class _OsloContext:
 def oslo_db_version() -> str | None:
     """oslo.db's version when the ``bench`` extra is installed, else None."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
         return version("oslo.db")
     except PackageNotFoundError:
         return None
@@ -284,7 +283,8 @@ def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], 
     """oslo.db's async reader on slave_connection, with and without thread_checkin."""
     if oslo_db_version() is None:
         return {}, []
-    from oslo_db.sqlalchemy import enginefacade  # the bench extra: a peer, not a dependency
+    # the bench extra: a peer, not a dependency
+    from oslo_db.sqlalchemy import enginefacade  # type: ignore[import-untyped]  # noqa: PLC0415
 
     options = settings.database
 
@@ -317,9 +317,9 @@ def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], 
 
 
 WORKLOADS = (
-    Workload("small", "small ×1", 1, _small, _small_raw),
-    Workload("small10", "small ×10", 10, *_many(10)),
-    Workload("task_sized", "task-sized ×1", 1, _task_sized, _task_raw),
+    Workload("small", "small x1", 1, _small, _small_raw),
+    Workload("small10", "small x10", 10, *_many(10)),
+    Workload("task_sized", "task-sized x1", 1, _task_sized, _task_raw),
     Workload("long", f"{LONG_SESSION}-statement session", LONG_SESSION, *_many(LONG_SESSION)),
 )
 
@@ -338,25 +338,25 @@ def _checks(data: dict[str, dict[str, Any]], oslo: bool) -> list[Check]:
     checks = [
         Check(
             "routing",
-            f"small ×1: offload/plain ≤ {SMALL_WARM_TARGET:.2f} (warm)",
+            f"small x1: offload/plain ≤ {SMALL_WARM_TARGET:.2f} (warm)",
             fmt_ratio(warm),
             within(warm, SMALL_WARM_TARGET),
         ),
         Check(
             "routing",
-            f"small ×1: offload/plain ≤ {SMALL_DUE_TARGET:.2f} (lag check due)",
+            f"small x1: offload/plain ≤ {SMALL_DUE_TARGET:.2f} (lag check due)",
             fmt_ratio(due),
             within(due, SMALL_DUE_TARGET),
         ),
         Check(
             "routing",
-            f"task-sized ×1: offload/plain ≤ {TASK_TARGET:.2f}",
+            f"task-sized x1: offload/plain ≤ {TASK_TARGET:.2f}",
             fmt_ratio(task),
             within(task, TASK_TARGET),
         ),
         Check(
             "routing",
-            f"{LONG_SESSION}-statement session: offload − plain ≤ "
+            f"{LONG_SESSION}-statement session: offload - plain ≤ "
             f"{PER_STATEMENT_TARGET_US:.0f} µs per statement",
             fmt(per_statement, 1, " µs"),
             per_statement <= PER_STATEMENT_TARGET_US,
@@ -454,9 +454,9 @@ def run(ctx: BenchContext) -> BenchResult:
                     "n",
                     "median µs",
                     "p99 µs",
-                    "× plain",
-                    "× oslo.db",
-                    "× oslo.db no checkin",
+                    "x plain",
+                    "x oslo.db",
+                    "x oslo.db no checkin",
                     "µs/stmt vs plain",
                     "offload ahead",
                 ],
@@ -464,7 +464,7 @@ def run(ctx: BenchContext) -> BenchResult:
                 note=(
                     "plain = Session on an engine with offload's options, no listeners; "
                     "oslo.db = enginefacade reader.async_ on slave_connection; no checkin = "
-                    "thread_checkin=False; µs/stmt = (median − plain median) / statements; "
+                    "thread_checkin=False; µs/stmt = (median - plain median) / statements; "
                     "offload ahead = paired ratio vs oslo.db (thread_checkin=False) ≤ 1."
                 ),
             )
