@@ -43,11 +43,18 @@ from offload.errors import (
     WriteInReaderSession,
 )
 from offload.routes import ROUTE_OPTION, Route
-from offload.sqlverbs import is_read_only, statement_verb
+from offload.sqlverbs import classify
 from offload.staleness import RoutingStats, StalenessGuard
 from offload.tracing import Tracer, current_task, server_identity
 
-__all__ = ["Database", "Target", "make_engine", "session_route", "session_target"]
+__all__ = [
+    "Database",
+    "Target",
+    "make_engine",
+    "refuse_writes",
+    "session_route",
+    "session_target",
+]
 
 _T = TypeVar("_T")
 _SQL_MODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_,")
@@ -65,8 +72,14 @@ class Target:
         return self.name != "primary"
 
 
-def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
-    """An engine with oslo.db-like pool settings, pre-ping and translated errors."""
+def make_engine(
+    url: URL, options: DatabaseSettings, *, name: str, write_guard: bool = True
+) -> Engine:
+    """An engine with oslo.db-like pool settings, pre-ping and translated errors.
+
+    ``write_guard=False`` leaves the write guard to the caller (``Database`` runs it
+    inside the tracer's one statement hook).
+    """
     mode = options.mysql_sql_mode.strip().upper()
     if mode and not set(mode) <= _SQL_MODE_CHARS:
         raise ConfigError(
@@ -86,7 +99,8 @@ def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
         connect_args=connect_args,
     )
     install_translation(engine, name=name)
-    event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
+    if write_guard:
+        event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
     return engine
 
 
@@ -98,13 +112,20 @@ def _refuse_writes_on_read_routes(
     context: Any,
     executemany: bool,
 ) -> None:
-    route = conn.get_execution_options().get(ROUTE_OPTION)
-    if route is None or route == Route.WRITE.value:
+    refuse_writes(conn.get_execution_options().get(ROUTE_OPTION), statement)
+
+
+_WRITE_ROUTE = Route.WRITE.value
+
+
+def refuse_writes(route: str | None, statement: str) -> None:
+    """Raise ``WriteInReaderSession`` for a statement that can change data on a read route."""
+    if route is None or route == _WRITE_ROUTE:
         return
-    if not is_read_only(statement):
+    verb, read_only = classify(statement)
+    if not read_only:
         raise WriteInReaderSession(
-            f"{statement_verb(statement) or 'a statement'} attempted in a read-only session "
-            f"(route={route})",
+            f"{verb or 'a statement'} attempted in a read-only session (route={route})",
             hint="open the session with db.writer() to change data",
         )
 
@@ -138,8 +159,10 @@ def session_target(session: Session) -> Target:
     return target
 
 
-#: the GTID this task run last committed (run id, gtid): what its replica reads wait for
-_last_write: ContextVar[tuple[str, str] | None] = ContextVar("offload_last_write", default=None)
+#: this task run's last write (run id, the GTID its replica reads wait for; None: not asked yet)
+_last_write: ContextVar[tuple[str, str | None] | None] = ContextVar(
+    "offload_last_write", default=None
+)
 
 
 def _wait(
@@ -172,8 +195,8 @@ class Database:
         self._sync_locks: dict[str, threading.Lock] = {}
 
     def _target(self, name: str, url: URL) -> Target:
-        engine = make_engine(url, self.settings.database, name=name)
-        self.tracer.install(engine, target=name)
+        engine = make_engine(url, self.settings.database, name=name, write_guard=False)
+        self.tracer.install(engine, target=name, guard=refuse_writes)
         return Target(name, engine)
 
     @property
@@ -234,17 +257,31 @@ class Database:
                     yield session
             finally:
                 session.close()
-            self._remember_write(conn)
+            self._remember_write()
 
-    def _remember_write(self, conn: Connection) -> None:
-        """In a task with causal reads on, note the GTID just committed."""
+    def _remember_write(self) -> None:
+        """In a task with causal reads on, note that this run wrote — no statement yet.
+
+        The GTID a later replica read must wait for is asked of the primary only
+        when such a read comes (``_causal_gtid``): a run whose writes no read
+        follows sends nothing more to the primary.
+        """
         task = current_task()
         if task is None or not self.replicas or not self.settings.replica.causal_reads:
             return
-        conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
-        gtid = replication.last_gtid(conn, self.flavor)
-        if gtid:
-            _last_write.set((task.run, gtid))
+        _last_write.set((task.run, None))
+
+    def _causal_gtid(self, run: str) -> str:
+        """The primary's GTID position now: it contains this run's writes (asked once per write).
+
+        The position is a superset of the run's own last commit, so the replica read
+        waits for at least that write (and perhaps a few heartbeats more).
+        """
+        with self.primary.engine.connect() as conn:
+            conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
+            gtid = replication.gtid_position(conn, self.flavor)
+        _last_write.set((run, gtid))
+        return gtid
 
     def _replica_connection(self) -> tuple[Target, Connection]:
         """The replica (or the primary) a READ_REPLICA session uses, connected."""
@@ -259,9 +296,10 @@ class Database:
         if task is None or last is None or last[0] != task.run:
             return target, conn
         try:
+            gtid = last[1] if last[1] is not None else self._causal_gtid(task.run)
             conn.execution_options(**{ROUTE_OPTION: Route.READ_REPLICA.value})
             reached, waited = replication.try_wait_for_gtid(
-                conn, last[1], self.settings.replica.causal_timeout, self.flavor
+                conn, gtid, self.settings.replica.causal_timeout, self.flavor
             )
         except BaseException:
             conn.close()
@@ -288,12 +326,17 @@ class Database:
         else:
             target, conn = self.primary, self.primary.engine.connect()
         with conn:
+            # the session joins the connection's transaction instead of owning one:
+            # closing the connection then ends it with the one ROLLBACK of the session,
+            # and the pool, seeing it ended, sends no second one at check-in
+            if not conn.in_transaction():
+                conn.begin()
             session = self._open(route, target, conn)
             try:
                 yield session
             finally:
-                # close() ends the transaction on the server (a rollback) but, unlike
-                # rollback(), leaves loaded objects readable after the block
+                # close() releases the session's objects but, unlike rollback(), leaves
+                # them readable after the block; the transaction ends with the connection
                 session.close()
 
     # --- replication ------------------------------------------------------
