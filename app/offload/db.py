@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,14 +29,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pymysql
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from offload import replication
 from offload.config import DatabaseSettings, Settings
-from offload.dberrors import install_translation
+from offload.dberrors import install_translation, translate
 from offload.errors import (
     ConfigError,
     ConnectionLost,
@@ -165,10 +167,62 @@ _last_write: ContextVar[tuple[str, str | None] | None] = ContextVar(
 )
 
 
+def _floor_sql(sql: str) -> str:
+    """A ``text()`` statement's ``:name`` parameters as PyMySQL's ``%s`` (in their order)."""
+    return re.sub(r":[a-z_]+", "%s", sql)
+
+
+def _floor_scalar(conn: Connection, where: str, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    """One statement straight on the DBAPI connection: no execution context, no hooks.
+
+    The GTID waits' two round trips at the floor.  Driver errors are translated as
+    the engines' hook translates them (``offload.dberrors``); a lost connection is
+    invalidated so that it is not reused.
+    """
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql, args or None)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except pymysql.Error as exc:
+        translated = translate(exc, where)
+        if translated is None:
+            raise DBAPIError.instance(sql, args, exc, pymysql.Error) from exc
+        if isinstance(translated, ConnectionLost):
+            conn.invalidate()
+        raise translated from exc
+    return None if row is None else row[0]
+
+
+def _where(target: Target) -> str:
+    url = target.engine.url
+    return f"{target.name}-sync {url.host}:{url.port or 3306}"
+
+
+def _position(conn: Connection, *, target: Target, flavor: replication.Flavor) -> str:
+    sql = replication.sql_for(flavor).gtid_position
+    return replication.normalize_gtid(_floor_scalar(conn, _where(target), sql))
+
+
 def _wait(
-    conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor, replica: str
+    conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor, target: Target
 ) -> float:
-    return replication.wait_for_gtid(conn, gtid, timeout, flavor, replica=replica)
+    """The server's own GTID wait, at the floor; ``replication.wait_for_gtid``'s answers."""
+    position = replication.normalize_gtid(gtid)
+    if not position:
+        return 0.0
+    sql = _floor_sql(replication.sql_for(flavor).wait_for_gtid)
+    args = (position, replication.wait_timeout_argument(timeout))
+    started = time.monotonic()
+    result = _floor_scalar(conn, _where(target), sql, args)
+    waited = time.monotonic() - started
+    return replication.finish_wait(
+        flavor, position, result, waited, status_conn=conn, replica=target.name
+    )
 
 
 class Database:
@@ -395,9 +449,8 @@ class Database:
 
     def replication_position(self) -> str:
         """The primary's current GTID position (what a replica must reach)."""
-        return self._on_sync_connection(
-            self.primary, lambda conn: replication.gtid_position(conn, self.flavor)
-        )
+        position = functools.partial(_position, target=self.primary, flavor=self.flavor)
+        return self._on_sync_connection(self.primary, position)
 
     def wait_for_replicas(
         self,
@@ -420,7 +473,7 @@ class Database:
             status_engine = status_engines[index] if index < len(status_engines) else None
             try:
                 wait = functools.partial(
-                    _wait, gtid=position, timeout=remaining, flavor=self.flavor, replica=target.name
+                    _wait, gtid=position, timeout=remaining, flavor=self.flavor, target=target
                 )
                 self._on_sync_connection(target, wait)
             except replication.ReplicationTimeout as timeout_error:
