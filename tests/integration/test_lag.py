@@ -277,3 +277,27 @@ def test_a_read_session_ends_with_one_rollback(db: Database) -> None:
     last_id, last = rollbacks()
     assert last_id == first_id  # the same pooled connection all along
     assert last - first == sessions
+
+
+def test_causal_gtid_is_asked_only_when_a_replica_read_follows(
+    db: Database, trace: QueryTrace
+) -> None:
+    _probe(db)
+
+    def causal(run: str) -> list[str]:
+        return [
+            r.verb for r in trace.for_task("causal_lookup") if r.run == run and r.route == "causal"
+        ]
+
+    with task_scope("causal_lookup") as writes_only:
+        for _ in range(3):
+            with db.writer() as session:
+                session.add(new_instance())
+    assert causal(writes_only.run) == []  # no read follows: nothing more on the primary
+    with task_scope("causal_lookup") as write_then_read:
+        instance = new_instance()
+        with db.writer() as session:
+            session.add(instance)
+        for _ in range(2):  # the second read reuses the position the first one asked for
+            assert _own_row_visible(db, instance.uuid) == ("replica0", True)
+    assert causal(write_then_read.run) == ["SELECT"]
