@@ -331,9 +331,10 @@ class Database:
         The position is a superset of the run's own last commit, so the replica read
         waits for at least that write (and perhaps a few heartbeats more).
         """
+        flavor = self.flavor  # first: its own lookup must not need a second connection
         with self.primary.engine.connect() as conn:
             conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
-            gtid = replication.gtid_position(conn, self.flavor)
+            gtid = replication.gtid_position(conn, flavor)
         _last_write.set((run, gtid))
         return gtid
 
