@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, MetaData, Table, select, text, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 
 from offload.errors import ConnectionLost, MissingTable, OffloadError
@@ -252,20 +253,18 @@ class LagProbe:
         self._conn: Connection | None = None
         self._conn_lock = threading.Lock()
 
-    def _sql(self, server_id: int | None) -> str:
+    def _sql(self, server_id: int | None, dialect: Dialect) -> str:
         """The probe's SELECT, compiled once per primary server id (one round trip a read)."""
         if self._compiled is None or self._compiled[0] != server_id:
             query = select(self.table.c.ts)
             if server_id is not None:
                 query = query.where(self.table.c.server_id == server_id)
             query = query.order_by(self.table.c.ts.desc()).limit(1)
-            compiled = query.compile(
-                dialect=self.engine.dialect, compile_kwargs={"literal_binds": True}
-            )
+            compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
             self._compiled = (server_id, str(compiled))
         return self._compiled[1]
 
-    def _applied(self, sql: str) -> object:
+    def _applied(self, server_id: int | None) -> object:
         """The newest applied ts, on a long-lived autocommit connection: no ping, no rollback.
 
         A connection that died while idle (the replica restarted) is replaced and
@@ -280,6 +279,7 @@ class LagProbe:
                     )
                 assert self._conn is not None
                 try:
+                    sql = self._sql(server_id, self._conn.dialect)
                     return self._conn.exec_driver_sql(sql).scalar()
                 except MissingTable:  # the server answered: the connection is fine
                     raise
@@ -307,7 +307,7 @@ class LagProbe:
         now = self._clock()
         server_id = self._primary_server_id()
         try:
-            applied = self._applied(self._sql(server_id))
+            applied = self._applied(server_id)
         except MissingTable:  # the replica answered: it has no heartbeat table
             return LagReading(
                 self.name,
