@@ -45,6 +45,11 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
+async def _closed(*writers: asyncio.StreamWriter) -> None:
+    """Until each stream's transport has let go of its socket (no socket left for the GC)."""
+    await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+
+
 @dataclass(eq=False)  # hashed by identity: the set of open connections
 class _Connection:
     client: asyncio.StreamWriter
@@ -115,6 +120,7 @@ class Link:
         if not self.gate.is_open(self.clock()):
             self.refused += 1
             _reset(writer)
+            await _closed(writer)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(
@@ -123,6 +129,7 @@ class Link:
         except OSError:
             self.refused += 1
             _reset(writer)
+            await _closed(writer)
             return
         connection = _Connection(writer, up_writer)
         self._active.add(connection)
@@ -144,6 +151,7 @@ class Link:
             self._active.discard(connection)
             for stream in (writer, up_writer):
                 stream.close()
+            await _closed(writer, up_writer)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, down: bool
