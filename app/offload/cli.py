@@ -861,6 +861,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_testbed, _add_data, _add_tasks, _add_replica, _add_bench, _add_lag):
         add(commands)
+    from offload.fleet.cli import add_fleet  # noqa: PLC0415 - its own package
+
+    add_fleet(commands)
     return parser
 
 
