@@ -71,11 +71,9 @@ class ServerMeter:
 
     def read(self) -> Reading:
         with self.engine.connect() as conn:
-            rows = dict(
+            rows: dict[str, str] = dict(
                 conn.execute(
-                    text(
-                        "SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select')"
-                    )
+                    text("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_select')")
                 ).all()
             )
         return Reading(

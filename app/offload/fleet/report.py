@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from offload.fleet.stats import knee
 
 if TYPE_CHECKING:
-    from offload.fleet.run import FleetParams
+    from offload.fleet.run import FleetParams, Sweep
 
 __all__ = ["write_outputs"]
 
@@ -20,24 +20,21 @@ def _f(value: Any) -> str:
 
 def _pairs(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
     by = {(r["hosts"], r["config"]): r for r in rows}
-    return [
-        (h, by[(h, "replica")], by[(h, "primary")]) for h in sorted({r["hosts"] for r in rows})
-    ]
+    return [(h, by[(h, "replica")], by[(h, "primary")]) for h in sorted({r["hosts"] for r in rows})]
 
 
 def write_outputs(
     out: Path,
-    rows: list[dict[str, Any]],
+    result: Sweep,
     params: FleetParams,
     *,
-    tasks: dict[int, dict[str, dict[str, tuple[float | None, float | None]]]],
-    rss_end: dict[int, float],
     server: str,
-    seeded: tuple[int, float],
     seconds: float,
 ) -> None:
+    """fleet.csv, fleet.md, fleet.png and fleet.json (rows, knee, per-task times) in ``out``."""
     from offload.fleet.run import write_csv  # noqa: PLC0415
 
+    rows, tasks, rss_end, seeded = result.rows, result.tasks, result.rss_end, result.seeded
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "fleet.csv", rows)
     pairs = _pairs(rows)
@@ -96,12 +93,15 @@ def write_outputs(
         "",
     ]
     for hosts in sorted(tasks):
-        lines.append(f"**{hosts} hosts**: " + "; ".join(
-            f"{name} {_f(_r(rep[0]))}/{_f(_r(rep[1]))} | "
-            f"{_f(_r(tasks[hosts]['primary'].get(name, (None, None))[0]))}/"
-            f"{_f(_r(tasks[hosts]['primary'].get(name, (None, None))[1]))}"
-            for name, rep in tasks[hosts]["replica"].items()
-        ))
+        lines.append(
+            f"**{hosts} hosts**: "
+            + "; ".join(
+                f"{name} {_f(_r(rep[0]))}/{_f(_r(rep[1]))} | "
+                f"{_f(_r(tasks[hosts]['primary'].get(name, (None, None))[0]))}/"
+                f"{_f(_r(tasks[hosts]['primary'].get(name, (None, None))[1]))}"
+                for name, rep in tasks[hosts]["replica"].items()
+            )
+        )
         lines.append("")
     (out / "fleet.md").write_text("\n".join(lines), encoding="utf-8")
     (out / "fleet.json").write_text(
@@ -132,9 +132,14 @@ def _plot(
         (axes[0], "primary_selects_per_s", "primary SELECTs/s (Com_select)"),
         (axes[1], "primary_cpu_s_per_s", "primary CPU s/s (/proc)"),
     ):
-        for index, label in ((1, f"with {replicas} replica(s)"), (2, "primary only")):
-            values = [p[index][key] for p in pairs]
-            ax.plot(hosts, [v if v is not None else float("nan") for v in values], "o-", label=label)
+        for rows, label in (
+            ([r for _, r, _ in pairs], f"with {replicas} replica(s)"),
+            ([p for _, _, p in pairs], "primary only"),
+        ):
+            values = [row[key] for row in rows]
+            ax.plot(
+                hosts, [v if v is not None else float("nan") for v in values], "o-", label=label
+            )
         ax.set_title(title)
         ax.set_xlabel("compute hosts")
         ax.legend()

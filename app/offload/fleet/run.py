@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import multiprocessing
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,13 @@ from offload.bench.env import Scratch, Servers, TaggedStatements
 from offload.config import ComputeSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError
-from offload.fleet.measure import ApiWriteLoad, Reading, ServerMeter
-from offload.fleet.stats import knee, percentile, split_hosts
+from offload.fleet.measure import ApiWriteLoad, ServerMeter
+from offload.fleet.stats import percentile, split_hosts
 from offload.fleet.worker import WorkerPlan, run_worker
 from offload.seed import host_names
 from offload.testbed.native import NativeTopology
 
-__all__ = ["COLUMNS", "FleetParams", "run_fleet"]
+__all__ = ["COLUMNS", "FleetParams", "Sweep", "run_fleet", "sweep", "write_csv"]
 
 COLUMNS = (
     "hosts",
@@ -137,6 +139,35 @@ def _settings(scratch: Scratch, *, with_replica: bool, max_lag: float) -> Settin
     )
 
 
+def _window(
+    config: str,
+    seconds: float,
+    pipes: list[Connection],
+    sampler: _Sampler,
+    meters: list[ServerMeter],
+    writer: ApiWriteLoad,
+) -> _Window:
+    """One lock-step window: counters, go, every worker's tally, counters again."""
+    window = _Window(config)
+    sampler.poll()
+    before = [m.read() for m in meters]
+    writes = writer.writes
+    with sampler.lock:
+        sampler.window = window
+    for pipe in pipes:
+        pipe.send({"config": config, "seconds": seconds})
+    window.tallies = [pipe.recv() for pipe in pipes]
+    sampler.poll()
+    with sampler.lock:
+        sampler.window = None
+    after = [m.read() for m in meters]
+    window.writes = writer.writes - writes
+    window.seconds = after[0].at - before[0].at
+    window.primary = after[0].rates(before[0])
+    window.replica = [a.rates(b) for a, b in zip(after[1:], before[1:], strict=True)]
+    return window
+
+
 def _point(
     params: FleetParams,
     scratch: Scratch,
@@ -172,34 +203,18 @@ def _point(
     try:
         ready = [pipe.recv() for pipe in pipes]
         growth = [r["hosts_rss_kib"] - r["base_rss_kib"] for r in ready]
-        progress(
-            f"fleet: {hosts} hosts in {len(groups)} processes ({threads} threads each) ready"
-        )
+        progress(f"fleet: {hosts} hosts in {len(groups)} processes ({threads} threads each) ready")
         meters = [ServerMeter(admin)] + [ServerMeter(e) for e in replica_admins]
         sampler.tagged.skip()
         sampler.start()
         writer.start()
         plan_windows = [("warmup", params.warmup)] + [
-            (config, params.window) for _ in range(params.pairs) for config in ("replica", "primary")
+            (config, params.window)
+            for _ in range(params.pairs)
+            for config in ("replica", "primary")
         ]
         for config, seconds in plan_windows:
-            window = _Window(config)
-            sampler.poll()
-            before = [m.read() for m in meters]
-            writes = writer.writes
-            with sampler.lock:
-                sampler.window = window
-            for pipe in pipes:
-                pipe.send({"config": config, "seconds": seconds})
-            window.tallies = [pipe.recv() for pipe in pipes]
-            sampler.poll()
-            with sampler.lock:
-                sampler.window = None
-            after = [m.read() for m in meters]
-            window.writes = writer.writes - writes
-            window.seconds = after[0].at - before[0].at
-            window.primary = after[0].rates(before[0])
-            window.replica = [a.rates(b) for a, b in zip(after[1:], before[1:], strict=True)]
+            window = _window(config, seconds, pipes, sampler, meters, writer)
             windows.append(window)
             progress(
                 f"fleet: {hosts} hosts, {config} window {window.seconds:.1f} s: "
@@ -227,13 +242,11 @@ def _point(
     return windows, growth, end_growth
 
 
-def _row(hosts: int, config: str, params: FleetParams, windows: list[_Window], rss: float) -> dict[str, Any]:
+def _row(
+    hosts: int, config: str, params: FleetParams, windows: list[_Window], rss: float
+) -> dict[str, Any]:
     chosen = [w for w in windows if w.config == config]
     seconds = sum(w.seconds for w in chosen)
-
-    def mean(values: list[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return None if not known else sum(known) / len(known)
 
     def weighted(key: str, part: Callable[[_Window], dict[str, float | None]]) -> float | None:
         values = [(part(w).get(key), w.seconds) for w in chosen]
@@ -248,10 +261,12 @@ def _row(hosts: int, config: str, params: FleetParams, windows: list[_Window], r
     def replica_sum(key: str) -> float | None:
         if not chosen or not chosen[0].replica:
             return None
-        per = [weighted(key, lambda w, i=i: w.replica[i]) for i in range(len(chosen[0].replica))]
+        per = [
+            weighted(key, functools.partial(_nth_replica, index=i))
+            for i in range(len(chosen[0].replica))
+        ]
         return None if any(p is None for p in per) else sum(float(p or 0) for p in per)
 
-    _ = mean
     return {
         "hosts": hosts,
         "config": config,
@@ -280,6 +295,10 @@ def _row(hosts: int, config: str, params: FleetParams, windows: list[_Window], r
     }
 
 
+def _nth_replica(window: _Window, *, index: int) -> dict[str, float | None]:
+    return window.replica[index]
+
+
 def _r(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -294,54 +313,60 @@ def _per_task(windows: list[_Window], config: str) -> dict[str, tuple[float | No
     return {n: (percentile(v, 50), percentile(v, 99)) for n, v in sorted(durations.items())}
 
 
-def run_fleet(params: FleetParams, out: Path, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Run the sweep on a testbed of its own; write fleet.csv, fleet.md, fleet.png in ``out``."""
+@dataclass(slots=True)
+class Sweep:
+    """The sweep's rows and what the note needs besides them."""
+
+    rows: list[dict[str, Any]]
+    tasks: dict[int, dict[str, dict[str, tuple[float | None, float | None]]]]
+    rss_end: dict[int, float]
+    seeded: tuple[int, float]
+
+
+def sweep(params: FleetParams, servers: Servers, progress: Callable[[str], None]) -> Sweep:
+    """Seed a scratch database for the largest count, then each host count's windows."""
     if not params.hosts or min(params.hosts) < 1:
         raise ConfigError("host counts must be positive", hint="e.g. --hosts 10,50,200")
+    result = Sweep([], {}, {}, (0, 0.0))
+    with Scratch(servers, "fleet") as scratch:
+        largest = max(params.hosts)
+        began = time.monotonic()
+        summary = scratch.seed(largest * params.instances_per_host, largest)
+        result.seeded = (summary.instances, time.monotonic() - began)
+        progress(
+            f"fleet: seeded {summary.instances:,} instances over {largest} hosts, "
+            f"replicated, in {result.seeded[1]:.1f} s"
+        )
+        for hosts in sorted(set(params.hosts)):
+            windows, growth, end_growth = _point(params, scratch, servers, hosts, progress)
+            result.rss_end[hosts] = end_growth / hosts
+            result.tasks[hosts] = {c: _per_task(windows, c) for c in ("replica", "primary")}
+            for config in ("replica", "primary"):
+                result.rows.append(_row(hosts, config, params, windows, sum(growth) / hosts))
+    return result
+
+
+def run_fleet(
+    params: FleetParams, out: Path, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Run the sweep on a testbed of its own; write fleet.csv, fleet.md, fleet.png in ``out``."""
     directory = Path(tempfile.mkdtemp(prefix="offload-fleet-"))
     topology = NativeTopology(directory, port=0, replicas=params.replicas, bind_to_parent=True)
     started = time.monotonic()
-    rows: list[dict[str, Any]] = []
-    tasks: dict[int, dict[str, dict[str, tuple[float | None, float | None]]]] = {}
-    rss_end: dict[int, float] = {}
     try:
         info = topology.up()
         servers = Servers.from_testbed(info)
         progress(f"fleet: testbed up ({info.server}, {params.replicas} replica(s), free ports)")
-        with Scratch(servers, "fleet") as scratch:
-            largest = max(params.hosts)
-            began = time.monotonic()
-            summary = scratch.seed(largest * params.instances_per_host, largest)
-            seeded = time.monotonic() - began
-            progress(
-                f"fleet: seeded {summary.instances:,} instances over {largest} hosts, "
-                f"replicated, in {seeded:.1f} s"
-            )
-            for hosts in sorted(params.hosts):
-                windows, growth, end_growth = _point(params, scratch, servers, hosts, progress)
-                per_host = sum(growth) / hosts
-                rss_end[hosts] = end_growth / hosts
-                tasks[hosts] = {c: _per_task(windows, c) for c in ("replica", "primary")}
-                for config in ("replica", "primary"):
-                    rows.append(_row(hosts, config, params, windows, per_host))
+        result = sweep(params, servers, progress)
     finally:
         topology.down()
         shutil.rmtree(directory, ignore_errors=True)
     elapsed = time.monotonic() - started
     from offload.fleet.report import write_outputs  # noqa: PLC0415 - matplotlib only here
 
-    write_outputs(
-        out,
-        rows,
-        params,
-        tasks=tasks,
-        rss_end=rss_end,
-        server=info.server,
-        seeded=(summary.instances, seeded),
-        seconds=elapsed,
-    )
+    write_outputs(out, result, params, server=info.server, seconds=elapsed)
     progress(f"fleet: {elapsed:.0f} s in all; fleet.csv, fleet.md, fleet.png in {out}")
-    return rows
+    return result.rows
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -349,6 +374,3 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(stream, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
-
-
-_ = knee

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["knee", "percentile", "split_hosts", "scaled_spacing"]
+__all__ = ["knee", "percentile", "scaled_spacing", "split_hosts"]
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -15,7 +15,6 @@ import ctypes
 import dataclasses
 import heapq
 import logging
-import os
 import random
 import signal
 import threading
@@ -57,7 +56,7 @@ def die_with_parent() -> None:
 
 
 def rss_kib() -> int:
-    for line in open("/proc/self/status", encoding="ascii"):  # noqa: PTH123, SIM115
+    for line in open("/proc/self/status", encoding="ascii"):  # noqa: SIM115
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
