@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from offload.errors import ConfigError
-
 __all__ = ["add_fleet"]
 
 
@@ -31,6 +29,22 @@ def _number(value: str) -> float:
     return number
 
 
+def _rate(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give 0 (no API writes) or more per second")
+    return number
+
+
+def _directory(value: str) -> str:
+    if Path(value).exists() and not Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is not a directory: name a directory")
+    return value
+
+
 def _count(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of at least 1")
@@ -42,8 +56,6 @@ def _command(args: argparse.Namespace, _settings: Any) -> int:
 
     from offload.fleet.run import FleetParams, run_fleet  # noqa: PLC0415
 
-    if args.write_rate < 0:
-        raise ConfigError("--write-rate must be 0 or more", hint="e.g. --write-rate 10")
     console = Console(stderr=True, highlight=False)
     params = FleetParams(
         hosts=args.hosts,
@@ -76,8 +88,8 @@ def add_fleet(commands: Any) -> None:
     add("--warmup", type=_number, default=5.0, help="unmeasured first window (default 5 s)")
     add("--processes", type=_count, default=2, help="worker processes (default 2)")
     add("--threads", type=_count, default=8, help="task threads per process (default 8)")
-    add("--write-rate", type=float, default=10.0, help="API boots+deletes per s (default 10)")
+    add("--write-rate", type=_rate, default=10.0, help="API boots+deletes per s (default 10)")
     add("--replicas", type=_count, default=1, help="replicas (native; default 1)")
     add("--max-lag", type=_number, default=1.0, help="[replica] max_lag, the knee's line")
-    add("--out", default="fleet-results", help="directory for fleet.csv/.md/.png")
+    add("--out", type=_directory, default="fleet-results", help="directory for fleet.csv/.md/.png")
     fleet.set_defaults(handler=_command)
