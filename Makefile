@@ -15,9 +15,20 @@ BACKEND     ?=
 ifneq ($(FLAVOR),)
 export OFFLOAD_FLAVOR := $(FLAVOR)
 endif
+# what makes the testbed's nova database: empty/offload (offload's own tables, fast) or nova
+# (Nova 34's own migrations, `nova-manage db sync`, from a side environment `make nova-env`
+# builds once and caches outside the clone; native backend).  Every testbed of a target
+# (`make up`, its pytest run) gets it: OFFLOAD_SCHEMA carries it; `make test SCHEMA=nova`
+# also runs tests/nova_schema, which is skipped otherwise.
+SCHEMA      ?=
+ifneq ($(SCHEMA),)
+export OFFLOAD_SCHEMA := $(SCHEMA)
+endif
+NOVA_ENV    := $(if $(filter nova,$(SCHEMA)),nova-env)
 
 .DEFAULT_GOAL := help
-.PHONY: help up down status logs test soak lint clean distclean server venv images test-compose
+.PHONY: help up down status logs test soak lint clean distclean server venv images test-compose \
+	nova-env
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -36,12 +47,15 @@ venv: $(BIN)/.installed ## create .venv with offload, its extras (lab, compose) 
 server: venv ## make sure a server of FLAVOR is at hand (installs or provides it when it can)
 	@OFFLOAD=$(BIN)/offload bash mysql/ensure-server.sh $(FLAVOR)
 
+nova-env: venv ## Nova 34 + PyMySQL in a side virtualenv (SCHEMA=nova needs it; cached, never in .venv)
+	$(BIN)/python -m offload.testbed.nova
+
 OFFLOAD     := $(BIN)/offload --config $(TESTBED_DIR)/offload.conf
 SEED_ARGS   ?= --instances 1000 --hosts 2
 
-up: venv ## start primary + GTID replica + the compute service (FLAVOR=mysql, UP_ARGS="--replicas 2")
-	@# compose needs no local server; a named FLAVOR means native unless BACKEND=compose
-	@if [ "$(BACKEND)" != compose ] && { [ -n "$(FLAVOR)$(BACKEND)" ] || ! docker info >/dev/null 2>&1; }; \
+up: venv $(NOVA_ENV) ## start primary + GTID replica + the compute service (FLAVOR=mysql, SCHEMA=nova, UP_ARGS="--replicas 2")
+	@# compose needs no local server; a named FLAVOR (or SCHEMA=nova) means native unless BACKEND=compose
+	@if [ "$(BACKEND)" != compose ] && { [ -n "$(FLAVOR)$(BACKEND)$(NOVA_ENV)" ] || ! docker info >/dev/null 2>&1; }; \
 	  then OFFLOAD=$(BIN)/offload bash mysql/ensure-server.sh $(FLAVOR); fi
 	$(BIN)/offload testbed up --dir $(TESTBED_DIR)$(if $(BACKEND), --backend $(BACKEND)) $(UP_ARGS)
 	$(OFFLOAD) db sync
@@ -60,7 +74,7 @@ logs: ## the servers' error logs and the compute service's log
 	for f in $(TESTBED_DIR)/*/error.log $(TESTBED_DIR)/service.log; do \
 	  [ -f "$$f" ] && { echo "== $$f"; tail -n 30 "$$f"; }; done; true
 
-test: venv server ## the whole suite on its own testbed (free ports; stopped afterwards; FLAVOR=mysql)
+test: venv server $(NOVA_ENV) ## the whole suite on its own testbed (free ports; stopped afterwards; FLAVOR=mysql, SCHEMA=nova)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # the compose subset: every task's replica-read proof, routing, the stack itself

@@ -33,6 +33,7 @@ from offload.urls import masked
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
+    from offload.compute.context import RunReport
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
     from offload.testbed.service import ServiceRunner
@@ -154,17 +155,32 @@ def _testbed_dir(args: argparse.Namespace, settings: Settings) -> Path:
     return directory
 
 
+def _schema(args: argparse.Namespace) -> str | None:
+    """--schema, else $OFFLOAD_SCHEMA (make's SCHEMA=), else None (offload's, or the testbed's)."""
+    from offload.testbed.nova import default_schema  # noqa: PLC0415
+
+    chosen: str | None = getattr(args, "schema", None)
+    return chosen or default_schema()
+
+
 def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     from offload.testbed.backend import choose_backend, recorded_backend  # noqa: PLC0415
 
     directory = _testbed_dir(args, settings)
+    schema = _schema(args)
     backend = choose_backend(
         args.backend,
         directory,
         replicas=args.replicas,
         mysqld=args.mysqld,
         flavor=args.flavor,
+        schema=schema,
     )
+    if backend == "compose" and schema == "nova":
+        raise TestbedError(
+            "--schema nova runs on the native backend (nova-manage runs from this machine)",
+            hint="use --backend native (`make up SCHEMA=nova` does)",
+        )
     recorded = recorded_backend(directory)
     if recorded is not None and recorded != backend:
         raise TestbedError(
@@ -190,10 +206,27 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
         topology = NativeTopology(
-            directory, port=args.port, replicas=args.replicas, mysqld=args.mysqld, flavor=flavor
+            directory,
+            port=args.port,
+            replicas=args.replicas,
+            mysqld=args.mysqld,
+            flavor=flavor,
+            schema=schema,
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
+    if info.schema == "nova":
+        from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
+        from offload.testbed.nova import NOVA_RELEASE  # noqa: PLC0415
+
+        state = read_state(directory)
+        made = state.nova_schema if isinstance(state, NativeState) else None
+        if made is not None:
+            _out(
+                f"  schema    Nova {NOVA_RELEASE}'s, by nova-manage db sync: {made.tables} "
+                f"tables, revision {made.revision} ({made.seconds}s); "
+                "`offload db sync` adds offload's heartbeat"
+            )
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
@@ -280,14 +313,17 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db_sync(args: argparse.Namespace, settings: Settings) -> int:
     from offload import schema  # noqa: PLC0415
+    from offload.attach import sync  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
 
     with Database(settings) as db, db.writer() as session:
-        schema.create_all(session.connection())
+        report = sync(session.connection(), extra_indexes=args.extra_indexes)
     _out(
         f"schema in place on the primary ({masked(settings.require_connection())}): "
-        f"{len(schema.NOVA_TABLES)} tables"
+        f"offload's {len(schema.NOVA_TABLES)} tables"
     )
+    for line in report.lines():
+        _out(f"  {line}")
     return 0
 
 
@@ -304,6 +340,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
 
     from offload import schema  # noqa: PLC0415
+    from offload.attach import sync  # noqa: PLC0415
     from offload.db import Database  # noqa: PLC0415
     from offload.dberrors import DUPLICATE_KEY, error_code  # noqa: PLC0415
     from offload.seed import seed  # noqa: PLC0415
@@ -311,7 +348,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     url = settings.require_connection()
     with Database(settings) as db:
         with db.writer() as session:
-            schema.create_all(session.connection())
+            sync(session.connection())  # what `db sync` does; on Nova's tables, checked first
         with db.reader() as session:
             present = session.scalar(select(func.count()).select_from(schema.Instance)) or 0
         if present and args.if_empty:
@@ -364,20 +401,41 @@ def cmd_run_task(args: argparse.Namespace, settings: Settings) -> int:
         for warning in preflight(settings):
             sys.stderr.write(f"offload: warning: {warning}\n")
         manager.init_host()
-        report = manager.run(spec.name)
+        failure: Exception | None = None
+        try:
+            report = manager.run(spec.name)
+        except Exception as exc:  # the run's report still says what it did, then the error
+            failure = exc
+            failed = manager.last_reports.get(spec.name)
+            if failed is None:
+                raise
+            report = failed
     if args.json:
         _out(json.dumps(report.as_dict(), indent=2, default=str))
-        return 0
+    else:
+        _print_run(report)
+    if failure is not None:
+        raise failure  # one line on stderr and a non-zero exit, as for any error
+    return 0
+
+
+def _print_run(report: RunReport) -> None:
     statements = report.details.get("statements", {})
     _out(
         f"{report.task} on {report.host}: {report.duration * 1000:.1f} ms, "
         f"{report.items} items, {report.written} written, {report.rejected} rejected"
         + (f" (skipped: {report.skipped})" if report.skipped else "")
+        + (" (FAILED)" if report.error else "")
     )
     for route, verbs in statements.get("by_route", {}).items():
         servers = ", ".join(statements["servers"].get(route, []))
         _out(f"  {route:<8} {dict(verbs)}  on {servers}")
-    return 0
+    routing = report.details.get("routing", {})
+    why = routing.get("why", {})
+    for kind in ("fallbacks", "skips"):
+        for reason, count in routing.get(kind, {}).items():
+            cause = f": {why[reason]}" if reason in why else ""
+            _out(f"  {kind[:-1]} {reason} x{count}{cause}")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -597,6 +655,14 @@ def _add_testbed(commands: Any) -> None:
         "a flavor the host lacks is provided from Debian, cached)",
     )
     up.add_argument(
+        "--schema",
+        choices=["offload", "nova"],
+        default=None,
+        help="what makes the nova database: offload (its own tables, `offload db sync`; the "
+        "default) or nova (Nova 34's migrations, `nova-manage db sync`, from a side "
+        "environment built once and cached; native backend)",
+    )
+    up.add_argument(
         "--compute-scale",
         type=_compute_scale,
         default=1,
@@ -653,7 +719,17 @@ def _add_testbed(commands: Any) -> None:
 def _add_data(commands: Any) -> None:
     database = commands.add_parser("db", help="the nova schema")
     db_commands = database.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
-    sync = db_commands.add_parser("sync", help="create the tables on the primary")
+    sync = db_commands.add_parser(
+        "sync",
+        help="create offload's tables on the primary; on a Nova database, add only the "
+        "heartbeat table (and say what was found and added)",
+    )
+    sync.add_argument(
+        "--extra-indexes",
+        action="store_true",
+        help="also create offload's indexes that Nova lacks, each named with what it "
+        "speeds up (docs/operations.md)",
+    )
     sync.set_defaults(handler=cmd_db_sync)
     seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
     seeding.add_argument("--instances", type=_positive, default=1000)

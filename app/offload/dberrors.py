@@ -24,7 +24,9 @@ from offload.errors import (
     ConnectionLost,
     DatabaseError,
     Deadlock,
+    MissingTable,
     ReadOnlyRefused,
+    SchemaMismatch,
     UnknownDatabase,
 )
 
@@ -69,7 +71,16 @@ ERROR_CODES: Final[Mapping[int, type[DatabaseError]]] = MappingProxyType(
         1290: ReadOnlyRefused,
         1792: ReadOnlyRefused,
         1836: ReadOnlyRefused,
+        # a table or column offload uses is not there (another schema, an old Nova)
+        1146: MissingTable,
+        1054: SchemaMismatch,
     }
+)
+
+#: what both schema errors ask for
+_SYNC_HINT: Final = (
+    "`offload db sync` creates offload's tables, or on a Nova database adds what offload "
+    "needs and names what is missing"
 )
 
 
@@ -88,6 +99,8 @@ _WORDING: Final[Mapping[type[DatabaseError], tuple[str, str | None]]] = MappingP
         ),
         UnknownDatabase: ("{where}: {text}", "create it with `offload db sync` or fix the URL"),
         ReadOnlyRefused: ("{where} refused a write ({text})", None),
+        MissingTable: ("{where}: {text}", _SYNC_HINT),
+        SchemaMismatch: ("{where}: {text}", _SYNC_HINT),
     }
 )
 
@@ -138,6 +151,9 @@ def install_translation(engine: Engine, *, name: str) -> None:
     def _translate(context: ExceptionContext) -> BaseException | None:
         if context.is_pre_ping:
             return None  # a dead pooled connection: the pool reconnects, nothing to report
+        execution = context.execution_context
+        if execution is not None and execution.execution_options.get("skip_user_error_events"):
+            return None  # SQLAlchemy's own probe (has_table's DESCRIBE): it reads the error
         return translate(context.original_exception, where)
 
 

@@ -18,9 +18,11 @@ __all__ = [
     "DatabaseError",
     "Deadlock",
     "MissingExtra",
+    "MissingTable",
     "OffloadError",
     "ReadOnlyRefused",
     "ReplicationError",
+    "SchemaMismatch",
     "TestbedError",
     "UnknownDatabase",
     "WriteInReaderSession",
@@ -84,6 +86,16 @@ class UnknownDatabase(DatabaseError):
     """The database named in the URL does not exist on the server."""
 
     exit_code = 2
+
+
+class SchemaMismatch(DatabaseError):
+    """A table or column offload uses is not in the database (another schema, an old Nova)."""
+
+    exit_code = 2
+
+
+class MissingTable(SchemaMismatch):
+    """A table offload uses does not exist (server error 1146)."""
 
 
 class ReadOnlyRefused(DatabaseError):

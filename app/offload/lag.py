@@ -17,6 +17,11 @@ How lag is read.  A replica shows the newest heartbeat it has applied, ``ts``.
   synchronised clocks.
 
 ``Seconds_Behind_Master`` is shown by status but never used to decide.
+
+No heartbeat table (a Nova database offload was pointed at without
+``offload db sync``) is not an unreachable replica: the reading is reachable,
+its lag unknown, and its error names the table and :data:`NO_HEARTBEAT_FIX`, so
+the guard's fallback reason is ``no_heartbeat`` and every view says what to do.
 """
 
 from __future__ import annotations
@@ -33,22 +38,35 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, MetaData, Table, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from offload.errors import OffloadError
+from offload.errors import MissingTable, OffloadError
 from offload.schema import Heartbeat
 from offload.waiting import Clock
 
 __all__ = [
+    "NO_HEARTBEAT_FIX",
     "HeartbeatHistory",
     "HeartbeatWriter",
     "LagProbe",
     "LagReading",
     "format_ts",
     "heartbeat_table",
+    "missing_heartbeat",
     "parse_ts",
 ]
 
 log = logging.getLogger("offload.lag")
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # pt-heartbeat's 26 characters
+#: what to do when there is no heartbeat table to read lag from
+NO_HEARTBEAT_FIX = (
+    "run `offload db sync` (it adds offload's heartbeat table), or set [replica] "
+    "heartbeat_source = pt-heartbeat and heartbeat_table = the table pt-heartbeat updates"
+)
+
+
+def missing_heartbeat(table: Table, engine: Engine) -> str:
+    """The reading's error when ``table`` does not exist where ``engine`` looks."""
+    where = f"{engine.url.database}.{table.name}" if engine.url.database else table.name
+    return f"no heartbeat table `{where}` to measure lag by: {NO_HEARTBEAT_FIX}"
 
 
 def format_ts(moment: float) -> str:
@@ -83,6 +101,13 @@ class LagReading:
     @property
     def usable(self) -> bool:
         return self.reachable and self.lag is not None
+
+    @property
+    def unfit_reason(self) -> str | None:
+        """Why no lag could be read: unreachable | no_heartbeat (None: a lag was read)."""
+        if not self.reachable:
+            return "unreachable"
+        return None if self.lag is not None else "no_heartbeat"
 
 
 class HeartbeatHistory:
@@ -139,6 +164,8 @@ class HeartbeatWriter:
         self._thread: threading.Thread | None = None
         self.server_id: int | None = None
         self.failures = 0
+        #: the last failure's text ('' after a beat succeeded): logged once per change
+        self.last_error = ""
 
     def beat(self) -> str:
         """Write one heartbeat now; returns the ts written."""
@@ -157,9 +184,22 @@ class HeartbeatWriter:
     def _beat_or_log(self) -> None:
         try:
             self.beat()
+        except MissingTable:  # keep trying: `offload db sync` may add it any time
+            self.failures += 1
+            self._failed(missing_heartbeat(self.table, self.engine))
         except (OffloadError, SQLAlchemyError) as exc:  # primary down: keep trying
             self.failures += 1
-            log.warning("heartbeat on the primary failed: %s", str(exc).splitlines()[0])
+            self._failed(str(exc).splitlines()[0])
+        else:
+            if self.last_error:
+                log.warning("heartbeat on the primary written again")
+            self.last_error = ""
+
+    def _failed(self, error: str) -> None:
+        """Log a failure when it differs from the last one (not ten times a second)."""
+        if error != self.last_error:
+            log.warning("heartbeat on the primary failed: %s", error)
+        self.last_error = error
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -212,6 +252,14 @@ class LagProbe:
                 if server_id is not None:
                     query = query.where(self.table.c.server_id == server_id)
                 applied = conn.execute(query.order_by(self.table.c.ts.desc()).limit(1)).scalar()
+        except MissingTable:  # the replica answered: it has no heartbeat table
+            return LagReading(
+                self.name,
+                None,
+                reachable=True,
+                error=missing_heartbeat(self.table, self.engine),
+                at=now,
+            )
         except (OffloadError, SQLAlchemyError) as exc:
             return LagReading(
                 self.name, None, reachable=False, error=str(exc).splitlines()[0], at=now

@@ -151,18 +151,21 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[Replica
     views = []
     for index, target in enumerate(db.replicas):
         reading = readings.get(target.name)
+        fit = bool(
+            reading
+            and reading.usable
+            and reading.lag is not None
+            and reading.lag <= db.settings.replica.max_lag
+        )
         view: ReplicaView = {
             "name": target.name,
             "url": masked(target.engine.url),
             "reachable": bool(reading and reading.reachable),
             "lag_ms": round(reading.lag * 1000, 3) if reading and reading.lag is not None else None,
             "error": (reading.error or None) if reading else "not read",
-            "fit": bool(
-                reading
-                and reading.usable
-                and reading.lag is not None
-                and reading.lag <= db.settings.replica.max_lag
-            ),
+            "fit": fit,
+            # lag | unreachable | no_heartbeat, as the guard's fallbacks count them
+            "unfit_reason": None if fit else (reading.unfit_reason or "lag") if reading else None,
             "io_running": None,
             "sql_running": None,
             "last_error": None,
@@ -175,6 +178,15 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[Replica
             view["status_error"] = "thread states need a privileged account; none is configured"
         views.append(view)
     return views
+
+
+def _routing(db: Database, task: str) -> RoutingView:
+    """The task's routing counters and, for each reason it met, its cause in words (``why``)."""
+    routing = cast(RoutingView, db.routing.for_task(task))
+    reasons = {*routing["fallbacks"], *routing["skips"]}
+    if reasons:
+        routing["why"] = db.routing.why(reasons)
+    return routing
 
 
 def health(settings: Settings, db: Database, engine: Engine) -> tuple[bool, list[str]]:
@@ -227,7 +239,7 @@ def task_view(
         "rejected_writes": rejected,
         "statements": dict(sorted((statements or {}).items())),
         # RoutingStats.for_task writes exactly RoutingView's keys
-        "routing": cast(RoutingView, db.routing.for_task(spec.name)),
+        "routing": _routing(db, spec.name),
         "last_run": dict(last_run) if last_run is not None else None,
     }
 

@@ -1,12 +1,17 @@
-"""The nova-like tables that nova-compute's periodic tasks read and write.
+"""The nova tables that nova-compute's periodic tasks read and write.
 
-The tables follow OpenStack Nova's main database as it stood at the end of
-Kilo (schema version 280): the Havana baseline migration ``216_havana.py``
-plus the Juno/Kilo migrations that touched these tables.  Column names, types,
-lengths, nullability and the names of indexes, unique keys and foreign keys
-are Nova's, so queries written against Nova's schema run here unchanged and
-use the same indexes.  Only the columns the periodic tasks (DESIGN.md §6) and
-their notifications need are kept, plus each table's obvious core.
+The tables follow OpenStack Nova's main database as Nova's current release
+(34.0.0) creates it with ``nova-manage db sync``.  Every column here is a
+column of Nova's table, with Nova's type, length, nullability and default
+(none on the server: Nova's defaults are client-side), the tables are InnoDB
+in Nova's character set (``utf8``, which both servers store as ``utf8mb3``),
+and every index, unique key and foreign key of Nova's over these columns is
+here under Nova's name — so queries written against Nova's schema run here
+unchanged and use the same indexes, and offload's tasks run unchanged on a
+database Nova made.  Only the columns the periodic tasks (DESIGN.md §6) and
+their notifications need are kept: Nova has 4 to 13 more per table, all
+nullable.  ``tests/nova`` compares these tables with the ones
+``nova-manage db sync`` creates, on both server flavors.
 
 Nova's conventions, kept here:
 
@@ -16,17 +21,23 @@ Nova's conventions, kept here:
 * a live row has ``deleted = 0``; a soft-deleted row stores its own ``id`` in
   ``deleted`` (:func:`soft_delete_values`), so unique keys that end in
   ``deleted`` admit any number of deleted rows but one live row;
+* ``deleted`` and ``instances.cleaned`` are nullable with a client-side
+  default of 0, as in Nova: every write here sets them, and the tasks' filters
+  are Nova's (``deleted = 0`` live, ``deleted = id`` deleted, ``cleaned = 0``),
+  so a row whose ``deleted`` is NULL is neither live nor deleted — for Nova
+  and for offload alike;
 * ``TEXT`` columns that Nova created as ``MEDIUMTEXT`` on MySQL stay so.
 
-Where this module departs from Nova (``deleted`` and ``cleaned`` are
-``NOT NULL DEFAULT 0``; ``utf8mb4``; one redundant index left out) the reason
-is given next to the code.  ``heartbeat`` is not a Nova table: it is
-pt-heartbeat's documented ``--create-table`` layout, so an existing
-pt-heartbeat deployment can share it.
+``heartbeat`` is not a Nova table: it is pt-heartbeat's documented
+``--create-table`` layout, so an existing pt-heartbeat deployment can share
+it.  Indexes Nova lacks but offload's tasks profit from are not part of the
+tables: :data:`EXTRA_INDEXES` names each with the task it speeds up, and
+``offload db sync --extra-indexes`` creates them on request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -38,6 +49,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
@@ -50,12 +62,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "CLEAN_ATTEMPTS_KEY",
+    "EXTRA_INDEXES",
+    "NOVA_CHARSET",
     "NOVA_TABLES",
+    "OFFLOAD_TABLES",
     "SHELVED_AT_KEY",
     "BandwidthUsage",
     "Base",
     "BlockDeviceMapping",
     "ComputeNode",
+    "ExtraIndex",
     "Heartbeat",
     "Instance",
     "InstanceInfoCache",
@@ -79,15 +95,22 @@ CLEAN_ATTEMPTS_KEY: Final = "clean_attempts"
 SHELVED_AT_KEY: Final = "shelved_at"
 
 _MYSQL_DIALECTS: Final = ("mysql", "mariadb")
-# utf8mb4 where Nova had utf8 (utf8mb3, deprecated in MySQL 8).  With the
-# DYNAMIC row format both servers default to, every index below fits the
-# 3072-byte key limit at 4 bytes a character.  SQLAlchemy's MariaDB dialect
-# reads only mariadb_* options, so each option is given under both prefixes.
-_TABLE_OPTIONS: Final = {
-    f"{prefix}_{option}": value
-    for prefix in _MYSQL_DIALECTS
-    for option, value in (("engine", "InnoDB"), ("charset", "utf8mb4"))
-}
+#: Nova's tables: ``mysql_charset='utf8'`` in its migrations, stored by both servers as
+#: utf8mb3 (the collation is the server's default for it).  Named utf8mb3 here, so the
+#: DDL means the same on a server whose ``utf8`` might one day mean utf8mb4.
+NOVA_CHARSET: Final = "utf8mb3"
+
+
+def _table_options(charset: str) -> dict[str, str]:
+    # SQLAlchemy's MariaDB dialect reads only mariadb_* options: each is given under both
+    return {
+        f"{prefix}_{option}": value
+        for prefix in _MYSQL_DIALECTS
+        for option, value in (("engine", "InnoDB"), ("charset", charset))
+    }
+
+
+_TABLE_OPTIONS: Final = _table_options(NOVA_CHARSET)
 
 
 def utcnow() -> datetime:
@@ -129,14 +152,15 @@ class TimestampMixin:
 class SoftDeleteMixin:
     """``deleted`` is 0 while a row lives and the row's ``id`` once deleted.
 
-    Nova leaves ``deleted`` nullable with a client-side default only; here it
-    is ``NOT NULL DEFAULT 0`` so that rows inserted by hand (tests, workload
-    generators) match ``deleted = 0`` and a ``NULL`` can never slip past a
-    unique key that ends in ``deleted``.
+    As in Nova (oslo.db's SoftDeleteMixin): nullable, with a client-side
+    default of 0 and none on the server.  Every INSERT offload makes sets it;
+    a row someone inserts by hand without it has ``deleted`` NULL, which
+    Nova's filters (``deleted = 0``, ``deleted = id``) and offload's alike
+    treat as neither live nor deleted.
     """
 
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime, sort_order=-1)
-    deleted: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    deleted: Mapped[int | None] = mapped_column(Integer, default=0)
 
 
 def soft_delete_values(
@@ -221,23 +245,24 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     """A guest VM.
 
     ``uuid`` is unique on its own, not with ``deleted``: it is the target of
-    the instance_uuid foreign keys, and MySQL 8.4 refuses a foreign key that
-    references a non-unique key.  Nova also declares a second unique index
-    named ``uuid`` on the same column; it is left out as redundant.
+    the instance_uuid foreign keys.  Nova's ``compute_id`` (and its index),
+    ``hidden``, ``locked_by`` and the other columns the tasks do not use are
+    left out; ``scheduled_at``, which Nova dropped, is not here either.
     """
 
     __tablename__ = "instances"
     __table_args__ = (
         UniqueConstraint("uuid", name="uniq_instances0uuid"),
         Index("instances_project_id_deleted_idx", "project_id", "deleted"),
-        Index("instances_reservation_id_idx", "reservation_id"),
+        Index("instances_deleted_created_at_idx", "deleted", "created_at"),
         Index("instances_terminated_at_launched_at_idx", "terminated_at", "launched_at"),
-        Index("instances_uuid_deleted_idx", "uuid", "deleted"),
+        Index("instances_project_id_idx", "project_id"),
+        Index("instances_reservation_id_idx", "reservation_id"),
         Index("instances_task_state_updated_at_idx", "task_state", "updated_at"),
+        Index("instances_uuid_deleted_idx", "uuid", "deleted"),
+        Index("instances_updated_at_project_id_idx", "updated_at", "project_id"),
         Index("instances_host_node_deleted_idx", "host", "node", "deleted"),
         Index("instances_host_deleted_cleaned_idx", "host", "deleted", "cleaned"),
-        # Newer than the Kilo baseline: Nova added it in Newton (migration 319).
-        Index("instances_deleted_created_at_idx", "deleted", "created_at"),
         _TABLE_OPTIONS,
     )
 
@@ -275,17 +300,16 @@ class Instance(TimestampMixin, SoftDeleteMixin, Base):
     access_ip_v4: Mapped[str | None] = mapped_column(_ip_address())
     access_ip_v6: Mapped[str | None] = mapped_column(_ip_address())
     progress: Mapped[int | None] = mapped_column(Integer)
-    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime)
     launched_at: Mapped[datetime | None] = mapped_column(DateTime)
     terminated_at: Mapped[datetime | None] = mapped_column(DateTime)
     locked: Mapped[bool | None] = mapped_column(Boolean)
     shutdown_terminate: Mapped[bool | None] = mapped_column(Boolean, default=False)
     disable_terminate: Mapped[bool | None] = mapped_column(Boolean, default=False)
     cell_name: Mapped[str | None] = mapped_column(String(255))
-    # 1 once _run_pending_deletes has removed a deleted instance's files.
-    # NOT NULL DEFAULT 0 (Nova: nullable, client default) for the same reason
-    # as ``deleted``: the task's guard is ``cleaned = 0``.
-    cleaned: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # 1 once _run_pending_deletes has removed a deleted instance's files.  Nullable
+    # with a client default, as ``deleted``; Nova's filter and the task's guard are
+    # ``cleaned = 0``, so a NULL is never cleaned (as in Nova).
+    cleaned: Mapped[int | None] = mapped_column(Integer, default=0)
 
 
 class InstanceSystemMetadata(TimestampMixin, SoftDeleteMixin, Base):
@@ -383,24 +407,23 @@ class Migration(TimestampMixin, SoftDeleteMixin, Base):
             mysql_length=_HOST_PREFIXES,
             mariadb_length=_HOST_PREFIXES,
         ),
-        # offload's additions (not in Nova): the periodic tasks look migrations up
-        # by one side's host and node; without these they scan every host's rows
-        # (measured by `make bench`'s rows-examined check)
+        # one side's host and node: what the resource tracker and
+        # _poll_unconfirmed_resizes look migrations up by (in full: utf8mb3 fits)
         Index(
-            "migrations_source_host_node_idx",
-            "source_compute",
-            "source_node",
-            mysql_length={"source_compute": 100, "source_node": 100},
-            mariadb_length={"source_compute": 100, "source_node": 100},
-        ),
-        Index(
-            "migrations_dest_host_node_idx",
+            "migrations_by_dest_host_nodes_and_status_idx",
+            "deleted",
             "dest_compute",
             "dest_node",
             "status",
-            mysql_length={"dest_compute": 100, "dest_node": 100, "status": 32},
-            mariadb_length={"dest_compute": 100, "dest_node": 100, "status": 32},
         ),
+        Index(
+            "migrations_by_src_host_nodes_and_status_idx",
+            "deleted",
+            "source_compute",
+            "source_node",
+            "status",
+        ),
+        Index("migrations_updated_at_idx", "updated_at"),
         _TABLE_OPTIONS,
     )
 
@@ -448,11 +471,8 @@ class VolumeUsage(TimestampMixin, SoftDeleteMixin, Base):
     """Volume I/O counters: ``curr_*`` since the last reset, ``tot_*`` before it."""
 
     __tablename__ = "volume_usage_cache"
-    __table_args__ = (
-        # offload's addition (not in Nova): _poll_volume_usage reads by volume
-        Index("volume_usage_cache_volume_id_idx", "volume_id"),
-        _TABLE_OPTIONS,
-    )
+    # Nova has no index here but the primary key: see EXTRA_INDEXES
+    __table_args__ = (_TABLE_OPTIONS,)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     volume_id: Mapped[str] = mapped_column(String(36), nullable=False)
@@ -514,7 +534,8 @@ class Heartbeat(Base):
     """
 
     __tablename__ = "heartbeat"
-    __table_args__ = (_TABLE_OPTIONS,)
+    # not Nova's: the database's own character set would do; utf8mb4 as offload's own
+    __table_args__ = (_table_options("utf8mb4"),)
 
     ts: Mapped[str] = mapped_column(String(26), nullable=False)
     server_id: Mapped[int] = mapped_column(
@@ -545,6 +566,40 @@ NOVA_TABLES: Final[tuple[str, ...]] = (
     "volume_usage_cache",
     "task_log",
     "heartbeat",
+)
+
+
+#: the tables offload adds to a Nova database (Nova has every other one)
+OFFLOAD_TABLES: Final[tuple[str, ...]] = ("heartbeat",)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraIndex:
+    """An index Nova does not have, named for what it speeds up; created only on request."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    #: the reads it serves, for ``offload db sync`` and the operations guide
+    speeds_up: str
+
+    def index(self) -> Index:
+        """The index on a copy of its table (never part of :data:`metadata`)."""
+        table = metadata.tables[self.table].to_metadata(MetaData())
+        return Index(self.name, *(table.c[column] for column in self.columns))
+
+
+#: offload's own indexes over Nova's tables (``offload db sync --extra-indexes``)
+EXTRA_INDEXES: Final[tuple[ExtraIndex, ...]] = (
+    ExtraIndex(
+        name="offload_volume_usage_cache_volume_id_for_poll_volume_usage",
+        table="volume_usage_cache",
+        columns=("volume_id",),
+        speeds_up="_poll_volume_usage: its guarded insert of a volume's first counters "
+        "(NOT EXISTS on volume_id, on the primary) scans volume_usage_cache once per new "
+        "volume without it; its read of the host's counters (volume_id IN ...) too, while "
+        "the host holds a small share of the table",
+    ),
 )
 
 

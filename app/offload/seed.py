@@ -413,7 +413,6 @@ class _Planner:
             "access_ip_v4": None,
             "access_ip_v6": None,
             "progress": 0,
-            "scheduled_at": created + timedelta(seconds=self.rng.randint(1, 5)),
             "launched_at": launched,
             "terminated_at": None,
             "locked": False,

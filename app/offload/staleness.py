@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import URL, Engine, text
@@ -65,6 +65,8 @@ class RoutingStats:
         self._lock = threading.Lock()
         self.fallbacks: Counter[tuple[str, str]] = Counter()  # (task, reason)
         self.skips: Counter[tuple[str, str]] = Counter()
+        #: reason -> the last decision's cause in words, with the fix where there is one
+        self.causes: dict[str, str] = {}
         self.stale_reads: Counter[str] = Counter()
         self.causal_waits: Counter[str] = Counter()
         self.causal_wait_seconds: dict[str, float] = {}
@@ -75,13 +77,22 @@ class RoutingStats:
         context = current_task()
         return context.task if context else "-"
 
-    def fallback(self, reason: str) -> None:
+    def fallback(self, reason: str, cause: str = "") -> None:
         with self._lock:
             self.fallbacks[(self._task(), reason)] += 1
+            if cause:
+                self.causes[reason] = cause
 
-    def skip(self, reason: str) -> None:
+    def skip(self, reason: str, cause: str = "") -> None:
         with self._lock:
             self.skips[(self._task(), reason)] += 1
+            if cause:
+                self.causes[reason] = cause
+
+    def why(self, reasons: Iterable[str]) -> dict[str, str]:
+        """The last cause of each of ``reasons`` that has one (for reports)."""
+        with self._lock:
+            return {reason: self.causes[reason] for reason in reasons if reason in self.causes}
 
     def stale(self) -> None:
         with self._lock:
@@ -132,7 +143,7 @@ class ReplicaSelector:
         #: the last decision's reason (None: a fit replica), to log changes only
         self._last_reason: str | None = None
 
-    def _note(self, reason: str | None, lag: float | None = None) -> None:
+    def _note(self, reason: str | None, lag: float | None = None, cause: str = "") -> None:
         """Log when reads stop or start going to a fit replica — once per change, not per read."""
         with self._lock:
             previous, self._last_reason = self._last_reason, reason
@@ -143,10 +154,11 @@ class ReplicaSelector:
             return
         behind = f", best {lag:.3f}s behind" if lag is not None else ""
         log.warning(
-            "no replica fit to read (%s%s): lag_policy %s applies until one is",
+            "no replica fit to read (%s%s): lag_policy %s applies until one is%s",
             reason,
             behind,
             self.policy,
+            f"; {cause}" if cause else "",
         )
 
     def readings(self) -> dict[str, LagReading]:
@@ -173,14 +185,16 @@ class ReplicaSelector:
             self._note(None)
             return Choice(fit[0].replica, lag=fit[0].lag)
         reachable = sorted((r for r in readings.values() if r.usable), key=lambda r: r.lag or 0.0)
+        answering = [r for r in readings.values() if r.reachable]
         if reachable:
             reason, worst = "lag", reachable[0]
-        elif any(r.reachable for r in readings.values()):
+        elif answering:
             reason, worst = "no_heartbeat", None
         else:
             reason, worst = "unreachable", None
         lag = worst.lag if worst else None
-        self._note(reason, lag)
+        cause = _cause(reason, answering or list(readings.values()))
+        self._note(reason, lag, cause)
         if self.policy is LagPolicy.STALE and worst is not None:
             self.stats.stale()
             log.warning(
@@ -191,14 +205,23 @@ class ReplicaSelector:
             )
             return Choice(worst.replica, reason=reason, lag=lag, stale=True)
         if self.policy is LagPolicy.SKIP:
-            self.stats.skip(reason)
+            self.stats.skip(reason, cause)
             raise SkipRun(
                 f"no replica fit to read ({reason}"
                 + (f", best {lag:.3f}s behind" if lag is not None else "")
                 + ")"
+                + (f": {cause}" if reason == "no_heartbeat" else "")
             )
-        self.stats.fallback(reason)
+        self.stats.fallback(reason, cause)
         return Choice(None, reason=reason, lag=lag)
+
+
+def _cause(reason: str, readings: Sequence[LagReading]) -> str:
+    """The replicas' own words for ``reason`` (no_heartbeat: which table, and the fix)."""
+    if reason == "lag":
+        return ""
+    errors = sorted({f"{r.replica}: {r.error}" for r in readings if r.error})
+    return "; ".join(errors)
 
 
 EngineFactory = Callable[[URL, str], Engine]

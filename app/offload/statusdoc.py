@@ -26,6 +26,8 @@ class ReplicaView(TypedDict):
     lag_ms: float | None
     error: str | None
     fit: bool
+    #: lag | unreachable | no_heartbeat; None when fit
+    unfit_reason: str | None
     io_running: str | None
     sql_running: str | None
     last_error: str | None
@@ -44,6 +46,8 @@ class RoutingView(TypedDict):
     stale_reads: int
     causal_waits: int
     causal_wait_seconds: float
+    #: reason → its last cause in words, with the fix (no_heartbeat: what to run)
+    why: NotRequired[dict[str, str]]
 
 
 class TaskView(TypedDict):

@@ -40,7 +40,8 @@ def print_view(*parts: RenderableType, file: IO[str] | None = None) -> None:
         file=stream, width=PIPE_WIDTH if piped else None, highlight=False, emoji=False
     )
     for part in parts:
-        console.print(part)
+        # a line that must not wrap (a reason with its fix) is printed whole
+        console.print(part, soft_wrap=isinstance(part, Text) and bool(part.no_wrap))
 
 
 def _table(*columns: str, right: Iterable[str] = ()) -> Table:
@@ -169,6 +170,8 @@ def _replicas(status: dict[str, Any]) -> Table:
         "primary", primary["url"], "yes" if primary["reachable"] else "NO", *["-"] * 6, ""
     )
     for view in status["replicas"]:
+        reason = view.get("unfit_reason")
+        fit = "fit" if view.get("fit") else f"NOT FIT ({reason})" if reason else "NOT FIT"
         lag = view.get("lag_ms")
         behind = view.get("seconds_behind")
         threads_known = view.get("io_running") is not None
@@ -186,7 +189,7 @@ def _replicas(status: dict[str, Any]) -> Table:
             view["url"],
             "yes" if view.get("reachable") else "NO",
             f"{lag:.1f}" if lag is not None else "unknown",
-            "fit" if view.get("fit") else "NOT FIT",
+            fit,
             _text(view.get("io_running")),
             _text(view.get("sql_running")),
             f"{behind}s" if behind is not None else ("NULL" if threads_known else "-"),
@@ -257,7 +260,10 @@ def status_view(
     else:
         head = "compute service: not running (`make up` starts it); replica readings taken now"
     parts: list[RenderableType] = [Text(head)]
-    parts.extend(Text(f"  degraded: {reason}") for reason in status.get("degraded_because", []))
+    # one line each, however long: a reason carries its fix (no_heartbeat: what to run)
+    parts.extend(
+        Text(f"  degraded: {reason}", no_wrap=True) for reason in status.get("degraded_because", [])
+    )
     parts.append(_replicas(status))
     if not status["replicas"]:
         parts.append(Text("no replica configured: every read goes to the primary"))

@@ -273,3 +273,34 @@ def test_unknown_task_is_one_line_exit_2(
     assert result.returncode == 2
     _assert_one_clean_line(result, testbed)
     assert "no periodic task named '_poll_everything'" in result.stderr
+
+
+def test_failed_run_still_prints_its_json_report(
+    testbed: TestbedInfo, db_factory, primary_admin, tmp_path: Path
+) -> None:
+    from sqlalchemy import text  # noqa: PLC0415
+
+    db = db_factory()
+    database = db.settings.require_connection().database
+    with primary_admin.begin() as conn:  # what the task reads first is gone
+        conn.execute(text(f"DROP TABLE `{database}`.compute_nodes"))
+    urls = (db.settings.require_connection(), db.settings.database.slave_connections[0])
+    config = _two_url_config(tmp_path, *urls)
+
+    result = _offload(
+        "--config", str(config), "run-task", "update_available_resource", "--json", cwd=tmp_path
+    )
+    assert result.returncode == 2  # a schema mismatch, as any run of the command says
+    _assert_one_clean_line(result, testbed)
+    assert "compute_nodes' doesn't exist" in result.stderr and "offload db sync" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["task"] == "update_available_resource"
+    assert report["error"].startswith("MissingTable: ")
+    assert "compute_nodes" in report["error"]
+    assert {"statements", "routing", "attempts"} <= set(report["details"])
+    as_text = _offload(
+        "--config", str(config), "run-task", "update_available_resource", cwd=tmp_path
+    )
+    assert as_text.returncode == 2
+    assert as_text.stdout.startswith("update_available_resource on ")
+    assert "(FAILED)" in as_text.stdout

@@ -186,6 +186,38 @@ def test_testbed_config_in_the_working_directory_is_found(
     assert "max_lagg" in assert_one_error_line(err)
 
 
+def test_unknown_testbed_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = run(capsys, "testbed", "up", "--schema", "keystone")
+
+    assert status == 2
+    assert "keystone" in assert_one_error_line(err)
+    assert out == ""
+
+
+def test_unknown_schema_in_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OFFLOAD_SCHEMA", "keystone")
+
+    status, _, err = run(capsys, "testbed", "up", "--dir", str(tmp_path / "tb"))
+
+    assert status == 1
+    line = assert_one_error_line(err)
+    assert "unknown schema 'keystone'" in line and "offload, nova" in line
+
+
+def test_nova_schema_is_not_for_the_compose_backend(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, _, err = run(
+        capsys, "testbed", "up", "--backend", "compose", "--schema", "nova", "--dir", str(tmp_path)
+    )
+
+    assert status == 1
+    line = assert_one_error_line(err)
+    assert "--schema nova runs on the native backend" in line and "--backend native" in line
+
+
 # --- every command's argument validators: one line, exit 2, nothing started -------------
 
 BAD_VALUES = [

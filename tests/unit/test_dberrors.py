@@ -13,8 +13,10 @@ from offload.errors import (
     ConnectionLost,
     DatabaseError,
     Deadlock,
+    MissingTable,
     OffloadError,
     ReadOnlyRefused,
+    SchemaMismatch,
     UnknownDatabase,
 )
 
@@ -142,6 +144,26 @@ def test_multi_line_driver_message_keeps_the_first_line() -> None:
 
     assert "second line" not in str(err)
     assert "\n" not in str(err)
+
+
+def test_missing_table_says_how_to_create_it() -> None:
+    err = translated(pymysql.err.ProgrammingError(1146, "Table 'nova.heartbeat' doesn't exist"))
+
+    assert type(err) is MissingTable
+    assert err.exit_code == 2
+    assert err.code == 1146
+    assert "nova.heartbeat" in err.message
+    assert "offload db sync" in (err.hint or "")
+
+
+def test_unknown_column_is_a_schema_mismatch() -> None:
+    err = translated(
+        pymysql.err.OperationalError(1054, "Unknown column 'scheduled_at' in 'INSERT INTO'")
+    )
+
+    assert type(err) is SchemaMismatch
+    assert "scheduled_at" in err.message
+    assert "offload db sync" in (err.hint or "")
 
 
 def test_duplicate_key_is_left_to_sqlalchemy() -> None:

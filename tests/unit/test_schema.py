@@ -48,7 +48,7 @@ IDENTITY_KEYS = {
 
 # InnoDB's index key limit with the DYNAMIC row format (both servers' default).
 MAX_KEY_BYTES = 3072
-UTF8MB4_BYTES_PER_CHAR = 4
+BYTES_PER_CHAR = {"utf8mb3": 3, "utf8mb4": 4}
 
 
 def table(name: str) -> Table:
@@ -87,10 +87,12 @@ def test_nova_tables_lists_every_table_parents_first() -> None:
 
 @DIALECTS
 @pytest.mark.parametrize("name", schema.NOVA_TABLES)
-def test_ddl_compiles_as_innodb_utf8mb4(name: str, dialect: Dialect) -> None:
+def test_ddl_compiles_as_innodb_in_novas_charset(name: str, dialect: Dialect) -> None:
     sql = ddl(name, dialect)
     assert f"CREATE TABLE {name} (" in sql
-    assert sql.rstrip().endswith("ENGINE=InnoDB CHARSET=utf8mb4"), sql
+    # Nova's tables are utf8 (utf8mb3); the heartbeat is offload's own
+    charset = "utf8mb4" if name in schema.OFFLOAD_TABLES else "utf8mb3"
+    assert sql.rstrip().endswith(f"ENGINE=InnoDB CHARSET={charset}"), sql
     for index in table(name).indexes:
         assert str(CreateIndex(index).compile(dialect=dialect)).startswith("CREATE ")
 
@@ -110,14 +112,14 @@ def test_nova_mediumtext_columns_are_mediumtext(name: str, column: str, dialect:
     assert re.search(rf"^\s*{column} MEDIUMTEXT\b", ddl(name, dialect), re.MULTILINE)
 
 
-def _key_bytes(key: Index | UniqueConstraint, dialect: Dialect) -> int:
+def _key_bytes(key: Index | UniqueConstraint, dialect: Dialect, charset: str) -> int:
     prefixes = key.dialect_options[dialect.name]["length"] if isinstance(key, Index) else None
     total = 0
     for column in key.columns:
         if isinstance(column.type, String):
             assert column.type.length is not None, column
             chars = (prefixes or {}).get(column.name, column.type.length)
-            total += chars * UTF8MB4_BYTES_PER_CHAR
+            total += chars * BYTES_PER_CHAR[charset]
         elif isinstance(column.type, BigInteger):
             total += 8
         elif isinstance(column.type, DateTime):
@@ -131,10 +133,11 @@ def _key_bytes(key: Index | UniqueConstraint, dialect: Dialect) -> int:
 
 @DIALECTS
 @pytest.mark.parametrize("name", schema.NOVA_TABLES)
-def test_every_key_fits_innodb_limit_in_utf8mb4(name: str, dialect: Dialect) -> None:
+def test_every_key_fits_innodb_limit_in_its_charset(name: str, dialect: Dialect) -> None:
+    charset = table(name).dialect_options[dialect.name]["charset"]
     keys = [*table(name).indexes, *_unique_constraints(table(name))]
     for key in keys:
-        assert _key_bytes(key, dialect) <= MAX_KEY_BYTES, key.name
+        assert _key_bytes(key, dialect, charset) <= MAX_KEY_BYTES, key.name
 
 
 @DIALECTS
@@ -157,7 +160,44 @@ def test_nova_table_has_timestamps_and_soft_delete(name: str) -> None:
     for column in ("created_at", "updated_at", "deleted_at"):
         assert isinstance(columns[column].type, DateTime), column
         assert columns[column].nullable, column
-    assert "deleted INTEGER NOT NULL DEFAULT '0'" in column_lines(ddl(name, MYSQL))
+    # as Nova (oslo.db): nullable, no server default, 0 set by the client
+    assert "deleted INTEGER" in column_lines(ddl(name, MYSQL))
+    assert columns["deleted"].nullable
+    assert columns["deleted"].server_default is None
+    assert columns["deleted"].default is not None and columns["deleted"].default.arg == 0
+
+
+def test_no_column_nova_dropped() -> None:
+    assert "scheduled_at" not in table("instances").c
+
+
+def test_cleaned_is_nullable_with_a_client_default_as_in_nova() -> None:
+    cleaned = table("instances").c.cleaned
+    assert cleaned.nullable and cleaned.server_default is None
+    assert cleaned.default is not None and cleaned.default.arg == 0
+
+
+def test_no_index_but_novas_in_the_tables() -> None:
+    names = {str(ix.name) for t in schema.metadata.tables.values() for ix in t.indexes}
+    assert not {n for n in names if n.startswith("offload_")}
+    assert "volume_usage_cache_volume_id_idx" not in names
+    assert not table("volume_usage_cache").indexes
+
+
+@DIALECTS
+def test_extra_indexes_are_named_for_what_they_speed_up(dialect: Dialect) -> None:
+    assert schema.EXTRA_INDEXES
+    for extra in schema.EXTRA_INDEXES:
+        assert extra.name.startswith("offload_") and "_for_" in extra.name
+        assert len(extra.name) <= 64  # MySQL's identifier limit
+        assert extra.speeds_up
+        index = extra.index()
+        sql = str(CreateIndex(index).compile(dialect=dialect))
+        assert sql == f"CREATE INDEX {extra.name} ON {extra.table} ({', '.join(extra.columns)})"
+        # built on a copy: the tables themselves never get it
+        assert extra.name not in {str(ix.name) for ix in table(extra.table).indexes}
+        charset = table(extra.table).dialect_options[dialect.name]["charset"]
+        assert _key_bytes(index, dialect, charset) <= MAX_KEY_BYTES
 
 
 def test_heartbeat_has_no_nova_columns() -> None:
@@ -208,6 +248,19 @@ def test_identity_keys_exist_and_are_the_only_ones_without_deleted() -> None:
         ("instances", "instances_terminated_at_launched_at_idx", ["terminated_at", "launched_at"]),
         ("instances", "instances_deleted_created_at_idx", ["deleted", "created_at"]),
         ("instances", "instances_project_id_deleted_idx", ["project_id", "deleted"]),
+        ("instances", "instances_project_id_idx", ["project_id"]),
+        ("instances", "instances_updated_at_project_id_idx", ["updated_at", "project_id"]),
+        ("migrations", "migrations_updated_at_idx", ["updated_at"]),
+        (
+            "migrations",
+            "migrations_by_dest_host_nodes_and_status_idx",
+            ["deleted", "dest_compute", "dest_node", "status"],
+        ),
+        (
+            "migrations",
+            "migrations_by_src_host_nodes_and_status_idx",
+            ["deleted", "source_compute", "source_node", "status"],
+        ),
         ("instance_system_metadata", "instance_uuid", ["instance_uuid"]),
         ("bw_usage_cache", "bw_usage_cache_uuid_start_period_idx", ["uuid", "start_period"]),
         (

@@ -10,7 +10,14 @@ import pytest
 
 from offload.errors import TestbedError
 from offload.testbed.compose import ComposeTopology
-from offload.testbed.files import ComposeState, NativeState, ServerRecord, read_state, save_state
+from offload.testbed.files import (
+    ComposeState,
+    NativeState,
+    NovaSchemaRecord,
+    ServerRecord,
+    read_state,
+    save_state,
+)
 from offload.testbed.native import NativeTopology
 
 #: a native state.json as the version before typed state wrote it (keys and order as written)
@@ -76,10 +83,12 @@ def test_a_native_state_of_the_previous_version_loads(tmp_path: Path) -> None:
         port=40001, server_id=1, defaults_file="/t/p/my.cnf", pid=123
     )
     assert state.servers["replica0"].pid is None and state.servers["replica1"].pid is None
-    # saved again, it is the same document (the JSON keys did not change)
+    assert (state.schema, state.nova_schema) == ("offload", None)  # made before the option
+    # saved again, it is the same document (the JSON keys did not change), with the schema
     save_state(tmp_path, state)
     expected = json.loads(json.dumps(NATIVE_BEFORE))
     expected["servers"]["replica1"]["pid"] = None  # 0 was never a process
+    expected.update(schema="offload", nova_schema=None)
     assert json.loads((tmp_path / "state.json").read_text()) == expected
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
 
@@ -141,3 +150,14 @@ def test_a_broken_state_is_one_line_saying_what_to_do(tmp_path: Path, content: s
     with pytest.raises(TestbedError) as caught:
         read_state(tmp_path)
     assert "make clean" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_nova_schema_testbed_round_trips(tmp_path: Path) -> None:
+    made = NovaSchemaRecord(revision="ab450ba04102", tables=111, seconds=6.4)
+    _write(tmp_path, NATIVE_BEFORE)
+    state = read_state(tmp_path)
+    assert isinstance(state, NativeState)
+    save_state(tmp_path, dataclasses.replace(state, schema="nova", nova_schema=made))
+    again = read_state(tmp_path)
+    assert isinstance(again, NativeState)
+    assert (again.schema, again.nova_schema) == ("nova", made)

@@ -30,7 +30,7 @@ import pymysql
 from rich.console import Console
 from sqlalchemy import URL, Engine, create_engine, text
 
-from offload import schema
+from offload import attach
 from offload.config import ComputeSettings, ReplicaSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError
@@ -222,7 +222,8 @@ class Scratch:
                 self._granted.append(user)
         with self.database() as db:
             with db.writer() as session:
-                schema.create_all(session.connection())
+                # as `offload db sync --extra-indexes`: offload measured with its extras
+                attach.sync(session.connection(), extra_indexes=True)
                 session.connection().exec_driver_sql(
                     "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
                     "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)"

@@ -34,7 +34,9 @@ def _claim_attempt(c: Compute, report: RunReport, uuid: str, seen: str | None) -
     attempts = str(int(seen or "0") + 1)
     # ...and only while the primary still shows the instance waiting for its cleanup:
     # a stale replica copy must not count an attempt on (nor re-delete) a cleaned one
-    pending = exists().where(Instance.uuid == uuid, Instance.deleted != 0, Instance.cleaned == 0)
+    pending = exists().where(
+        Instance.uuid == uuid, Instance.deleted == Instance.id, Instance.cleaned == 0
+    )
     statement: Any
     with c.db.writer() as session:
         if seen is None:  # no row yet: insert unless one appeared meanwhile
@@ -80,10 +82,11 @@ def run_pending_deletes(c: Compute, report: RunReport) -> None:
                 & (InstanceSystemMetadata.key == CLEAN_ATTEMPTS_KEY)
                 & (InstanceSystemMetadata.deleted == 0),
             )
-            # Nova also cleans deleted instances whose vm_state is NULL
+            # Nova's filters: deleted == id (NULL is not deleted), cleaned == 0 (NULL
+            # is not waiting); Nova also cleans deleted instances whose vm_state is NULL
             .where(
                 Instance.host == c.host,
-                Instance.deleted != 0,
+                Instance.deleted == Instance.id,
                 Instance.cleaned == 0,
                 Instance.vm_state.is_distinct_from(SOFT_DELETED),
             )
@@ -105,7 +108,7 @@ def run_pending_deletes(c: Compute, report: RunReport) -> None:
                 update(Instance)
                 .where(
                     Instance.uuid == uuid,
-                    Instance.deleted != 0,
+                    Instance.deleted == Instance.id,
                     Instance.cleaned == 0,
                 )
                 .values(cleaned=1, updated_at=c.now()),
@@ -208,7 +211,7 @@ def cleanup_running_deleted_instances(c: Compute, report: RunReport) -> None:
             select(Instance.uuid, Instance.deleted_at).where(
                 # Nova's filter is deleted == id; a NULL vm_state must not drop the row
                 Instance.host == c.host,
-                Instance.deleted != 0,
+                Instance.deleted == Instance.id,
                 (Instance.vm_state != SOFT_DELETED) | Instance.vm_state.is_(None),
                 Instance.uuid.in_(running),
             )

@@ -122,8 +122,9 @@ class ComputeManager:
                 )
             ):
                 # a deleted instance's VM may still run: that is what
-                # _cleanup_running_deleted_instances is for
-                if not deleted or c.driver.instance_exists(uuid):
+                # _cleanup_running_deleted_instances is for (deleted NULL: not live, as
+                # for Nova, whose init_host lists deleted = 0 only)
+                if deleted == 0 or c.driver.instance_exists(uuid):
                     c.driver.plug(uuid)
 
     @contextmanager
@@ -152,9 +153,12 @@ class ComputeManager:
                 raise
             finally:
                 report.duration = time.perf_counter() - started
-                report.details["routing"] = _delta(
-                    routing_before, self.compute.db.routing.for_task(spec.name)
-                )
+                routing = self.compute.db.routing
+                delta = _delta(routing_before, routing.for_task(spec.name))
+                reasons = {*delta.get("fallbacks", {}), *delta.get("skips", {})}
+                if reasons:  # the cause in words, with the fix (no_heartbeat: what to run)
+                    delta["why"] = routing.why(reasons)
+                report.details["routing"] = delta
                 records = [r for r in trace.records if r.run == report.run]
                 report.details["statements"] = summarize(records)
                 self._account(report, records)

@@ -302,7 +302,6 @@ class Workload:
                 project_id="lag-project",
                 availability_zone="nova",
                 launched_at=now,
-                scheduled_at=now,
                 created_at=now,
                 updated_at=now,
                 deleted=0,

@@ -55,10 +55,14 @@ def choose_backend(
     replicas: int = 1,
     mysqld: str | None = None,
     flavor: str | None = None,
+    schema: str | None = None,
     environ: Mapping[str, str] | None = None,
     compose_answers: Callable[[], bool] = compose_available,
 ) -> str:
-    """native | compose: ``asked``; else the existing testbed's; else as the module says."""
+    """native | compose: ``asked``; else the existing testbed's; else as the module says.
+
+    ``schema="nova"`` (Nova's migrations, run from this machine) means native too.
+    """
     if asked != "auto":
         return asked
     recorded = recorded_backend(directory)
@@ -66,6 +70,8 @@ def choose_backend(
         return recorded
     env = os.environ if environ is None else environ
     if replicas != 1 or mysqld or env.get("OFFLOAD_MYSQLD") or flavor or env.get(FLAVOR_VARIABLE):
+        return "native"
+    if schema == "nova":
         return "native"
     if compose_answers():
         log.info(

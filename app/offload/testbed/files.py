@@ -24,6 +24,7 @@ __all__ = [
     "STATE_FILE",
     "ComposeState",
     "NativeState",
+    "NovaSchemaRecord",
     "ServerRecord",
     "load_credentials",
     "read_state",
@@ -51,6 +52,15 @@ class ServerRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NovaSchemaRecord:
+    """What ``nova-manage db sync`` made of a schema=nova testbed's nova database."""
+
+    revision: str
+    tables: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NativeState:
     """``state.json`` of a native testbed: the server, its ports, each process."""
 
@@ -68,6 +78,10 @@ class NativeState:
     #: True once the bootstrap finished (a data dir without it is deleted)
     initialised: bool = False
     servers: Mapping[str, ServerRecord] = field(default_factory=dict)
+    #: what makes the nova database: offload (its tables, `offload db sync`) or nova
+    schema: str = "offload"
+    #: schema nova: set once nova-manage db sync made the nova database
+    nova_schema: NovaSchemaRecord | None = None
 
     def with_pid(self, name: str, pid: int | None) -> NativeState:
         servers = dict(self.servers)
@@ -133,6 +147,16 @@ def _native(data: Mapping[str, Any]) -> NativeState:
             )
             for name, record in data.get("servers", {}).items()
         },
+        schema=str(data.get("schema") or "offload"),
+        nova_schema=(
+            NovaSchemaRecord(
+                revision=str(data["nova_schema"]["revision"]),
+                tables=int(data["nova_schema"]["tables"]),
+                seconds=float(data["nova_schema"]["seconds"]),
+            )
+            if data.get("nova_schema")
+            else None
+        ),
     )
 
 

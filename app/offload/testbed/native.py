@@ -34,6 +34,7 @@ from offload.errors import OffloadError, TestbedError
 from offload.testbed.files import (
     LOOPBACK,
     NativeState,
+    NovaSchemaRecord,
     ServerRecord,
     load_credentials,
     read_state,
@@ -48,6 +49,7 @@ from offload.testbed.mysqld import (
     split_sql,
     write_defaults_file,
 )
+from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
 from offload.testbed.topology import (
@@ -92,6 +94,7 @@ class NativeTopology:
         flavor: FlavorSpec | None = None,
         bind_to_parent: bool = False,
         start_timeout: float = 60.0,
+        schema: str | None = None,
     ) -> None:
         if replicas < 1:
             raise TestbedError(
@@ -111,6 +114,10 @@ class NativeTopology:
         self.flavor = flavor if flavor is not None else default_flavor()
         self.bind_to_parent = bind_to_parent
         self.start_timeout = start_timeout
+        #: offload | nova: what makes the nova database (nova: Nova's own migrations);
+        #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
+        self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
+        self.schema = self.schema_asked or "offload"
         self.servers: dict[str, ServerProcess] = {}
 
     # --- state --------------------------------------------------------------
@@ -269,6 +276,7 @@ class NativeTopology:
             replica_ports=tuple(ports[1:-1]),
             service_port=ports[-1],
             initialised=False,
+            schema=self.schema,
             servers={
                 name: ServerRecord(
                     port=port, server_id=index + 1, defaults_file=str(self.dir / name / "my.cnf")
@@ -295,6 +303,7 @@ class NativeTopology:
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.service_port,
             version=state.version,
+            schema=state.schema,
         )
 
     def up(self) -> TestbedInfo:
@@ -303,9 +312,19 @@ class NativeTopology:
         self.dir.chmod(0o700)
         state = self._load_state()
         creds = self._credentials()
+        if state is not None and state.initialised:
+            if self.schema_asked is None:
+                self.schema = state.schema  # not asked for: the testbed's own
+            if state.schema != self.schema:
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with schema {state.schema}, "
+                    f"asked for {self.schema}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
             self._await_replication(state)
+            self._nova_schema(state, info)
             write_config(info, self.config_path)
             return info
         if state is not None:
@@ -320,6 +339,7 @@ class NativeTopology:
                 state = replace(state, initialised=True)
                 self._save_state(state)
             self._await_replication(state)
+            state = self._nova_schema(state, self._info(state, creds))
         except BaseException:
             # the file holds every pid recorded so far, even of a start that failed midway
             self._stop_all(self._load_state() or state)
@@ -331,6 +351,21 @@ class NativeTopology:
         info = self._info(state, creds)
         write_config(info, self.config_path)
         return info
+
+    def _nova_schema(self, state: NativeState, info: TestbedInfo) -> NativeState:
+        """schema nova: Nova's migrations make the nova database once, then it replicates."""
+        if self.schema != "nova" or state.nova_schema is not None:
+            return state
+        synced = sync_testbed(info, workdir=self.dir)
+        state = replace(
+            state,
+            nova_schema=NovaSchemaRecord(
+                revision=synced.revision, tables=synced.tables, seconds=round(synced.seconds, 1)
+            ),
+        )
+        self._save_state(state)
+        self._await_replication(state)
+        return state
 
     def kill(self, name: str) -> None:
         """SIGKILL one server of a running testbed (fault injection): no clean shutdown."""

@@ -81,6 +81,9 @@ class TestbedInfo:
     service_port: int = 0
     #: the server's exact version, as it reports it (``9.7.4-2``, ``10.11.19-MariaDB-...``)
     version: str = ""
+    #: what made the ``nova`` database: ``offload`` (``offload db sync``, later) or ``nova``
+    #: (``nova-manage db sync`` when the testbed came up)
+    schema: str = "offload"
 
     @property
     def server(self) -> str:
