@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -77,6 +77,8 @@ class _Tally:
     errors: int = 0
     rejected: int = 0
     skipped: int = 0
+    #: runs queued for a free thread when the window ended: never started (also overruns)
+    missed: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,6 +88,7 @@ class _Tally:
             "errors": self.errors,
             "rejected": self.rejected,
             "skipped": self.skipped,
+            "missed": self.missed,
         }
 
 
@@ -153,7 +156,7 @@ def _run_window(
 ) -> None:
     lock = threading.Lock()
     running: set[tuple[int, str]] = set()
-    pending = []
+    pending: list[tuple[Future[None], tuple[int, str]]] = []
     heap: list[tuple[float, int, str, float]] = []
     for index in range(len(managers)):
         for name, spacing in tasks:  # desynchronised, as a real fleet's hosts are
@@ -195,7 +198,16 @@ def _run_window(
             else:
                 running.add((index, name))
         if not busy:
-            pending.append(executor.submit(job, index, name, spacing))
+            pending.append((executor.submit(job, index, name, spacing), (index, name)))
         heapq.heappush(heap, (due + spacing, index, name, spacing))
-    for future in pending:  # runs started in the window finish before it is reported
-        future.result()
+    # a run still waiting for a thread at the end never started: missed, an overrun; runs
+    # started in the window finish before it is reported
+    for future, key in pending:
+        if future.cancel():
+            with lock:
+                running.discard(key)
+                tally.missed += 1
+                tally.overruns += 1
+    for future, _ in pending:
+        if not future.cancelled():
+            future.result()
