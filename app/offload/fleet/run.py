@@ -325,8 +325,16 @@ class Sweep:
     seeded: tuple[int, float]
 
 
-def sweep(params: FleetParams, servers: Servers, progress: Callable[[str], None]) -> Sweep:
-    """Seed a scratch database for the largest count, then each host count's windows."""
+def sweep(
+    params: FleetParams,
+    servers: Servers,
+    progress: Callable[[str], None],
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> Sweep:
+    """Seed a scratch database for the largest count, then each host count's windows.
+
+    ``on_rows`` gets the rows so far after each host count (a long sweep keeps them).
+    """
     if not params.hosts or min(params.hosts) < 1:
         raise ConfigError("host counts must be positive", hint="e.g. --hosts 10,50,200")
     result = Sweep([], {}, {}, (0, 0.0))
@@ -345,6 +353,8 @@ def sweep(params: FleetParams, servers: Servers, progress: Callable[[str], None]
             result.tasks[hosts] = {c: _per_task(windows, c) for c in ("replica", "primary")}
             for config in ("replica", "primary"):
                 result.rows.append(_row(hosts, config, params, windows, sum(growth) / hosts))
+            if on_rows is not None:
+                on_rows(result.rows)
     return result
 
 
@@ -359,7 +369,10 @@ def run_fleet(
         info = topology.up()
         servers = Servers.from_testbed(info)
         progress(f"fleet: testbed up ({info.server}, {params.replicas} replica(s), free ports)")
-        result = sweep(params, servers, progress)
+        out.mkdir(parents=True, exist_ok=True)
+        result = sweep(
+            params, servers, progress, on_rows=lambda rows: write_csv(out / "fleet.csv", rows)
+        )
     finally:
         topology.down()
         shutil.rmtree(directory, ignore_errors=True)
