@@ -189,6 +189,14 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+    from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
+
+    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    if backend == "compose" and not knobs.empty:
+        raise TestbedError(
+            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            hint="add --backend native",
+        )
 
     topology: NativeTopology | ComposeTopology
     if backend == "compose":
@@ -211,6 +219,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             replicas=args.replicas,
             mysqld=args.mysqld,
             flavor=flavor,
+            knobs=knobs,
             schema=schema,
         )
     info = topology.up()
@@ -623,6 +632,48 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message, hint=f"see `{self.prog} --help`")
 
 
+def cmd_link(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.link.commands import link_command  # noqa: PLC0415
+
+    for line in link_command(args, _testbed_dir(args, settings)):
+        _out(line)
+    return 0
+
+
+def _add_link(commands: Any) -> None:
+    link = commands.add_parser(
+        "link", help="shape a replica's replication link: delay, jitter, rate, stall, cut"
+    )
+    link_commands = link.add_subparsers(dest="link_command", required=True, parser_class=_Parser)
+    shaped = link_commands.add_parser(
+        "set", help="put a link in the replica's path (if none) and set its toxics"
+    )
+    shaped.add_argument("name", metavar="REPLICA", help="replica0, replica1, ...")
+    shaped.add_argument("--delay", metavar="D", help="added each way, like 40ms")
+    shaped.add_argument("--jitter", metavar="D", help="uniform +-D on each delay, like 5ms")
+    shaped.add_argument("--rate", metavar="R", help="bandwidth cap each way, like 2mbit; off")
+    shaped.add_argument(
+        "--stall", action="store_true", default=None, help="hold every byte until --flow"
+    )
+    shaped.add_argument("--flow", dest="stall", action="store_false", help="end a --stall")
+    cut = link_commands.add_parser(
+        "cut", help="reset the link's connections and refuse new ones for a while"
+    )
+    cut.add_argument("name", metavar="REPLICA")
+    cut.add_argument("--for", dest="seconds", required=True, metavar="D", help="like 5s")
+    clear = link_commands.add_parser("clear", help="no toxic; a cut link heals at once")
+    clear.add_argument("name", metavar="REPLICA")
+    remove = link_commands.add_parser(
+        "remove", help="point the replica at the primary directly again; stop its link"
+    )
+    remove.add_argument("name", metavar="REPLICA")
+    show = link_commands.add_parser("show", help="toxics in force, bytes and connections")
+    show.add_argument("name", nargs="?", metavar="REPLICA")
+    for sub in (shaped, cut, clear, remove, show):
+        sub.add_argument("--dir", help="testbed directory (default .testbed)")
+        sub.set_defaults(handler=cmd_link)
+
+
 def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
     testbed_commands = testbed.add_subparsers(
@@ -674,6 +725,19 @@ def _add_testbed(commands: Any) -> None:
         action="store_true",
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
+    )
+    up.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    up.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="native: semi-synchronous replication on (off with --no-semi-sync)",
     )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
@@ -833,7 +897,7 @@ def _add_bench(commands: Any) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        choices=["offload", "routing", "replication", "scaling", "write-load"],
+        choices=["offload", "routing", "replication", "scaling", "write-load", "link"],
         help="run only this benchmark (repeatable)",
     )
     bench.set_defaults(handler=cmd_bench, full=False)
@@ -859,7 +923,8 @@ def _add_lag(commands: Any) -> None:
         "--scenario",
         default="steady",
         help="steps joined with +: steady, delay:S, pause:S[@AT], "
-        "burst:ROWS[@AT], kill-replica[@AT]; or a .toml file",
+        "burst:ROWS[@AT], kill-replica[@AT], link:delay=40ms@A..B, cut@A..B; "
+        "or a .toml file",
     )
     experiment.add_argument(
         "--duration",
@@ -935,7 +1000,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_testbed, _add_data, _add_tasks, _add_replica, _add_bench, _add_lag):
+    for add in (
+        _add_testbed,
+        _add_data,
+        _add_tasks,
+        _add_replica,
+        _add_link,
+        _add_bench,
+        _add_lag,
+    ):
         add(commands)
     from offload.fleet.cli import add_fleet  # noqa: PLC0415 - its own package
 

@@ -60,6 +60,7 @@ __all__ = [
     "last_gtid",
     "normalize_gtid",
     "parse_replica_status",
+    "point_at",
     "replica_status",
     "server_flavor",
     "set_replica_delay",
@@ -519,6 +520,24 @@ def stop_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = Fa
     """STOP REPLICA / STOP SLAVE (only the SQL thread if ``sql_thread_only``)."""
     sql = sql_for(flavor)
     conn.execute(text(sql.stop_sql_thread if sql_thread_only else sql.stop_replica))
+
+
+def point_at(conn: Connection, flavor: Flavor, host: str, port: int) -> None:
+    """Make the replica's IO thread connect to ``host:port`` (stop, CHANGE, start).
+
+    The heartbeat period is named again: MariaDB resets it on a CHANGE that omits it.
+    """
+    keyword = "MASTER" if flavor is Flavor.MARIADB else "SOURCE"
+    statement = "MASTER" if flavor is Flavor.MARIADB else "REPLICATION SOURCE"
+    stop_replica(conn, flavor)
+    conn.execute(
+        text(
+            f"CHANGE {statement} TO {keyword}_HOST = :host, {keyword}_PORT = :port, "
+            f"{keyword}_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}"
+        ),
+        {"host": host, "port": int(port)},
+    )
+    start_replica(conn, flavor)
 
 
 def set_replica_delay(conn: Connection, flavor: Flavor, seconds: int) -> None:

@@ -398,6 +398,8 @@ class BenchContext:
     #: instances and hosts of the shared data set (about 500 instances per host)
     shared_instances: int
     shared_hosts: int
+    #: the native testbed's directory when the bench may put a link in its path (else None)
+    testbed_dir: Path | None = None
     _shared: Scratch | None = None
     _shared_seed: SeedSummary | None = None
     _scratches: list[Scratch] = dataclasses.field(default_factory=list)

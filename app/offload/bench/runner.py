@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 from offload.bench import (
+    link_overhead,
     offload_ratio,
     replication_wait,
     routing_overhead,
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "replication": replication_wait.run,
     "scaling": task_scaling.run,
     "write-load": write_load.run,
+    "link": link_overhead.run,
 }
 #: the shared data set: instances, hosts (about 500 instances per host)
 _SHARED = {False: (2_000, 4), True: (10_000, 20)}
@@ -159,6 +161,7 @@ def run(
     )
     results: list[BenchResult] = []
     with ExitStack() as stack:
+        testbed_dir: Path | None = None
         if settings is None:
             directory = Path(tempfile.mkdtemp(prefix="offload-bench-"))
             stack.callback(shutil.rmtree, directory, ignore_errors=True)
@@ -167,12 +170,13 @@ def run(
             stack.callback(progress, "testbed stopped")
             stack.callback(topology.down)
             servers = Servers.from_testbed(info)
+            testbed_dir = directory
             progress(f"testbed up in {directory} ({info.server}, free ports)")
         else:
             servers = Servers.from_settings(settings)
             progress("using the testbed of the given config (scratch databases only)")
         instances, hosts = _SHARED[full]
-        ctx = BenchContext(servers, full, progress, instances, hosts)
+        ctx = BenchContext(servers, full, progress, instances, hosts, testbed_dir=testbed_dir)
         stack.callback(ctx.close)
         described = machine(describe_server(servers.flavor, servers.version))
         for key in selected:

@@ -11,7 +11,10 @@ would lose its bond to this process).  Every injection is filed as an
   started), lifted the same way;
 * burst — ``Workload.burst(rows)`` on its own thread; its event lasts until
   every replica has applied it (the primary's GTID position after the commit);
-* kill-replica — the testbed SIGKILLs the replica's server, and restarts it.
+* kill-replica — the testbed SIGKILLs the replica's server, and restarts it;
+* link — the replica's shaped link (``offload link``, put in its path if it is not
+  there) gets the step's toxics, cleared at its end;
+* cut — the link resets its connections and refuses new ones until the step's end.
 
 ``reset()`` puts every replica back to normal (applier running, no delay); the
 runner calls it before and after the experiment, so an interrupted run leaves
@@ -33,8 +36,9 @@ from offload import replication
 from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError, OffloadError
 from offload.experiments.recorder import Recorder
-from offload.experiments.scenarios import Injection, Kind, Scenario
+from offload.experiments.scenarios import Injection, Kind, Scenario, link_toxics
 from offload.experiments.workload import Workload
+from offload.link.runner import LinkRunner
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
@@ -89,6 +93,12 @@ class Injector:
                 "pausing or delaying replication needs a privileged account on the replica",
                 hint="use a testbed's config ([testbed] replica_admin_connections), or "
                 "run without --config (a testbed of its own)",
+            )
+        if kinds & {Kind.LINK, Kind.CUT} and topology is None:
+            raise ConfigError(
+                "link and cut steps need a native testbed whose links this command runs",
+                hint="run without --config (a testbed of its own), or use "
+                "a native testbed's config ([testbed] dir = ...)",
             )
         if Kind.KILL in kinds and topology is None:
             raise ConfigError(
@@ -148,6 +158,12 @@ class Injector:
 
         if not wait_for(replicating, Deadline(30), interval=0.1):
             log.warning("replica%d did not resume replication after its restart", replica)
+
+    def _link(self, replica: int, path: str, body: dict[str, float] | None = None) -> None:
+        assert self.topology is not None
+        name = f"replica{replica}"
+        self.topology.attach_link(name)
+        LinkRunner(self.topology.dir).control(name, "POST", path, body)
 
     # --- the timeline -----------------------------------------------------------------
 
@@ -232,6 +248,23 @@ class Injector:
         self._restart(injection.replica)
         self._ended(injection, "SIGKILL, restarted")
 
+    def _link_on(self, injection: Injection) -> None:
+        self._link(injection.replica, "/toxics", link_toxics(injection.link))
+        self._started(injection)
+
+    def _link_off(self, injection: Injection) -> None:
+        self._link(injection.replica, "/clear")
+        self._ended(injection, injection.link)
+
+    def _cut_on(self, injection: Injection) -> None:
+        assert injection.until is not None
+        self._link(injection.replica, "/cut", {"seconds": injection.until - injection.at})
+        self._started(injection)
+
+    def _cut_off(self, injection: Injection) -> None:
+        self._link(injection.replica, "/clear")
+        self._ended(injection, "connections reset, new ones refused")
+
     def timeline(self, scenario: Scenario) -> list[Action]:
         """Every start and end of the scenario's injections, in time order.
 
@@ -267,6 +300,23 @@ class Injector:
                 actions.append(
                     Action(injection.at, f"{name}: writing", partial(self._burst, injection))
                 )
+            elif injection.kind in (Kind.LINK, Kind.CUT):
+                link = injection.kind is Kind.LINK
+                actions.append(
+                    Action(
+                        injection.at,
+                        f"{name}: {'toxics set' if link else 'link cut'}",
+                        partial(self._link_on if link else self._cut_on, injection),
+                    )
+                )
+                if injection.until is not None:
+                    actions.append(
+                        Action(
+                            injection.until,
+                            f"{name}: {'toxics cleared' if link else 'link healed'}",
+                            partial(self._link_off if link else self._cut_off, injection),
+                        )
+                    )
             else:
                 restart = injection.until if injection.until is not None else injection.at
                 actions += [
@@ -290,6 +340,8 @@ class Injector:
                     self._set_delay(injection.replica, 0)
                 elif injection.kind is Kind.KILL:
                     self._restart(injection.replica)
+                elif injection.kind in (Kind.LINK, Kind.CUT):
+                    self._link(injection.replica, "/clear")
             finally:
                 detail = (
                     f"MASTER_DELAY {int(injection.seconds)}"
@@ -301,7 +353,16 @@ class Injector:
             thread.join(timeout=BURST_APPLY_TIMEOUT + 10)
 
     def reset(self, replicas: int | None = None) -> None:
-        """Every replica's applier running and its delay 0 (errors are logged, not raised)."""
+        """Every replica's applier running, its delay 0, its link (if any) without toxics
+        (errors are logged, not raised)."""
+        if self.topology is not None:
+            runner = LinkRunner(self.topology.dir)
+            for name, record in runner.records().items():
+                if runner.running(record):
+                    try:
+                        runner.control(name, "POST", "/clear")
+                    except OffloadError as exc:
+                        log.warning("could not clear the link of %s: %s", name, exc)
         for index, engine in enumerate(self._engines[:replicas]):
             try:
                 with engine.connect() as conn:

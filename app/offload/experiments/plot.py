@@ -37,6 +37,8 @@ _SPAN_COLORS = {
     "delay": "#fdd0a2",
     "burst": "#c7e9c0",
     "kill-replica": "#d9d9d9",
+    "link": "#dadaeb",
+    "cut": "#fc9272",
 }
 _LINE_COLORS = ("#1f77b4", "#9467bd", "#8c564b", "#e377c2")
 _ROUTE_STYLE = {

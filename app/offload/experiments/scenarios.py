@@ -12,6 +12,9 @@ start of the experiment.  Written as a spec string, steps joined with ``+``::
     kill-replica@40              the replica's server SIGKILLed at 40 s, restarted at once
     kill-replica@40..44          ... and kept down until 44 s
     pause:3@5#1                  on replica1 (default: replica0)
+    link:delay=40ms@5..20        the replica's link (offload link) delayed 40 ms each way
+    link:delay=40ms,jitter=5ms,rate=1mbit@5..20   toxics joined with commas
+    cut@10..15                   the link cut (connections reset, refused) from 10 s to 15 s
 
     pause:3@5+burst:20k@15+kill-replica@30
 
@@ -53,6 +56,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "format_seconds",
+    "link_toxics",
     "load_scenario",
     "parse_rows",
     "parse_scenario",
@@ -67,7 +71,7 @@ MIN_DEFAULT_DURATION = 20.0
 _MAX_DELAY = 2**31 - 1
 _HELP = (
     "write steps like steady, delay:2, pause:3@5, burst:20000@15, kill-replica@40, "
-    "joined with + (see docs/experiments.md)"
+    "link:delay=40ms@5..20, cut@10..15, joined with + (see docs/experiments.md)"
 )
 
 
@@ -85,6 +89,8 @@ class Kind(StrEnum):
     DELAY = "delay"  # MASTER_DELAY / SOURCE_DELAY
     BURST = "burst"  # a write burst on the primary
     KILL = "kill-replica"  # SIGKILL the replica's server, then restart it
+    LINK = "link"  # toxics on the replica's shaped link (offload link)
+    CUT = "cut"  # the replica's link cut: connections reset, new ones refused
 
 
 def format_seconds(value: float) -> str:
@@ -106,6 +112,8 @@ class Injection:
     until: float | None = None
     #: which replica (index into slave_connection); a burst hits the primary
     replica: int = 0
+    #: link: its toxics as written, canonical (``delay=40ms,rate=1mbit``)
+    link: str = ""
 
     @property
     def end(self) -> float | None:
@@ -114,7 +122,7 @@ class Injection:
             return self.at + self.seconds
         if self.kind is Kind.KILL:
             return self.until if self.until is not None else self.at
-        if self.kind is Kind.DELAY:
+        if self.kind in (Kind.DELAY, Kind.LINK, Kind.CUT):
             return self.until
         return self.at
 
@@ -128,6 +136,10 @@ class Injection:
             return f"burst:{self.rows}{at}"
         if self.kind is Kind.KILL:
             return f"kill-replica{at}{until}{on}"
+        if self.kind is Kind.CUT:
+            return f"cut{at}{until}{on}"
+        if self.kind is Kind.LINK:
+            return f"link:{self.link}{at}{until}{on}"
         return f"{self.kind.value}:{format_seconds(self.seconds)}{at}{until}{on}"
 
     def overlaps(self, other: Injection, horizon: float) -> bool:
@@ -202,7 +214,7 @@ class Scenario:
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _STEP = re.compile(
     rf"""^(?P<kind>[a-z-]+)
-        (?::(?P<arg>{_NUMBER}[a-zA-Z]*))?
+        (?::(?P<arg>{_NUMBER}[a-zA-Z]*|[a-z]+=[^@\#+]+))?
         (?:@(?P<at>{_NUMBER}(?:ms|s)?)(?:\.\.(?P<until>{_NUMBER}(?:ms|s)?))?)?
         (?:\#(?P<replica>\d+))?$""",
     re.VERBOSE,
@@ -214,7 +226,33 @@ _KIND_WORDS = {
     "burst": Kind.BURST,
     "kill-replica": Kind.KILL,
     "kill": Kind.KILL,
+    "link": Kind.LINK,
+    "cut": Kind.CUT,
 }
+#: the toxics a scenario may set on a link
+_LINK_TOXICS = ("delay", "jitter", "rate")
+
+
+def link_toxics(text: str) -> dict[str, float]:
+    """``delay=40ms,rate=1mbit`` → the link's toxics (seconds, bytes per second)."""
+    from offload.link.toxics import parse_duration, parse_rate  # noqa: PLC0415
+
+    toxics: dict[str, float] = {}
+    for part in text.split(","):
+        name, equals, value = part.strip().partition("=")
+        if not equals or name not in _LINK_TOXICS or name in toxics:
+            raise ScenarioError(
+                f"cannot read the link toxic {part.strip()!r}",
+                hint="write link:delay=40ms, link:jitter=5ms, link:rate=1mbit, "
+                "joined with commas (each at most once)",
+            )
+        option = f"link {name}"
+        toxics[name] = (
+            parse_rate(value, option=option)
+            if name == "rate"
+            else parse_duration(value, option=option)
+        )
+    return toxics
 
 
 def parse_seconds(text: str, what: str = "a time") -> float:
@@ -276,9 +314,10 @@ def _build(
     replica: int,
     replica_given: bool,
 ) -> Injection:
-    if until is not None and kind not in (Kind.DELAY, Kind.KILL):
+    if until is not None and kind not in (Kind.DELAY, Kind.KILL, Kind.LINK, Kind.CUT):
         raise ScenarioError(
-            f"{raw!r}: only delay and kill-replica take @AT..UNTIL (a pause's span is its argument)"
+            f"{raw!r}: only delay, kill-replica, link and cut take @AT..UNTIL "
+            "(a pause's span is its argument)"
         )
     if until is not None and until <= at:
         raise ScenarioError(
@@ -291,6 +330,16 @@ def _build(
         if arg is None:
             raise ScenarioError(f"{raw!r}: a burst needs its rows, e.g. burst:20000@15")
         return Injection(kind, at=at, rows=parse_rows(arg))
+    if kind is Kind.CUT:
+        if arg is not None or until is None:
+            raise ScenarioError(f"{raw!r}: a cut takes its span only, e.g. cut@10..15")
+        return Injection(kind, at=at, until=until, replica=replica)
+    if kind is Kind.LINK:
+        if arg is None or "=" not in arg:
+            raise ScenarioError(f"{raw!r}: a link step names its toxics, e.g. link:delay=40ms@5")
+        link_toxics(arg)  # refused here, not when the experiment reaches it
+        canonical = ",".join(part.strip() for part in arg.split(","))
+        return Injection(kind, at=at, until=until, replica=replica, link=canonical)
     if kind is Kind.KILL:
         if arg is not None:
             raise ScenarioError(
@@ -377,7 +426,7 @@ def _phase(table: Mapping[str, Any], index: int, start: float) -> tuple[Injectio
     if kind_word not in _KIND_WORDS:
         raise ScenarioError(
             f"{where}: kind must be one of steady, delay, pause, burst, "
-            f"kill-replica; got {kind_word!r}",
+            f"kill-replica, link, cut; got {kind_word!r}",
             hint=None,
         )
     at = _number(table["at"], f"{where}: at") if "at" in table else start

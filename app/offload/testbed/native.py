@@ -7,6 +7,7 @@ No Docker needed — the embedded default.  Layout of the testbed directory::
     DIR/offload.conf        the config every later command reads (0600)
     DIR/primary/            my.cnf, data/, error.log, mysqld.sock
     DIR/replica0/ ...
+    DIR/links.json          the replicas' shaped links (`offload link`), restarted by up()
 
 ``up()`` is idempotent: a running, healthy testbed is left alone; stale
 processes of an earlier run (a crashed launcher) are swept first; data dirs are
@@ -31,6 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from offload import replication
 from offload.errors import OffloadError, TestbedError
+from offload.link.runner import LinkRecord, LinkRunner
 from offload.testbed.files import (
     LOOPBACK,
     NativeState,
@@ -40,6 +42,7 @@ from offload.testbed.files import (
     read_state,
     save_state,
 )
+from offload.testbed.knobs import ApplierKnobs, apply_to_primary, apply_to_replica
 from offload.testbed.mysqld import (
     ServerProgram,
     find_mysql_dir,
@@ -94,6 +97,7 @@ class NativeTopology:
         flavor: FlavorSpec | None = None,
         bind_to_parent: bool = False,
         start_timeout: float = 60.0,
+        knobs: ApplierKnobs | None = None,
         schema: str | None = None,
     ) -> None:
         if replicas < 1:
@@ -114,6 +118,7 @@ class NativeTopology:
         self.flavor = flavor if flavor is not None else default_flavor()
         self.bind_to_parent = bind_to_parent
         self.start_timeout = start_timeout
+        self.knobs = knobs if knobs is not None else ApplierKnobs()
         #: offload | nova: what makes the nova database (nova: Nova's own migrations);
         #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
         self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
@@ -323,6 +328,8 @@ class NativeTopology:
                 )
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
+            self._links().start_recorded()
+            self._apply_knobs(state)
             self._await_replication(state)
             self._nova_schema(state, info)
             write_config(info, self.config_path)
@@ -338,6 +345,8 @@ class NativeTopology:
                 self._bootstrap(state, program, creds)
                 state = replace(state, initialised=True)
                 self._save_state(state)
+            self._links().start_recorded()
+            self._apply_knobs(state)
             self._await_replication(state)
             state = self._nova_schema(state, self._info(state, creds))
         except BaseException:
@@ -440,6 +449,22 @@ class NativeTopology:
                     name, mysql_dir / f"replica-{program.flavor.value}.sql", replica_values
                 )
 
+    def _apply_knobs(self, state: NativeState) -> None:
+        """The servers' own applier and semi-sync settings (testbed/knobs.py), if asked."""
+        if self.knobs.empty:
+            return
+        flavor = replication.Flavor(state.flavor)
+        for name in state.servers:
+            engine = self._root_engine(name)
+            try:
+                with engine.connect() as conn:
+                    if name == "primary":
+                        apply_to_primary(conn, flavor, self.knobs)
+                    else:
+                        apply_to_replica(conn, flavor, self.knobs)
+            finally:
+                engine.dispose()
+
     def _await_replication(self, state: NativeState) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
         flavor = replication.Flavor(state.flavor)
@@ -489,8 +514,66 @@ class NativeTopology:
             self._save_state(state.without_pids())
 
     def down(self) -> None:
-        """Stop every server this testbed started (data dirs are kept)."""
+        """Stop every server this testbed started (data dirs are kept), then their links."""
         self._stop_all(self._load_state())
+        self._links().stop_all()
+
+    # --- shaped links (offload.link) ----------------------------------------
+
+    def _links(self) -> LinkRunner:
+        return LinkRunner(self.dir, bind_to_parent=self.bind_to_parent)
+
+    def _point(self, name: str, port: int) -> None:
+        state = self._require_state()
+        engine = self._root_engine(name)
+        try:
+            with engine.connect() as conn:
+                replication.point_at(conn, replication.Flavor(state.flavor), state.host, port)
+        finally:
+            engine.dispose()
+
+    def attach_link(self, name: str) -> LinkRecord:
+        """Put a link proxy in ``name``'s replication path (started, and the replica's
+        source pointed at it); a link already there is left alone."""
+        state = self._require_state()
+        if name == "primary" or name not in state.servers:
+            replicas = ", ".join(n for n in state.servers if n != "primary")
+            raise TestbedError(f"there is no replica {name!r}", hint=f"name one of: {replicas}")
+        runner = self._links()
+        known = runner.records().get(name)
+        listen, control = (
+            (known.listen_port, known.control_port) if known is not None else free_ports(2)
+        )
+        record = runner.start(
+            LinkRecord(
+                name=name,
+                listen_port=listen,
+                control_port=control,
+                upstream_host=state.host,
+                upstream_port=state.primary_port,
+            )
+        )
+        if known is None:
+            self._point(name, record.listen_port)
+        return record
+
+    def route_replica(self, name: str, *, through_link: bool) -> None:
+        """Point ``name`` at its link (attached before) or straight at the primary; the
+        link keeps running either way (the bench compares the two on one replica)."""
+        port = (
+            self._links().record(name).listen_port
+            if through_link
+            else self._require_state().primary_port
+        )
+        self._point(name, port)
+
+    def detach_link(self, name: str) -> None:
+        """Point ``name`` at the primary again and stop its link."""
+        runner = self._links()
+        if name not in runner.records():
+            return
+        self._point(name, self._require_state().primary_port)
+        runner.stop(name, forget=True)
 
     def __enter__(self) -> TestbedInfo:
         return self.up()
