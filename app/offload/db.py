@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,14 +29,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pymysql
 from sqlalchemy import URL, Engine, create_engine, event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from offload import replication
 from offload.config import DatabaseSettings, Settings
-from offload.dberrors import install_translation
+from offload.dberrors import install_translation, translate
 from offload.errors import (
     ConfigError,
     ConnectionLost,
@@ -43,11 +45,18 @@ from offload.errors import (
     WriteInReaderSession,
 )
 from offload.routes import ROUTE_OPTION, Route
-from offload.sqlverbs import is_read_only, statement_verb
+from offload.sqlverbs import classify
 from offload.staleness import RoutingStats, StalenessGuard
 from offload.tracing import Tracer, current_task, server_identity
 
-__all__ = ["Database", "Target", "make_engine", "session_route", "session_target"]
+__all__ = [
+    "Database",
+    "Target",
+    "make_engine",
+    "refuse_writes",
+    "session_route",
+    "session_target",
+]
 
 _T = TypeVar("_T")
 _SQL_MODE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_,")
@@ -65,8 +74,14 @@ class Target:
         return self.name != "primary"
 
 
-def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
-    """An engine with oslo.db-like pool settings, pre-ping and translated errors."""
+def make_engine(
+    url: URL, options: DatabaseSettings, *, name: str, write_guard: bool = True
+) -> Engine:
+    """An engine with oslo.db-like pool settings, pre-ping and translated errors.
+
+    ``write_guard=False`` leaves the write guard to the caller (``Database`` runs it
+    inside the tracer's one statement hook).
+    """
     mode = options.mysql_sql_mode.strip().upper()
     if mode and not set(mode) <= _SQL_MODE_CHARS:
         raise ConfigError(
@@ -86,7 +101,8 @@ def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
         connect_args=connect_args,
     )
     install_translation(engine, name=name)
-    event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
+    if write_guard:
+        event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
     return engine
 
 
@@ -98,13 +114,20 @@ def _refuse_writes_on_read_routes(
     context: Any,
     executemany: bool,
 ) -> None:
-    route = conn.get_execution_options().get(ROUTE_OPTION)
-    if route is None or route == Route.WRITE.value:
+    refuse_writes(conn.get_execution_options().get(ROUTE_OPTION), statement)
+
+
+_WRITE_ROUTE = Route.WRITE.value
+
+
+def refuse_writes(route: str | None, statement: str) -> None:
+    """Raise ``WriteInReaderSession`` for a statement that can change data on a read route."""
+    if route is None or route == _WRITE_ROUTE:
         return
-    if not is_read_only(statement):
+    verb, read_only = classify(statement)
+    if not read_only:
         raise WriteInReaderSession(
-            f"{statement_verb(statement) or 'a statement'} attempted in a read-only session "
-            f"(route={route})",
+            f"{verb or 'a statement'} attempted in a read-only session (route={route})",
             hint="open the session with db.writer() to change data",
         )
 
@@ -138,14 +161,68 @@ def session_target(session: Session) -> Target:
     return target
 
 
-#: the GTID this task run last committed (run id, gtid): what its replica reads wait for
-_last_write: ContextVar[tuple[str, str] | None] = ContextVar("offload_last_write", default=None)
+#: this task run's last write (run id, the GTID its replica reads wait for; None: not asked yet)
+_last_write: ContextVar[tuple[str, str | None] | None] = ContextVar(
+    "offload_last_write", default=None
+)
+
+
+def _floor_sql(sql: str) -> str:
+    """A ``text()`` statement's ``:name`` parameters as PyMySQL's ``%s`` (in their order)."""
+    return re.sub(r":[a-z_]+", "%s", sql)
+
+
+def _floor_scalar(conn: Connection, where: str, sql: str, args: tuple[Any, ...] = ()) -> Any:
+    """One statement straight on the DBAPI connection: no execution context, no hooks.
+
+    The GTID waits' two round trips at the floor.  Driver errors are translated as
+    the engines' hook translates them (``offload.dberrors``); a lost connection is
+    invalidated so that it is not reused.
+    """
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(sql, args or None)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except pymysql.Error as exc:
+        translated = translate(exc, where)
+        if translated is None:
+            raise DBAPIError.instance(sql, args, exc, pymysql.Error) from exc
+        if isinstance(translated, ConnectionLost):
+            conn.invalidate()
+        raise translated from exc
+    return None if row is None else row[0]
+
+
+def _where(target: Target) -> str:
+    url = target.engine.url
+    return f"{target.name}-sync {url.host}:{url.port or 3306}"
+
+
+def _position(conn: Connection, *, target: Target, flavor: replication.Flavor) -> str:
+    sql = replication.sql_for(flavor).gtid_position
+    return replication.normalize_gtid(_floor_scalar(conn, _where(target), sql))
 
 
 def _wait(
-    conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor, replica: str
+    conn: Connection, *, gtid: str, timeout: float, flavor: replication.Flavor, target: Target
 ) -> float:
-    return replication.wait_for_gtid(conn, gtid, timeout, flavor, replica=replica)
+    """The server's own GTID wait, at the floor; ``replication.wait_for_gtid``'s answers."""
+    position = replication.normalize_gtid(gtid)
+    if not position:
+        return 0.0
+    sql = _floor_sql(replication.sql_for(flavor).wait_for_gtid)
+    args = (position, replication.wait_timeout_argument(timeout))
+    started = time.monotonic()
+    result = _floor_scalar(conn, _where(target), sql, args)
+    waited = time.monotonic() - started
+    return replication.finish_wait(
+        flavor, position, result, waited, status_conn=conn, replica=target.name
+    )
 
 
 class Database:
@@ -172,8 +249,8 @@ class Database:
         self._sync_locks: dict[str, threading.Lock] = {}
 
     def _target(self, name: str, url: URL) -> Target:
-        engine = make_engine(url, self.settings.database, name=name)
-        self.tracer.install(engine, target=name)
+        engine = make_engine(url, self.settings.database, name=name, write_guard=False)
+        self.tracer.install(engine, target=name, guard=refuse_writes)
         return Target(name, engine)
 
     @property
@@ -234,17 +311,32 @@ class Database:
                     yield session
             finally:
                 session.close()
-            self._remember_write(conn)
+            self._remember_write()
 
-    def _remember_write(self, conn: Connection) -> None:
-        """In a task with causal reads on, note the GTID just committed."""
+    def _remember_write(self) -> None:
+        """In a task with causal reads on, note that this run wrote — no statement yet.
+
+        The GTID a later replica read must wait for is asked of the primary only
+        when such a read comes (``_causal_gtid``): a run whose writes no read
+        follows sends nothing more to the primary.
+        """
         task = current_task()
         if task is None or not self.replicas or not self.settings.replica.causal_reads:
             return
-        conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
-        gtid = replication.last_gtid(conn, self.flavor)
-        if gtid:
-            _last_write.set((task.run, gtid))
+        _last_write.set((task.run, None))
+
+    def _causal_gtid(self, run: str) -> str:
+        """The primary's GTID position now: it contains this run's writes (asked once per write).
+
+        The position is a superset of the run's own last commit, so the replica read
+        waits for at least that write (and perhaps a few heartbeats more).
+        """
+        flavor = self.flavor  # first: its own lookup must not need a second connection
+        with self.primary.engine.connect() as conn:
+            conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
+            gtid = replication.gtid_position(conn, flavor)
+        _last_write.set((run, gtid))
+        return gtid
 
     def _replica_connection(self) -> tuple[Target, Connection]:
         """The replica (or the primary) a READ_REPLICA session uses, connected."""
@@ -259,9 +351,10 @@ class Database:
         if task is None or last is None or last[0] != task.run:
             return target, conn
         try:
+            gtid = last[1] if last[1] is not None else self._causal_gtid(task.run)
             conn.execution_options(**{ROUTE_OPTION: Route.READ_REPLICA.value})
             reached, waited = replication.try_wait_for_gtid(
-                conn, last[1], self.settings.replica.causal_timeout, self.flavor
+                conn, gtid, self.settings.replica.causal_timeout, self.flavor
             )
         except BaseException:
             conn.close()
@@ -288,12 +381,17 @@ class Database:
         else:
             target, conn = self.primary, self.primary.engine.connect()
         with conn:
+            # the session joins the connection's transaction instead of owning one:
+            # closing the connection then ends it with the one ROLLBACK of the session,
+            # and the pool, seeing it ended, sends no second one at check-in
+            if not conn.in_transaction():
+                conn.begin()
             session = self._open(route, target, conn)
             try:
                 yield session
             finally:
-                # close() ends the transaction on the server (a rollback) but, unlike
-                # rollback(), leaves loaded objects readable after the block
+                # close() releases the session's objects but, unlike rollback(), leaves
+                # them readable after the block; the transaction ends with the connection
                 session.close()
 
     # --- replication ------------------------------------------------------
@@ -352,9 +450,8 @@ class Database:
 
     def replication_position(self) -> str:
         """The primary's current GTID position (what a replica must reach)."""
-        return self._on_sync_connection(
-            self.primary, lambda conn: replication.gtid_position(conn, self.flavor)
-        )
+        position = functools.partial(_position, target=self.primary, flavor=self.flavor)
+        return self._on_sync_connection(self.primary, position)
 
     def wait_for_replicas(
         self,
@@ -377,7 +474,7 @@ class Database:
             status_engine = status_engines[index] if index < len(status_engines) else None
             try:
                 wait = functools.partial(
-                    _wait, gtid=position, timeout=remaining, flavor=self.flavor, replica=target.name
+                    _wait, gtid=position, timeout=remaining, flavor=self.flavor, target=target
                 )
                 self._on_sync_connection(target, wait)
             except replication.ReplicationTimeout as timeout_error:

@@ -27,6 +27,7 @@ the guard's fallback reason is ``no_heartbeat`` and every view says what to do.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
@@ -35,10 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, MetaData, Table, select, text, update
+from sqlalchemy import Connection, Engine, MetaData, Table, select, text, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 
-from offload.errors import MissingTable, OffloadError
+from offload.errors import ConnectionLost, MissingTable, OffloadError
 from offload.schema import Heartbeat
 from offload.waiting import Clock
 
@@ -127,19 +129,24 @@ class HeartbeatHistory:
         """Seconds since the first heartbeat the replica has not applied (0: none).
 
         None when the history cannot tell: nothing written yet, or the replica is
-        behind everything still remembered.
+        behind everything still remembered.  A binary search on the history itself
+        (no copy): its stamps are written in increasing order.
         """
         with self._lock:
-            if not self._written:
+            written = self._written
+            if not written:
                 return None
-            stamps = [ts for ts, _ in self._written]
-            if applied_ts is None or applied_ts < stamps[0]:
+            if applied_ts is None or applied_ts < written[0][0]:
                 # older than all we remember: exact only if we remember our first beat
-                return None if self._dropped else max(0.0, now - self._written[0][1])
-            index = bisect.bisect_right(stamps, applied_ts)
-            if index == len(stamps):
+                return None if self._dropped else max(0.0, now - written[0][1])
+            if applied_ts >= written[-1][0]:  # the usual case: the replica has the newest beat
                 return 0.0
-            return max(0.0, now - self._written[index][1])
+            index = bisect.bisect_right(written, applied_ts, key=_stamp)
+            return max(0.0, now - written[index][1])
+
+
+def _stamp(entry: tuple[str, float]) -> str:
+    return entry[0]
 
 
 class HeartbeatWriter:
@@ -242,16 +249,65 @@ class LagProbe:
         self.history = history
         self._clock = clock
         self._wall = wall_clock
+        self._compiled: tuple[int | None, str] | None = None
+        self._conn: Connection | None = None
+        self._conn_lock = threading.Lock()
+
+    def _sql(self, server_id: int | None, dialect: Dialect) -> str:
+        """The probe's SELECT, compiled once per primary server id (one round trip a read)."""
+        if self._compiled is None or self._compiled[0] != server_id:
+            query = select(self.table.c.ts)
+            if server_id is not None:
+                query = query.where(self.table.c.server_id == server_id)
+            query = query.order_by(self.table.c.ts.desc()).limit(1)
+            compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            self._compiled = (server_id, str(compiled))
+        return self._compiled[1]
+
+    def _applied(self, server_id: int | None) -> object:
+        """The newest applied ts, on a long-lived autocommit connection: no ping, no rollback.
+
+        A connection that died while idle (the replica restarted) is replaced and
+        the read made once more on the fresh one.
+        """
+        with self._conn_lock:
+            for attempt in (1, 2):
+                fresh = self._conn is None or self._conn.closed or self._conn.invalidated
+                if fresh:
+                    self._conn = self.engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    )
+                assert self._conn is not None
+                try:
+                    sql = self._sql(server_id, self._conn.dialect)
+                    return self._conn.exec_driver_sql(sql).scalar()
+                except MissingTable:  # the server answered: the connection is fine
+                    raise
+                except ConnectionLost:
+                    self._close_conn()
+                    if fresh or attempt == 2:
+                        raise
+                except (OffloadError, SQLAlchemyError):
+                    self._close_conn()
+                    raise
+            raise AssertionError("unreachable")
+
+    def _close_conn(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(OffloadError, SQLAlchemyError):
+                conn.close()
+
+    def close(self) -> None:
+        """Close the probe's connection (the next read opens another)."""
+        with self._conn_lock:
+            self._close_conn()
 
     def read(self) -> LagReading:
         now = self._clock()
         server_id = self._primary_server_id()
         try:
-            with self.engine.connect() as conn:
-                query = select(self.table.c.ts)
-                if server_id is not None:
-                    query = query.where(self.table.c.server_id == server_id)
-                applied = conn.execute(query.order_by(self.table.c.ts.desc()).limit(1)).scalar()
+            applied = self._applied(server_id)
         except MissingTable:  # the replica answered: it has no heartbeat table
             return LagReading(
                 self.name,

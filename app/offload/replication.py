@@ -55,6 +55,7 @@ __all__ = [
     "admin_writes",
     "describe_server",
     "detect_flavor",
+    "finish_wait",
     "gtid_position",
     "interpret_wait_result",
     "last_gtid",
@@ -484,11 +485,36 @@ def wait_for_gtid(
     started = time.monotonic()
     result = conn.execute(text(sql.wait_for_gtid), params).scalar()
     waited = time.monotonic() - started
+    return finish_wait(
+        flavor,
+        position,
+        result,
+        waited,
+        status_conn=status_conn if status_conn is not None else conn,
+        replica=replica,
+    )
+
+
+def finish_wait(
+    flavor: Flavor,
+    position: str,
+    result: object,
+    waited: float,
+    *,
+    status_conn: Connection,
+    replica: str = "replica",
+) -> float:
+    """What the server's wait function answered: seconds waited, or the error it means.
+
+    ``ReplicationTimeout`` (with the status ``status_conn`` may read) on a timeout,
+    ``ReplicationError`` when the server could not wait at all.
+    """
+    sql = sql_for(flavor)
     outcome = interpret_wait_result(flavor, result)
     if outcome is WaitOutcome.REACHED:
         return waited
     if outcome is WaitOutcome.TIMED_OUT:
-        status = _status_or_none(status_conn if status_conn is not None else conn, flavor)
+        status = _status_or_none(status_conn, flavor)
         raise ReplicationTimeout(position, waited, status, replica=replica)
     shown = "NULL" if result is None else repr(result)
     raise ReplicationError(

@@ -8,9 +8,10 @@ expressions, because MySQL 8 allows ``WITH ... UPDATE``/``DELETE``.
 
 from __future__ import annotations
 
+import functools
 import re
 
-__all__ = ["READ_ONLY_VERBS", "is_read_only", "statement_verb"]
+__all__ = ["READ_ONLY_VERBS", "classify", "is_read_only", "statement_verb"]
 
 #: verbs a reader session may send: reads, session settings, transaction control
 READ_ONLY_VERBS = frozenset(
@@ -118,3 +119,13 @@ def is_read_only(sql: str) -> bool:
         verb in {"SELECT", "TABLE", "VALUES"}
         and re.search(r"\bINTO\s+(OUTFILE|DUMPFILE)\b", sql, re.I)
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def classify(sql: str) -> tuple[str, bool]:
+    """(verb, read-only) of ``sql``, computed once per distinct text.
+
+    SQLAlchemy reuses the compiled string of a statement, so the hooks see the
+    same few texts again and again: the cache makes their classification a lookup.
+    """
+    return statement_verb(sql), is_read_only(sql)

@@ -161,11 +161,31 @@ class ReplicaSelector:
             f"; {cause}" if cause else "",
         )
 
+    def refresh_all(self) -> None:
+        """Read every replica's lag now and keep the readings (the refresher thread's work).
+
+        The probes run outside the lock, so a session's decision never waits for
+        a round trip of this thread's; a reading only replaces an older one.
+        """
+        fresh = [probe.read() for probe in self.probes.values()]
+        with self._lock:
+            for reading in fresh:
+                cached = self._readings.get(reading.replica)
+                if cached is None or cached.at <= reading.at:
+                    self._readings[reading.replica] = reading
+
+    def expire(self) -> None:
+        """Forget the cached readings: the next decision reads every replica's lag first."""
+        with self._lock:
+            self._readings.clear()
+
     def readings(self) -> dict[str, LagReading]:
         """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
 
         Re-reading an unfit replica at every decision lets it back in the moment
-        it is fit again, instead of one refresh period later.
+        it is fit again, instead of one refresh period later.  With the guard's
+        refresher thread keeping the readings younger than ``refresh``, a fit
+        replica's decision is a lookup: no round trip on the read path.
         """
         now = self._clock()
         with self._lock:
@@ -264,6 +284,28 @@ class StalenessGuard:
             refresh=options.heartbeat_interval,
             stats=stats,
         )
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+        if probes:
+            self.selector.refresh_all()  # the first decision finds a reading
+            self._refresher = threading.Thread(
+                target=self._refresh_loop, name="offload-lag", daemon=True
+            )
+            self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        """Re-read every replica's lag twice per heartbeat interval, off the read path.
+
+        A reading is thus at most half an interval (plus one probe) old when a
+        session looks, so the guard still sees lag crossing ``max_lag`` within
+        one heartbeat interval, and never probes inline while the replica is fit.
+        """
+        period = self.selector.refresh / 2
+        while not self._stop.wait(period):
+            try:
+                self.selector.refresh_all()
+            except Exception:
+                log.exception("lag refresh failed")
 
     def _engine(self, url: URL, name: str) -> Engine:
         engine = self._make_engine(url, name)
@@ -289,7 +331,13 @@ class StalenessGuard:
         return self.selector.readings()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=10)
+            self._refresher = None
         if self.writer is not None:
             self.writer.stop()
+        for probe in self.selector.probes.values():
+            probe.close()
         for engine in self._engines:
             engine.dispose()

@@ -17,6 +17,7 @@ the service.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -35,7 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from offload.routes import ROUTE_OPTION
-from offload.sqlverbs import statement_verb
+from offload.sqlverbs import classify
 
 __all__ = [
     "JsonLinesSink",
@@ -87,6 +88,7 @@ def task_scope(task: str, run: str | None = None) -> Iterator[TaskContext]:
         _current.reset(token)
 
 
+@functools.lru_cache(maxsize=1024)
 def tag_for(route: str | None, context: TaskContext | None) -> str:
     """The comment prepended to a statement (safe: no ``*/`` can occur in it)."""
     parts = ["offload"]
@@ -115,6 +117,7 @@ def tagged(statement: str, tag: str, *, executemany: bool = False) -> str:
     return tag + statement
 
 
+@functools.lru_cache(maxsize=4096)
 def tables_in(statement: str) -> tuple[str, ...]:
     """Table names a statement names after FROM/JOIN/INTO/UPDATE (in order, no repeats)."""
     found: list[str] = []
@@ -159,6 +162,8 @@ class StatementRecord:
 
 
 Sink = Callable[[StatementRecord], None]
+#: the write guard: (route, statement) -> None, raises before the server sees a write
+Guard = Callable[[str | None, str], None]
 
 
 def server_identity(conn: Connection) -> ServerIdentity | None:
@@ -263,8 +268,13 @@ class Tracer:
         for sink in self._sinks:  # a snapshot: add/remove replace the list
             sink(record)
 
-    def install(self, engine: Engine, *, target: str) -> None:
-        """Tag and record every statement ``engine`` runs; ``target`` names the server."""
+    def install(self, engine: Engine, *, target: str, guard: Guard | None = None) -> None:
+        """Tag and record every statement ``engine`` runs; ``target`` names the server.
+
+        ``guard(route, statement, verb, read_only)`` runs first in the same hook
+        (the write guard: one hook instead of two); the statement's verb, whether
+        it is read-only and its tables are computed once per distinct text.
+        """
 
         @event.listens_for(engine, "connect")
         def _identify(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -287,9 +297,11 @@ class Tracer:
             context: Any,
             executemany: bool,
         ) -> tuple[str, Any]:
+            route = conn.get_execution_options().get(ROUTE_OPTION)
+            if guard is not None:
+                guard(route, statement)
             if context is not None:
                 context.offload_started = time.perf_counter()
-            route = conn.get_execution_options().get(ROUTE_OPTION)
             return tagged(
                 statement, tag_for(route, _current.get()), executemany=executemany
             ), parameters
@@ -314,7 +326,7 @@ class Tracer:
                     route=conn.get_execution_options().get(ROUTE_OPTION),
                     target=target,
                     server=server_identity(conn),
-                    verb=statement_verb(statement),
+                    verb=classify(statement)[0],
                     tables=tables_in(statement),
                     duration=time.perf_counter() - started if started is not None else 0.0,
                     at=time.time(),

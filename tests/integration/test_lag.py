@@ -217,3 +217,94 @@ def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: Testbe
     assert json.loads(json.dumps(status)) == status
     with db.reader() as session:
         assert session.execute(text("SELECT 1")).scalar_one() == 1
+
+
+def _target_now(db: Database) -> tuple[str, float, float]:
+    """Where a replica read goes now, and the monotonic times before and after its session."""
+    started = time.monotonic()
+    with db.reader(allow_replica=True) as session:
+        name = session_target(session).name
+    return name, started, time.monotonic()
+
+
+def test_the_guard_falls_back_within_one_heartbeat_interval_of_lag_crossing_max_lag(
+    db_factory, paused_applier
+) -> None:
+    interval, max_lag = 0.2, 0.5
+    db = db_factory(
+        settings=_settings(max_lag=max_lag, heartbeat_interval=interval, lag_policy="primary")
+    )
+    probe = _probe(db)
+    assert wait_for(lambda: _lag_under(probe, 0.05), Deadline(10))
+    assert _target_now(db)[0] == "replica0"
+    with db.reader() as session:  # the primary's pool holds a connection: no connect timed
+        session.execute(text("SELECT 1")).scalar_one()
+    with paused_applier():
+        fell_back: list[tuple[float, float]] = []
+
+        def on_primary() -> bool:
+            name, started, ended = _target_now(db)
+            if name == "primary":
+                fell_back.append((started, ended))
+            return bool(fell_back)
+
+        # a tight loop of real read sessions: the first one sent to the primary is the moment
+        assert wait_for(on_primary, Deadline(10), interval=0.002)
+        # still paused: the heartbeat the replica lacks was written at (reading time - lag)
+        before = time.monotonic()
+        reading = probe.read()
+        after = time.monotonic()
+        assert reading.lag is not None and reading.lag > max_lag
+    earliest_crossing = before - reading.lag + max_lag
+    latest_crossing = after - reading.lag + max_lag
+    started, ended = fell_back[0]
+    assert ended >= earliest_crossing  # never before the lag crossed max_lag
+    # the session that fell back began at most one interval after the crossing (the one
+    # before it, begun earlier, still went to the replica)
+    assert started - latest_crossing <= interval, (
+        f"fell back {started - latest_crossing:.3f}s after the crossing "
+        f"(heartbeat interval {interval}s)"
+    )
+
+
+def test_a_read_session_ends_with_one_rollback(db: Database) -> None:
+    """The session joins the connection's transaction: one ROLLBACK, none from the pool."""
+
+    def rollbacks() -> tuple[int, int]:
+        with db.reader(allow_replica=True) as session:
+            conn_id = int(session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+            row = session.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()
+            return conn_id, int(row[1])
+
+    first_id, first = rollbacks()
+    sessions = 20
+    for _ in range(sessions - 1):
+        with db.reader(allow_replica=True) as session:
+            session.execute(text("SELECT 1")).scalar_one()
+    last_id, last = rollbacks()
+    assert last_id == first_id  # the same pooled connection all along
+    assert last - first == sessions
+
+
+def test_causal_gtid_is_asked_only_when_a_replica_read_follows(
+    db: Database, trace: QueryTrace
+) -> None:
+    _probe(db)
+
+    def causal(run: str) -> list[str]:
+        return [
+            r.verb for r in trace.for_task("causal_lookup") if r.run == run and r.route == "causal"
+        ]
+
+    with task_scope("causal_lookup") as writes_only:
+        for _ in range(3):
+            with db.writer() as session:
+                session.add(new_instance())
+    assert causal(writes_only.run) == []  # no read follows: nothing more on the primary
+    with task_scope("causal_lookup") as write_then_read:
+        instance = new_instance()
+        with db.writer() as session:
+            session.add(instance)
+        for _ in range(2):  # the second read reuses the position the first one asked for
+            assert _own_row_visible(db, instance.uuid) == ("replica0", True)
+    assert causal(write_then_read.run) == ["SELECT"]

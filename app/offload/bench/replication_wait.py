@@ -37,7 +37,7 @@ from offload.replication import WaitOutcome, interpret_wait_result, sql_for
 __all__ = ["WAITERS", "Params", "run"]
 
 WAITERS = ("raw", "wait_for_replication", "db.wait_for_replicas", "db.wait_for_replicas(gtid)")
-TARGET = 1.5
+TARGET = 1.2
 _TIMEOUT = 10
 
 
