@@ -83,7 +83,8 @@ class ReplicaSettings:
     heartbeat_interval: float = 0.1
     heartbeat_table: str = "heartbeat"
     heartbeat_source: str = "offload"
-    #: how long wait_for_replication waits before ReplicationTimeout
+    #: how long Database.wait_for_replicas (offload_wait_for_replication) waits before
+    #: ReplicationTimeout
     wait_timeout: float = 30.0
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from offload.pytest import RunOptions
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    compose = config.getoption("--testbed") == "compose"
+    compose = RunOptions.of(config).backend == "compose"  # --testbed or its ini twin
     skip = pytest.mark.skip(
         reason="the compose stack: `make test-compose` (pytest --testbed=compose)"
     )

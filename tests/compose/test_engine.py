@@ -14,7 +14,7 @@ from offload.testbed.topology import TestbedInfo
 
 
 @pytest.fixture
-def compose(offload_compose: ComposeTopology, testbed: TestbedInfo) -> ComposeTopology:
+def compose(offload_compose: ComposeTopology, offload_testbed: TestbedInfo) -> ComposeTopology:
     """The session's compose testbed, up."""
     return offload_compose
 

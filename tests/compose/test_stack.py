@@ -37,7 +37,7 @@ def status(port: int) -> dict[str, Any]:
 
 def healthz(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30) as answer:
-        return answer.read().decode()
+        return str(answer.read().decode())
 
 
 def compute_containers(compose: ComposeTopology) -> list[dict[str, Any]]:
@@ -46,15 +46,15 @@ def compute_containers(compose: ComposeTopology) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def compose(offload_compose: ComposeTopology, testbed: TestbedInfo) -> ComposeTopology:
+def compose(offload_compose: ComposeTopology, offload_testbed: TestbedInfo) -> ComposeTopology:
     """The session's compose testbed, up (``offload_compose`` alone is only prepared)."""
     return offload_compose
 
 
 @pytest.fixture
-def admins(testbed: TestbedInfo) -> Iterator[tuple[Engine, Engine]]:
-    primary = create_engine(testbed.admin_url(), poolclass=NullPool)
-    replica = create_engine(testbed.replica_admin_urls()[0], poolclass=NullPool)
+def admins(offload_testbed: TestbedInfo) -> Iterator[tuple[Engine, Engine]]:
+    primary = create_engine(offload_testbed.admin_url(), poolclass=NullPool)
+    replica = create_engine(offload_testbed.replica_admin_urls()[0], poolclass=NullPool)
     yield primary, replica
     primary.dispose()
     replica.dispose()
@@ -70,7 +70,7 @@ def test_the_compose_file_validates_and_publishes_on_loopback_only(
 
 
 def test_primary_and_replica_are_two_containers(
-    admins: tuple[Engine, Engine], testbed: TestbedInfo
+    admins: tuple[Engine, Engine], offload_testbed: TestbedInfo
 ) -> None:
     identities = []
     for engine in admins:
@@ -82,18 +82,18 @@ def test_primary_and_replica_are_two_containers(
     assert primary_id != replica_id
     assert primary_host != replica_host  # each container has its own host name
     assert (primary_ro, replica_ro) == (0, 1)
-    assert testbed.backend == "compose"
+    assert offload_testbed.backend == "compose"
 
 
 def test_the_compute_container_reads_from_the_replica_container(
-    testbed: TestbedInfo, admins: tuple[Engine, Engine]
+    offload_testbed: TestbedInfo, admins: tuple[Engine, Engine]
 ) -> None:
     """Every task that ran in the container sent its SELECTs to the replica only."""
     wanted = "update_available_resource"
     last: dict[str, Any] = {}
 
     def ran() -> bool:
-        last.update(status(testbed.service_port))
+        last.update(status(offload_testbed.service_port))
         return any(t["task"] == wanted and t["last_run"] for t in last["tasks"])
 
     assert wait_for(ran, Deadline(TASK_WAIT), interval=1.0), last
@@ -139,7 +139,7 @@ def test_scaled_compute_instances_act_for_their_own_hosts(compose: ComposeTopolo
 
 
 def test_a_stopped_replica_container_does_not_stop_the_compute_service(
-    compose: ComposeTopology, testbed: TestbedInfo
+    compose: ComposeTopology, offload_testbed: TestbedInfo
 ) -> None:
     (before,) = compute_containers(compose)
     compose.stop("replica")
@@ -147,18 +147,18 @@ def test_a_stopped_replica_container_does_not_stop_the_compute_service(
         last: dict[str, Any] = {}
 
         def noticed() -> bool:
-            last.update(status(testbed.service_port))
-            return last["health"] == "degraded"
+            last.update(status(offload_testbed.service_port))
+            return bool(last["health"] == "degraded")
 
         assert wait_for(noticed, Deadline(TASK_WAIT), interval=1.0), last
         runs = sum(t["runs"] for t in last["tasks"])
         # tasks keep running (reads go to the primary: lag_policy primary)
         assert wait_for(
-            lambda: sum(t["runs"] for t in status(testbed.service_port)["tasks"]) > runs,
+            lambda: sum(t["runs"] for t in status(offload_testbed.service_port)["tasks"]) > runs,
             Deadline(TASK_WAIT),
             interval=1.0,
         )
-        assert healthz(testbed.service_port).startswith("degraded")
+        assert healthz(offload_testbed.service_port).startswith("degraded")
         (after,) = compute_containers(compose)
         assert after["Id"] == before["Id"]
         assert after["State"]["Running"] and after["RestartCount"] == 0

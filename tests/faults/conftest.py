@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
 from offload.db import Database
-from offload.testbed import TestbedInfo
+from offload.pytest import OwnTestbed, WaitForReplication, factories
 from offload.testbed.native import NativeTopology
 from offload.testing import table_checksums
 from offload.waiting import Deadline, wait_for
@@ -21,18 +20,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="package")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeTopology]:
-    topology = NativeTopology(Path(tmp_path_factory.mktemp("faults")), port=0, bind_to_parent=True)
-    topology.up()
-    yield topology
-    topology.down()
+#: servers of the fault tests' own (killed and broken here, never the session's)
+faults_testbed = factories.native_testbed(replicas=1, scope="package")
+#: the fixtures built on a testbed (offload_db, offload_primary_admin...) use these servers
+offload_testbed = factories.testbed("faults_testbed", scope="package")
 
 
 @pytest.fixture(scope="package")
-def testbed(topology: NativeTopology) -> TestbedInfo:
-    """The fault tests' own testbed (overrides the session's)."""
-    return topology.up()
+def topology(faults_testbed: OwnTestbed) -> NativeTopology:
+    """The fault tests' servers, to kill and start one."""
+    return faults_testbed.topology
 
 
 @pytest.fixture
@@ -42,22 +39,28 @@ def heal(topology: NativeTopology) -> Iterator[None]:
     topology.up()
 
 
+#: ``assert_same_data(db)``: replicated, and the same nova tables on primary and replica
+AssertSameData = Callable[[Database], None]
+
+
 @pytest.fixture
 def assert_same_data(
-    primary_admin: Engine, replica_admin: list[Engine], wait_for_replication
-) -> Callable[[Database], None]:
+    offload_primary_admin: Engine,
+    offload_replica_admin: list[Engine],
+    offload_wait_for_replication: WaitForReplication,
+) -> AssertSameData:
     """Replication caught up, the nova tables are identical on primary and replica."""
 
     def check(db: Database) -> None:
-        wait_for_replication(db, timeout=60)
+        offload_wait_for_replication(db, timeout=60)
         database = db.settings.require_connection().database
         assert database
-        expected = table_checksums(primary_admin, database)
+        expected = table_checksums(offload_primary_admin, database)
         assert all(value is not None for value in expected.values()), expected
         assert wait_for(
-            lambda: table_checksums(replica_admin[0], database) == expected,
+            lambda: table_checksums(offload_replica_admin[0], database) == expected,
             Deadline(30),
             interval=0.1,
-        ), (expected, table_checksums(replica_admin[0], database))
+        ), (expected, table_checksums(offload_replica_admin[0], database))
 
     return check

@@ -13,10 +13,11 @@ from offload import replication
 from offload.compute.driver import FakeDriver
 from offload.compute.notifier import MemoryNotifier
 from offload.compute.usage import AUDIT_TASK
-from offload.config import ComputeSettings, ReplicaSettings, Settings
+from offload.config import ComputeSettings, LagPolicy, ReplicaSettings, Settings
 from offload.db import Database
 from offload.errors import ConnectionLost
 from offload.monitor import replica_views
+from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
 from offload.schema import BandwidthUsage, Instance, TaskLog
 from offload.testbed import TestbedInfo
 from offload.testbed.native import NativeTopology
@@ -24,6 +25,7 @@ from offload.tracing import QueryTrace, task_scope
 from offload.waiting import Deadline, wait_for
 
 from ..integration.conftest import new_instance
+from .conftest import AssertSameData
 
 BANDWIDTH = "_poll_bandwidth_usage"
 ALL_ON = ComputeSettings(instance_usage_audit=True, volume_usage_poll_interval=60)
@@ -53,18 +55,18 @@ def _seed(db: Database, count: int = 20) -> None:
 
 
 def test_replica_killed_mid_read_then_restarted(
-    db_factory,
-    compute_factory,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
     topology: NativeTopology,
-    replica_admin: list[Engine],
-    wait_for_replication,
-    trace: QueryTrace,
-    heal,
-    assert_same_data,
+    offload_replica_admin: list[Engine],
+    offload_wait_for_replication: WaitForReplication,
+    offload_trace: QueryTrace,
+    heal: None,
+    assert_same_data: AssertSameData,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.5)))
+    db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.5)))
     _seed(db)
-    wait_for_replication(db)
+    offload_wait_for_replication(db)
     failure: list[BaseException] = []
 
     def slow_read() -> None:
@@ -78,7 +80,7 @@ def test_replica_killed_mid_read_then_restarted(
     reader.start()
 
     def sleeping_on_replica() -> bool:
-        with replica_admin[0].connect() as conn:
+        with offload_replica_admin[0].connect() as conn:
             return bool(
                 conn.execute(
                     text(
@@ -95,16 +97,16 @@ def test_replica_killed_mid_read_then_restarted(
     assert len(failure) == 1 and isinstance(failure[0], ConnectionLost), failure
     assert db.replicas[0].engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
-    manager = compute_factory(db, options=ALL_ON)
+    manager = offload_compute_factory(db, options=ALL_ON)
     report = manager.run(BANDWIDTH)  # lag_policy primary: the run completes
     assert report.error is None
-    assert _targets(trace, BANDWIDTH, report.run) == {"primary"}
+    assert _targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
     assert report.details["routing"]["fallbacks"] == {"unreachable": 1}
 
     topology.start("replica0")
     assert wait_for(lambda: _fit(db), Deadline(60), interval=0.05)
     report = manager.run(BANDWIDTH)
-    assert _targets(trace, BANDWIDTH, report.run) == {"replica0"}
+    assert _targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
     assert db.primary.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert_same_data(db)
 
@@ -126,17 +128,17 @@ class _CrashingNotifier(MemoryNotifier):
 
 
 def test_primary_killed_mid_audit_leaves_one_done_row(
-    db_factory,
-    compute_factory,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
     topology: NativeTopology,
-    wait_for_replication,
-    heal,
-    assert_same_data,
+    offload_wait_for_replication: WaitForReplication,
+    heal: None,
+    assert_same_data: AssertSameData,
 ) -> None:
-    db = db_factory()
+    db = offload_db_factory()
     _seed(db, 5)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
     notifier = _CrashingNotifier("compute-1", topology)
     manager.compute.notifier = notifier
     report = manager.run("_instance_usage_audit")
@@ -146,24 +148,24 @@ def test_primary_killed_mid_audit_leaves_one_done_row(
     with db.reader() as session:
         rows = session.execute(select(TaskLog.state).where(TaskLog.task_name == AUDIT_TASK)).all()
     assert [tuple(r) for r in rows] == [("DONE",)]
-    wait_for_replication(db, timeout=60)
+    offload_wait_for_replication(db, timeout=60)
     again = manager.run("_instance_usage_audit")  # the period is done: nothing to redo
     assert again.skipped and "DONE" in again.skipped
     assert_same_data(db)
 
 
 def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
-    db_factory,
-    compute_factory,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
     topology: NativeTopology,
-    wait_for_replication,
-    heal,
-    assert_same_data,
+    offload_wait_for_replication: WaitForReplication,
+    heal: None,
+    assert_same_data: AssertSameData,
 ) -> None:
-    db = db_factory()
+    db = offload_db_factory()
     _seed(db, 30)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
     manager.compute.driver = FakeDriver("compute-1", seed=7, counter_reset_rate=0.0)
     baseline = {
         (c["uuid"], c["mac_address"]): c["bw_in"]  # the counters' first values
@@ -172,7 +174,7 @@ def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
         )
     }
     manager.run(BANDWIDTH)  # baselines
-    wait_for_replication(db)
+    offload_wait_for_replication(db)
     done = threading.Event()
     reports = []
 
@@ -193,11 +195,12 @@ def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
         poller.join(120)
     assert all(r.error is None for r in reports)
     assert any(r.details["attempts"] > 1 for r in reports), [r.details for r in reports]
-    wait_for_replication(db, timeout=60)
+    offload_wait_for_replication(db, timeout=60)
     with db.reader() as session:
         rows = session.scalars(select(BandwidthUsage)).all()
     assert rows
     for row in rows:  # growth since the baseline, counted exactly once
+        assert row.uuid and row.mac
         assert row.bw_in == (row.last_ctr_in or 0) - baseline[(row.uuid, row.mac)], row.uuid
     assert_same_data(db)
 
@@ -208,22 +211,25 @@ def _uuids(db: Database) -> list[str]:
 
 
 def test_broken_replication_is_reported_and_the_tasks_fall_back(
-    db_factory,
-    compute_factory,
-    testbed: TestbedInfo,
-    replica_admin: list[Engine],
-    wait_for_replication,
-    trace: QueryTrace,
-    heal,
-    assert_same_data,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    offload_testbed: TestbedInfo,
+    offload_replica_admin: list[Engine],
+    offload_wait_for_replication: WaitForReplication,
+    offload_trace: QueryTrace,
+    heal: None,
+    assert_same_data: AssertSameData,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
+    db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
     _seed(db, 3)
-    wait_for_replication(db)
+    offload_wait_for_replication(db)
     database = db.settings.require_connection().database
     with db.reader() as session:
         next_id = int(session.scalar(select(Instance.id).order_by(Instance.id.desc())) or 0) + 1
-    with replica_admin[0].connect() as conn, replication.admin_writes(conn, testbed.flavor):
+    with (
+        offload_replica_admin[0].connect() as conn,
+        replication.admin_writes(conn, offload_testbed.flavor),
+    ):
         conn.execute(text("SET SESSION sql_log_bin = 0"))  # a row written on the replica
         conn.execute(
             text(
@@ -235,49 +241,51 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     _seed(db, 1)  # the primary's row with that id stops the replica's applier
 
     def applier_stopped() -> bool:
-        with replica_admin[0].connect() as conn:
-            found = replication.replica_status(conn, testbed.flavor)
+        with offload_replica_admin[0].connect() as conn:
+            found = replication.replica_status(conn, offload_testbed.flavor)
         return found is not None and found.sql_running == "No"
 
     assert wait_for(applier_stopped, Deadline(30), interval=0.05)
-    views = replica_views(db, testbed.replica_admin_urls())
-    assert views[0]["sql_running"] == "No" and "Duplicate entry" in views[0]["last_error"]
+    views = replica_views(db, offload_testbed.replica_admin_urls())
+    assert views[0]["sql_running"] == "No" and "Duplicate entry" in (views[0]["last_error"] or "")
     assert wait_for(lambda: not _fit(db), Deadline(10), interval=0.05)
-    manager = compute_factory(db, options=ALL_ON)
+    manager = offload_compute_factory(db, options=ALL_ON)
     report = manager.run(BANDWIDTH)
-    assert report.error is None and _targets(trace, BANDWIDTH, report.run) == {"primary"}
+    assert report.error is None and _targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
 
-    with replica_admin[0].connect() as conn:  # the operator's repair
-        with replication.admin_writes(conn, testbed.flavor):
+    with offload_replica_admin[0].connect() as conn:  # the operator's repair
+        with replication.admin_writes(conn, offload_testbed.flavor):
             conn.execute(text("SET SESSION sql_log_bin = 0"))
             conn.execute(
                 text(f"DELETE FROM `{database}`.instances WHERE uuid = 'written-on-the-replica'")
             )
             conn.commit()
-        replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+        replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
     assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
     report = manager.run(BANDWIDTH)
-    assert _targets(trace, BANDWIDTH, report.run) == {"replica0"}
+    assert _targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
 
 
 @pytest.mark.parametrize("policy", ["primary", "skip"])
 def test_long_pause_holds_the_guard_and_catches_up(
     policy: str,
-    db_factory,
-    compute_factory,
-    testbed: TestbedInfo,
-    replica_admin: list[Engine],
-    wait_for_replication,
-    heal,
-    assert_same_data,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    offload_testbed: TestbedInfo,
+    offload_replica_admin: list[Engine],
+    offload_wait_for_replication: WaitForReplication,
+    heal: None,
+    assert_same_data: AssertSameData,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3, lag_policy=policy)))  # type: ignore[arg-type]
+    db = offload_db_factory(
+        settings=Settings(replica=ReplicaSettings(max_lag=0.3, lag_policy=LagPolicy(policy)))
+    )
     _seed(db, 10)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
-    with replica_admin[0].connect() as conn:
-        replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
+    with offload_replica_admin[0].connect() as conn:
+        replication.stop_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     try:
         for _ in range(3):  # writes keep coming while the replica is paused
             _seed(db, 5)
@@ -287,7 +295,7 @@ def test_long_pause_holds_the_guard_and_catches_up(
             routing = report.details["routing"]
             assert routing["fallbacks"] or routing["skips"], routing
     finally:
-        with replica_admin[0].connect() as conn:
-            replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+        with offload_replica_admin[0].connect() as conn:
+            replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
     assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)

@@ -64,21 +64,25 @@ def count_instances(db: Database, *, allow_replica: bool = False) -> int:
         return len(session.scalars(select(Instance.id)).all())
 
 
+#: ``with paused_applier():`` the first replica's applier is stopped for the block
+PausedApplier = Callable[[], AbstractContextManager[None]]
+
+
 @pytest.fixture
 def paused_applier(
-    testbed: TestbedInfo, replica_admin: list[Engine]
-) -> Callable[[], AbstractContextManager[None]]:
+    offload_testbed: TestbedInfo, offload_replica_admin: list[Engine]
+) -> PausedApplier:
     """``with paused_applier():`` the first replica's SQL thread is stopped (IO keeps going)."""
 
     @contextmanager
     def paused() -> Iterator[None]:
-        with replica_admin[0].connect() as conn:
-            replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+        with offload_replica_admin[0].connect() as conn:
+            replication.stop_replica(conn, offload_testbed.flavor, sql_thread_only=True)
         try:
             yield
         finally:
-            with replica_admin[0].connect() as conn:
-                replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+            with offload_replica_admin[0].connect() as conn:
+                replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
 
     return paused
 
@@ -105,12 +109,18 @@ class Proven:
     primary_statements: list[str]
 
 
+#: ``run_on_replica(manager, task)``: the run, proven to read from the replica only
+RunOnReplica = Callable[[ComputeManager, str], Proven]
+#: ``run_without_replica(manager, task)``: the run of a Database without slave_connection
+RunWithoutReplica = Callable[[ComputeManager, str], RunReport]
+
+
 @pytest.fixture
 def run_on_replica(
-    trace: QueryTrace,
-    primary_admin: Engine,
-    replica_admin: list[Engine],
-) -> Callable[..., Proven]:
+    offload_trace: QueryTrace,
+    offload_primary_admin: Engine,
+    offload_replica_admin: list[Engine],
+) -> RunOnReplica:
     """Run a task and prove, client- and server-side, its reads hit the replica only."""
 
     def run(manager: ComputeManager, task: str) -> Proven:
@@ -119,13 +129,13 @@ def run_on_replica(
         report = manager.run(task)
         assert report.error is None
         records = assert_task_read_from_replica(
-            trace, task, run=report.run, primary_server_id=primary_server_id(db)
+            offload_trace, task, run=report.run, primary_server_id=primary_server_id(db)
         )
-        on_replica = server_statements(replica_admin[0], task=task, run=report.run)
-        on_primary = server_statements(primary_admin, task=task, run=report.run)
+        on_replica = server_statements(offload_replica_admin[0], task=task, run=report.run)
+        on_primary = server_statements(offload_primary_admin, task=task, run=report.run)
         replica_selects = [s for s in on_replica if statement_verb(s) == "SELECT"]
         client_selects = [r for r in records if r.verb == "SELECT" and r.target != "primary"]
-        assert len(replica_selects) == len(client_selects), (on_replica, trace.table(task))
+        assert len(replica_selects) == len(client_selects), (on_replica, offload_trace.table(task))
         # on the primary: the run's writes, and the GTID lookups of causal reads
         data_reads = [
             s for s in on_primary if statement_verb(s) == "SELECT" and "route=causal" not in s
@@ -138,14 +148,14 @@ def run_on_replica(
 
 
 @pytest.fixture
-def run_without_replica(trace: QueryTrace) -> Callable[..., RunReport]:
+def run_without_replica(offload_trace: QueryTrace) -> RunWithoutReplica:
     """Run a task on a Database without slave_connection: its reads go to the primary."""
 
     def run(manager: ComputeManager, task: str) -> RunReport:
         assert not manager.compute.db.has_replica
         report = manager.run(task)
         assert report.error is None
-        assert_task_read_from_primary(trace, task, run=report.run)
+        assert_task_read_from_primary(offload_trace, task, run=report.run)
         return report
 
     return run

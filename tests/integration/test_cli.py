@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import URL, text
+from sqlalchemy import URL, Engine, text
 
 from offload.db import Database
+from offload.pytest import DbFactory
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.native import free_ports
 
@@ -37,8 +38,8 @@ def _secrets(testbed: TestbedInfo) -> list[str]:
 
 
 @pytest.fixture
-def config(testbed: TestbedInfo, tmp_path: Path) -> Path:
-    return write_config(testbed, tmp_path / "offload.conf")
+def config(offload_testbed: TestbedInfo, tmp_path: Path) -> Path:
+    return write_config(offload_testbed, tmp_path / "offload.conf")
 
 
 def _assert_one_clean_line(result: subprocess.CompletedProcess[str], testbed: TestbedInfo) -> None:
@@ -50,7 +51,7 @@ def _assert_one_clean_line(result: subprocess.CompletedProcess[str], testbed: Te
 
 
 def test_status_shows_running_replication_and_no_password(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     result = _offload("--config", str(config), "testbed", "status", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -62,7 +63,7 @@ def test_status_shows_running_replication_and_no_password(
     assert rows["replica0"][5:8] == ["ON", "Yes", "Yes"]
     assert rows["primary"][-2] != "-" and rows["primary"][-1] == "-"  # a position, no receiver
     assert "-" not in rows["replica0"][-2:]  # applied and received positions
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)
     reports = json.loads(as_json.stdout)
@@ -71,7 +72,9 @@ def test_status_shows_running_replication_and_no_password(
     assert reports[1]["read_only"] is True and reports[0]["read_only"] is False
 
 
-def test_db_sync_creates_the_schema(testbed: TestbedInfo, config: Path, tmp_path: Path) -> None:
+def test_db_sync_creates_the_schema(
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
+) -> None:
     result = _offload("--config", str(config), "db", "sync", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "11 tables" in result.stdout
@@ -85,47 +88,49 @@ def _config_with(tmp_path: Path, connection: URL) -> Path:
     return path
 
 
-def test_wrong_password_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.primary_url().set(password="Wr0ngPassw0rd")
+def test_wrong_password_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = offload_testbed.primary_url().set(password="Wr0ngPassw0rd")
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "refused access" in result.stderr and "Wr0ngPassw0rd" not in result.stderr
 
 
-def test_unreachable_server_is_one_line_exit_1(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.primary_url().set(port=free_ports(1)[0])
+def test_unreachable_server_is_one_line_exit_1(
+    offload_testbed: TestbedInfo, tmp_path: Path
+) -> None:
+    url = offload_testbed.primary_url().set(port=free_ports(1)[0])
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 1
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "cannot connect" in result.stderr
 
 
-def test_missing_database_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
-    url = testbed.admin_url("nova_missing")
+def test_missing_database_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
+    url = offload_testbed.admin_url("nova_missing")
     result = _offload("--config", str(_config_with(tmp_path, url)), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "nova_missing" in result.stderr
 
 
-def test_malformed_url_is_one_line_exit_2(testbed: TestbedInfo, tmp_path: Path) -> None:
+def test_malformed_url_is_one_line_exit_2(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
     path = tmp_path / "bad.conf"
     path.write_text("[database]\nconnection = mysql+pymysql://nova:Sup3rSecret@host:port/nova\n")
     result = _offload("--config", str(path), "db", "sync", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "Sup3rSecret" not in result.stderr and "not a valid database URL" in result.stderr
 
 
 def test_replica_pause_resume_and_delay(
-    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path, offload_replica_admin: list[Engine]
 ) -> None:
     from offload import replication  # noqa: PLC0415
 
     def status() -> replication.ReplicaStatus:
-        with replica_admin[0].connect() as conn:
-            found = replication.replica_status(conn, testbed.flavor)
+        with offload_replica_admin[0].connect() as conn:
+            found = replication.replica_status(conn, offload_testbed.flavor)
         assert found is not None
         return found
 
@@ -147,7 +152,7 @@ def test_replica_pause_resume_and_delay(
 
 
 def test_status_without_a_service_reads_the_replicas_now(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     assert _offload("--config", str(config), "db", "sync", cwd=tmp_path).returncode == 0
     result = _offload("--config", str(config), "status", "--json", cwd=tmp_path)
@@ -157,7 +162,7 @@ def test_status_without_a_service_reads_the_replicas_now(
     assert report["replicas"][0]["sql_running"] == "Yes"
     assert isinstance(report["replicas"][0]["gtid_distance"], int)  # read with privilege
     assert [t["runs"] for t in report["tasks"]] == [0] * 13
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
     text = _offload("--config", str(config), "status", cwd=tmp_path)
     assert text.returncode in (0, 1), text.stderr
@@ -166,26 +171,26 @@ def test_status_without_a_service_reads_the_replicas_now(
     replica = next(line.split() for line in lines if line.startswith("replica0 "))
     assert replica[2] == "yes" and replica[5:7] == ["Yes", "Yes"]  # reachable, IO, SQL
     assert not [line for line in lines if line.startswith("_sync_power_states")]
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in text.stdout
 
 
 def test_seed_on_a_seeded_database_says_what_is_there(
-    db: Database, testbed: TestbedInfo, tmp_path: Path
+    offload_db: Database, offload_testbed: TestbedInfo, tmp_path: Path
 ) -> None:
-    config = _config_with(tmp_path, db.settings.require_connection())
+    config = _config_with(tmp_path, offload_db.settings.require_connection())
 
     def seed(*args: str) -> subprocess.CompletedProcess[str]:
         return _offload("--config", str(config), "seed", "--hosts", "1", *args, cwd=tmp_path)
 
     def instances() -> int:
-        with db.reader() as session:
+        with offload_db.reader() as session:
             return int(session.scalar(text("SELECT COUNT(*) FROM instances")) or 0)
 
     assert seed("--instances", "20").returncode == 0
     again = seed("--instances", "20")
     assert again.returncode == 2
-    _assert_one_clean_line(again, testbed)
+    _assert_one_clean_line(again, offload_testbed)
     assert "already holds 20 instances" in again.stderr
     assert "--if-empty" in again.stderr and "make clean" in again.stderr
     kept = seed("--if-empty")
@@ -193,12 +198,12 @@ def test_seed_on_a_seeded_database_says_what_is_there(
     assert instances() == 20
 
     # rows of an earlier seed without its instances: the server's duplicate key, said so
-    with db.writer() as session:
+    with offload_db.writer() as session:
         session.execute(text("SET SESSION foreign_key_checks = 0"))
         session.execute(text("DELETE FROM instances"))
     partial = seed("--instances", "20")
     assert partial.returncode == 2
-    _assert_one_clean_line(partial, testbed)
+    _assert_one_clean_line(partial, offload_testbed)
     assert "already holds rows of an earlier seed (Duplicate entry" in partial.stderr
     assert instances() == 0  # the failed seed wrote nothing
 
@@ -223,43 +228,43 @@ def _two_url_config(tmp_path: Path, primary: URL, replica: URL) -> Path:
 
 
 def test_slave_connection_naming_the_primary_is_refused(
-    testbed: TestbedInfo, tmp_path: Path
+    offload_testbed: TestbedInfo, tmp_path: Path
 ) -> None:
-    config = _two_url_config(tmp_path, testbed.primary_url(), testbed.primary_url())
+    config = _two_url_config(tmp_path, offload_testbed.primary_url(), offload_testbed.primary_url())
     result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "is the primary itself (server_id 1)" in result.stderr
 
 
 def test_replica_account_that_may_write_is_warned_about(
-    testbed: TestbedInfo, tmp_path: Path
+    offload_testbed: TestbedInfo, tmp_path: Path
 ) -> None:
     # the primary's account (it may write) used for the replica
-    writable = testbed.primary_url().set(port=testbed.replica_urls()[0].port)
-    config = _two_url_config(tmp_path, testbed.primary_url(), writable)
+    writable = offload_testbed.primary_url().set(port=offload_testbed.replica_urls()[0].port)
+    config = _two_url_config(tmp_path, offload_testbed.primary_url(), writable)
     _offload("--config", str(config), "db", "sync", cwd=tmp_path)
     result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("offload: warn")]
     assert len(warnings) == 1 and "account 'nova' may write" in warnings[0], result.stderr
     assert "give it SELECT only" in warnings[0]
-    for secret in _secrets(testbed):
+    for secret in _secrets(offload_testbed):
         assert secret not in result.stdout + result.stderr
 
 
 def test_replica_that_is_not_read_only_is_warned_about(
-    testbed: TestbedInfo, config: Path, tmp_path: Path, replica_admin
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path, offload_replica_admin: list[Engine]
 ) -> None:
     from sqlalchemy import text  # noqa: PLC0415
 
     _offload("--config", str(config), "db", "sync", cwd=tmp_path)
-    with replica_admin[0].connect() as conn:
+    with offload_replica_admin[0].connect() as conn:
         conn.execute(text("SET GLOBAL read_only = OFF"))
     try:
         result = _offload("--config", str(config), "run-task", "sync_power_states", cwd=tmp_path)
     finally:
-        with replica_admin[0].connect() as conn:
+        with offload_replica_admin[0].connect() as conn:
             conn.execute(text("SET GLOBAL read_only = ON"))
     assert result.returncode == 0, result.stderr
     assert "replica0 (mysql+pymysql://nova_ro:***@" in result.stderr
@@ -267,22 +272,25 @@ def test_replica_that_is_not_read_only_is_warned_about(
 
 
 def test_unknown_task_is_one_line_exit_2(
-    testbed: TestbedInfo, config: Path, tmp_path: Path
+    offload_testbed: TestbedInfo, config: Path, tmp_path: Path
 ) -> None:
     result = _offload("--config", str(config), "run-task", "_poll_everything", cwd=tmp_path)
     assert result.returncode == 2
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "no periodic task named '_poll_everything'" in result.stderr
 
 
 def test_failed_run_still_prints_its_json_report(
-    testbed: TestbedInfo, db_factory, primary_admin, tmp_path: Path
+    offload_testbed: TestbedInfo,
+    offload_db_factory: DbFactory,
+    offload_primary_admin: Engine,
+    tmp_path: Path,
 ) -> None:
     from sqlalchemy import text  # noqa: PLC0415
 
-    db = db_factory()
+    db = offload_db_factory()
     database = db.settings.require_connection().database
-    with primary_admin.begin() as conn:  # what the task reads first is gone
+    with offload_primary_admin.begin() as conn:  # what the task reads first is gone
         conn.execute(text(f"DROP TABLE `{database}`.compute_nodes"))
     urls = (db.settings.require_connection(), db.settings.database.slave_connections[0])
     config = _two_url_config(tmp_path, *urls)
@@ -291,7 +299,7 @@ def test_failed_run_still_prints_its_json_report(
         "--config", str(config), "run-task", "update_available_resource", "--json", cwd=tmp_path
     )
     assert result.returncode == 2  # a schema mismatch, as any run of the command says
-    _assert_one_clean_line(result, testbed)
+    _assert_one_clean_line(result, offload_testbed)
     assert "compute_nodes' doesn't exist" in result.stderr and "offload db sync" in result.stderr
     report = json.loads(result.stdout)
     assert report["task"] == "update_available_resource"

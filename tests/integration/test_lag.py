@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jsonschema
@@ -14,16 +15,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, select, text
 
 from offload import replication
+from offload.compute.manager import ComputeManager
 from offload.config import LagPolicy, ReplicaSettings, ServiceSettings, Settings
 from offload.db import Database, session_target
 from offload.lag import LagProbe
+from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
 from offload.schema import Instance
 from offload.service import Service
 from offload.testbed import TestbedInfo
 from offload.tracing import QueryTrace, task_scope
 from offload.waiting import Deadline, wait_for
 
-from .conftest import ALL_ON, new_instance
+from .conftest import ALL_ON, PausedApplier, new_instance
 
 TASK = "_poll_bandwidth_usage"
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "status.schema.json"
@@ -42,8 +45,10 @@ def _settings(**replica: object) -> Settings:
     return Settings(replica=ReplicaSettings(**replica))  # type: ignore[arg-type]
 
 
-def test_heartbeat_lag_grows_at_wall_clock_rate_and_recovers(db: Database, paused_applier) -> None:
-    probe = _probe(db)
+def test_heartbeat_lag_grows_at_wall_clock_rate_and_recovers(
+    offload_db: Database, paused_applier: PausedApplier
+) -> None:
+    probe = _probe(offload_db)
     assert wait_for(lambda: _lag_under(probe, 0.05), Deadline(10))
     with paused_applier():  # the heartbeat keeps writing on the primary meanwhile
         first, started = probe.read(), time.monotonic()
@@ -65,16 +70,25 @@ def test_heartbeat_lag_grows_at_wall_clock_rate_and_recovers(db: Database, pause
     assert time.monotonic() - resumed < 5
 
 
+#: ``lagging(policy)`` → (db, manager): max_lag 0.2, one instance, replicated
+Lagging = Callable[[LagPolicy], tuple[Database, ComputeManager]]
+
+
 @pytest.fixture
-def lagging(db_factory, compute_factory, wait_for_replication, paused_applier):
+def lagging(
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    offload_wait_for_replication: WaitForReplication,
+    paused_applier: PausedApplier,
+) -> Lagging:
     """(policy) → (db, manager, pause): max_lag 0.2, one instance on compute-1, replicated."""
 
-    def make(policy: LagPolicy):
-        db = db_factory(settings=_settings(max_lag=0.2, lag_policy=policy))
+    def make(policy: LagPolicy) -> tuple[Database, ComputeManager]:
+        db = offload_db_factory(settings=_settings(max_lag=0.2, lag_policy=policy))
         with db.writer() as session:
             session.add(new_instance())
-        wait_for_replication(db)
-        return db, compute_factory(db, options=ALL_ON)
+        offload_wait_for_replication(db)
+        return db, offload_compute_factory(db, options=ALL_ON)
 
     return make
 
@@ -82,10 +96,10 @@ def lagging(db_factory, compute_factory, wait_for_replication, paused_applier):
 @pytest.mark.parametrize("policy", list(LagPolicy))
 def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
     policy: LagPolicy,
-    lagging,
-    paused_applier,
-    wait_for_replication,
-    trace: QueryTrace,
+    lagging: Lagging,
+    paused_applier: PausedApplier,
+    offload_wait_for_replication: WaitForReplication,
+    offload_trace: QueryTrace,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     db, manager = lagging(policy)
@@ -95,42 +109,68 @@ def test_lag_policy_applies_beyond_max_lag_and_the_replica_returns(
         report = manager.run(TASK)
         selects = [
             r
-            for r in trace.for_task(TASK)
+            for r in offload_trace.for_task(TASK)
             if r.run == report.run and r.verb == "SELECT" and r.route == "replica"
         ]
         routing = report.details["routing"]
         if policy is LagPolicy.PRIMARY:
-            assert selects and all(r.target == "primary" for r in selects), trace.table(TASK)
+            assert selects and all(r.target == "primary" for r in selects), offload_trace.table(
+                TASK
+            )
             assert routing["fallbacks"].get("lag", 0) >= 1
         elif policy is LagPolicy.SKIP:
             assert report.skipped and "no replica fit" in report.skipped
             assert selects == []
             assert routing["skips"] == {"lag": 1}
         else:
-            assert selects and all(r.target == "replica0" for r in selects), trace.table(TASK)
+            assert selects and all(r.target == "replica0" for r in selects), offload_trace.table(
+                TASK
+            )
             assert routing["stale_reads"] >= 1
             assert "stale read: replica0" in caplog.text
-    wait_for_replication(db)  # resumed and caught up: the very next run is on the replica
+    offload_wait_for_replication(db)  # resumed and caught up: the very next run is on the replica
     report = manager.run(TASK)
     selects = [
         r
-        for r in trace.for_task(TASK)
+        for r in offload_trace.for_task(TASK)
         if r.run == report.run and r.verb == "SELECT" and r.route == "replica"
     ]
-    assert selects and all(r.target == "replica0" for r in selects), trace.table(TASK)
+    assert selects and all(r.target == "replica0" for r in selects), offload_trace.table(TASK)
     assert report.details["routing"]["fallbacks"] == {}
 
 
 def _restart_applier_later(
     engine: Engine, flavor: replication.Flavor, delay: float
-) -> threading.Timer:
-    def start() -> None:
-        with engine.connect() as conn:
-            replication.start_replica(conn, flavor, sql_thread_only=True)
+) -> threading.Thread:
+    """Start the applier ``delay`` seconds after a causal wait shows up on the replica.
 
-    timer = threading.Timer(delay, start)
-    timer.start()
-    return timer
+    Counted from the moment the replica runs the wait (not from the call), so the
+    wait lasts at least ``delay`` however slow the client is to get there.
+    """
+    function = replication.sql_for(flavor).wait_function
+
+    def waiting() -> bool:
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+                    "WHERE INFO LIKE :pattern AND INFO NOT LIKE '%PROCESSLIST%'"
+                ),
+                {"pattern": f"%{function}%"},
+            ).scalar_one()
+        return bool(found)
+
+    def start() -> None:
+        try:
+            wait_for(waiting, Deadline(10), interval=0.01)
+            threading.Event().wait(delay)  # the injected pause: how long the applier stays off
+        finally:
+            with engine.connect() as conn:
+                replication.start_replica(conn, flavor, sql_thread_only=True)
+
+    thread = threading.Thread(target=start, name="restart-applier")
+    thread.start()
+    return thread
 
 
 def _own_row_visible(db: Database, uuid: str) -> tuple[str, bool]:
@@ -140,27 +180,27 @@ def _own_row_visible(db: Database, uuid: str) -> tuple[str, bool]:
 
 
 def test_causal_read_waits_for_the_tasks_own_write(
-    db_factory,
-    replica_admin: list[Engine],
-    testbed: TestbedInfo,
+    offload_db_factory: DbFactory,
+    offload_replica_admin: list[Engine],
+    offload_testbed: TestbedInfo,
 ) -> None:
-    db = db_factory(settings=_settings(causal_timeout=2.0))
+    db = offload_db_factory(settings=_settings(causal_timeout=2.0))
     _probe(db)  # heartbeat on before the pause
-    with replica_admin[0].connect() as conn:
-        replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+    with offload_replica_admin[0].connect() as conn:
+        replication.stop_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     timer = None
     try:
         with task_scope("causal_probe"):
             instance = new_instance()
             with db.writer() as session:
                 session.add(instance)
-            timer = _restart_applier_later(replica_admin[0], testbed.flavor, 0.3)
+            timer = _restart_applier_later(offload_replica_admin[0], offload_testbed.flavor, 0.3)
             target, found = _own_row_visible(db, instance.uuid)
     finally:
         if timer is not None:
             timer.join()
-        with replica_admin[0].connect() as conn:  # idempotent if the timer ran
-            replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+        with offload_replica_admin[0].connect() as conn:  # idempotent if the timer ran
+            replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     assert (target, found) == ("replica0", True)
     stats = db.routing.for_task("causal_probe")
     assert stats["causal_waits"] == 1 and stats["fallbacks"] == {}
@@ -168,10 +208,10 @@ def test_causal_read_waits_for_the_tasks_own_write(
 
 
 def test_causal_read_goes_to_the_primary_after_causal_timeout(
-    db_factory,
-    paused_applier,
+    offload_db_factory: DbFactory,
+    paused_applier: PausedApplier,
 ) -> None:
-    db = db_factory(settings=_settings(causal_timeout=0.3))
+    db = offload_db_factory(settings=_settings(causal_timeout=0.3))
     _probe(db)
     with paused_applier(), task_scope("causal_probe"):
         instance = new_instance()
@@ -183,8 +223,10 @@ def test_causal_read_goes_to_the_primary_after_causal_timeout(
     assert 0.3 <= float(stats["causal_wait_seconds"]) < 1.0  # type: ignore[arg-type]
 
 
-def test_without_causal_reads_the_replica_answers_stale(db_factory, paused_applier) -> None:
-    db = db_factory(settings=_settings(causal_reads=False))
+def test_without_causal_reads_the_replica_answers_stale(
+    offload_db_factory: DbFactory, paused_applier: PausedApplier
+) -> None:
+    db = offload_db_factory(settings=_settings(causal_reads=False))
     _probe(db)
     with paused_applier(), task_scope("causal_probe"):
         instance = new_instance()
@@ -194,10 +236,12 @@ def test_without_causal_reads_the_replica_answers_stale(db_factory, paused_appli
     assert db.routing.for_task("causal_probe")["causal_waits"] == 0
 
 
-def test_metrics_parse_and_status_matches_its_schema(db_factory, testbed: TestbedInfo) -> None:
-    db = db_factory()
+def test_metrics_parse_and_status_matches_its_schema(
+    offload_db_factory: DbFactory, offload_testbed: TestbedInfo
+) -> None:
+    db = offload_db_factory()
     database = db.settings.require_connection().database
-    settings = testbed.settings(
+    settings = offload_testbed.settings(
         database=database or "nova",
         base=Settings(host="compute-1", compute=ALL_ON, service=ServiceSettings(http_port=0)),
     )
@@ -228,10 +272,10 @@ def _target_now(db: Database) -> tuple[str, float, float]:
 
 
 def test_the_guard_falls_back_within_one_heartbeat_interval_of_lag_crossing_max_lag(
-    db_factory, paused_applier
+    offload_db_factory: DbFactory, paused_applier: PausedApplier
 ) -> None:
     interval, max_lag = 0.2, 0.5
-    db = db_factory(
+    db = offload_db_factory(
         settings=_settings(max_lag=max_lag, heartbeat_interval=interval, lag_policy="primary")
     )
     probe = _probe(db)
@@ -267,11 +311,11 @@ def test_the_guard_falls_back_within_one_heartbeat_interval_of_lag_crossing_max_
     )
 
 
-def test_a_read_session_ends_with_one_rollback(db: Database) -> None:
+def test_a_read_session_ends_with_one_rollback(offload_db: Database) -> None:
     """The session joins the connection's transaction: one ROLLBACK, none from the pool."""
 
     def rollbacks() -> tuple[int, int]:
-        with db.reader(allow_replica=True) as session:
+        with offload_db.reader(allow_replica=True) as session:
             conn_id = int(session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
             row = session.execute(text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()
             return conn_id, int(row[1])
@@ -279,7 +323,7 @@ def test_a_read_session_ends_with_one_rollback(db: Database) -> None:
     first_id, first = rollbacks()
     sessions = 20
     for _ in range(sessions - 1):
-        with db.reader(allow_replica=True) as session:
+        with offload_db.reader(allow_replica=True) as session:
             session.execute(text("SELECT 1")).scalar_one()
     last_id, last = rollbacks()
     assert last_id == first_id  # the same pooled connection all along
@@ -287,24 +331,26 @@ def test_a_read_session_ends_with_one_rollback(db: Database) -> None:
 
 
 def test_causal_gtid_is_asked_only_when_a_replica_read_follows(
-    db: Database, trace: QueryTrace
+    offload_db: Database, offload_trace: QueryTrace
 ) -> None:
-    _probe(db)
+    _probe(offload_db)
 
     def causal(run: str) -> list[str]:
         return [
-            r.verb for r in trace.for_task("causal_lookup") if r.run == run and r.route == "causal"
+            r.verb
+            for r in offload_trace.for_task("causal_lookup")
+            if r.run == run and r.route == "causal"
         ]
 
     with task_scope("causal_lookup") as writes_only:
         for _ in range(3):
-            with db.writer() as session:
+            with offload_db.writer() as session:
                 session.add(new_instance())
     assert causal(writes_only.run) == []  # no read follows: nothing more on the primary
     with task_scope("causal_lookup") as write_then_read:
         instance = new_instance()
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.add(instance)
         for _ in range(2):  # the second read reuses the position the first one asked for
-            assert _own_row_visible(db, instance.uuid) == ("replica0", True)
+            assert _own_row_visible(offload_db, instance.uuid) == ("replica0", True)
     assert causal(write_then_read.run) == ["SELECT"]

@@ -24,9 +24,12 @@ from offload.testbed import TestbedInfo
 
 
 def test_a_short_pause_experiment(
-    testbed: TestbedInfo, tmp_path: Path, replica_admin: list[Engine], primary_admin: Engine
+    offload_testbed: TestbedInfo,
+    tmp_path: Path,
+    offload_replica_admin: list[Engine],
+    offload_primary_admin: Engine,
 ) -> None:
-    settings = testbed.settings(base=Settings(replica=ReplicaSettings(max_lag=0.5)))
+    settings = offload_testbed.settings(base=Settings(replica=ReplicaSettings(max_lag=0.5)))
     plan = ExperimentPlan(
         scenario=parse_scenario("burst:20k@0.1+pause:1.5@0.3"),
         duration=3.0,
@@ -74,9 +77,9 @@ def test_a_short_pause_experiment(
     assert summary["experiment"]["workload"]["operations"]
 
     # afterwards: the applier runs again, and the experiment's database is gone
-    with replica_admin[0].connect() as conn:
-        status = replication.replica_status(conn, testbed.flavor)
+    with offload_replica_admin[0].connect() as conn:
+        status = replication.replica_status(conn, offload_testbed.flavor)
     assert status is not None and status.threads_running and not status.sql_delay
-    with primary_admin.connect() as conn:
+    with offload_primary_admin.connect() as conn:
         left = conn.execute(text("SHOW DATABASES LIKE 'offload\\_lag\\_%'")).all()
     assert left == []

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import Engine
 
@@ -12,6 +9,7 @@ from offload import replication
 from offload.config import ReplicaSettings, ServiceSettings, Settings
 from offload.db import Database, session_target
 from offload.lag import LagProbe
+from offload.pytest import ComputeFactory, DbFactory, OwnTestbed, WaitForReplication, factories
 from offload.service import Service
 from offload.testbed import TestbedInfo
 from offload.testbed.native import NativeTopology
@@ -23,20 +21,14 @@ from .conftest import ALL_ON, new_instance
 TASK = "_poll_bandwidth_usage"
 
 
-@pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NativeTopology]:
-    topology = NativeTopology(
-        Path(tmp_path_factory.mktemp("two-replicas")), port=0, replicas=2, bind_to_parent=True
-    )
-    topology.up()
-    yield topology
-    topology.down()
+#: two replicas of this module's own (replica1 is killed here)
+two_replicas = factories.native_testbed(replicas=2, scope="module")
+offload_testbed = factories.testbed("two_replicas", scope="module")
 
 
 @pytest.fixture(scope="module")
-def testbed(topology: NativeTopology) -> TestbedInfo:
-    """This module's testbed (overrides the session's one-replica testbed)."""
-    return topology.up()
+def topology(two_replicas: OwnTestbed) -> NativeTopology:
+    return two_replicas.topology
 
 
 def _lag_over(probe: LagProbe, seconds: float) -> bool:
@@ -61,15 +53,15 @@ def _targets(db: Database, reads: int = 5) -> set[str]:
 
 
 def test_reads_prefer_a_fit_replica_and_avoid_a_paused_one(
-    db_factory,
-    replica_admin: list[Engine],
-    testbed: TestbedInfo,
-    wait_for_replication,
+    offload_db_factory: DbFactory,
+    offload_replica_admin: list[Engine],
+    offload_testbed: TestbedInfo,
+    offload_wait_for_replication: WaitForReplication,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.2)))
-    wait_for_replication(db)
+    db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.2)))
+    offload_wait_for_replication(db)
     assert _targets(db) <= {"replica0", "replica1"}
-    _set_applier(replica_admin[0], testbed.flavor, running=False)
+    _set_applier(offload_replica_admin[0], offload_testbed.flavor, running=False)
     try:
         assert wait_for(
             lambda: _lag_over(db.guard.selector.probes["replica0"], 0.3),
@@ -79,26 +71,26 @@ def test_reads_prefer_a_fit_replica_and_avoid_a_paused_one(
         assert _targets(db, reads=10) == {"replica1"}
         assert db.routing.fallbacks == {}
     finally:
-        _set_applier(replica_admin[0], testbed.flavor, running=True)
-    wait_for_replication(db)
+        _set_applier(offload_replica_admin[0], offload_testbed.flavor, running=True)
+    offload_wait_for_replication(db)
 
 
 def test_killed_replica_degrades_then_returns_without_a_restart(
-    db_factory,
-    compute_factory,
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
     topology: NativeTopology,
-    replica_admin: list[Engine],
-    testbed: TestbedInfo,
-    wait_for_replication,
-    trace: QueryTrace,
+    offload_replica_admin: list[Engine],
+    offload_testbed: TestbedInfo,
+    offload_wait_for_replication: WaitForReplication,
+    offload_trace: QueryTrace,
 ) -> None:
-    db = db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.2)))
+    db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.2)))
     with db.writer() as session:
         session.add(new_instance())
-    wait_for_replication(db)
+    offload_wait_for_replication(db)
     database = db.settings.require_connection().database or "nova"
     service = Service(
-        testbed.settings(
+        offload_testbed.settings(
             database=database,
             base=Settings(
                 host="compute-1",
@@ -108,10 +100,12 @@ def test_killed_replica_degrades_then_returns_without_a_restart(
             ),
         )
     )
-    manager = compute_factory(db, options=ALL_ON)
+    manager = offload_compute_factory(db, options=ALL_ON)
     try:
         topology.kill("replica1")
-        _set_applier(replica_admin[0], testbed.flavor, running=False)  # and the other lags
+        _set_applier(
+            offload_replica_admin[0], offload_testbed.flavor, running=False
+        )  # and the other lags
         assert wait_for(
             lambda: _lag_over(db.guard.selector.probes["replica0"], 0.3),
             Deadline(10),
@@ -121,7 +115,7 @@ def test_killed_replica_degrades_then_returns_without_a_restart(
         assert report.error is None
         selects = [
             r
-            for r in trace.for_task(TASK)
+            for r in offload_trace.for_task(TASK)
             if r.run == report.run and r.route == "replica" and r.verb == "SELECT"
         ]
         assert selects and {r.target for r in selects} == {"primary"}
@@ -135,12 +129,12 @@ def test_killed_replica_degrades_then_returns_without_a_restart(
         report = manager.run(TASK)
         selects = [
             r
-            for r in trace.for_task(TASK)
+            for r in offload_trace.for_task(TASK)
             if r.run == report.run and r.route == "replica" and r.verb == "SELECT"
         ]
-        assert selects and {r.target for r in selects} == {"replica1"}, trace.table(TASK)
-        _set_applier(replica_admin[0], testbed.flavor, running=True)
+        assert selects and {r.target for r in selects} == {"replica1"}, offload_trace.table(TASK)
+        _set_applier(offload_replica_admin[0], offload_testbed.flavor, running=True)
         assert wait_for(lambda: service.health() == (True, []), Deadline(30), interval=0.1)
     finally:
-        _set_applier(replica_admin[0], testbed.flavor, running=True)
+        _set_applier(offload_replica_admin[0], offload_testbed.flavor, running=True)
         service.close()

@@ -61,14 +61,18 @@ class Linked:
 
 
 @pytest.fixture(scope="module")
-def linked(testbed: TestbedInfo) -> Iterator[Linked]:
-    if testbed.backend != "native" or testbed.dir is None:
+def linked(offload_testbed: TestbedInfo) -> Iterator[Linked]:
+    if offload_testbed.backend != "native" or offload_testbed.dir is None:
         pytest.skip("the shaped link runs on the native testbed (compose: not built yet)")
-    topology = NativeTopology(testbed.dir, flavor=None, bind_to_parent=True)
+    topology = NativeTopology(offload_testbed.dir, flavor=None, bind_to_parent=True)
     record = topology.attach_link(REPLICA)
     try:
-        with Probe.open(testbed.admin_url(), testbed.replica_admin_urls()[0]) as probe:
-            yield Linked(testbed, testbed.dir, LinkRunner(testbed.dir), probe)
+        with Probe.open(
+            offload_testbed.admin_url(), offload_testbed.replica_admin_urls()[0]
+        ) as probe:
+            yield Linked(
+                offload_testbed, offload_testbed.dir, LinkRunner(offload_testbed.dir), probe
+            )
     finally:
         topology.detach_link(REPLICA)
     assert not LinkRunner.is_ours(record, record.pid or 0), "the link outlived its removal"

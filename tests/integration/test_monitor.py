@@ -10,9 +10,9 @@ from offload.testbed.native import free_ports
 NO_PRIVILEGE = "replica status needs the REPLICATION CLIENT/SLAVE MONITOR privilege"
 
 
-def test_the_primary_and_a_replica_as_they_report_themselves(testbed: TestbedInfo) -> None:
-    primary = ask("primary", testbed.admin_url())
-    replica = ask("replica0", testbed.replica_admin_urls()[0])
+def test_the_primary_and_a_replica_as_they_report_themselves(offload_testbed: TestbedInfo) -> None:
+    primary = ask("primary", offload_testbed.admin_url())
+    replica = ask("replica0", offload_testbed.replica_admin_urls()[0])
 
     assert primary.error == "" and primary.read_only is False and primary.gtid_position
     assert primary.replica is None and primary.notes == []
@@ -20,19 +20,21 @@ def test_the_primary_and_a_replica_as_they_report_themselves(testbed: TestbedInf
     assert replica.server_id != primary.server_id
     assert replica.replica is not None and replica.replica.threads_running
     assert replica.gtid_position == replica.replica.executed_gtid != ""
-    assert "***" in replica.url and (testbed.admin.password or "") not in replica.url
+    assert "***" in replica.url and (offload_testbed.admin.password or "") not in replica.url
 
 
-def test_an_account_without_the_privilege_gets_a_note_not_an_error(testbed: TestbedInfo) -> None:
-    report = ask("replica0", testbed.replica_urls()[0])  # nova_ro: SELECT only
+def test_an_account_without_the_privilege_gets_a_note_not_an_error(
+    offload_testbed: TestbedInfo,
+) -> None:
+    report = ask("replica0", offload_testbed.replica_urls()[0])  # nova_ro: SELECT only
 
     assert report.error == "" and report.read_only is True
     assert report.replica is None
     assert len(report.notes) == 1 and report.notes[0].startswith(NO_PRIVILEGE)
 
 
-def test_a_server_that_does_not_answer_is_one_line(testbed: TestbedInfo) -> None:
-    url = testbed.admin_url().set(port=free_ports(1)[0])
+def test_a_server_that_does_not_answer_is_one_line(offload_testbed: TestbedInfo) -> None:
+    url = offload_testbed.admin_url().set(port=free_ports(1)[0])
 
     report = ask("replica0", url)
 
@@ -41,11 +43,11 @@ def test_a_server_that_does_not_answer_is_one_line(testbed: TestbedInfo) -> None
 
 
 def test_replica_views_with_and_without_a_privileged_account(
-    db: Database, testbed: TestbedInfo
+    offload_db: Database, offload_testbed: TestbedInfo
 ) -> None:
-    (plain,) = replica_views(db)
-    (denied,) = replica_views(db, testbed.replica_urls())
-    (full,) = replica_views(db, testbed.replica_admin_urls())
+    (plain,) = replica_views(offload_db)
+    (denied,) = replica_views(offload_db, offload_testbed.replica_urls())
+    (full,) = replica_views(offload_db, offload_testbed.replica_admin_urls())
 
     assert plain["reachable"] and plain["io_running"] is None
     assert plain["status_error"].startswith("thread states need a privileged account")

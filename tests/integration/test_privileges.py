@@ -24,8 +24,8 @@ def _privileges(grants: list[str], on: str) -> set[str]:
     return found
 
 
-def test_service_account_has_only_the_dml_and_ddl_it_needs(primary_admin: Engine) -> None:
-    grants = _grants(primary_admin, "nova")
+def test_service_account_has_only_the_dml_and_ddl_it_needs(offload_primary_admin: Engine) -> None:
+    grants = _grants(offload_primary_admin, "nova")
     assert _privileges(grants, "nova.*") == {
         "SELECT",
         "INSERT",
@@ -40,22 +40,27 @@ def test_service_account_has_only_the_dml_and_ddl_it_needs(primary_admin: Engine
     assert _privileges(grants, "*.*") == {"USAGE"}
 
 
-def test_replica_account_is_select_only(primary_admin: Engine, replica_admin: list[Engine]) -> None:
-    for engine in (primary_admin, replica_admin[0]):  # created once, replicated
+def test_replica_account_is_select_only(
+    offload_primary_admin: Engine, offload_replica_admin: list[Engine]
+) -> None:
+    for engine in (offload_primary_admin, offload_replica_admin[0]):  # created once, replicated
         grants = _grants(engine, "nova_ro")
         assert _privileges(grants, "nova.*") == {"SELECT"}
         assert _privileges(grants, "*.*") == {"USAGE"}
 
 
-def test_replication_account_may_only_replicate(primary_admin: Engine) -> None:
-    assert _privileges(_grants(primary_admin, "repl"), "*.*") == {"REPLICATION SLAVE"}
+def test_replication_account_may_only_replicate(offload_primary_admin: Engine) -> None:
+    assert _privileges(_grants(offload_primary_admin, "repl"), "*.*") == {"REPLICATION SLAVE"}
 
 
-def test_testbed_secrets_are_private_and_generated(testbed: TestbedInfo) -> None:
-    assert testbed.dir is not None
+def test_testbed_secrets_are_private_and_generated(offload_testbed: TestbedInfo) -> None:
+    assert offload_testbed.dir is not None
     for name in ("credentials.json", "offload.conf", "state.json"):
-        assert stat.S_IMODE((testbed.dir / name).stat().st_mode) == 0o600
-    passwords = {u.password for u in (testbed.primary, *testbed.replicas, testbed.admin)}
+        assert stat.S_IMODE((offload_testbed.dir / name).stat().st_mode) == 0o600
+    passwords = {
+        u.password or ""
+        for u in (offload_testbed.primary, *offload_testbed.replicas, offload_testbed.admin)
+    }
     assert len(passwords) == 3 and all(p and len(p) >= 20 for p in passwords)
     bootstrap = Path(__file__).resolve().parents[2] / "mysql" / "bootstrap"
     scripts = [path.read_text() for path in bootstrap.glob("*.sql")]

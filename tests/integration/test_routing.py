@@ -9,6 +9,7 @@ from sqlalchemy.pool import NullPool
 from offload.db import Database, session_route, session_target
 from offload.dberrors import install_translation
 from offload.errors import AccessDenied, ReadOnlyRefused, WriteInReaderSession
+from offload.pytest import DbFactory, WaitForReplication
 from offload.routes import Route
 from offload.schema import Instance
 from offload.testbed import TestbedInfo
@@ -17,28 +18,30 @@ from .conftest import count_instances, new_instance, primary_server_id, server_i
 
 
 def test_row_written_by_writer_is_read_from_the_replica_after_wait(
-    db: Database, wait_for_replication
+    offload_db: Database, offload_wait_for_replication: WaitForReplication
 ) -> None:
     instance = new_instance(display_name="replicated")
-    with db.writer() as session:
+    with offload_db.writer() as session:
         session.add(instance)
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
 
-    with db.reader(allow_replica=True) as session:
+    with offload_db.reader(allow_replica=True) as session:
         assert session_route(session) is Route.READ_REPLICA
         assert session_target(session).is_replica
         row = session.scalars(select(Instance).where(Instance.uuid == instance.uuid)).one()
         served_by = session.execute(text("SELECT @@server_id")).scalar_one()
     assert row.display_name == "replicated"
-    assert served_by != primary_server_id(db)
+    assert served_by != primary_server_id(offload_db)
 
 
-def test_reads_without_replica_permission_stay_on_the_primary(db: Database) -> None:
-    assert server_id(db, allow_replica=False) == primary_server_id(db)
+def test_reads_without_replica_permission_stay_on_the_primary(offload_db: Database) -> None:
+    assert server_id(offload_db, allow_replica=False) == primary_server_id(offload_db)
 
 
-def test_without_slave_connection_every_reader_session_hits_the_primary(db_factory) -> None:
-    db = db_factory(with_replica=False)
+def test_without_slave_connection_every_reader_session_hits_the_primary(
+    offload_db_factory: DbFactory,
+) -> None:
+    db = offload_db_factory(with_replica=False)
     assert not db.has_replica
     primary = primary_server_id(db)
     for _ in range(3):
@@ -48,48 +51,52 @@ def test_without_slave_connection_every_reader_session_hits_the_primary(db_facto
             assert session.execute(text("SELECT @@server_id")).scalar_one() == primary
 
 
-def test_route_is_fixed_for_the_whole_session(db: Database) -> None:
-    with db.reader(allow_replica=True) as session:
+def test_route_is_fixed_for_the_whole_session(offload_db: Database) -> None:
+    with offload_db.reader(allow_replica=True) as session:
         ids = {session.execute(text("SELECT @@server_id")).scalar_one() for _ in range(5)}
         assert session_route(session) is Route.READ_REPLICA
     assert len(ids) == 1
 
 
-def test_insert_statement_in_a_reader_session_never_reaches_the_server(db: Database) -> None:
+def test_insert_statement_in_a_reader_session_never_reaches_the_server(
+    offload_db: Database,
+) -> None:
     # On the primary route the nova user may write, so only the client guard
     # stands between this INSERT and the table.
-    with db.reader() as session, pytest.raises(WriteInReaderSession, match="INSERT"):
+    with offload_db.reader() as session, pytest.raises(WriteInReaderSession, match="INSERT"):
         session.execute(insert(Instance).values(uuid="u-guard", host="compute-1"))
-    with db.reader(allow_replica=True) as session, pytest.raises(WriteInReaderSession):
+    with offload_db.reader(allow_replica=True) as session, pytest.raises(WriteInReaderSession):
         session.execute(text("/* offload task=x */ UPDATE instances SET host = 'elsewhere'"))
-    with db.reader() as session, pytest.raises(WriteInReaderSession, match="DROP"):
+    with offload_db.reader() as session, pytest.raises(WriteInReaderSession, match="DROP"):
         session.execute(text("DROP TABLE instances"))
-    assert count_instances(db) == 0
-    with db.writer() as session:
+    assert count_instances(offload_db) == 0
+    with offload_db.writer() as session:
         assert session.execute(text("SHOW TABLES LIKE 'instances'")).first() is not None
 
 
-def test_flush_with_pending_changes_in_a_reader_session_raises(db: Database) -> None:
-    with db.reader() as session:
+def test_flush_with_pending_changes_in_a_reader_session_raises(offload_db: Database) -> None:
+    with offload_db.reader() as session:
         session.add(new_instance())
         with pytest.raises(WriteInReaderSession, match="flush"):
             session.flush()
-    with db.writer() as session:
+    with offload_db.writer() as session:
         session.add(new_instance(display_name="before"))
-    with db.reader() as session:
+    with offload_db.reader() as session:
         loaded = session.scalars(select(Instance)).one()
         loaded.display_name = "changed in a reader"
         with pytest.raises(WriteInReaderSession):
             session.flush()
-    with db.reader() as session:
+    with offload_db.reader() as session:
         assert session.scalars(select(Instance.display_name)).one() == "before"
 
 
 def test_slave_connection_user_is_select_only(
-    db: Database, testbed: TestbedInfo, wait_for_replication
+    offload_db: Database,
+    offload_testbed: TestbedInfo,
+    offload_wait_for_replication: WaitForReplication,
 ) -> None:
-    wait_for_replication(db)
-    replica_url = db.settings.database.slave_connections[0]
+    offload_wait_for_replication(offload_db)
+    replica_url = offload_db.settings.database.slave_connections[0]
     assert replica_url.username == "nova_ro"
     # on the replica, read_only or the missing grant refuses the write
     engine = create_engine(replica_url, poolclass=NullPool)
@@ -103,26 +110,28 @@ def test_slave_connection_user_is_select_only(
     assert privileges == {"USAGE", "SELECT"}, grants
     # the same account (replicated from the primary) on the writable primary:
     # only the missing grant stands in the way, and it does
-    on_primary = replica_url.set(port=testbed.primary_url().port)
+    on_primary = replica_url.set(port=offload_testbed.primary_url().port)
     engine = create_engine(on_primary, poolclass=NullPool)
     install_translation(engine, name="primary")
     with pytest.raises(AccessDenied, match="command denied"), engine.begin() as conn:
         conn.execute(insert(Instance).values(uuid="u-ro", host="compute-1"))
     engine.dispose()
-    assert count_instances(db) == 0
+    assert count_instances(offload_db) == 0
 
 
 def test_replica_refuses_writes_even_from_a_user_with_write_grants(
-    db: Database, testbed: TestbedInfo, wait_for_replication
+    offload_db: Database,
+    offload_testbed: TestbedInfo,
+    offload_wait_for_replication: WaitForReplication,
 ) -> None:
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     # the primary's account, which may write, pointed at the replica: read_only stops it
-    url = db.settings.database.connection
+    url = offload_db.settings.database.connection
     assert url is not None
-    on_replica = url.set(port=testbed.replica_urls()[0].port)
+    on_replica = url.set(port=offload_testbed.replica_urls()[0].port)
     engine = create_engine(on_replica, poolclass=NullPool)
     install_translation(engine, name="replica0")
     with pytest.raises(ReadOnlyRefused, match=r"read-only|read_only"), engine.begin() as conn:
         conn.execute(insert(Instance).values(uuid="u-rw", host="compute-1"))
     engine.dispose()
-    assert count_instances(db) == 0
+    assert count_instances(offload_db) == 0

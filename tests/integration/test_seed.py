@@ -8,6 +8,7 @@ from sqlalchemy import func, select, text
 
 from offload import schema
 from offload.db import Database
+from offload.pytest import WaitForReplication
 from offload.seed import Kind, SeedSummary, host_names, instance_kind, node_name, plan, seed
 
 NOW = datetime(2025, 3, 10, 12, 30, 0)
@@ -27,18 +28,18 @@ def table_counts(db: Database, *, allow_replica: bool) -> dict[str, int]:
 
 
 def test_seed_writes_the_plan_on_the_primary_and_it_replicates(
-    db: Database, wait_for_replication
+    offload_db: Database, offload_wait_for_replication: WaitForReplication
 ) -> None:
-    summary = seed(db, instances=2000, hosts=4, seed=11, now=NOW, batch=500)
+    summary = seed(offload_db, instances=2000, hosts=4, seed=11, now=NOW, batch=500)
 
     assert isinstance(summary, SeedSummary)
     assert summary.instances == 2000
     assert summary.hosts == tuple(host_names(4))
     assert summary.elapsed > 0
-    primary = table_counts(db, allow_replica=False)
+    primary = table_counts(offload_db, allow_replica=False)
     assert primary == dict(summary.rows)
 
-    with db.reader() as session:
+    with offload_db.reader() as session:
         deleted = session.execute(
             text(
                 "SELECT COUNT(*), SUM(deleted = id), SUM(cleaned = 0) FROM instances "
@@ -78,21 +79,21 @@ def test_seed_writes_the_plan_on_the_primary_and_it_replicates(
     assert nodes == [(h, node_name(h), h) for h in host_names(4)]
     assert updated_kept == 0  # the soft-delete UPDATE left updated_at as planned
 
-    wait_for_replication(db)
-    assert table_counts(db, allow_replica=True) == primary
-    with db.reader(allow_replica=True) as session:
+    offload_wait_for_replication(offload_db)
+    assert table_counts(offload_db, allow_replica=True) == primary
+    with offload_db.reader(allow_replica=True) as session:
         replica_deleted = session.execute(
             text("SELECT COUNT(*) FROM instances WHERE deleted = id")
         ).scalar_one()
     assert replica_deleted == expected_deleted
 
 
-def test_rows_read_back_equal_the_plan(db: Database) -> None:
-    seed(db, instances=300, hosts=3, seed=5, now=NOW, batch=64)
+def test_rows_read_back_equal_the_plan(offload_db: Database) -> None:
+    seed(offload_db, instances=300, hosts=3, seed=5, now=NOW, batch=64)
     planned = plan(300, 3, 5, NOW)
     for name, rows in planned.items():
         table = schema.metadata.tables[name]
-        with db.reader() as session:
+        with offload_db.reader() as session:
             stored = [
                 dict(row._mapping) for row in session.execute(select(table).order_by(table.c.id))
             ]

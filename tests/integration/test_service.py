@@ -6,7 +6,9 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -18,6 +20,8 @@ from offload.testbed.service import fetch
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS
 from offload.waiting import Deadline, wait_for
 
+#: the service's process and its HTTP port
+Service = tuple[subprocess.Popen[str], int]
 #: intervals short enough that every task runs a few times within seconds
 FAST = {
     "periodic_interval_max": "2",
@@ -28,7 +32,7 @@ FAST = {
 }
 
 
-def _status(port: int) -> dict[str, dict]:
+def _status(port: int) -> dict[str, dict[str, Any]]:
     try:
         body = json.loads(fetch(port, "/status"))
     except OSError:
@@ -37,10 +41,13 @@ def _status(port: int) -> dict[str, dict]:
 
 
 @pytest.fixture
-def service(db: Database, tmp_path: Path):
-    seed.seed(db, instances=60, hosts=2)
+def service(offload_db: Database, tmp_path: Path) -> Iterator[Service]:
+    seed.seed(offload_db, instances=60, hosts=2)
     port = free_ports(1)[0]
-    urls = [db.settings.require_connection(), *db.settings.database.slave_connections]
+    urls = [
+        offload_db.settings.require_connection(),
+        *offload_db.settings.database.slave_connections,
+    ]
     plain = [u.render_as_string(hide_password=False) for u in urls]
     config = tmp_path / "offload.conf"
     config.write_text(
@@ -79,16 +86,20 @@ def service(db: Database, tmp_path: Path):
         if process.poll() is None:
             process.kill()
         process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
-def test_service_runs_tasks_and_survives_a_failing_one(service, db: Database) -> None:
+def test_service_runs_tasks_and_survives_a_failing_one(
+    service: Service, offload_db: Database
+) -> None:
     process, port = service
-    with db.writer() as session:  # make one task fail on every run from now on
+    with offload_db.writer() as session:  # make one task fail on every run from now on
         session.execute(text("DROP TABLE volume_usage_cache"))
 
     def volume_failed_and_others_ran() -> bool:
         tasks = _status(port)
-        return (
+        return bool(
             tasks["_poll_volume_usage"]["failures"] >= 1
             and tasks["_heal_instance_info_cache"]["runs"] >= 3
         )
@@ -110,7 +121,7 @@ def test_service_runs_tasks_and_survives_a_failing_one(service, db: Database) ->
     assert 'offload_task_failures_total{task="_poll_volume_usage"}' in metrics
 
 
-def test_sigterm_stops_the_service_cleanly(service) -> None:
+def test_sigterm_stops_the_service_cleanly(service: Service) -> None:
     process, _ = service
     process.send_signal(signal.SIGTERM)
     status = process.wait(timeout=30)

@@ -15,7 +15,7 @@ ago (not due), so no test waits.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from offload.compute.driver import FakeDriver, PowerState
 from offload.compute.manager import ComputeManager
 from offload.compute.network import macs_for
 from offload.db import Database
+from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
 from offload.schema import (
     SHELVED_AT_KEY,
     BlockDeviceMapping,
@@ -39,7 +40,7 @@ from offload.schema import (
     utcnow,
 )
 
-from .conftest import ALL_ON, Proven, new_instance
+from .conftest import ALL_ON, PausedApplier, Proven, RunOnReplica, RunWithoutReplica, new_instance
 
 SYNC_POWER_STATES = "_sync_power_states"
 HEAL_INFO_CACHE = "_heal_instance_info_cache"
@@ -92,12 +93,17 @@ class Target:
 
 @pytest.fixture(params=["replica", "no_replica"])
 def target(
-    request: pytest.FixtureRequest, db_factory, run_on_replica, run_without_replica
+    request: pytest.FixtureRequest,
+    offload_db_factory: DbFactory,
+    run_on_replica: RunOnReplica,
+    run_without_replica: RunWithoutReplica,
 ) -> Target:
     """(a) reads proven on the replica, writes on the primary; (b) no replica configured."""
     if request.param == "replica":
-        return Target(db_factory(), lambda manager, task: run_on_replica(manager, task).report)
-    return Target(db_factory(with_replica=False), run_without_replica)
+        return Target(
+            offload_db_factory(), lambda manager, task: run_on_replica(manager, task).report
+        )
+    return Target(offload_db_factory(with_replica=False), run_without_replica)
 
 
 # -- rows -------------------------------------------------------------------------
@@ -152,7 +158,9 @@ def acted_on(driver: FakeDriver, uuid: str) -> list[tuple[str, ...]]:
 
 
 def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     powered_off = new_instance(power_state=RUNNING)
@@ -164,8 +172,8 @@ def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
     with db.writer() as session:
         add(session, powered_off, never_synced, in_sync, busy, elsewhere, gone)
         soft_delete(session, gone)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
     driver = manager.compute.driver
     hypervisor = {
         powered_off: SHUTDOWN,
@@ -176,7 +184,7 @@ def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
         gone: SHUTDOWN,
     }
     for row, state in hypervisor.items():
-        driver.set_power_state(row.uuid, state)
+        driver.set_power_state(row.uuid, PowerState(state))
 
     report = target.run(manager, SYNC_POWER_STATES)
 
@@ -198,32 +206,32 @@ def test_sync_power_states_records_the_driver_state_of_idle_instances_here(
     ],
 )
 def test_sync_power_states_refuses_a_stale_replica(
-    db: Database,
-    wait_for_replication,
-    compute_factory,
-    run_on_replica,
-    paused_applier,
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
     meanwhile: dict[str, object],
     written_after_catch_up: int,
     power_after: int,
 ) -> None:
     row = new_instance(power_state=RUNNING)
-    with db.writer() as session:
+    with offload_db.writer() as session:
         add(session, row)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
-    manager.compute.driver.set_power_state(row.uuid, SHUTDOWN)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
+    manager.compute.driver.set_power_state(row.uuid, PowerState.SHUTDOWN)
     key = Instance.uuid == row.uuid
     with paused_applier():
-        change(db, Instance, key, **meanwhile)
-        written = snapshot(db, Instance, key)
+        change(offload_db, Instance, key, **meanwhile)
+        written = snapshot(offload_db, Instance, key)
         stale = run_on_replica(manager, SYNC_POWER_STATES).report  # replica: idle, RUNNING
     assert stale.rejected == 1 and stale.written == 0
-    assert snapshot(db, Instance, key) == written
-    wait_for_replication(db)
+    assert snapshot(offload_db, Instance, key) == written
+    offload_wait_for_replication(offload_db)
     fresh = run_on_replica(manager, SYNC_POWER_STATES).report
     assert (fresh.written, fresh.rejected) == (written_after_catch_up, 0)
-    assert instance(db, row.uuid).power_state == power_after
+    assert instance(offload_db, row.uuid).power_state == power_after
     assert actions(manager.compute.driver) == []
 
 
@@ -243,7 +251,9 @@ def _healed(db: Database, uuid: str) -> bool:
 
 
 def test_heal_instance_info_cache_refreshes_one_instance_per_run_round_robin(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     first, second, third = new_instance(), new_instance(), new_instance()
@@ -256,8 +266,8 @@ def test_heal_instance_info_cache_refreshes_one_instance_per_run_round_robin(
         add(
             session, *(InstanceInfoCache(instance_uuid=row.uuid, network_info="[]") for row in rows)
         )
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
 
     report = target.run(manager, HEAL_INFO_CACHE)
     assert report.details["healed"] == first.uuid
@@ -274,7 +284,9 @@ def test_heal_instance_info_cache_refreshes_one_instance_per_run_round_robin(
 
 
 def test_poll_rebooting_instances_hands_the_stuck_ones_to_the_driver(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     stuck = new_instance(task_state="rebooting", updated_at=ago(LONG_AGO))
@@ -284,8 +296,8 @@ def test_poll_rebooting_instances_hands_the_stuck_ones_to_the_driver(
     idle = new_instance(updated_at=ago(LONG_AGO))
     with db.writer() as session:
         add(session, stuck, stuck_started, rebooting_now, elsewhere, idle)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
 
     report = target.run(manager, POLL_REBOOTING)
 
@@ -301,7 +313,9 @@ def test_poll_rebooting_instances_hands_the_stuck_ones_to_the_driver(
 
 
 def test_poll_rescued_instances_unrescues_the_ones_rescued_too_long(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     due = new_instance(vm_state="rescued", launched_at=ago(LONG_AGO), power_state=SHUTDOWN)
@@ -311,8 +325,8 @@ def test_poll_rescued_instances_unrescues_the_ones_rescued_too_long(
     active = new_instance(launched_at=ago(LONG_AGO))
     with db.writer() as session:
         add(session, due, rescued_now, busy, elsewhere, active)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
 
     report = target.run(manager, POLL_RESCUED)
 
@@ -341,30 +355,30 @@ def test_poll_rescued_instances_unrescues_the_ones_rescued_too_long(
     ],
 )
 def test_poll_rescued_instances_refuses_a_stale_replica(
-    db: Database,
-    wait_for_replication,
-    compute_factory,
-    run_on_replica,
-    paused_applier,
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
     meanwhile: dict[str, object],
 ) -> None:
     row = new_instance(vm_state="rescued", launched_at=ago(LONG_AGO))
-    with db.writer() as session:
+    with offload_db.writer() as session:
         add(session, row)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     key = Instance.uuid == row.uuid
     with paused_applier():
-        change(db, Instance, key, **meanwhile)
-        written = snapshot(db, Instance, key)
+        change(offload_db, Instance, key, **meanwhile)
+        written = snapshot(offload_db, Instance, key)
         stale = run_on_replica(manager, POLL_RESCUED).report  # replica: rescued, idle, here
     assert stale.rejected >= 1 and stale.written == 0
-    assert snapshot(db, Instance, key) == written
+    assert snapshot(offload_db, Instance, key) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     fresh = run_on_replica(manager, POLL_RESCUED).report
     assert (fresh.written, fresh.rejected) == (0, 0)
-    assert snapshot(db, Instance, key) == written
+    assert snapshot(offload_db, Instance, key) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
 
 
@@ -373,7 +387,7 @@ def test_poll_rescued_instances_refuses_a_stale_replica(
 
 def _resize(
     session: Session,
-    instance_fields: dict[str, object],
+    instance_fields: Mapping[str, object],
     *,
     dest: str = "compute-1",
     status: str = "finished",
@@ -396,7 +410,9 @@ def _resize(
 
 
 def test_poll_unconfirmed_resizes_confirms_old_ones_and_fails_inconsistent_ones(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     resized = {"vm_state": "resized"}
@@ -409,8 +425,8 @@ def test_poll_unconfirmed_resizes_confirms_old_ones_and_fails_inconsistent_ones(
         _, reverting = _resize(session, {"vm_state": "resized", "task_state": "resize_reverting"})
         gone, gone_migration = _resize(session, resized)
         soft_delete(session, gone)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
 
     report = target.run(manager, POLL_RESIZES)
 
@@ -477,31 +493,37 @@ STALE_RESIZES = [
 
 @pytest.mark.parametrize("case", STALE_RESIZES)
 def test_poll_unconfirmed_resizes_refuses_a_stale_replica(
-    db: Database,
-    wait_for_replication,
-    compute_factory,
-    run_on_replica,
-    paused_applier,
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
     case: StaleResize,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         row, record = _resize(session, case.before)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     instance_key, migration_key = Instance.uuid == row.uuid, Migration.id == record.id
     with paused_applier():
-        change(db, Instance, instance_key, **case.instance_meanwhile)
+        change(offload_db, Instance, instance_key, **case.instance_meanwhile)
         if case.migration_meanwhile:
-            change(db, Migration, migration_key, **case.migration_meanwhile)
-        written = (snapshot(db, Instance, instance_key), snapshot(db, Migration, migration_key))
+            change(offload_db, Migration, migration_key, **case.migration_meanwhile)
+        written = (
+            snapshot(offload_db, Instance, instance_key),
+            snapshot(offload_db, Migration, migration_key),
+        )
         stale = run_on_replica(manager, POLL_RESIZES).report
     assert stale.rejected >= 1 and stale.written == 0
-    assert (snapshot(db, Instance, instance_key), snapshot(db, Migration, migration_key)) == written
+    assert (
+        snapshot(offload_db, Instance, instance_key),
+        snapshot(offload_db, Migration, migration_key),
+    ) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     fresh = run_on_replica(manager, POLL_RESIZES).report
     assert fresh.rejected == 0
-    assert migration(db, record.id).status == case.status_after_catch_up
+    assert migration(offload_db, record.id).status == case.status_after_catch_up
     confirms = acted_on(manager.compute.driver, row.uuid)
     assert confirms == (
         [("confirm_migration", str(record.id), row.uuid)] if case.confirmed_after_catch_up else []
@@ -531,7 +553,9 @@ def _shelved(
 
 
 def test_poll_shelved_instances_offloads_the_ones_shelved_too_long(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     with db.writer() as session:
@@ -540,8 +564,8 @@ def test_poll_shelved_instances_offloads_the_ones_shelved_too_long(
         unshelving = _shelved(session, task_state="unshelving")
         no_stamp = _shelved(session, shelved=None)
         elsewhere = _shelved(session, host="compute-2")
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
     manager.init_host()  # the shelved VMs still exist on this host
     driver = manager.compute.driver
 
@@ -574,17 +598,17 @@ def test_poll_shelved_instances_offloads_the_ones_shelved_too_long(
     ],
 )
 def test_poll_shelved_instances_refuses_a_stale_replica(
-    db: Database,
-    wait_for_replication,
-    compute_factory,
-    run_on_replica,
-    paused_applier,
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
     meanwhile: dict[str, Any],
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         row = _shelved(session)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     manager.init_host()
     key = Instance.uuid == row.uuid
     stamp_key = (InstanceSystemMetadata.instance_uuid == row.uuid) & (
@@ -593,21 +617,30 @@ def test_poll_shelved_instances_refuses_a_stale_replica(
     with paused_applier():
         if "shelved_at" in meanwhile:
             change(
-                db, InstanceSystemMetadata, stamp_key, value=nova_time(ago(meanwhile["shelved_at"]))
+                offload_db,
+                InstanceSystemMetadata,
+                stamp_key,
+                value=nova_time(ago(meanwhile["shelved_at"])),
             )
-            change(db, Instance, key, updated_at=utcnow())
+            change(offload_db, Instance, key, updated_at=utcnow())
         else:
-            change(db, Instance, key, **meanwhile)
-        written = (snapshot(db, Instance, key), snapshot(db, InstanceSystemMetadata, stamp_key))
+            change(offload_db, Instance, key, **meanwhile)
+        written = (
+            snapshot(offload_db, Instance, key),
+            snapshot(offload_db, InstanceSystemMetadata, stamp_key),
+        )
         stale = run_on_replica(manager, POLL_SHELVED).report  # replica: shelved an hour ago
     assert stale.rejected >= 1 and stale.written == 0 and stale.details["offloaded"] == 0
-    assert (snapshot(db, Instance, key), snapshot(db, InstanceSystemMetadata, stamp_key)) == written
+    assert (
+        snapshot(offload_db, Instance, key),
+        snapshot(offload_db, InstanceSystemMetadata, stamp_key),
+    ) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
     assert manager.compute.driver.instance_exists(row.uuid)
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     fresh = run_on_replica(manager, POLL_SHELVED).report
     assert (fresh.written, fresh.rejected) == (0, 0)
-    assert snapshot(db, Instance, key) == written[0]
+    assert snapshot(offload_db, Instance, key) == written[0]
     assert acted_on(manager.compute.driver, row.uuid) == []
 
 
@@ -659,7 +692,9 @@ def _volumes(db: Database, uuid: str) -> list[tuple[int, int, datetime | None]]:
 
 
 def test_reclaim_queued_deletes_deletes_instances_soft_deleted_long_ago(
-    target: Target, wait_for_replication, compute_factory
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
 ) -> None:
     db = target.db
     with db.writer() as session:
@@ -670,8 +705,8 @@ def test_reclaim_queued_deletes_deletes_instances_soft_deleted_long_ago(
         elsewhere = _soft_deleted(session, host="compute-2", volumes=1)
         active = new_instance()
         add(session, active, BlockDeviceMapping(instance_uuid=active.uuid, volume_id="vol-a"))
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(db)
+    manager = offload_compute_factory(db, options=ALL_ON)
     manager.init_host()
 
     report = target.run(manager, RECLAIM)
@@ -702,33 +737,33 @@ def test_reclaim_queued_deletes_deletes_instances_soft_deleted_long_ago(
     ],
 )
 def test_reclaim_queued_deletes_refuses_a_stale_replica(
-    db: Database,
-    wait_for_replication,
-    compute_factory,
-    run_on_replica,
-    paused_applier,
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
     meanwhile: dict[str, Any],
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         row = _soft_deleted(session, volumes=1)
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     manager.init_host()
     key = Instance.uuid == row.uuid
     if isinstance(meanwhile.get("deleted_at"), timedelta):
         meanwhile = {**meanwhile, "deleted_at": ago(meanwhile["deleted_at"])}
     with paused_applier():
-        change(db, Instance, key, **meanwhile)
-        written = (snapshot(db, Instance, key), _volumes(db, row.uuid))
+        change(offload_db, Instance, key, **meanwhile)
+        written = (snapshot(offload_db, Instance, key), _volumes(offload_db, row.uuid))
         stale = run_on_replica(manager, RECLAIM).report  # replica: soft-deleted an hour ago
     assert stale.rejected >= 1 and stale.written == 0 and stale.details["reclaimed"] == 0
-    assert (snapshot(db, Instance, key), _volumes(db, row.uuid)) == written
+    assert (snapshot(offload_db, Instance, key), _volumes(offload_db, row.uuid)) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
     assert manager.compute.driver.instance_exists(row.uuid)
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     fresh = run_on_replica(manager, RECLAIM).report
     assert (fresh.written, fresh.rejected) == (0, 0)
-    assert (snapshot(db, Instance, key), _volumes(db, row.uuid)) == written
+    assert (snapshot(offload_db, Instance, key), _volumes(offload_db, row.uuid)) == written
     assert acted_on(manager.compute.driver, row.uuid) == []
 
 
@@ -740,7 +775,10 @@ CLEANUP_ACTIONS = {"reap": "destroy", "shutdown": "power_off", "log": None}
 
 @pytest.mark.parametrize("action", list(CLEANUP_ACTIONS))
 def test_cleanup_running_deleted_instances_acts_on_vms_of_deleted_instances(
-    target: Target, wait_for_replication, compute_factory, action: str
+    target: Target,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    action: str,
 ) -> None:
     db = target.db
     long_deleted = new_instance(vm_state="deleted")
@@ -754,14 +792,14 @@ def test_cleanup_running_deleted_instances_acts_on_vms_of_deleted_instances(
         for row in (long_deleted, no_vm_state, elsewhere, not_running):
             soft_delete(session, row, ago(LONG_AGO))
         soft_delete(session, deleted_now, ago(JUST_NOW))
-    wait_for_replication(db)
+    offload_wait_for_replication(db)
     options = replace(
         ALL_ON, running_deleted_instance_action=action, running_deleted_instance_timeout=60
     )
-    manager = compute_factory(db, options=options)
+    manager = offload_compute_factory(db, options=options)
     driver = manager.compute.driver
     for row in (long_deleted, no_vm_state, deleted_now, live, elsewhere):
-        driver.plug(row.uuid, RUNNING)  # still running here, whatever the database says
+        driver.plug(row.uuid, PowerState.RUNNING)  # still running here, whatever the database says
 
     report = target.run(manager, CLEANUP_RUNNING_DELETED)
 
@@ -782,14 +820,17 @@ def test_cleanup_running_deleted_instances_acts_on_vms_of_deleted_instances(
 
 
 def test_cleanup_running_deleted_instances_reaps_by_default(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
     gone = new_instance(vm_state="deleted")
-    with db.writer() as session:
+    with offload_db.writer() as session:
         add(session, gone)
         soft_delete(session, gone, ago(JUST_NOW))  # default timeout 0: any deleted instance
-    wait_for_replication(db)
-    manager = compute_factory(db, options=ALL_ON)
+    offload_wait_for_replication(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     manager.compute.driver.plug(gone.uuid)
     proven: Proven = run_on_replica(manager, CLEANUP_RUNNING_DELETED)
     assert proven.report.details["action"] == "reap"

@@ -30,6 +30,7 @@ from offload.compute.notifier import EVENT_INSTANCE_EXISTS, EVENT_VOLUME_USAGE
 from offload.compute.usage import AUDIT_TASK, last_completed_audit_period
 from offload.config import ComputeSettings
 from offload.db import Database
+from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
 from offload.schema import (
     CLEAN_ATTEMPTS_KEY,
     BandwidthUsage,
@@ -40,7 +41,7 @@ from offload.schema import (
     VolumeUsage,
 )
 
-from .conftest import ALL_ON, new_instance
+from .conftest import ALL_ON, PausedApplier, RunOnReplica, RunWithoutReplica, new_instance
 
 PENDING_DELETES = "_run_pending_deletes"
 USAGE_AUDIT = "_instance_usage_audit"
@@ -76,7 +77,7 @@ class RecordingDriver(FakeDriver):
 
 
 def _manager(
-    compute_factory,
+    compute_factory: ComputeFactory,
     db: Database,
     driver: FakeDriver | None = None,
     options: ComputeSettings = ALL_ON,
@@ -91,7 +92,7 @@ def _manager(
 
 def _deleted(session: Session, *, attempts: int | None = None, **fields: object) -> Instance:
     """A deleted instance (deleted = its id), with a clean_attempts count if given."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "vm_state": "deleted",
         "power_state": 0,
         "deleted_at": datetime(2024, 3, 1, 8),
@@ -140,10 +141,13 @@ def _deletes_asked(driver: FakeDriver) -> list[str]:
 
 
 def test_pending_deletes_count_an_attempt_and_mark_cleaned(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
     assert ALL_ON.maximum_instance_delete_attempts == 5
-    with db.writer() as session:
+    with offload_db.writer() as session:
         fresh = _deleted(session)
         retried = _deleted(session, attempts=2)
         exhausted = _deleted(session, attempts=5)
@@ -153,71 +157,82 @@ def test_pending_deletes_count_an_attempt_and_mark_cleaned(
         elsewhere = _deleted(session, host="compute-2")
         soft = _added(session, new_instance(vm_state="soft-delete"))
         live = _added(session, new_instance())
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver = FakeDriver("compute-1", delete_failure_rate=0.0)
 
-    report = run_on_replica(_manager(compute_factory, db, driver), PENDING_DELETES).report
+    report = run_on_replica(
+        _manager(offload_compute_factory, offload_db, driver), PENDING_DELETES
+    ).report
 
-    assert _cleanup_state(db, fresh) == ("1", 1)
-    assert _cleanup_state(db, retried) == ("3", 1)
-    assert _cleanup_state(db, stateless) == ("1", 1)
-    assert _cleanup_state(db, exhausted) == ("5", 0)  # at the maximum: given up
-    assert _cleanup_state(db, done) == ("1", 1)
+    assert _cleanup_state(offload_db, fresh) == ("1", 1)
+    assert _cleanup_state(offload_db, retried) == ("3", 1)
+    assert _cleanup_state(offload_db, stateless) == ("1", 1)
+    assert _cleanup_state(offload_db, exhausted) == ("5", 0)  # at the maximum: given up
+    assert _cleanup_state(offload_db, done) == ("1", 1)
     for untouched in (elsewhere, soft, live):
-        assert _cleanup_state(db, untouched) == (None, 0)
+        assert _cleanup_state(offload_db, untouched) == (None, 0)
     assert _deletes_asked(driver) == sorted([fresh.uuid, retried.uuid, stateless.uuid])
     assert (report.items, report.written, report.rejected) == (4, 6, 0)
     assert (report.details["cleaned"], report.details["gave_up"]) == (3, 1)
 
 
 def test_failed_deletes_are_retried_until_the_maximum(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         instance = _deleted(session)
     driver = FakeDriver("compute-1", delete_failure_rate=1.0)
     options = dataclasses.replace(ALL_ON, maximum_instance_delete_attempts=2)
-    manager = _manager(compute_factory, db, driver, options)
+    manager = _manager(offload_compute_factory, offload_db, driver, options)
     for attempts in ("1", "2"):
-        wait_for_replication(db)
+        offload_wait_for_replication(offload_db)
         report = run_on_replica(manager, PENDING_DELETES).report
         assert (report.written, report.rejected) == (1, 0)  # the attempt, no cleaned flag
-        assert _cleanup_state(db, instance) == (attempts, 0)
-    wait_for_replication(db)
+        assert _cleanup_state(offload_db, instance) == (attempts, 0)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, PENDING_DELETES).report
     assert report.details["gave_up"] == 1 and report.written == 0
     assert driver.delete_attempts(instance.uuid) == 2
-    assert _cleanup_state(db, instance) == ("2", 0)
+    assert _cleanup_state(offload_db, instance) == ("2", 0)
 
 
 def test_pending_deletes_without_slave_connection(
-    db_factory, compute_factory, run_without_replica
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    run_without_replica: RunWithoutReplica,
 ) -> None:
-    db = db_factory(with_replica=False)
+    db = offload_db_factory(with_replica=False)
     with db.writer() as session:
         instance = _deleted(session, attempts=1)
         soft = _added(session, new_instance(vm_state="soft-delete"))
     driver = FakeDriver("compute-1", delete_failure_rate=0.0)
-    report = run_without_replica(_manager(compute_factory, db, driver), PENDING_DELETES)
+    report = run_without_replica(_manager(offload_compute_factory, db, driver), PENDING_DELETES)
     assert (report.written, report.rejected) == (2, 0)
     assert _cleanup_state(db, instance) == ("2", 1)
     assert _cleanup_state(db, soft) == (None, 0)
 
 
 def test_pending_deletes_from_a_stale_replica_are_refused(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         cleaned_meanwhile = _deleted(session, attempts=1)
         cleaned_at_first_attempt = _deleted(session)
         counted_meanwhile = _deleted(session, attempts=1)
         first_counted_meanwhile = _deleted(session)
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver = FakeDriver("compute-1", delete_failure_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
     with paused_applier():
         # meanwhile on the primary: another worker cleaned two and counted attempts on two
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.execute(
                 update(Instance)
                 .where(Instance.uuid.in_([cleaned_meanwhile.uuid, cleaned_at_first_attempt.uuid]))
@@ -239,18 +254,18 @@ def test_pending_deletes_from_a_stale_replica_are_refused(
     assert report.items == 4
     assert (report.rejected, report.written) == (4, 0)
     assert _deletes_asked(driver) == []  # nothing claimed: the hypervisor was not asked
-    assert _cleanup_state(db, cleaned_meanwhile) == ("1", 1)
-    assert _cleanup_state(db, cleaned_at_first_attempt) == (None, 1)
-    assert _cleanup_state(db, counted_meanwhile) == ("2", 0)
-    assert _cleanup_state(db, first_counted_meanwhile) == ("1", 0)
+    assert _cleanup_state(offload_db, cleaned_meanwhile) == ("1", 1)
+    assert _cleanup_state(offload_db, cleaned_at_first_attempt) == (None, 1)
+    assert _cleanup_state(offload_db, counted_meanwhile) == ("2", 0)
+    assert _cleanup_state(offload_db, first_counted_meanwhile) == ("1", 0)
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, PENDING_DELETES).report  # caught up
     assert (report.items, report.rejected, report.written) == (2, 0, 4)
-    assert _cleanup_state(db, cleaned_meanwhile) == ("1", 1)
-    assert _cleanup_state(db, cleaned_at_first_attempt) == (None, 1)
-    assert _cleanup_state(db, counted_meanwhile) == ("3", 1)
-    assert _cleanup_state(db, first_counted_meanwhile) == ("2", 1)
+    assert _cleanup_state(offload_db, cleaned_meanwhile) == ("1", 1)
+    assert _cleanup_state(offload_db, cleaned_at_first_attempt) == (None, 1)
+    assert _cleanup_state(offload_db, counted_meanwhile) == ("3", 1)
+    assert _cleanup_state(offload_db, first_counted_meanwhile) == ("2", 1)
     assert _deletes_asked(driver) == sorted([counted_meanwhile.uuid, first_counted_meanwhile.uuid])
 
 
@@ -295,9 +310,8 @@ def _seed_audit(db: Database) -> dict[str, str]:
 
 def _task_logs(db: Database) -> list[tuple[str, str, datetime, datetime, int | None, int | None]]:
     with db.reader() as session:
-        return [
-            tuple(row)
-            for row in session.execute(
+        return list(
+            session.execute(
                 select(
                     TaskLog.state,
                     TaskLog.host,
@@ -307,7 +321,7 @@ def _task_logs(db: Database) -> list[tuple[str, str, datetime, datetime, int | N
                     TaskLog.errors,
                 ).where(TaskLog.task_name == AUDIT_TASK)
             )
-        ]
+        )
 
 
 def _exists_sent(manager: ComputeManager) -> list[dict[str, Any]]:
@@ -320,11 +334,14 @@ def _exists_sent(manager: ComputeManager) -> list[dict[str, Any]]:
 
 
 def test_usage_audit_reports_the_last_completed_period(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    active = _seed_audit(db)
-    wait_for_replication(db)
-    manager = _manager(compute_factory, db)
+    active = _seed_audit(offload_db)
+    offload_wait_for_replication(offload_db)
+    manager = _manager(offload_compute_factory, offload_db)
     assert (
         last_completed_audit_period(ALL_ON.instance_usage_audit_period, manager.compute.now())
         == FEBRUARY
@@ -334,7 +351,7 @@ def test_usage_audit_reports_the_last_completed_period(
 
     assert report.skipped is None
     assert (report.items, report.written, report.rejected) == (3, 2, 0)  # RUNNING, then DONE
-    assert _task_logs(db) == [("DONE", "compute-1", *FEBRUARY, 3, 0)]
+    assert _task_logs(offload_db) == [("DONE", "compute-1", *FEBRUARY, 3, 0)]
     sent = _exists_sent(manager)
     assert sorted(p["instance_id"] for p in sent) == sorted(active.values())
     assert {(p["audit_period_beginning"], p["audit_period_ending"]) for p in sent} == {
@@ -344,20 +361,22 @@ def test_usage_audit_reports_the_last_completed_period(
         active["running"]: {AUDIT_MAC: {"bw_in": 10, "bw_out": 20}}
     }
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     again = run_on_replica(manager, USAGE_AUDIT).report  # the replica shows the DONE row
     assert again.skipped is not None and "DONE" in again.skipped
     assert (again.written, again.rejected, again.notifications) == (0, 0, 0)
     assert len(_exists_sent(manager)) == 3
-    assert _task_logs(db) == [("DONE", "compute-1", *FEBRUARY, 3, 0)]
+    assert _task_logs(offload_db) == [("DONE", "compute-1", *FEBRUARY, 3, 0)]
 
 
 def test_usage_audit_without_slave_connection(
-    db_factory, compute_factory, run_without_replica
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    run_without_replica: RunWithoutReplica,
 ) -> None:
-    db = db_factory(with_replica=False)
+    db = offload_db_factory(with_replica=False)
     active = _seed_audit(db)
-    manager = _manager(compute_factory, db)
+    manager = _manager(offload_compute_factory, db)
     report = run_without_replica(manager, USAGE_AUDIT)
     assert (report.items, report.written) == (3, 2)
     assert _task_logs(db) == [("DONE", "compute-1", *FEBRUARY, 3, 0)]
@@ -366,14 +385,18 @@ def test_usage_audit_without_slave_connection(
 
 
 def test_usage_audit_from_a_stale_replica_is_refused(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
 ) -> None:
-    _seed_audit(db)
-    wait_for_replication(db)
-    manager = _manager(compute_factory, db)
+    _seed_audit(offload_db)
+    offload_wait_for_replication(offload_db)
+    manager = _manager(offload_compute_factory, offload_db)
     with paused_applier():
         # meanwhile on the primary: another worker started this period's audit
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.add(
                 TaskLog(
                     task_name=AUDIT_TASK,
@@ -390,19 +413,19 @@ def test_usage_audit_from_a_stale_replica_is_refused(
     assert report.skipped is None
     assert (report.rejected, report.written, report.notifications) == (1, 0, 0)
     assert _exists_sent(manager) == []
-    assert _task_logs(db) == [("RUNNING", "compute-1", *FEBRUARY, 99, 0)]
+    assert _task_logs(offload_db) == [("RUNNING", "compute-1", *FEBRUARY, 99, 0)]
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, USAGE_AUDIT).report  # now it sees the other audit
     assert report.skipped is not None and "RUNNING" in report.skipped
     assert (report.rejected, report.written, report.notifications) == (0, 0, 0)
-    assert _task_logs(db) == [("RUNNING", "compute-1", *FEBRUARY, 99, 0)]
+    assert _task_logs(offload_db) == [("RUNNING", "compute-1", *FEBRUARY, 99, 0)]
 
 
 # --- _poll_bandwidth_usage -----------------------------------------------------
 
 
-def _bw_row(db: Database, uuid: str, start: datetime = CURRENT) -> tuple[int, ...] | None:
+def _bw_row(db: Database, uuid: str, start: datetime = CURRENT) -> tuple[int | None, ...] | None:
     """(bw_in, bw_out, last_ctr_in, last_ctr_out) of the live row for ``uuid`` and a period."""
     with db.reader() as session:
         rows = session.execute(
@@ -427,39 +450,47 @@ def _only(poll: list[BandwidthCounters], uuid: str) -> BandwidthCounters:
 
 
 def test_bandwidth_counters_accumulate_in_the_current_period(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         polled = _added(session, new_instance())
         elsewhere = _added(session, new_instance(host="compute-2"))
         gone = _deleted(session)
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
 
     # no history: the first poll only sets the baseline
     report = run_on_replica(manager, BANDWIDTH).report
     [first] = driver.bw_polls[-1]  # only the live instance of this host was polled
     assert first["uuid"] == polled.uuid
     assert (report.items, report.written, report.rejected) == (1, 1, 0)
-    assert _bw_row(db, polled.uuid) == (0, 0, first["bw_in"], first["bw_out"])
-    assert _bw_row(db, elsewhere.uuid) is None and _bw_row(db, gone.uuid) is None
+    assert _bw_row(offload_db, polled.uuid) == (0, 0, first["bw_in"], first["bw_out"])
+    assert _bw_row(offload_db, elsewhere.uuid) is None and _bw_row(offload_db, gone.uuid) is None
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, BANDWIDTH).report  # growth: add exactly the deltas
     [second] = driver.bw_polls[-1]
     grown_in, grown_out = second["bw_in"] - first["bw_in"], second["bw_out"] - first["bw_out"]
     assert grown_in > 0 and grown_out > 0
     assert (report.written, report.rejected) == (1, 0)
-    assert _bw_row(db, polled.uuid) == (grown_in, grown_out, second["bw_in"], second["bw_out"])
+    assert _bw_row(offload_db, polled.uuid) == (
+        grown_in,
+        grown_out,
+        second["bw_in"],
+        second["bw_out"],
+    )
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver.counter_reset_rate = 1.0  # the VM restarted: its counters start again near 0
     report = run_on_replica(manager, BANDWIDTH).report
     [third] = driver.bw_polls[-1]
     assert driver.counter_resets == [("bw", polled.uuid, first["mac_address"], 2)]
     assert third["bw_in"] < second["bw_in"]
-    assert _bw_row(db, polled.uuid) == (
+    assert _bw_row(offload_db, polled.uuid) == (
         grown_in + third["bw_in"],
         grown_out + third["bw_out"],
         third["bw_in"],
@@ -468,9 +499,12 @@ def test_bandwidth_counters_accumulate_in_the_current_period(
 
 
 def test_bandwidth_baseline_comes_from_the_previous_period(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         grown = _added(session, new_instance())
         restarted = _added(session, new_instance())
         for instance, last in ((grown, 1000), (restarted, HUGE)):
@@ -486,40 +520,42 @@ def test_bandwidth_baseline_comes_from_the_previous_period(
                     last_ctr_out=last,
                 )
             )
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver = RecordingDriver(counter_reset_rate=0.0)
 
-    report = run_on_replica(_manager(compute_factory, db, driver), BANDWIDTH).report
+    report = run_on_replica(_manager(offload_compute_factory, offload_db, driver), BANDWIDTH).report
 
     poll = driver.bw_polls[-1]
     assert (report.items, report.written, report.rejected) == (2, 2, 0)
     counters = _only(poll, grown.uuid)  # first counters lie above 1000: growth since then
-    assert _bw_row(db, grown.uuid) == (
+    assert _bw_row(offload_db, grown.uuid) == (
         counters["bw_in"] - 1000,
         counters["bw_out"] - 1000,
         counters["bw_in"],
         counters["bw_out"],
     )
     counters = _only(poll, restarted.uuid)  # below the last counter: a reset, count it all
-    assert _bw_row(db, restarted.uuid) == (
+    assert _bw_row(offload_db, restarted.uuid) == (
         counters["bw_in"],
         counters["bw_out"],
         counters["bw_in"],
         counters["bw_out"],
     )
     # the previous period is history: left as it was
-    assert _bw_row(db, grown.uuid, PREVIOUS) == (5, 6, 1000, 1000)
-    assert _bw_row(db, restarted.uuid, PREVIOUS) == (5, 6, HUGE, HUGE)
+    assert _bw_row(offload_db, grown.uuid, PREVIOUS) == (5, 6, 1000, 1000)
+    assert _bw_row(offload_db, restarted.uuid, PREVIOUS) == (5, 6, HUGE, HUGE)
 
 
 def test_bandwidth_without_slave_connection(
-    db_factory, compute_factory, run_without_replica
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    run_without_replica: RunWithoutReplica,
 ) -> None:
-    db = db_factory(with_replica=False)
+    db = offload_db_factory(with_replica=False)
     with db.writer() as session:
         polled = _added(session, new_instance())
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, db, driver)
     run_without_replica(manager, BANDWIDTH)
     [first] = driver.bw_polls[-1]
     assert _bw_row(db, polled.uuid) == (0, 0, first["bw_in"], first["bw_out"])
@@ -535,19 +571,23 @@ def test_bandwidth_without_slave_connection(
 
 
 def test_bandwidth_from_a_stale_replica_is_refused(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         polled = _added(session, new_instance())
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
     run_on_replica(manager, BANDWIDTH)  # the baseline row
     [first] = driver.bw_polls[-1]
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     # meanwhile on the primary: another poller counted 777/888 bytes and moved the baseline
     elsewhere = (777, 888, first["bw_in"] + 1, first["bw_out"] + 1)
     with paused_applier():
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.execute(
                 update(BandwidthUsage)
                 .where(BandwidthUsage.uuid == polled.uuid)
@@ -555,13 +595,13 @@ def test_bandwidth_from_a_stale_replica_is_refused(
             )
         report = run_on_replica(manager, BANDWIDTH).report  # reads the stale baseline
     assert (report.rejected, report.written) == (1, 0)
-    assert _bw_row(db, polled.uuid) == elsewhere  # nothing counted twice
+    assert _bw_row(offload_db, polled.uuid) == elsewhere  # nothing counted twice
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, BANDWIDTH).report  # fresh: builds on the other poll
     [latest] = driver.bw_polls[-1]
     assert (report.rejected, report.written) == (0, 1)
-    assert _bw_row(db, polled.uuid) == (
+    assert _bw_row(offload_db, polled.uuid) == (
         777 + latest["bw_in"] - elsewhere[2],
         888 + latest["bw_out"] - elsewhere[3],
         latest["bw_in"],
@@ -650,19 +690,22 @@ def _seed_volumes(db: Database) -> tuple[Instance, list[str]]:
 
 
 def test_volume_counters_are_cached_and_folded_on_a_reset(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    instance, volumes = _seed_volumes(db)
-    wait_for_replication(db)
+    instance, volumes = _seed_volumes(offload_db)
+    offload_wait_for_replication(offload_db)
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
 
     report = run_on_replica(manager, VOLUME_USAGE).report  # first sight: rows created
     first = _by_volume(driver.volume_polls[-1])
     assert sorted(first) == volumes
     assert (report.items, report.written, report.rejected) == (2, 2, 0)
     for volume_id in volumes:
-        row = _volume_row(db, volume_id)
+        row = _volume_row(offload_db, volume_id)
         assert _counters(row, CURR) == first[volume_id]
         assert _counters(row, TOT) == (0, 0, 0, 0)
         assert row is not None and row.instance_uuid == instance.uuid
@@ -672,21 +715,21 @@ def test_volume_counters_are_cached_and_folded_on_a_reset(
     assert {p["volume_id"]: _payload_totals(p) for p in sent} == first
     assert {p["instance_id"] for p in sent} == {instance.uuid}
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, VOLUME_USAGE).report  # growth: curr_* replaced
     second = _by_volume(driver.volume_polls[-1])
     assert (report.written, report.rejected) == (2, 0)
     for volume_id in volumes:
-        assert _counters(_volume_row(db, volume_id), CURR) == second[volume_id]
-        assert _counters(_volume_row(db, volume_id), TOT) == (0, 0, 0, 0)
+        assert _counters(_volume_row(offload_db, volume_id), CURR) == second[volume_id]
+        assert _counters(_volume_row(offload_db, volume_id), TOT) == (0, 0, 0, 0)
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver.counter_reset_rate = 1.0  # the VM restarted: lower counters
     report = run_on_replica(manager, VOLUME_USAGE).report
     third = _by_volume(driver.volume_polls[-1])
     assert (report.written, report.rejected) == (2, 0)
     for volume_id in volumes:
-        row = _volume_row(db, volume_id)
+        row = _volume_row(offload_db, volume_id)
         assert _counters(row, CURR) == third[volume_id]
         assert _counters(row, TOT) == second[volume_id]  # what the VM had before it restarted
         assert row is not None and row.tot_last_refreshed == NOW
@@ -698,9 +741,12 @@ def test_volume_counters_are_cached_and_folded_on_a_reset(
 
 
 def test_any_lower_volume_counter_folds_every_counter(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         instance = _added(session, new_instance())
         bdm = _volume_bdm(instance)
         session.add(bdm)
@@ -719,15 +765,15 @@ def test_any_lower_volume_counter_folds_every_counter(
                 tot_write_bytes=40,
             )
         )
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
 
     report = run_on_replica(manager, VOLUME_USAGE).report
 
     assert (report.written, report.rejected) == (1, 0)
     [new] = _by_volume(driver.volume_polls[-1]).values()
-    row = _volume_row(db, str(bdm.volume_id))
+    row = _volume_row(offload_db, str(bdm.volume_id))
     assert _counters(row, CURR) == new
     assert _counters(row, TOT) == (10 + HUGE, 25, 35, 45)
     [payload] = _volume_sent(manager)
@@ -735,12 +781,14 @@ def test_any_lower_volume_counter_folds_every_counter(
 
 
 def test_volume_usage_without_slave_connection(
-    db_factory, compute_factory, run_without_replica
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    run_without_replica: RunWithoutReplica,
 ) -> None:
-    db = db_factory(with_replica=False)
+    db = offload_db_factory(with_replica=False)
     _instance, volumes = _seed_volumes(db)
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, db, driver)
     report = run_without_replica(manager, VOLUME_USAGE)
     first = _by_volume(driver.volume_polls[-1])
     assert sorted(first) == volumes
@@ -751,22 +799,26 @@ def test_volume_usage_without_slave_connection(
 
 
 def test_volume_usage_from_a_stale_replica_is_refused(
-    db: Database, wait_for_replication, compute_factory, run_on_replica, paused_applier
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+    paused_applier: PausedApplier,
 ) -> None:
-    with db.writer() as session:
+    with offload_db.writer() as session:
         instance = _added(session, new_instance())
         bdm = _volume_bdm(instance)
         session.add(bdm)
     volume_id = str(bdm.volume_id)
     driver = RecordingDriver(counter_reset_rate=0.0)
-    manager = _manager(compute_factory, db, driver)
+    manager = _manager(offload_compute_factory, offload_db, driver)
     run_on_replica(manager, VOLUME_USAGE)  # the row with the first counters
     [first] = _by_volume(driver.volume_polls[-1]).values()
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     # meanwhile on the primary: another poller stored newer counters
     elsewhere = tuple(value + 1 for value in first)
     with paused_applier():
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.execute(
                 update(VolumeUsage)
                 .where(VolumeUsage.volume_id == volume_id)
@@ -775,13 +827,13 @@ def test_volume_usage_from_a_stale_replica_is_refused(
         report = run_on_replica(manager, VOLUME_USAGE).report  # reads the stale counters
     assert (report.rejected, report.written, report.notifications) == (1, 0, 0)
     assert len(_volume_sent(manager)) == 1  # only the first run's
-    assert _counters(_volume_row(db, volume_id), CURR) == elsewhere
-    assert _counters(_volume_row(db, volume_id), TOT) == (0, 0, 0, 0)
+    assert _counters(_volume_row(offload_db, volume_id), CURR) == elsewhere
+    assert _counters(_volume_row(offload_db, volume_id), TOT) == (0, 0, 0, 0)
 
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     report = run_on_replica(manager, VOLUME_USAGE).report  # fresh: no reset, no rejection
     [latest] = _by_volume(driver.volume_polls[-1]).values()
     assert (report.rejected, report.written, report.notifications) == (0, 1, 1)
-    assert _counters(_volume_row(db, volume_id), CURR) == latest
-    assert _counters(_volume_row(db, volume_id), TOT) == (0, 0, 0, 0)
+    assert _counters(_volume_row(offload_db, volume_id), CURR) == latest
+    assert _counters(_volume_row(offload_db, volume_id), TOT) == (0, 0, 0, 0)
     assert _payload_totals(_volume_sent(manager)[-1]) == latest

@@ -7,9 +7,10 @@ from datetime import datetime
 from sqlalchemy import select, update
 
 from offload.db import Database
+from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
 from offload.schema import ComputeNode, Instance
 
-from .conftest import ALL_ON, new_instance
+from .conftest import ALL_ON, PausedApplier, RunOnReplica, RunWithoutReplica, new_instance
 
 TASK = "update_available_resource"
 
@@ -31,16 +32,19 @@ def _node(db: Database) -> ComputeNode:
 
 
 def test_usage_is_recomputed_from_replica_reads(
-    db: Database, wait_for_replication, compute_factory, run_on_replica
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
 ) -> None:
-    _seed(db)
-    manager = compute_factory(db, options=ALL_ON)
+    _seed(offload_db)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
     first = run_on_replica(manager, TASK)  # creates the node record
     assert first.report.written == 1
-    wait_for_replication(db)
+    offload_wait_for_replication(offload_db)
     second = run_on_replica(manager, TASK)
     assert second.report.written == 1 and second.report.rejected == 0
-    node = _node(db)
+    node = _node(offload_db)
     reserved = ALL_ON.reserved_host_memory_mb
     assert (node.vcpus_used, node.memory_mb_used, node.local_gb_used) == (3, 3072 + reserved, 35)
     assert node.running_vms == 2
@@ -48,34 +52,39 @@ def test_usage_is_recomputed_from_replica_reads(
 
 
 def test_without_slave_connection_reads_hit_the_primary(
-    db_factory, compute_factory, run_without_replica
+    offload_db_factory: DbFactory,
+    offload_compute_factory: ComputeFactory,
+    run_without_replica: RunWithoutReplica,
 ) -> None:
-    db = db_factory(with_replica=False)
+    db = offload_db_factory(with_replica=False)
     _seed(db)
-    report = run_without_replica(compute_factory(db, options=ALL_ON), TASK)
+    report = run_without_replica(offload_compute_factory(db, options=ALL_ON), TASK)
     assert report.written == 1
     assert _node(db).running_vms == 2
 
 
 def test_usage_from_a_stale_replica_is_refused(
-    db: Database, wait_for_replication, compute_factory, paused_applier
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    paused_applier: PausedApplier,
 ) -> None:
-    manager = compute_factory(db, options=ALL_ON)
-    with db.writer() as session:
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
+    with offload_db.writer() as session:
         session.add(new_instance(memory_mb=512))
     manager.run(TASK)
-    wait_for_replication(db)  # the replica holds the node record and the instance
+    offload_wait_for_replication(offload_db)  # the replica holds the node record and the instance
     with paused_applier():
         # meanwhile on the primary: the instance grows and the record is rewritten
-        with db.writer() as session:
+        with offload_db.writer() as session:
             session.execute(update(Instance).values(memory_mb=8192))
             session.execute(
                 update(ComputeNode).values(memory_mb_used=9999, updated_at=datetime(2030, 1, 1))
             )
         report = manager.run(TASK)  # reads the stale replica
     assert report.rejected == 1 and report.written == 0
-    assert _node(db).memory_mb_used == 9999  # the stale usage did not overwrite it
-    wait_for_replication(db)
+    assert _node(offload_db).memory_mb_used == 9999  # the stale usage did not overwrite it
+    offload_wait_for_replication(offload_db)
     report = manager.run(TASK)  # caught up: the next run corrects the record
     assert report.written == 1 and report.rejected == 0
-    assert _node(db).memory_mb_used == 8192 + ALL_ON.reserved_host_memory_mb
+    assert _node(offload_db).memory_mb_used == 8192 + ALL_ON.reserved_host_memory_mb

@@ -8,38 +8,35 @@ built here, every test is skipped with the reason.
 
 Nova's schema comes from ``nova-manage db sync`` once per session (:class:`NovaTemplate`,
 a database of its own, kept for the comparison test); each test database is then made from
-those tables' own ``SHOW CREATE TABLE`` in milliseconds.  ``db_factory`` is overridden here,
-so the task proofs of tests/integration, imported by the ``test_tasks_*`` modules, run
-unchanged on Nova's tables.
+those tables' own ``SHOW CREATE TABLE`` in milliseconds, a scratch database of the
+:class:`DatabaseJanitor` (dropped and revoked afterwards).  ``offload_db_factory`` is
+overridden here, so the task proofs of tests/integration, imported by the ``test_tasks_*``
+modules, run unchanged on Nova's tables.
 
-The offload pytest plugin's fixtures used here (``testbed``, ``tracer``,
-``wait_for_replication``, ``primary_admin``, ``replica_admin``) are named in the
-"plugin fixtures" block only: this suite's own tests use the ``nova_*`` fixtures.
+The offload pytest plugin's fixtures used here (``offload_testbed``, ``offload_tracer``,
+``offload_wait_for_replication``, ``offload_primary_admin``, ``offload_replica_admin``)
+are named in the "plugin fixtures" block only: this suite's own tests use the ``nova_*``
+fixtures.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
-from offload import attach, replication
+from offload import attach
 from offload.config import Settings
 from offload.db import Database
 from offload.errors import TestbedError
+from offload.pytest import DbFactory, RunOptions, WaitForReplication
 from offload.schema import NOVA_TABLES, OFFLOAD_TABLES
 from offload.testbed import TestbedInfo
-from offload.testbed.nova import (
-    NOVA_PRIVILEGES,
-    SCHEMA_VARIABLE,
-    NovaEnv,
-    NovaTemplate,
-    nova_env,
-)
+from offload.testbed.janitor import DatabaseJanitor, SchemaStep
+from offload.testbed.nova import NovaEnv, NovaTemplate, nova_env
 from offload.tracing import Tracer
 
 # the task proofs' own fixtures (run_on_replica, paused_applier, ...), for the imported tests
@@ -49,8 +46,6 @@ from tests.integration.conftest import (  # noqa: F401
     run_without_replica,
 )
 
-DbFactory = Callable[..., Database]
-WaitForReplication = Callable[..., float]
 HERE = Path(__file__).resolve().parent
 #: Nova's tables a task-proof database gets: offload's ten, and instance_extra (a table only
 #: Nova has, which `offload db sync` recognises Nova's schema by)
@@ -58,8 +53,7 @@ TASK_TABLES = (*(t for t in NOVA_TABLES if t not in OFFLOAD_TABLES), "instance_e
 
 
 def _schema_asked(config: pytest.Config) -> str:
-    asked = config.getoption("--testbed-schema", default=None)
-    return str(asked or os.environ.get(SCHEMA_VARIABLE, "") or "offload")
+    return RunOptions.of(config).schema or "offload"  # --testbed-schema, $OFFLOAD_SCHEMA, ini
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,25 +73,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def nova_testbed(testbed: TestbedInfo) -> TestbedInfo:
-    """The session's testbed (the plugin's ``testbed``)."""
-    return testbed
+def nova_testbed(offload_testbed: TestbedInfo) -> TestbedInfo:
+    """The session's testbed (the plugin's ``offload_testbed``)."""
+    return offload_testbed
 
 
 @pytest.fixture
-def nova_tracer(tracer: Tracer) -> Tracer:
-    return tracer
+def nova_tracer(offload_tracer: Tracer) -> Tracer:
+    return offload_tracer
 
 
 @pytest.fixture
-def nova_wait(wait_for_replication: WaitForReplication) -> WaitForReplication:
-    return wait_for_replication
+def nova_wait(offload_wait_for_replication: WaitForReplication) -> WaitForReplication:
+    return offload_wait_for_replication
 
 
 @pytest.fixture
-def nova_admins(primary_admin: Engine, replica_admin: list[Engine]) -> tuple[Engine, Engine]:
+def nova_admins(
+    offload_primary_admin: Engine, offload_replica_admin: list[Engine]
+) -> tuple[Engine, Engine]:
     """Privileged engines on the primary and the first replica (their statement history)."""
-    return primary_admin, replica_admin[0]
+    return offload_primary_admin, offload_replica_admin[0]
 
 
 # --- the side environment and Nova's schema ---------------------------------------------
@@ -121,78 +117,65 @@ def nova_template(
         nova_testbed, workdir=tmp_path_factory.mktemp("nova"), env=nova_side_env, keep=True
     )
     yield template
-    template.drop(nova_testbed)
-
-
-def _grant(conn: Connection, testbed: TestbedInfo, name: str) -> None:
-    user = testbed.primary.username
-    if user and user != testbed.admin.username:
-        conn.execute(text(f"GRANT {NOVA_PRIVILEGES} ON `{name}`.* TO '{user}'@'%'"))
-    for url in testbed.replicas:
-        if url.username and url.username != testbed.admin.username:
-            conn.execute(text(f"GRANT SELECT ON `{name}`.* TO '{url.username}'@'%'"))
+    template.drop()
 
 
 @pytest.fixture
 def nova_database(
-    nova_testbed: TestbedInfo, nova_template: NovaTemplate, nova_admins: tuple[Engine, Engine]
+    nova_testbed: TestbedInfo, nova_template: NovaTemplate
 ) -> Iterator[Callable[..., str]]:
     """``nova_database(tables=None)``: a new database with Nova's tables (all by default),
-    granted as the testbed's nova and nova_ro accounts, on the replica too; dropped
-    afterwards."""
-    admin, replica = nova_admins
-    made: list[str] = []
+    granted to the testbed's nova and nova_ro accounts, on the replica too; dropped and
+    revoked afterwards."""
+    with ExitStack() as made:
 
-    def make(tables: tuple[str, ...] | None = None) -> str:
-        name = f"nova_n{secrets.token_hex(5)}"
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-            made.append(name)
-            _grant(conn, nova_testbed, name)
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"USE `{name}`")
-            nova_template.create(conn, tables)
-            position = replication.gtid_position(conn, nova_testbed.flavor)
-        # the replica has the database and its grants before anyone connects to it there
-        with replica.connect() as conn:
-            replication.wait_for_gtid(conn, position, 60.0, nova_testbed.flavor)
-        return name
+        def make(tables: tuple[str, ...] | None = None) -> str:
+            def nova_tables(conn: Connection) -> None:
+                nova_template.create(conn, tables)
 
-    yield make
-    with admin.begin() as conn:
-        for name in made:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            janitor = DatabaseJanitor(nova_testbed.settings(), prefix="nova_n", schema=nova_tables)
+            return made.enter_context(janitor).name
+
+        yield make
+
+
+def _nova_tables_then_offloads(template: NovaTemplate) -> SchemaStep:
+    """Nova's task tables as nova-manage made them, then what ``offload db sync`` adds."""
+
+    def step(conn: Connection) -> None:
+        template.create(conn, TASK_TABLES)
+        report = attach.sync(conn)
+        assert report.found == "nova" and report.created_tables == OFFLOAD_TABLES, report
+
+    return step
 
 
 @pytest.fixture
-def db_factory(
-    nova_testbed: TestbedInfo,
-    nova_tracer: Tracer,
-    nova_wait: WaitForReplication,
-    nova_database: Callable[..., str],
+def offload_db_factory(
+    nova_testbed: TestbedInfo, nova_tracer: Tracer, nova_template: NovaTemplate
 ) -> Iterator[DbFactory]:
-    """The plugin's ``db_factory`` on Nova's tables: ``db_factory(with_replica=True)``.
+    """The plugin's ``offload_db_factory`` on Nova's tables: ``make(with_replica=True)``.
 
     Nova's tables as nova-manage made them, then what ``offload db sync`` adds (the
     heartbeat), replicated before the test starts.
     """
-    name = nova_database(TASK_TABLES)
     created: list[Database] = []
-    first = Database(nova_testbed.settings(database=name), tracer=nova_tracer)
-    created.append(first)
-    with first.writer() as session:
-        report = attach.sync(session.connection())
-    assert report.found == "nova" and report.created_tables == OFFLOAD_TABLES, report
-    nova_wait(first)
+    with DatabaseJanitor(
+        nova_testbed.settings(), prefix="nova_t", schema=_nova_tables_then_offloads(nova_template)
+    ) as janitor:
 
-    def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
-        database = Database(
-            nova_testbed.settings(database=name, with_replica=with_replica, base=settings),
-            tracer=nova_tracer,
-        )
-        created.append(database)
-        return database
+        def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
+            database = Database(
+                nova_testbed.settings(
+                    database=janitor.name, with_replica=with_replica, base=settings
+                ),
+                tracer=nova_tracer,
+            )
+            created.append(database)
+            return database
 
-    yield make
-    for database in created:
-        database.dispose()
+        try:
+            yield make
+        finally:
+            for database in created:
+                database.dispose()

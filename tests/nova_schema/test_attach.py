@@ -234,12 +234,12 @@ def test_db_sync_refuses_a_nova_database_without_a_column_offload_uses(
 
 
 def test_null_deleted_and_cleaned_are_neither_live_nor_pending_as_for_nova(
-    db_factory: Callable[..., Database],
-    compute_factory: Callable[..., object],
+    offload_db_factory: Callable[..., Database],
+    offload_compute_factory: Callable[..., object],
     nova_admins: tuple[Engine, Engine],
     nova_wait: Callable[..., float],
 ) -> None:
-    db = db_factory()
+    db = offload_db_factory()
     with db.writer() as session:
         # Nova's columns allow NULL; a row written without oslo.db's client default has it
         session.execute(
@@ -252,7 +252,7 @@ def test_null_deleted_and_cleaned_are_neither_live_nor_pending_as_for_nova(
         )
         session.execute(text("UPDATE instances SET deleted = id WHERE uuid = 'null-cleaned'"))
     nova_wait(db)
-    manager = compute_factory(db)
+    manager = offload_compute_factory(db)
     power = manager.run("_sync_power_states")  # type: ignore[attr-defined]
     pending = manager.run("_run_pending_deletes")  # type: ignore[attr-defined]
     # Nova: live is deleted = 0 (NULL is not), pending is deleted = id AND cleaned = 0

@@ -101,6 +101,7 @@ def test_novas_own_reads_go_where_use_slave_says(
     )
     primary_port = nova_testbed.primary.port
     replica_port = nova_testbed.replicas[0].port
+    assert primary_port is not None and replica_port is not None
     run = secrets.token_hex(4)
 
     setup = _nova(nova_side_env, conf, run, "setup")

@@ -95,8 +95,8 @@ def shapes(conn: Connection, database: str) -> dict[str, Shape]:
         keys[(str(table), str(name))].append(
             (int(seq), str(column), str(ref_table), str(ref_column))
         )
-    for (table, name), columns in keys.items():
-        found[table].foreign_keys[name] = tuple((c, t, r) for _, c, t, r in sorted(columns))
+    for (table, name), referring in keys.items():
+        found[table].foreign_keys[name] = tuple((c, t, r) for _, c, t, r in sorted(referring))
     return found
 
 

@@ -13,18 +13,19 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Engine, func, select, text, update
 
 from offload import replication, seed
-from offload.config import ReplicaSettings, ServiceSettings, Settings
+from offload.config import ComputeSettings, ReplicaSettings, ServiceSettings, Settings
+from offload.db import Database
+from offload.pytest import WaitForReplication, factories
 from offload.schema import Instance
 from offload.service import Service
 from offload.testbed import TestbedInfo
-from offload.testbed.native import NativeTopology
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS
 from offload.testing import table_checksums
 from offload.waiting import Deadline, wait_for
@@ -52,23 +53,25 @@ def _rss_kib() -> int:
     raise AssertionError("no VmRSS")
 
 
-@pytest.fixture(scope="module")
-def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
-    topology = NativeTopology(Path(tmp_path_factory.mktemp("soak")), port=0, bind_to_parent=True)
-    yield topology.up()
-    topology.down()
+#: a testbed of the soak's own: its replica pauses never reach the session's
+offload_testbed = factories.testbed(backend="native", replicas=1, scope="module")
 
 
-def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin, wait_for_replication) -> None:
-    seed.seed(db, instances=400, hosts=2)
-    wait_for_replication(db)
-    database = db.settings.require_connection().database or "nova"
-    from offload.config import ComputeSettings  # noqa: PLC0415
-
-    compute = ComputeSettings(
-        **{k: (v == "true") if v in ("true", "false") else int(v) for k, v in FAST.items()}
-    )
-    settings = testbed.settings(
+def test_soak(
+    offload_db: Database,
+    offload_testbed: TestbedInfo,
+    offload_primary_admin: Engine,
+    offload_replica_admin: list[Engine],
+    offload_wait_for_replication: WaitForReplication,
+) -> None:
+    seed.seed(offload_db, instances=400, hosts=2)
+    offload_wait_for_replication(offload_db)
+    database = offload_db.settings.require_connection().database or "nova"
+    options: dict[str, Any] = {
+        k: (v == "true") if v in ("true", "false") else int(v) for k, v in FAST.items()
+    }
+    compute = ComputeSettings(**options)
+    settings = offload_testbed.settings(
         database=database,
         base=Settings(
             host="compute-1",
@@ -84,10 +87,10 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin, wait_for_r
 
     def writer() -> None:  # a steady 20 writes/s of instance state changes
         rng = random.Random(1)
-        with db.reader() as session:
+        with offload_db.reader() as session:
             ids = list(session.scalars(select(Instance.id).where(Instance.deleted == 0)))
         while not stop.wait(0.05):
-            with db.writer() as session:
+            with offload_db.writer() as session:
                 session.execute(
                     update(Instance)
                     .where(Instance.id == rng.choice(ids))
@@ -97,14 +100,14 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin, wait_for_r
 
     def pauser() -> None:  # every 20 s the replica stops applying for 3 s
         while not stop.wait(20):
-            with replica_admin[0].connect() as conn:
-                replication.stop_replica(conn, testbed.flavor, sql_thread_only=True)
+            with offload_replica_admin[0].connect() as conn:
+                replication.stop_replica(conn, offload_testbed.flavor, sql_thread_only=True)
             stop.wait(3)
-            with replica_admin[0].connect() as conn:
-                replication.start_replica(conn, testbed.flavor, sql_thread_only=True)
+            with offload_replica_admin[0].connect() as conn:
+                replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
 
     def connections() -> int:
-        with primary_admin.connect() as conn:
+        with offload_primary_admin.connect() as conn:
             return int(
                 conn.execute(
                     text(
@@ -129,13 +132,15 @@ def test_soak(db, testbed: TestbedInfo, primary_admin, replica_admin, wait_for_r
         service.stop_event.set()
         for thread in threads:
             thread.join(120)
-    wait_for_replication(db, timeout=120)
-    expected = table_checksums(primary_admin, database)
+    offload_wait_for_replication(offload_db, timeout=120)
+    expected = table_checksums(offload_primary_admin, database)
     assert wait_for(
-        lambda: table_checksums(replica_admin[0], database) == expected, Deadline(60), interval=0.2
+        lambda: table_checksums(offload_replica_admin[0], database) == expected,
+        Deadline(60),
+        interval=0.2,
     )
     stats = service.scheduler.stats
-    figures = {
+    figures: dict[str, Any] = {
         "seconds": round(time.monotonic() - started, 1),
         "writes": writes[0],
         "runs": sum(s.runs for s in stats.values()),

@@ -18,6 +18,7 @@ import pytest
 
 from offload.errors import TestbedError
 from offload.testbed import compose as compose_module
+from offload.testbed import images as images_module
 from offload.testbed.compose import ComposeTopology, offline_wanted, project_name
 from offload.testbed.container import compute_host, parse_ptr_answer, ptr_query, render_config
 from offload.testbed.files import ComposeState
@@ -196,10 +197,10 @@ def test_the_env_file_is_private_and_complete(tmp_path: Path) -> None:
 
 
 def test_offline_is_asked_for_or_follows_the_local_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compose_module.images, "image_exists", lambda image: True)
+    monkeypatch.setattr(images_module, "image_exists", lambda image: True)
     assert offline_wanted({}) is True
     assert offline_wanted({"OFFLOAD_OFFLINE": "0"}) is False
-    monkeypatch.setattr(compose_module.images, "image_exists", lambda image: False)
+    monkeypatch.setattr(images_module, "image_exists", lambda image: False)
     assert offline_wanted({}) is False
     assert offline_wanted({"OFFLOAD_OFFLINE": "1"}) is True
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from offload.compute.context import RunReport
 from offload.config import LagPolicy, Settings
 from offload.experiments.recorder import Recorder, RecordingSelector
-from offload.lag import LagReading
+from offload.lag import LagProbe, LagReading
 from offload.periodic import PeriodicTask
 from offload.staleness import ReplicaSelector, RoutingStats, SkipRun
 from offload.tracing import StatementRecord, Tracer, task_scope
@@ -39,9 +40,9 @@ class Bench:
     def use(self, policy: LagPolicy, *lags: float | None) -> RecordingSelector:
         self.probes = [FakeProbe(f"replica{i}", lag) for i, lag in enumerate(lags)]
         inner = ReplicaSelector(
-            self.probes,
+            cast("list[LagProbe]", self.probes),  # FakeProbe: read() as LagProbe's
             max_lag=0.5,
-            policy=policy,  # type: ignore[arg-type]
+            policy=policy,
             refresh=0.1,
             stats=RoutingStats(),
         )
@@ -155,7 +156,9 @@ def test_a_run_without_replica_reads(bench: Bench) -> None:
 
 
 def test_wrapped_tasks_file_their_runs_and_failures(bench: Bench) -> None:
-    calls = iter([_report("r8"), RuntimeError("replica went away")])
+    calls: Iterator[RunReport | Exception] = iter(
+        [_report("r8"), RuntimeError("replica went away")]
+    )
 
     def task() -> RunReport:
         result = next(calls)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from offload.compute.catalogue import TASKS
@@ -79,7 +81,8 @@ def test_negative_interval_disables_and_zero_means_the_default_tick() -> None:
 )
 def test_gates_open_with_their_option(task: str, option: str, value: object) -> None:
     assert SPECS[task].off_because(ComputeSettings()) is not None
-    assert SPECS[task].off_because(ComputeSettings(**{option: value})) is None
+    opened: dict[str, Any] = {option: value}
+    assert SPECS[task].off_because(ComputeSettings(**opened)) is None
 
 
 def test_running_deleted_noop_closes_the_gate() -> None:

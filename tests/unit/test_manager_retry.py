@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload.compute.catalogue import TaskSpec
+from offload.compute.catalogue import TaskFunc, TaskSpec
 from offload.compute.context import Compute, RunReport
 from offload.compute.driver import FakeDriver
 from offload.compute.manager import ComputeManager
@@ -19,7 +19,7 @@ from offload.urls import parse_url
 URL = parse_url("mysql+pymysql://nova:pw@127.0.0.1:1/nova", option="test")
 
 
-def _manager(func, slept: list[float], attempts: int = 4) -> ComputeManager:
+def _manager(func: TaskFunc, slept: list[float], attempts: int = 4) -> ComputeManager:
     db = Database(Settings(database=DatabaseSettings(connection=URL)))
     compute = Compute(
         host="compute-1",

@@ -2,9 +2,11 @@
 
 * :class:`Servers` — the primary and replicas (service and admin accounts) of a
   testbed the runner started, or of an existing one named by ``--config``.
-* :class:`Scratch` — a database of the benchmark's own (``offload_bench_...``),
-  created and granted by the admin account, the nova schema in it, dropped
-  afterwards: a benchmark never touches the testbed's ``nova`` database.
+* :class:`Scratch` — a database of the benchmark's own (``offload_bench_...``):
+  a :class:`~offload.testbed.janitor.DatabaseJanitor` (created and granted by the
+  admin account, the nova schema and ``bench_rows`` in it, replicated; dropped and
+  its grants revoked afterwards): a benchmark never touches the testbed's ``nova``
+  database.
 * :class:`TaggedStatements` — what a server itself recorded of the tasks'
   statements: ``performance_schema.events_statements_history_long`` rows of the
   scratch schema whose SQL text carries the tracing tag
@@ -20,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import resource
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any
 
 import pymysql
 from rich.console import Console
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Connection, Engine, create_engine, text
 
 from offload import attach
 from offload.config import ComputeSettings, ReplicaSettings, ServiceSettings, Settings
@@ -37,6 +38,7 @@ from offload.errors import ConfigError
 from offload.replication import Flavor, detect_flavor
 from offload.seed import SeedSummary, seed
 from offload.sqlverbs import statement_verb
+from offload.testbed.janitor import DatabaseJanitor
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, TestbedInfo
 from offload.urls import with_database
 
@@ -49,6 +51,7 @@ __all__ = [
     "TaggedStatements",
     "bare_connection",
     "bench_compute_options",
+    "bench_schema",
     "peak_rss_kib",
     "reset_peak_rss",
     "rss_kib",
@@ -167,6 +170,20 @@ class Servers:
             engine.dispose()
         return cls(detect_flavor(version), version, primary, replicas, admin, replica_admins, base)
 
+    def settings(self) -> Settings:
+        """``base`` pointed at these servers (service and admin accounts, no database)."""
+        return dataclasses.replace(
+            self.base,
+            database=dataclasses.replace(
+                self.base.database, connection=self.primary, slave_connections=self.replicas
+            ),
+            testbed=dataclasses.replace(
+                self.base.testbed,
+                admin_connection=self.admin,
+                replica_admin_connections=self.replica_admins,
+            ),
+        )
+
     def admin_engine(self) -> Engine:
         return create_engine(self.admin, pool_size=1, max_overflow=2, pool_pre_ping=True)
 
@@ -191,44 +208,29 @@ def bare_connection(
     )
 
 
+def bench_schema(conn: Connection) -> None:
+    """The nova tables and ``bench_rows`` (the replication-wait and write-load benchmarks')."""
+    # as `offload db sync --extra-indexes`: offload measured with its extras
+    attach.sync(conn, extra_indexes=True)
+    conn.exec_driver_sql(
+        "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
+        "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)"
+    )
+
+
 class Scratch:
     """A database of one benchmark's own, on the primary and (by replication) the replicas."""
 
     def __init__(self, servers: Servers, label: str) -> None:
         self.servers = servers
-        self.name = f"offload_bench_{label}_{secrets.token_hex(3)}"
-        self._admin = servers.admin_engine()
-        self._created = False
-        self._granted: list[str] = []
+        self._janitor = DatabaseJanitor(
+            servers.settings(), prefix=f"offload_bench_{label}_", schema=bench_schema, timeout=600
+        )
+        self.name = self._janitor.name
 
     def create(self) -> None:
-        """CREATE DATABASE, grants for the service accounts, the nova schema; replicated."""
-        with self._admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4"))
-            self._created = True
-            admin_user = self.servers.admin.username
-            if self.servers.primary.username != admin_user:
-                conn.execute(
-                    text(
-                        f"GRANT ALL PRIVILEGES ON `{self.name}`.* "
-                        f"TO '{self.servers.primary.username}'@'%'"
-                    )
-                )
-                self._granted.append(str(self.servers.primary.username))
-            for user in sorted(
-                {str(u.username) for u in self.servers.replicas} - {str(admin_user), *self._granted}
-            ):
-                conn.execute(text(f"GRANT SELECT ON `{self.name}`.* TO '{user}'@'%'"))
-                self._granted.append(user)
-        with self.database() as db:
-            with db.writer() as session:
-                # as `offload db sync --extra-indexes`: offload measured with its extras
-                attach.sync(session.connection(), extra_indexes=True)
-                session.connection().exec_driver_sql(
-                    "CREATE TABLE bench_rows (id BIGINT AUTO_INCREMENT PRIMARY KEY, "
-                    "payload VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)"
-                )
-            db.wait_for_replicas()
+        """CREATE DATABASE, grants for the service accounts, the schema; replicated."""
+        self._janitor.init()
 
     def url(self) -> URL:
         return with_database(self.servers.primary, self.name)
@@ -276,16 +278,7 @@ class Scratch:
 
     def drop(self) -> None:
         """DROP DATABASE, and the grants made for it (an existing testbed keeps no trace)."""
-        try:
-            if self._created:
-                with self._admin.begin() as conn:
-                    conn.execute(text(f"DROP DATABASE IF EXISTS `{self.name}`"))
-                    for user in self._granted:
-                        conn.execute(
-                            text(f"REVOKE ALL PRIVILEGES ON `{self.name}`.* FROM '{user}'@'%'")
-                        )
-        finally:
-            self._admin.dispose()
+        self._janitor.drop()
 
     def __enter__(self) -> Scratch:
         self.create()

@@ -8,7 +8,7 @@ by commit in rotating order:
 * ``raw``                  — the floor: ``SELECT @@SESSION.last_gtid`` on the
   writing connection, then the server's own wait (``MASTER_GTID_WAIT`` /
   ``WAIT_FOR_EXECUTED_GTID_SET``) on a bare PyMySQL connection to the replica;
-* ``wait_for_replication`` — what the pytest fixture of that name calls:
+* ``wait_for_replication`` — what the pytest fixture ``offload_wait_for_replication`` calls:
   ``db.wait_for_replicas(status_engines=...)`` with the fixture's privileged
   NullPool status engine (used only to explain a timeout);
 * ``db.wait_for_replicas`` — the same without status engines;

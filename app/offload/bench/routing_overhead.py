@@ -307,7 +307,7 @@ def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], 
     if oslo_db_version() is None:
         return {}, []
     # the bench extra: a peer, not a dependency
-    from oslo_db.sqlalchemy import enginefacade  # type: ignore[import-untyped]  # noqa: PLC0415
+    from oslo_db.sqlalchemy import enginefacade  # noqa: PLC0415
 
     options = settings.database
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -45,7 +43,7 @@ from offload.bench.report import (
 from offload.config import Settings
 from offload.errors import ConfigError
 from offload.replication import describe_server
-from offload.testbed.native import NativeTopology
+from offload.testbed.own import OwnTestbed
 
 __all__ = ["BENCHMARKS", "machine", "run"]
 
@@ -163,15 +161,11 @@ def run(
     with ExitStack() as stack:
         testbed_dir: Path | None = None
         if settings is None:
-            directory = Path(tempfile.mkdtemp(prefix="offload-bench-"))
-            stack.callback(shutil.rmtree, directory, ignore_errors=True)
-            topology = NativeTopology(directory, port=0, replicas=1, bind_to_parent=True)
-            info = topology.up()
             stack.callback(progress, "testbed stopped")
-            stack.callback(topology.down)
-            servers = Servers.from_testbed(info)
-            testbed_dir = directory
-            progress(f"testbed up in {directory} ({info.server}, free ports)")
+            own = stack.enter_context(OwnTestbed(replicas=1, prefix="offload-bench-"))
+            servers = Servers.from_testbed(own.info)
+            testbed_dir = own.info.dir
+            progress(f"testbed up in {own.info.dir} ({own.info.server}, free ports)")
         else:
             servers = Servers.from_settings(settings)
             progress("using the testbed of the given config (scratch databases only)")

@@ -21,11 +21,12 @@ from offload.bench.report import Table, rich_table
 from offload.config import LagPolicy, Settings, load_settings
 from offload.errors import ConfigError
 from offload.experiments.compare import compare
-from offload.experiments.provision import own_testbed, topology_of
+from offload.experiments.provision import topology_of
 from offload.experiments.runner import ExperimentPlan, ExperimentResult, run_experiment
 from offload.experiments.scenarios import load_scenario
 from offload.experiments.summary import LAG_HEADER, TASK_HEADER, lag_rows, task_rows
 from offload.extras import require
+from offload.testbed.own import OwnTestbed
 
 __all__ = [
     "DEFAULT_OUT",
@@ -171,14 +172,14 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             f"starting a testbed of its own ({replicas} replica(s), free ports); "
             "it is stopped afterwards"
         )
-        with own_testbed(replicas=replicas) as (info, topology):
-            configured = info.settings(base=_replica_options(args, Settings()))
+        with OwnTestbed(replicas=replicas, prefix="offload-lag-") as own:
+            configured = own.info.settings(base=_replica_options(args, Settings()))
             console.print(
-                f"scenario {plan.scenario.spec} for {plan.duration:g} s ({info.flavor.value})"
+                f"scenario {plan.scenario.spec} for {plan.duration:g} s ({own.info.flavor.value})"
             )
             with Bar(plan.duration, console) as bar:
                 result = run_experiment(
-                    configured, plan, out, topology=topology, progress=bar, testbed="own"
+                    configured, plan, out, topology=own.topology, progress=bar, testbed="own"
                 )
     else:
         configured = _replica_options(args, existing)

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import text
 
-from offload import replication, schema
+from offload import replication
 from offload.compute.host import build_manager
 from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
@@ -48,7 +48,7 @@ from offload.experiments.records import (
 )
 from offload.experiments.scenarios import Scenario
 from offload.experiments.summary import render_markdown, summarize
-from offload.experiments.workload import Workload, create_burst_table
+from offload.experiments.workload import Workload
 from offload.extras import require
 from offload.periodic import Scheduler
 from offload.seed import host_names, seed
@@ -215,9 +215,9 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # never mix the files of two runs
         (out / name).unlink(missing_ok=True)
-    with experiment_database(settings) as where, _quiet(_CHATTY):
+    with experiment_database(settings) as scratch, _quiet(_CHATTY):
         return _run(
-            experiment_settings(where, plan),
+            experiment_settings(scratch.settings, plan),
             plan,
             out,
             topology=topology,
@@ -243,9 +243,6 @@ def _run(
         )
         writer = Database(primary_only)  # the workload's and the set-up's: never traced
         stack.callback(writer.dispose)
-        with writer.writer() as session:
-            schema.create_all(session.connection())
-            create_burst_table(session.connection())
         seed(writer, instances=plan.instances, hosts=plan.hosts, seed=plan.seed)
 
         db = Database(settings)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,7 +64,10 @@ def client(*, timeout: int = DEFAULT_TIMEOUT) -> DockerClient:
     the SDK is not installed.
     """
     docker = _sdk()
+    refused = _unix_socket_refuses(os.environ.get("DOCKER_HOST") or _DEFAULT_HOST)
     try:
+        if refused:
+            raise docker.errors.DockerException(refused)
         found: DockerClient = docker.from_env(timeout=timeout)
         found.ping()
     except docker.errors.DockerException as exc:
@@ -72,6 +77,26 @@ def client(*, timeout: int = DEFAULT_TIMEOUT) -> DockerClient:
             "backend (--backend native, --testbed=native)",
         ) from None
     return found
+
+
+_DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def _unix_socket_refuses(host: str) -> str | None:
+    """Why a ``unix://`` engine socket takes no connection, or None (it does, or it is TCP).
+
+    Knocked with a socket of our own: the SDK leaves its socket open when a
+    Unix-socket connect fails (a ResourceWarning later).
+    """
+    if not host.startswith("unix://"):
+        return None
+    path = host.removeprefix("unix://")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as knock:
+        try:
+            knock.connect(path)
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "find_server",
     "probe_server",
     "render_sql",
+    "socket_path",
     "split_sql",
 ]
 
@@ -264,7 +265,12 @@ def find_server(
 
 
 def find_mysql_dir() -> Path:
-    """The repository's ``mysql/`` directory (config and bootstrap shared by both backends)."""
+    """The repository's ``mysql/`` directory (config and bootstrap shared by both backends).
+
+    In the source tree ``offload/testbed/mysql`` is a link to it (resolved here, so
+    the repository is its parent); an installed package holds a copy of its
+    ``conf/`` and ``bootstrap/`` there (package data), so ``pip install`` needs no clone.
+    """
     override = os.environ.get("OFFLOAD_MYSQL_DIR")
     if override:
         candidates = [Path(override)]
@@ -274,11 +280,25 @@ def find_mysql_dir() -> Path:
         candidates += [parent / "mysql" for parent in (Path.cwd(), *Path.cwd().parents)]
     for candidate in candidates:
         if (candidate / "conf" / "common.cnf").is_file():
-            return candidate
+            return candidate.resolve()
     raise TestbedError(
         "cannot find offload's mysql/ directory (server config and bootstrap)",
         hint="run from the offload repository or set OFFLOAD_MYSQL_DIR",
     )
+
+
+#: a Unix socket's path is at most 107 bytes (sun_path)
+_SOCKET_PATH_MAX = 107
+
+
+def socket_path(home: Path) -> Path:
+    """The server's Unix socket: in its home, unless that path is too long for a socket
+    (a deep temporary directory): then a short one in the system's, named after the home."""
+    inside = home / "mysqld.sock"
+    if len(os.fsencode(inside)) <= _SOCKET_PATH_MAX:
+        return inside
+    digest = hashlib.sha256(os.fsencode(home.resolve())).hexdigest()[:20]
+    return Path(tempfile.gettempdir()) / f"offload-{digest}.sock"
 
 
 def write_defaults_file(
@@ -305,7 +325,7 @@ def write_defaults_file(
             f"port          = {port}",
             f"bind_address  = {host}",
             f"datadir       = {home / 'data'}",
-            f"socket        = {home / 'mysqld.sock'}",
+            f"socket        = {socket_path(home)}",
             f"pid_file      = {home / 'mysqld.pid'}",
             f"log_error     = {home / 'error.log'}",
             f"tmpdir        = {home / 'tmp'}",

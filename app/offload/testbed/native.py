@@ -5,7 +5,7 @@ No Docker needed — the embedded default.  Layout of the testbed directory::
     DIR/state.json          what runs: flavor, ports, pids (0600)
     DIR/credentials.json    generated passwords (0600)
     DIR/offload.conf        the config every later command reads (0600)
-    DIR/primary/            my.cnf, data/, error.log, mysqld.sock
+    DIR/primary/            my.cnf, data/, error.log, mysqld.sock (unless too long a path)
     DIR/replica0/ ...
     DIR/links.json          the replicas' shaped links (`offload link`), restarted by up()
 
@@ -49,6 +49,7 @@ from offload.testbed.mysqld import (
     find_server,
     probe_server,
     render_sql,
+    socket_path,
     split_sql,
     write_defaults_file,
 )
@@ -184,11 +185,18 @@ class NativeTopology:
             "mysql+pymysql",
             username="root",
             password="",
-            query={"unix_socket": str(self.dir / name / "mysqld.sock")},
+            query={"unix_socket": str(socket_path(self.dir / name))},
         )
         return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 2})
 
     def _answers(self, name: str) -> bool:
+        # PyMySQL leaves its socket open when a Unix-socket connect fails (a
+        # ResourceWarning later): knock with a socket of our own until one listens
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as knock:
+            try:
+                knock.connect(str(socket_path(self.dir / name)))
+            except OSError:
+                return False
         engine = self._root_engine(name)
         try:
             with engine.connect() as conn:
@@ -354,8 +362,9 @@ class NativeTopology:
             self._stop_all(self._load_state() or state)
             if not state.initialised:
                 # a half-bootstrapped data dir cannot be trusted: start afresh next time
+                # (the logs stay: the error names them)
                 for name in state.servers:
-                    shutil.rmtree(self.dir / name, ignore_errors=True)
+                    shutil.rmtree(self.dir / name / "data", ignore_errors=True)
             raise
         info = self._info(state, creds)
         write_config(info, self.config_path)

@@ -28,19 +28,19 @@ import hashlib
 import json
 import os
 import platform
-import secrets
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import URL, Connection, inspect, text
 
 from offload.dberrors import unpooled_engine
 from offload.errors import TestbedError
+from offload.testbed.janitor import SERVICE_PRIVILEGES, DatabaseJanitor
 from offload.testbed.rootfs import Log, stderr_log
 from offload.testbed.servers import cache_dir
 from offload.testbed.topology import NOVA_DATABASE, TestbedInfo, write_private
@@ -292,15 +292,17 @@ def sync_testbed(
 
 #: what the testbed's ``nova`` account may do on its database (mysql/bootstrap/primary.sql);
 #: nova-manage db sync needs no more
-NOVA_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP, REFERENCES"
+#: what the service's account may do on a database Nova's migrations make (the janitor's)
+NOVA_PRIVILEGES = SERVICE_PRIVILEGES
 
 
 @dataclass(frozen=True, slots=True)
 class NovaTemplate:
     """Nova's tables as ``nova-manage db sync`` made them, to be made again in other databases.
 
-    Built once (a scratch database, Nova's migrations, ``SHOW CREATE TABLE`` of every
-    table, the scratch database dropped); :meth:`create` then makes any of those tables in
+    Built once (a scratch database of the :class:`DatabaseJanitor`, Nova's migrations,
+    ``SHOW CREATE TABLE`` of every table, the scratch database dropped and its grants
+    revoked); :meth:`create` then makes any of those tables in
     another database in a few milliseconds each, exactly as Nova made them — indexes,
     foreign keys, character set and all.  Test databases get Nova's schema that way
     without running the migrations (6-20 s) for every test.
@@ -311,6 +313,8 @@ class NovaTemplate:
     ddl: dict[str, str]
     #: the database nova-manage made, while it is kept (``build(keep=True)``)
     database: str | None = None
+    #: what drops the kept database and revokes its grants
+    janitor: DatabaseJanitor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -324,36 +328,30 @@ class NovaTemplate:
     ) -> NovaTemplate:
         """Nova's migrations in a scratch database, read back; it is dropped unless ``keep``."""
         env = (env or nova_env()).ensure(log=log)
-        name = f"nova_template_{secrets.token_hex(4)}"
-        admin = unpooled_engine(info.admin_url(), name="primary")
-        kept = False
+        janitor = DatabaseJanitor(
+            info.settings(), prefix="nova_template_", schema=None, replicate=False
+        )
+        janitor.init()  # created and granted (nova-manage connects as the service's account)
         try:
-            with admin.begin() as conn:
-                conn.execute(text(f"CREATE DATABASE `{name}`"))
-                user = info.primary.username
-                if user and user != info.admin.username:
-                    conn.execute(text(f"GRANT {NOVA_PRIVILEGES} ON `{name}`.* TO '{user}'@'%'"))
-            synced = db_sync(env, info.primary_url(name), workdir=workdir)
-            with admin.connect() as conn:
-                ddl = _ddl_in_order(conn, name)
-            kept = keep
-        finally:
-            if not kept:
-                with admin.begin() as conn:
-                    conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-            admin.dispose()
-        return cls(synced, ddl, name if kept else None)
+            synced = db_sync(env, info.primary_url(janitor.name), workdir=workdir)
+            admin = unpooled_engine(info.admin_url(), name="primary")
+            try:
+                with admin.connect() as conn:
+                    ddl = _ddl_in_order(conn, janitor.name)
+            finally:
+                admin.dispose()
+        except BaseException:
+            janitor.drop()
+            raise
+        if not keep:
+            janitor.drop()
+            return cls(synced, ddl)
+        return cls(synced, ddl, janitor.name, janitor)
 
-    def drop(self, info: TestbedInfo) -> None:
-        """Drop the kept database (nothing when none is kept)."""
-        if self.database is None:
-            return
-        admin = unpooled_engine(info.admin_url(), name="primary")
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{self.database}`"))
-        finally:
-            admin.dispose()
+    def drop(self) -> None:
+        """Drop the kept database and revoke its grants (nothing when none is kept)."""
+        if self.janitor is not None:
+            self.janitor.drop()
 
     def create(self, conn: Connection, tables: Iterable[str] | None = None) -> list[str]:
         """Make ``tables`` (default: all of Nova's) in ``conn``'s database; returns them."""

@@ -27,6 +27,21 @@ from offload.waiting import Deadline, wait_for
 __all__ = ["ServerProcess", "pid_alive", "port_in_use", "stop_process_group", "tail"]
 
 _PR_SET_PDEATHSIG = 1
+#: servers this process started, by pid, until stopped or reaped.  A server may
+#: outlive the object that started it (``offload testbed up`` returns, its servers
+#: run on); keeping its Popen here reaps it when it stops, and no Popen is
+#: collected while its server still runs (a ResourceWarning)
+_STARTED: dict[int, subprocess.Popen[bytes]] = {}
+_STARTED_LOCK = threading.Lock()
+
+
+def _reap(pid: int) -> None:
+    """Forget (and reap) the server ``pid`` if this process started it."""
+    with _STARTED_LOCK:
+        popen = _STARTED.pop(pid, None)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=1)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -77,15 +92,18 @@ def stop_process_group(
     pid: int, *, timeout: float = 60.0, is_ours: Callable[[int], bool] = pid_alive
 ) -> None:
     """TERM the process group led by ``pid``, KILL it if it outlives ``timeout``."""
-    if not is_ours(pid):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    if wait_for(lambda: not pid_alive(pid), Deadline(timeout), interval=0.05):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-    wait_for(lambda: not pid_alive(pid), Deadline(10.0), interval=0.05)
+    try:
+        if not is_ours(pid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        if wait_for(lambda: not pid_alive(pid), Deadline(timeout), interval=0.05):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        wait_for(lambda: not pid_alive(pid), Deadline(10.0), interval=0.05)
+    finally:
+        _reap(pid)
 
 
 @dataclass
@@ -125,6 +143,8 @@ class ServerProcess:
                 preexec_fn=_die_with_parent if bind else None,  # noqa: PLW1509
             )
         self.pid = self._popen.pid
+        with _STARTED_LOCK:
+            _STARTED[self.pid] = self._popen
         try:
             self._await_ready()
         except BaseException:
@@ -157,9 +177,7 @@ class ServerProcess:
         if self.pid is None:
             return
         stop_process_group(self.pid, timeout=self.stop_timeout)
-        if self._popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._popen.wait(timeout=1)
+        _reap(self.pid)
         self.pid = None
 
     def kill(self) -> None:
@@ -170,6 +188,7 @@ class ServerProcess:
             wait_for(lambda: not self.running(), Deadline(10.0), interval=0.02)
             if self._popen is not None:
                 self._popen.wait(timeout=5)
+            _reap(self.pid)
             self.pid = None
 
     def __enter__(self) -> ServerProcess:

@@ -1,0 +1,11 @@
+"""The plugin's own tests: pytest runs of small projects of their own (pytester)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/plugin" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
