@@ -11,7 +11,9 @@ from offload.fleet.run import COLUMNS, FleetParams, sweep
 from offload.testbed import TestbedInfo
 
 
-def test_fleet_moves_task_reads_off_the_primary(testbed: TestbedInfo, tmp_path: Path) -> None:
+def test_fleet_moves_task_reads_off_the_primary(
+    offload_testbed: TestbedInfo, tmp_path: Path
+) -> None:
     params = FleetParams(
         hosts=(3,),
         instances_per_host=40,
@@ -23,7 +25,7 @@ def test_fleet_moves_task_reads_off_the_primary(testbed: TestbedInfo, tmp_path: 
         threads=2,
         write_rate=5.0,
     )
-    result = sweep(params, Servers.from_testbed(testbed), lambda _line: None)
+    result = sweep(params, Servers.from_testbed(offload_testbed), lambda _line: None)
     rows = {row["config"]: row for row in result.rows}
     replica, primary = rows["replica"], rows["primary"]
     for row in (replica, primary):
@@ -37,7 +39,7 @@ def test_fleet_moves_task_reads_off_the_primary(testbed: TestbedInfo, tmp_path: 
     assert primary["primary_data_selects_per_s"] > 0
     assert replica["replica_selects_per_s"] > primary["replica_selects_per_s"]
     assert result.rss_end[3] > 0
-    write_outputs(tmp_path, result, params, server=testbed.server, seconds=1.0)
+    write_outputs(tmp_path, result, params, server=offload_testbed.server, seconds=1.0)
     with (tmp_path / "fleet.csv").open(encoding="utf-8") as stream:
         read = list(csv.DictReader(stream))
     assert [r["config"] for r in read] == ["replica", "primary"]
