@@ -143,11 +143,19 @@ def test_show_reports_the_toxics(link: Linked, capsys: pytest.CaptureFixture[str
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
+    try:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+    finally:  # also when asyncio.run cancels it: no stream left open for the GC to warn of
+        writer.close()
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
     writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
 
 
 async def _stall_and_cut() -> None:
@@ -170,17 +178,17 @@ async def _stall_and_cut() -> None:
         link.cut(30.0)
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), 5)  # reset
-        writer.close()
+        await _closed(writer)
         again_reader, again = await asyncio.open_connection("127.0.0.1", relay_port)
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(again_reader.readexactly(1), 5)  # refused while cut
-        again.close()
+        await _closed(again)
         assert link.refused == 1 and link.resets == 1
         link.clear()
         third_reader, third = await asyncio.open_connection("127.0.0.1", relay_port)
         third.write(b"back")
         assert await asyncio.wait_for(third_reader.readexactly(4), 5) == b"back"
-        third.close()
+        await _closed(third)
         assert link.toxics == Toxics()
 
 
@@ -291,7 +299,7 @@ async def _rate_capped() -> tuple[float, int]:
         writer.write(payload)
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
         elapsed = time.perf_counter() - started
-        writer.close()
+        await _closed(writer)
     return elapsed, len(echoed)
 
 
