@@ -112,6 +112,13 @@ LAG_CONFIG   ?=
 lag: venv server ## lag experiment, ~1 min, on its own testbed (LAG_CONFIG=FILE: an existing one); results in LAG_OUT
 	$(BIN)/offload lag run --scenario '$(LAG_SCENARIO)' $(LAG_ARGS) --out $(LAG_OUT)$(if $(LAG_CONFIG), --config $(LAG_CONFIG))
 
+# the fleet: simulated compute hosts, with and without the replica (docs/fleet.md)
+FLEET_ARGS ?=
+FLEET_OUT  ?= fleet-results
+.PHONY: fleet
+fleet: venv server ## 10, 50, 200 simulated hosts ± replica; FLEET_ARGS="--hosts 10,100,1000" / "--replicas 2"
+	$(BIN)/offload fleet --out $(FLEET_OUT) $(FLEET_ARGS)
+
 lint: venv ## ruff (check and format), mypy --strict, actionlint on the shipped workflow
 	$(BIN)/ruff check app tests
 	$(BIN)/ruff format --check app tests

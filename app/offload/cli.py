@@ -1010,6 +1010,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_lag,
     ):
         add(commands)
+    from offload.fleet.cli import add_fleet  # noqa: PLC0415 - its own package
+
+    add_fleet(commands)
     return parser
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,52 +143,26 @@ def test_show_reports_the_toxics(link: Linked, capsys: pytest.CaptureFixture[str
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        while data := await reader.read(4096):
-            writer.write(data)
-            await writer.drain()
+    try:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+    finally:  # also when asyncio.run cancels it: no stream left open for the GC to warn of
+        writer.close()
+
+
+async def _closed(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError):
         await writer.wait_closed()
 
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-class _Handlers:
-    """The in-process servers' connection handlers, finished before the loop closes.
-
-    Python 3.11's ``Server.wait_closed`` does not wait for them: a handler still
-    running when ``asyncio.run`` ends leaves its sockets to the GC (ResourceWarning).
-    """
-
-    def __init__(self) -> None:
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def track(self, handler: Handler) -> Handler:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            self.tasks.add(task)
-            await handler(reader, writer)
-
-        return tracked
-
-    async def settle(self, *clients: asyncio.StreamWriter) -> None:
-        """Close the clients, then wait until every handler returned."""
-        for client in clients:
-            client.close()
-            with contextlib.suppress(ConnectionError):
-                await client.wait_closed()
-        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
-
-
 async def _stall_and_cut() -> None:
-    handlers = _Handlers()
-    echo = await asyncio.start_server(handlers.track(_echo), "127.0.0.1", 0)
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     port = echo.sockets[0].getsockname()[1]
     link = Link("127.0.0.1", port)
-    relay = await asyncio.start_server(handlers.track(link.handle), "127.0.0.1", 0)
+    relay = await asyncio.start_server(link.handle, "127.0.0.1", 0)
     relay_port = relay.sockets[0].getsockname()[1]
     async with echo, relay:
         reader, writer = await asyncio.open_connection("127.0.0.1", relay_port)
@@ -204,17 +178,17 @@ async def _stall_and_cut() -> None:
         link.cut(30.0)
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(reader.readexactly(1), 5)  # reset
-        writer.close()
+        await _closed(writer)
         again_reader, again = await asyncio.open_connection("127.0.0.1", relay_port)
         with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
             await asyncio.wait_for(again_reader.readexactly(1), 5)  # refused while cut
-        again.close()
+        await _closed(again)
         assert link.refused == 1 and link.resets == 1
         link.clear()
         third_reader, third = await asyncio.open_connection("127.0.0.1", relay_port)
         third.write(b"back")
         assert await asyncio.wait_for(third_reader.readexactly(4), 5) == b"back"
-        await handlers.settle(writer, again, third)
+        await _closed(third)
         assert link.toxics == Toxics()
 
 
@@ -312,11 +286,10 @@ def test_a_lag_experiment_with_a_link_step(link: Linked, tmp_path: Path) -> None
 
 
 async def _rate_capped() -> tuple[float, int]:
-    handlers = _Handlers()
-    echo = await asyncio.start_server(handlers.track(_echo), "127.0.0.1", 0)
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     link = Link("127.0.0.1", echo.sockets[0].getsockname()[1])
     link.set_toxics({"rate": 100_000.0})  # bytes per second, each way
-    relay = await asyncio.start_server(handlers.track(link.handle), "127.0.0.1", 0)
+    relay = await asyncio.start_server(link.handle, "127.0.0.1", 0)
     async with echo, relay:
         reader, writer = await asyncio.open_connection(
             "127.0.0.1", relay.sockets[0].getsockname()[1]
@@ -326,7 +299,7 @@ async def _rate_capped() -> tuple[float, int]:
         writer.write(payload)
         echoed = await asyncio.wait_for(reader.readexactly(len(payload)), 30)
         elapsed = time.perf_counter() - started
-        await handlers.settle(writer)
+        await _closed(writer)
     return elapsed, len(echoed)
 
 

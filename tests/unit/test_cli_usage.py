@@ -274,6 +274,12 @@ BAD_VALUES = [
     (["lag", "run", "--instances", "0"], "--instances"),
     (["lag", "run", "--out", "a-file"], "a-file is not a directory"),
     (["lag", "compare", "no-such-dir"], "no-such-dir does not exist"),
+    (["fleet", "--hosts", "0"], "positive host counts"),
+    (["fleet", "--hosts", "ten"], "positive host counts"),
+    (["fleet", "--time-factor", "-1"], "above 0"),
+    (["fleet", "--replicas", "0"], "at least 1"),
+    (["fleet", "--write-rate", "-2"], "0 (no API writes) or more"),
+    (["fleet", "--out", "a-file"], "a-file is not a directory"),
 ]
 
 

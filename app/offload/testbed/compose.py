@@ -55,7 +55,7 @@ from offload.testbed import engine, images
 from offload.testbed.files import (
     ComposeState,
     load_credentials,
-    read_state,
+    read_state_of,
     save_state,
     write_private,
 )
@@ -240,13 +240,7 @@ class ComposeTopology:
         return self.dir / "compose.env"
 
     def _load_state(self) -> ComposeState | None:
-        state = read_state(self.dir)
-        if state is not None and not isinstance(state, ComposeState):
-            raise TestbedError(
-                f"the testbed in {self.dir} is a {state.backend} testbed",
-                hint="take it down first (`make down`), or use another --dir",
-            )
-        return state
+        return read_state_of(self.dir, ComposeState)
 
     def _state(self) -> ComposeState:
         state = self._load_state()

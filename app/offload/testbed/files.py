@@ -28,6 +28,7 @@ __all__ = [
     "ServerRecord",
     "load_credentials",
     "read_state",
+    "read_state_of",
     "save_state",
     "write_private",
 ]
@@ -206,6 +207,20 @@ def read_state(directory: Path) -> NativeState | ComposeState | None:
     if data.get("backend", "native") == "compose":
         return _parsed(path, lambda: _compose(data))
     return _parsed(path, lambda: _native(data))
+
+
+StateT = TypeVar("StateT", NativeState, ComposeState)
+
+
+def read_state_of(directory: Path, kind: type[StateT]) -> StateT | None:
+    """The state of ``directory``'s testbed when it is a ``kind`` one; one line if another's."""
+    state = read_state(directory)
+    if state is not None and not isinstance(state, kind):
+        raise TestbedError(
+            f"the testbed in {directory} is a {state.backend} testbed",
+            hint="take it down first (`make down`), or use another --dir",
+        )
+    return state
 
 
 def save_state(directory: Path, state: NativeState | ComposeState) -> None:

@@ -39,7 +39,7 @@ from offload.testbed.files import (
     NovaSchemaRecord,
     ServerRecord,
     load_credentials,
-    read_state,
+    read_state_of,
     save_state,
 )
 from offload.testbed.knobs import ApplierKnobs, apply_to_primary, apply_to_replica
@@ -137,13 +137,7 @@ class NativeTopology:
         return self.dir / "offload.conf"
 
     def _load_state(self) -> NativeState | None:
-        state = read_state(self.dir)
-        if state is not None and not isinstance(state, NativeState):
-            raise TestbedError(
-                f"the testbed in {self.dir} is a {state.backend} testbed",
-                hint="take it down first (`make down`), or use another --dir",
-            )
-        return state
+        return read_state_of(self.dir, NativeState)
 
     def _require_state(self) -> NativeState:
         state = self._load_state()

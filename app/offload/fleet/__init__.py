@@ -1,0 +1,3 @@
+"""``offload fleet``: many simulated compute hosts against one testbed (docs/fleet.md)."""
+
+__all__: list[str] = []

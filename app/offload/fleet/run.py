@@ -1,0 +1,391 @@
+"""The sweep: for each host count, the fleet in alternating windows with and without the replica.
+
+One testbed (native, free ports, stopped afterwards), one scratch database seeded once for
+the largest count (``instances_per_host`` instances per host; smaller counts run the
+first hosts of the same data set).  For each host count the hosts are dealt over
+``processes`` worker processes; then windows alternate ``replica``, ``primary``, ...
+(``pairs`` of each after a warm-up).  Windows are lock-step: the parent reads the servers'
+counters, tells every worker to go, and reads them again once every worker has finished
+the runs it started — so every statement of a window is counted in that window.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import multiprocessing
+import shutil
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from offload.bench.env import Scratch, Servers, TaggedStatements
+from offload.config import ComputeSettings, Settings
+from offload.db import Database
+from offload.errors import ConfigError
+from offload.fleet.measure import ApiWriteLoad, ServerMeter
+from offload.fleet.stats import percentile, split_hosts
+from offload.fleet.worker import WorkerPlan, run_worker
+from offload.seed import host_names
+from offload.testbed.native import NativeTopology
+
+__all__ = ["COLUMNS", "FleetParams", "Sweep", "run_fleet", "sweep", "write_csv"]
+
+COLUMNS = (
+    "hosts",
+    "config",
+    "replicas",
+    "windows",
+    "seconds",
+    "primary_statements_per_s",
+    "primary_selects_per_s",
+    "primary_data_selects_per_s",
+    "primary_causal_selects_per_s",
+    "replica_selects_per_s",
+    "primary_cpu_s_per_s",
+    "replica_cpu_s_per_s",
+    "task_runs",
+    "task_overruns",
+    "task_missed",
+    "task_errors",
+    "task_run_p50_ms",
+    "task_run_p99_ms",
+    "fallbacks",
+    "rejected_writes",
+    "replica_lag_p50_ms",
+    "replica_lag_p99_ms",
+    "replica_lag_max_ms",
+    "api_writes_per_s",
+    "rss_per_host_kib",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetParams:
+    hosts: tuple[int, ...] = (10, 50, 200)
+    instances_per_host: int = 500
+    time_factor: float = 20.0
+    window: float = 15.0
+    pairs: int = 2
+    warmup: float = 5.0
+    processes: int = 2
+    threads: int = 8
+    write_rate: float = 10.0
+    replicas: int = 1
+    max_lag: float = 1.0
+    seed: int = 0
+
+
+@dataclass(slots=True)
+class _Window:
+    config: str
+    seconds: float = 0.0
+    primary: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    replica: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
+    data_selects: int = 0
+    causal_selects: int = 0
+    lag: list[float] = dataclasses.field(default_factory=list)
+    tallies: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    writes: int = 0
+
+
+class _Sampler(threading.Thread):
+    """Every 0.2 s: the worst replica's heartbeat lag; every 1 s: the primary's tagged history."""
+
+    def __init__(self, db: Database, tagged: TaggedStatements) -> None:
+        super().__init__(name="fleet-sampler", daemon=True)
+        self.db, self.tagged = db, tagged
+        self.window: _Window | None = None
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.error: str | None = None
+
+    def poll(self) -> None:
+        events = self.tagged.poll()
+        with self.lock:
+            if self.window is not None:
+                self.window.data_selects += sum(1 for e in events if e.is_data_read)
+                self.window.causal_selects += sum(
+                    1 for e in events if e.is_select and e.route == "causal"
+                )
+
+    def run(self) -> None:
+        tick = 0
+        while not self.stop.wait(0.2):
+            try:
+                lags = [r.lag for r in self.db.guard.readings().values() if r.lag is not None]
+                with self.lock:
+                    if self.window is not None and lags:
+                        self.window.lag.append(max(lags) * 1000)
+                tick += 1
+                if tick % 5 == 0:
+                    self.poll()
+            except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+                self.error = str(exc).splitlines()[0]
+
+
+def _settings(scratch: Scratch, *, with_replica: bool, max_lag: float) -> Settings:
+    settings = scratch.settings(with_replica=with_replica, compute=ComputeSettings())
+    return dataclasses.replace(
+        settings, replica=dataclasses.replace(settings.replica, max_lag=max_lag)
+    )
+
+
+def _window(
+    config: str,
+    seconds: float,
+    pipes: list[Connection],
+    sampler: _Sampler,
+    meters: list[ServerMeter],
+    writer: ApiWriteLoad,
+) -> _Window:
+    """One lock-step window: counters, go, every worker's tally, counters again."""
+    window = _Window(config)
+    sampler.poll()
+    before = [m.read() for m in meters]
+    writes = writer.writes
+    with sampler.lock:
+        sampler.window = window
+    for pipe in pipes:
+        pipe.send({"config": config, "seconds": seconds})
+    window.tallies = [pipe.recv() for pipe in pipes]
+    sampler.poll()
+    with sampler.lock:
+        sampler.window = None
+    after = [m.read() for m in meters]
+    window.writes = writer.writes - writes
+    window.seconds = after[0].at - before[0].at
+    window.primary = after[0].rates(before[0])
+    window.replica = [a.rates(b) for a, b in zip(after[1:], before[1:], strict=True)]
+    return window
+
+
+def _point(
+    params: FleetParams,
+    scratch: Scratch,
+    servers: Servers,
+    hosts: int,
+    progress: Callable[[str], None],
+) -> tuple[list[_Window], list[int], int]:
+    names = host_names(hosts)
+    groups = split_hosts(names, params.processes)
+    threads = max(2, min(params.threads, max(len(g) for g in groups)))
+    replica = _settings(scratch, with_replica=True, max_lag=params.max_lag)
+    primary = _settings(scratch, with_replica=False, max_lag=params.max_lag)
+    context = multiprocessing.get_context("spawn")
+    pipes = []
+    processes = []
+    for index, group in enumerate(groups):
+        parent_end, child_end = context.Pipe()
+        plan = WorkerPlan(
+            tuple(group), replica, primary, params.time_factor, threads, params.seed + index
+        )
+        process = context.Process(target=run_worker, args=(plan, child_end), daemon=True)
+        process.start()
+        pipes.append(parent_end)
+        processes.append(process)
+    admin = servers.admin_engine()
+    replica_admins = servers.replica_admin_engines()
+    monitor = Database(replica)
+    sampler = _Sampler(monitor, TaggedStatements(admin, scratch.name))
+    api = create_engine(scratch.url(), pool_size=1)
+    writer = ApiWriteLoad(api, params.write_rate)
+    windows: list[_Window] = []
+    growth: list[int] = []
+    try:
+        ready = [pipe.recv() for pipe in pipes]
+        growth = [r["hosts_rss_kib"] - r["base_rss_kib"] for r in ready]
+        progress(f"fleet: {hosts} hosts in {len(groups)} processes ({threads} threads each) ready")
+        meters = [ServerMeter(admin)] + [ServerMeter(e) for e in replica_admins]
+        sampler.tagged.skip()
+        sampler.start()
+        writer.start()
+        plan_windows = [("warmup", params.warmup)] + [
+            (config, params.window)
+            for _ in range(params.pairs)
+            for config in ("replica", "primary")
+        ]
+        for config, seconds in plan_windows:
+            window = _window(config, seconds, pipes, sampler, meters, writer)
+            windows.append(window)
+            progress(
+                f"fleet: {hosts} hosts, {config} window {window.seconds:.1f} s: "
+                f"{window.data_selects} task data SELECTs on the primary, "
+                f"{sum(t['runs'] for t in window.tallies)} runs"
+            )
+        for pipe in pipes:
+            pipe.send(None)
+        final = [pipe.recv() for pipe in pipes]
+        end_growth = sum(f["end_rss_kib"] - f["base_rss_kib"] for f in final)
+    finally:
+        writer.stop.set()
+        sampler.stop.set()
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+        monitor.dispose()
+        api.dispose()
+        admin.dispose()
+        for engine in replica_admins:
+            engine.dispose()
+    if writer.error:
+        raise ConfigError(f"the API write load failed: {writer.error}")
+    return windows, growth, end_growth
+
+
+def _row(
+    hosts: int, config: str, params: FleetParams, windows: list[_Window], rss: float
+) -> dict[str, Any]:
+    chosen = [w for w in windows if w.config == config]
+    seconds = sum(w.seconds for w in chosen)
+
+    def weighted(key: str, part: Callable[[_Window], dict[str, float | None]]) -> float | None:
+        values = [(part(w).get(key), w.seconds) for w in chosen]
+        if any(v is None for v, _ in values):
+            return None
+        return sum(float(v or 0) * s for v, s in values) / seconds
+
+    tallies = [t for w in chosen for t in w.tallies]
+    durations = [d * 1000 for t in tallies for ds in t["durations"].values() for d in ds]
+    lag = [v for w in chosen for v in w.lag]
+
+    def replica_sum(key: str) -> float | None:
+        if not chosen or not chosen[0].replica:
+            return None
+        per = [
+            weighted(key, functools.partial(_nth_replica, index=i))
+            for i in range(len(chosen[0].replica))
+        ]
+        return None if any(p is None for p in per) else sum(float(p or 0) for p in per)
+
+    return {
+        "hosts": hosts,
+        "config": config,
+        "replicas": params.replicas,
+        "windows": len(chosen),
+        "seconds": round(seconds, 1),
+        "primary_statements_per_s": _r(weighted("statements_per_s", lambda w: w.primary)),
+        "primary_selects_per_s": _r(weighted("selects_per_s", lambda w: w.primary)),
+        "primary_data_selects_per_s": _r(sum(w.data_selects for w in chosen) / seconds),
+        "primary_causal_selects_per_s": _r(sum(w.causal_selects for w in chosen) / seconds),
+        "replica_selects_per_s": _r(replica_sum("selects_per_s")),
+        "primary_cpu_s_per_s": _r(weighted("cpu_s_per_s", lambda w: w.primary), 3),
+        "replica_cpu_s_per_s": _r(replica_sum("cpu_s_per_s"), 3),
+        "task_runs": sum(t["runs"] for t in tallies),
+        "task_overruns": sum(t["overruns"] for t in tallies),
+        "task_missed": sum(t["missed"] for t in tallies),
+        "task_errors": sum(t["errors"] for t in tallies),
+        "task_run_p50_ms": _r(percentile(durations, 50)),
+        "task_run_p99_ms": _r(percentile(durations, 99)),
+        "fallbacks": sum(t["fallbacks"] for t in tallies),
+        "rejected_writes": sum(t["rejected"] for t in tallies),
+        "replica_lag_p50_ms": _r(percentile(lag, 50)),
+        "replica_lag_p99_ms": _r(percentile(lag, 99)),
+        "replica_lag_max_ms": _r(max(lag, default=None)),
+        "api_writes_per_s": _r(sum(w.writes for w in chosen) / seconds),
+        "rss_per_host_kib": round(rss, 1),
+    }
+
+
+def _nth_replica(window: _Window, *, index: int) -> dict[str, float | None]:
+    return window.replica[index]
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _per_task(windows: list[_Window], config: str) -> dict[str, tuple[float | None, float | None]]:
+    durations: dict[str, list[float]] = defaultdict(list)
+    for window in windows:
+        if window.config == config:
+            for tally in window.tallies:
+                for name, values in tally["durations"].items():
+                    durations[name].extend(v * 1000 for v in values)
+    return {n: (percentile(v, 50), percentile(v, 99)) for n, v in sorted(durations.items())}
+
+
+@dataclass(slots=True)
+class Sweep:
+    """The sweep's rows and what the note needs besides them."""
+
+    rows: list[dict[str, Any]]
+    tasks: dict[int, dict[str, dict[str, tuple[float | None, float | None]]]]
+    rss_end: dict[int, float]
+    seeded: tuple[int, float]
+
+
+def sweep(
+    params: FleetParams,
+    servers: Servers,
+    progress: Callable[[str], None],
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> Sweep:
+    """Seed a scratch database for the largest count, then each host count's windows.
+
+    ``on_rows`` gets the rows so far after each host count (a long sweep keeps them).
+    """
+    if not params.hosts or min(params.hosts) < 1:
+        raise ConfigError("host counts must be positive", hint="e.g. --hosts 10,50,200")
+    result = Sweep([], {}, {}, (0, 0.0))
+    with Scratch(servers, "fleet") as scratch:
+        largest = max(params.hosts)
+        began = time.monotonic()
+        summary = scratch.seed(largest * params.instances_per_host, largest)
+        result.seeded = (summary.instances, time.monotonic() - began)
+        progress(
+            f"fleet: seeded {summary.instances:,} instances over {largest} hosts, "
+            f"replicated, in {result.seeded[1]:.1f} s"
+        )
+        for hosts in sorted(set(params.hosts)):
+            windows, growth, end_growth = _point(params, scratch, servers, hosts, progress)
+            result.rss_end[hosts] = end_growth / hosts
+            result.tasks[hosts] = {c: _per_task(windows, c) for c in ("replica", "primary")}
+            for config in ("replica", "primary"):
+                result.rows.append(_row(hosts, config, params, windows, sum(growth) / hosts))
+            if on_rows is not None:
+                on_rows(result.rows)
+    return result
+
+
+def run_fleet(
+    params: FleetParams, out: Path, progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Run the sweep on a testbed of its own; write fleet.csv, fleet.md, fleet.png in ``out``."""
+    directory = Path(tempfile.mkdtemp(prefix="offload-fleet-"))
+    topology = NativeTopology(directory, port=0, replicas=params.replicas, bind_to_parent=True)
+    started = time.monotonic()
+    try:
+        info = topology.up()
+        servers = Servers.from_testbed(info)
+        progress(f"fleet: testbed up ({info.server}, {params.replicas} replica(s), free ports)")
+        out.mkdir(parents=True, exist_ok=True)
+        result = sweep(
+            params, servers, progress, on_rows=lambda rows: write_csv(out / "fleet.csv", rows)
+        )
+    finally:
+        topology.down()
+        shutil.rmtree(directory, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    from offload.fleet.report import write_outputs  # noqa: PLC0415 - matplotlib only here
+
+    write_outputs(out, result, params, server=info.server, seconds=elapsed)
+    progress(f"fleet: {elapsed:.0f} s in all; fleet.csv, fleet.md, fleet.png in {out}")
+    return result.rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
