@@ -88,10 +88,6 @@ class ImageResult:
         return f"{self.name:<28} {verb} ({self.seconds:.1f}s)"
 
 
-_stderr = stderr_log
-_run = run
-
-
 def image_label(image: str) -> str | None:
     """The recipe label of a local image; None when the engine has no such image."""
     return engine.image_label(image, LABEL)
@@ -156,7 +152,7 @@ def _import(rootfs: Path, name: str, recipe: str, log: Log) -> None:
         raise TestbedError(f"tar of {rootfs} failed (exit {tar.returncode})")
 
 
-def ensure_base(*, rebuild: bool = False, log: Log = _stderr) -> ImageResult:
+def ensure_base(*, rebuild: bool = False, log: Log = stderr_log) -> ImageResult:
     """The base image, from the cache when its recipe label matches; else debootstrapped."""
     started = time.monotonic()
     recipe = base_recipe()
@@ -198,7 +194,7 @@ def _wheel_platforms() -> list[str]:
     ]
 
 
-def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
+def ensure_wheelhouse(repo: Path, *, log: Log = stderr_log) -> Path:
     """build/wheelhouse: wheels of every dependency for the base's Python (pip, on the host).
 
     A stamp holds the hash of the requirement list: unchanged requirements, no pip run.
@@ -215,7 +211,7 @@ def ensure_wheelhouse(repo: Path, *, log: Log = _stderr) -> Path:
     log(f"images: pip download wheels for Python {TARGET_PYTHON} into {WHEELHOUSE}")
     platforms = [arg for name in _wheel_platforms() for arg in ("--platform", name)]
     version = TARGET_PYTHON.replace(".", "")
-    _run(
+    run(
         [
             sys.executable,
             "-m",
@@ -276,7 +272,7 @@ def ensure_compute(
     base: str = BASE_IMAGE,
     name: str = COMPUTE_IMAGE,
     rebuild: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> ImageResult:
     """The compute image on ``base``, from local wheels; reused while its sources are unchanged."""
     started = time.monotonic()
@@ -325,7 +321,7 @@ def db_image(flavor: FlavorSpec | None) -> str:
 
 
 def ensure_db_image(
-    provided: Provided, *, rebuild: bool = False, log: Log = _stderr
+    provided: Provided, *, rebuild: bool = False, log: Log = stderr_log
 ) -> ImageResult:
     """``offload-mysql:9.7`` and the like: the provided server's cached tree, imported."""
     started = time.monotonic()
@@ -343,7 +339,7 @@ def ensure_images(
     *,
     flavors: Sequence[FlavorSpec] | None = None,
     rebuild: bool = False,
-    log: Log = _stderr,
+    log: Log = stderr_log,
 ) -> list[ImageResult]:
     """The base and compute images, and the DB image of each flavor; built only when needed."""
     repo = repo or find_repo()

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,7 +40,7 @@ from sqlalchemy import URL, Connection, inspect, text
 from offload.dberrors import unpooled_engine
 from offload.errors import TestbedError
 from offload.testbed.janitor import SERVICE_PRIVILEGES, DatabaseJanitor
-from offload.testbed.rootfs import Log, stderr_log
+from offload.testbed.rootfs import Log, run, stderr_log
 from offload.testbed.servers import cache_dir
 from offload.testbed.topology import NOVA_DATABASE, TestbedInfo, write_private
 from offload.urls import masked
@@ -410,32 +409,16 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _run(
-    args: Sequence[str],
-    *,
-    what: str,
-    timeout: float = 600.0,
-    log_hint: Path | None = None,
+    args: Sequence[str], *, what: str, timeout: float = 600.0, log_hint: Path | None = None
 ) -> str:
-    """Run an argument list; a failure raises one line (its last output line) and a hint."""
-    try:
-        result = subprocess.run(
-            list(args),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            env={**os.environ, "PYTHONNOUSERSITE": "1"},
-        )
-    except subprocess.TimeoutExpired:
-        raise TestbedError(f"{what} took longer than {timeout:.0f}s") from None
-    except OSError as exc:
-        raise TestbedError(f"{what} could not run ({exc})") from None
-    if result.returncode != 0:
-        lines = (result.stdout + result.stderr).strip().splitlines()
-        last = masked(lines[-1].strip()) if lines else "no output"
-        hint = f"see {log_hint}" if log_hint else None
-        raise TestbedError(f"{what} failed (exit {result.returncode}): {last}", hint=hint)
-    return result.stdout
+    """:func:`offload.testbed.rootfs.run` in the side environment's terms (no user site)."""
+    return run(
+        args,
+        what=what,
+        timeout=timeout,
+        env={**os.environ, "PYTHONNOUSERSITE": "1"},
+        log_hint=log_hint,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

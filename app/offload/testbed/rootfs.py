@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from offload.errors import TestbedError
+from offload.urls import masked
 
 __all__ = [
     "Log",
@@ -53,8 +54,13 @@ def run(
     timeout: float = 1800,
     stdin: int | None = None,
     env: dict[str, str] | None = None,
+    log_hint: Path | None = None,
 ) -> str:
-    """Run an argument list; a failure raises with the end of its output."""
+    """Run an argument list; a failure raises with the end of its output.
+
+    With ``log_hint`` the failure is one line (the last output line, passwords masked) and
+    the hint names the log to read; without, the last 15 lines follow the message.
+    """
     try:
         result = subprocess.run(
             list(args),
@@ -70,7 +76,13 @@ def run(
     except OSError as exc:
         raise TestbedError(f"{what} could not run ({exc})") from None
     if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        lines = (result.stdout + result.stderr).strip().splitlines()
+        if log_hint is not None:
+            last = masked(lines[-1].strip()) if lines else "no output"
+            raise TestbedError(
+                f"{what} failed (exit {result.returncode}): {last}", hint=f"see {log_hint}"
+            )
+        tail = "\n".join(lines[-15:])
         raise TestbedError(f"{what} failed (exit {result.returncode}):\n{tail}")
     return result.stdout
 
