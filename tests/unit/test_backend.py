@@ -136,6 +136,8 @@ def fake_sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     sdk = types.SimpleNamespace(from_env=from_env, errors=types.SimpleNamespace())
     sdk.errors.DockerException = RuntimeError
     monkeypatch.setattr(engine, "_sdk", lambda: sdk)
+    # the fake engine answers whether or not this machine's Docker socket does
+    monkeypatch.setattr(engine, "_unix_socket_refuses", lambda host: None)
     monkeypatch.setattr(compose_module, "compose_command", lambda: ["docker", "compose"])
     engine.client.cache_clear()
     yield made
