@@ -903,6 +903,73 @@ def _add_bench(commands: Any) -> None:
     bench.set_defaults(handler=cmd_bench, full=False)
 
 
+def _add_matrix(lag_commands: Any) -> None:
+    def matrix(args: argparse.Namespace, settings: Settings) -> int:
+        from offload.matrix.cli import matrix_command  # noqa: PLC0415
+
+        return matrix_command(args, settings)
+
+    grid = lag_commands.add_parser(
+        "matrix",
+        help="one load across link RTT x write rate x appliers (x semi-sync, group commit): "
+        "matrix.csv, matrix.md, matrix.png",
+    )
+    grid.add_argument(
+        "--rtt", metavar="LIST", help="link round trips, e.g. 0,10,40,80ms (default 0,40)"
+    )
+    grid.add_argument(
+        "--write-rate", metavar="LIST", help="writes a second, e.g. 50,200,800 (default 50,400)"
+    )
+    grid.add_argument(
+        "--workers", metavar="LIST", help="the replica's appliers, e.g. 1,4 (default 1,4)"
+    )
+    grid.add_argument("--semi-sync", metavar="LIST", help="off, on or off,on (default off)")
+    grid.add_argument(
+        "--group-commit",
+        metavar="LIST",
+        help="binlog group commit delays on the primary, e.g. 0,2ms (default 0: off)",
+    )
+    grid.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="seconds of load per cell (default 12)",
+    )
+    grid.add_argument(
+        "--max-lag",
+        type=float,
+        default=0.1,
+        metavar="X",
+        help="[replica] max_lag of the cells, seconds (default 0.1; lag_policy primary)",
+    )
+    grid.add_argument(
+        "--out",
+        type=_output_dir,
+        metavar="DIR",
+        default="matrix-results",
+        help="output directory (default matrix-results)",
+    )
+    grid.add_argument(
+        "--config",
+        dest="matrix_config",
+        metavar="FILE",
+        help="use this existing native testbed's config (default: a testbed of its own "
+        "on free ports, stopped afterwards)",
+    )
+    grid.add_argument(
+        "--task-interval",
+        type=_positive,
+        default=1,
+        metavar="S",
+        help="every task runs every S seconds (default 1)",
+    )
+    grid.add_argument(
+        "--instances", type=_positive, default=200, help="instances seeded (default 200)"
+    )
+    grid.set_defaults(handler=matrix)
+
+
 def _add_lag(commands: Any) -> None:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         from offload.experiments.commands import run_command  # noqa: PLC0415
@@ -984,6 +1051,7 @@ def _add_lag(commands: Any) -> None:
         help="instances seeded over compute-1/2 (default 400)",
     )
     experiment.set_defaults(handler=run)
+    _add_matrix(lag_commands)
     side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
     side_by_side.add_argument("dirs", nargs="+", metavar="DIR", help="`lag run --out` dirs")
     side_by_side.set_defaults(handler=compare)
