@@ -47,6 +47,7 @@ __all__ = [
     "MatrixRun",
     "cell_result",
     "cell_scenario",
+    "gtid_rates",
     "run_matrix",
 ]
 
@@ -108,6 +109,19 @@ class MatrixRun:
     replicas: int
 
 
+def gtid_rates(
+    start: tuple[float, str, str], end: tuple[float, str, str], flavor: replication.Flavor
+) -> tuple[float | None, float | None]:
+    """(time, primary position, replica executed) at both ends → transactions a second
+    committed and applied between them (pure)."""
+    seconds = end[0] - start[0]
+    if seconds <= 0:
+        return None, None
+    committed = gtid_distance(end[1], start[1], flavor)
+    applied = gtid_distance(end[2], start[2], flavor)
+    return committed / seconds, applied / seconds
+
+
 class GtidWindow:
     """GTID positions of the primary and of one replica when the load starts and stops."""
 
@@ -142,12 +156,9 @@ class GtidWindow:
 
     def rates(self) -> tuple[float | None, float | None]:
         """Transactions a second the primary committed and the replica applied."""
-        if self.start is None or self.end is None or self.end[0] <= self.start[0]:
+        if self.start is None or self.end is None:
             return None, None
-        seconds = self.end[0] - self.start[0]
-        committed = gtid_distance(self.end[1], self.start[1], self.flavor)
-        applied = gtid_distance(self.end[2], self.start[2], self.flavor)
-        return committed / seconds, applied / seconds
+        return gtid_rates(self.start, self.end, self.flavor)
 
     def close(self) -> None:
         self._primary.dispose()
