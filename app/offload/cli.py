@@ -188,13 +188,21 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             hint="take it down and remove it (`make clean`), or use another --dir",
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
+    from offload.link.toxics import parse_duration  # noqa: PLC0415
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
     from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
 
-    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    knobs = ApplierKnobs(
+        replica_workers=args.replica_workers,
+        semi_sync=args.semi_sync,
+        group_commit_delay=parse_duration(args.group_commit_delay, option="--group-commit-delay")
+        if args.group_commit_delay is not None
+        else None,
+    )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
-            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            "--replica-workers, --semi-sync and --group-commit-delay are set on native "
+            "testbeds only (for now)",
             hint="add --backend native",
         )
 
@@ -726,19 +734,7 @@ def _add_testbed(commands: Any) -> None:
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
     )
-    up.add_argument(
-        "--replica-workers",
-        type=_positive,
-        metavar="N",
-        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
-        "optimistic; MySQL replica_parallel_workers); 1: one applier",
-    )
-    up.add_argument(
-        "--semi-sync",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="native: semi-synchronous replication on (off with --no-semi-sync)",
-    )
+    _add_knobs(up, where="native: ")
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
         "down", help="stop every server the testbed started (compose: remove the stack)"
@@ -903,6 +899,29 @@ def _add_bench(commands: Any) -> None:
     bench.set_defaults(handler=cmd_bench, full=False)
 
 
+def _add_knobs(parser: argparse.ArgumentParser, *, where: str) -> None:
+    """The servers' own knobs (testbed/knobs.py): testbed up, lag run."""
+    parser.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help=f"{where}N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    parser.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"{where}semi-synchronous replication on (off with --no-semi-sync)",
+    )
+    parser.add_argument(
+        "--group-commit-delay",
+        metavar="D",
+        help=f"{where}binlog group commit: a commit waits up to D (e.g. 2ms; 0: off) for "
+        "others (MariaDB binlog_commit_wait_usec, MySQL binlog_group_commit_sync_delay)",
+    )
+
+
 def _add_matrix(lag_commands: Any) -> None:
     def matrix(args: argparse.Namespace, settings: Settings) -> int:
         from offload.matrix.cli import matrix_command  # noqa: PLC0415
@@ -1050,6 +1069,7 @@ def _add_lag(commands: Any) -> None:
         default=400,
         help="instances seeded over compute-1/2 (default 400)",
     )
+    _add_knobs(experiment, where="for the run (put back afterwards): ")
     experiment.set_defaults(handler=run)
     _add_matrix(lag_commands)
     side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
