@@ -235,6 +235,11 @@ def test_knobs_found_on_the_servers_can_be_put_back() -> None:
         {"slave_parallel_threads": "0", "rpl_semi_sync_slave_enabled": "ON"},
     )
     assert maria == ApplierKnobs(replica_workers=1, semi_sync=True, group_commit_delay=0.002)
+    off = current_knobs(
+        {"binlog_commit_wait_count": "0", "binlog_commit_wait_usec": "100000"},
+        {"slave_parallel_threads": "4"},
+    )
+    assert off == ApplierKnobs(replica_workers=4, semi_sync=False, group_commit_delay=0.0)
     mysql = current_knobs(
         {"binlog_group_commit_sync_delay": "0"},
         {"replica_parallel_workers": "4", "rpl_semi_sync_replica_enabled": "-"},

@@ -191,11 +191,14 @@ def current_knobs(primary: dict[str, str], replica: dict[str, str]) -> ApplierKn
     """The knobs as ``read_knobs`` found them on the primary and a replica (to put back).
 
     A variable the server does not have ("-": MySQL's semi-sync plugin not installed)
-    counts as off.
+    counts as off, and so does MariaDB's group commit wait while its count is 0 (the
+    server's default: ``binlog_commit_wait_usec`` is then ignored).
     """
     workers = replica.get("slave_parallel_threads", replica.get("replica_parallel_workers", "-"))
     semi = replica.get("rpl_semi_sync_slave_enabled", replica.get("rpl_semi_sync_replica_enabled"))
     delay = primary.get("binlog_commit_wait_usec", primary.get("binlog_group_commit_sync_delay"))
+    if primary.get("binlog_commit_wait_count") == "0":
+        delay = "0"
     return ApplierKnobs(
         replica_workers=max(1, int(workers)) if workers.isdigit() else None,
         semi_sync=semi == "ON",
