@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,13 @@ from offload import replication
 from offload.cli import main
 from offload.compute.usage import AUDIT_TASK
 from offload.config import ComputeSettings, ReplicaSettings, Settings
-from offload.db import Database
 from offload.link.runner import LinkRunner
 from offload.pytest import ComputeFactory, DbFactory, OwnTestbed, WaitForReplication
 from offload.testbed import TestbedInfo
 from offload.tracing import QueryTrace
 from offload.waiting import Deadline, wait_for
 
-from ..integration.conftest import new_instance
-from .conftest import AssertSameData
+from .conftest import AssertSameData, fit, replica_route_targets, seed_old
 
 REPLICA = "replica0"
 BANDWIDTH = "_poll_bandwidth_usage"
@@ -102,29 +99,6 @@ def linked(
         topology.detach_link(REPLICA)
 
 
-def _fit(db: Database) -> bool:
-    reading = db.guard.readings().get(REPLICA)
-    return bool(
-        reading
-        and reading.usable
-        and reading.lag is not None
-        and reading.lag <= db.settings.replica.max_lag
-    )
-
-
-def _seed(db: Database, count: int) -> None:
-    with db.writer() as session:
-        session.add_all(new_instance(launched_at=datetime(2000, 1, 1)) for _ in range(count))
-
-
-def _reads_on(trace: QueryTrace, task: str, run: str) -> set[str]:
-    return {
-        r.target
-        for r in trace.for_task(task)
-        if r.run == run and r.route == "replica" and r.verb == "SELECT"
-    }
-
-
 def _testbed_status(linked: Linked, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
     capsys.readouterr()
     code = main(["--config", str(linked.config), "testbed", "status", "--json"])
@@ -144,9 +118,9 @@ def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
-    _seed(db, 10)
+    seed_old(db, 10)
     offload_wait_for_replication(db)
-    assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)
     manager = offload_compute_factory(db, options=ALL_ON)
     made = linked.state()["connections_total"]
 
@@ -164,11 +138,11 @@ def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
     assert seen["exit"] == 1  # testbed status says replication is broken
     assert seen["replication"]["last_io_error"], seen
 
-    _seed(db, 5)  # writes go on while the link is cut: the replica cannot have them
-    assert wait_for(lambda: not _fit(db), Deadline(seconds), interval=0.05)
+    seed_old(db, 5)  # writes go on while the link is cut: the replica cannot have them
+    assert wait_for(lambda: not fit(db), Deadline(seconds), interval=0.05)
     report = manager.run(BANDWIDTH)
     assert report.error is None
-    assert _reads_on(offload_trace, BANDWIDTH, report.run) == {"primary"}
+    assert replica_route_targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
     assert report.details["routing"]["fallbacks"], report.details["routing"]
     assert sum(n for (task, _), n in db.routing.fallbacks.items() if task == BANDWIDTH) >= 1
     assert time.monotonic() - cut_at < seconds, "the checks outlasted the cut: lengthen it"
@@ -178,9 +152,9 @@ def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
     state = linked.state()
     assert state["connections_total"] > made and state["refused"] >= 1, state
     assert_same_data(db)  # CHECKSUM TABLE: the replica's tables equal the primary's
-    assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)
     report = manager.run(BANDWIDTH)
-    assert _reads_on(offload_trace, BANDWIDTH, report.run) == {REPLICA}
+    assert replica_route_targets(offload_trace, BANDWIDTH, report.run) == {REPLICA}
 
 
 def test_a_silent_link_longer_than_the_net_timeout_makes_the_io_thread_reconnect(
@@ -192,17 +166,17 @@ def test_a_silent_link_longer_than_the_net_timeout_makes_the_io_thread_reconnect
     assert_same_data: AssertSameData,
 ) -> None:
     db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
-    _seed(db, 5)
+    seed_old(db, 5)
     offload_wait_for_replication(db)
     manager = offload_compute_factory(db, options=ALL_ON)
     made = linked.state()["connections_total"]
     linked.link("set", REPLICA, "--stall")  # no byte passes, no connection is reset
     try:
-        _seed(db, 5)
-        assert wait_for(lambda: not _fit(db), Deadline(5), interval=0.05)
+        seed_old(db, 5)
+        assert wait_for(lambda: not fit(db), Deadline(5), interval=0.05)
         report = manager.run(AUDIT_TASK)
         assert report.error is None
-        assert _reads_on(offload_trace, AUDIT_TASK, report.run) <= {"primary"}
+        assert replica_route_targets(offload_trace, AUDIT_TASK, report.run) <= {"primary"}
         assert report.details["routing"]["fallbacks"], report.details["routing"]
         # no heartbeat for NET_TIMEOUT seconds: the IO thread drops the silent connection
         # and opens a new one through the link
@@ -215,4 +189,4 @@ def test_a_silent_link_longer_than_the_net_timeout_makes_the_io_thread_reconnect
         linked.link("set", REPLICA, "--flow")
     assert wait_for(lambda: linked.status().threads_running, Deadline(30), interval=0.2)
     assert_same_data(db)
-    assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)

@@ -189,6 +189,8 @@ META = {
     "cell_seconds": 12.0,
     "task_interval": 1,
     "instances": 200,
+    "heartbeat_interval": 0.02,
+    "sample_interval": 0.0937,
     "max_lag": 0.1,
     "lag_policy": "primary",
     "seconds": 140.2,
@@ -211,6 +213,7 @@ def test_the_markdown_names_server_and_machine_and_has_a_table_per_setting() -> 
         in text
     )
     assert "| 40 | 50 | 49.0 | 0 | - | - |" in text  # a lag nobody measured is not a number
+    assert "a heartbeat every 20 ms, so exact to that), sampled every 93.7 ms" in text
     assert list(by_setting(ROWS)) == ["1 applier, semi-sync off", "4 appliers, semi-sync off"]
 
 

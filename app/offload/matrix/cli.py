@@ -133,6 +133,8 @@ def matrix_command(args: argparse.Namespace, settings: Settings) -> int:
         "cell_seconds": plan.cell_seconds,
         "task_interval": plan.task_interval,
         "instances": plan.instances,
+        "heartbeat_interval": plan.heartbeat_interval,
+        "sample_interval": plan.sample_interval,
         "max_lag": args.max_lag,
         "lag_policy": "primary",
         "started_at": started.isoformat(timespec="seconds"),

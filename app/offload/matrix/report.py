@@ -114,11 +114,14 @@ def render_markdown(rows: Sequence[CellResult], meta: Mapping[str, Any]) -> str:
         lines.append("")
     lines += [
         "RTT: the link's round trip (half of it added each way by the proxy).  "
-        "Lag: the replica's heartbeat lag, sampled every 100 ms.  s > max_lag: seconds the "
+        f"Lag: the replica's heartbeat lag (a heartbeat every "
+        f"{_ms(meta.get('heartbeat_interval'))} ms, so exact to that), sampled every "
+        f"{_n(1e3 * float(meta.get('sample_interval', 0.0)))} ms.  s > max_lag: seconds the "
         "replica spent beyond max_lag.  Fallbacks: replica reads the staleness guard sent "
         "to the primary (any reason); stale refused: those refused because the replica was "
         "beyond max_lag.  Rejected writes: guarded writes the primary refused because the "
-        "data read was stale.  Commit: the workload's transactions, BEGIN to COMMIT "
+        "row had changed since the task read it (a stale replica copy, or the workload's "
+        "own write in between).  Commit: the workload's transactions, BEGIN to COMMIT "
         "returned (semi-sync's acknowledgement and group commit's wait included).  Primary "
         "and applied tx/s: transactions the primary committed and the replica applied per "
         "second of the cell, counted from their GTID positions (heartbeat and task writes "
