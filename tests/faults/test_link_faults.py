@@ -21,8 +21,10 @@ from sqlalchemy import Engine, text
 
 from offload import replication
 from offload.cli import main
+from offload.compute.manager import ComputeManager
 from offload.compute.usage import AUDIT_TASK
 from offload.config import ComputeSettings, ReplicaSettings, Settings
+from offload.db import Database
 from offload.link.runner import LinkRunner
 from offload.pytest import ComputeFactory, DbFactory, OwnTestbed, WaitForReplication
 from offload.testbed import TestbedInfo
@@ -108,20 +110,34 @@ def _testbed_status(linked: Linked, capsys: pytest.CaptureFixture[str]) -> dict[
     return dict(replica)
 
 
-def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
-    linked: Linked,
+@dataclass
+class Guarded:
+    db: Database
+    manager: ComputeManager
+
+
+@pytest.fixture
+def guarded(
     offload_db_factory: DbFactory,
     offload_compute_factory: ComputeFactory,
     offload_wait_for_replication: WaitForReplication,
-    offload_trace: QueryTrace,
-    assert_same_data: AssertSameData,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+) -> Guarded:
+    """A Database with max_lag 0.3 s on seeded data, replicated, the replica fit; a host."""
     db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
     seed_old(db, 10)
     offload_wait_for_replication(db)
     assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)
-    manager = offload_compute_factory(db, options=ALL_ON)
+    return Guarded(db, offload_compute_factory(db, options=ALL_ON))
+
+
+def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
+    linked: Linked,
+    guarded: Guarded,
+    offload_trace: QueryTrace,
+    assert_same_data: AssertSameData,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db, manager = guarded.db, guarded.manager
     made = linked.state()["connections_total"]
 
     seconds = 3 * NET_TIMEOUT
@@ -159,16 +175,11 @@ def test_a_cut_longer_than_the_net_timeout_reconnects_falls_back_and_catches_up(
 
 def test_a_silent_link_longer_than_the_net_timeout_makes_the_io_thread_reconnect(
     linked: Linked,
-    offload_db_factory: DbFactory,
-    offload_compute_factory: ComputeFactory,
-    offload_wait_for_replication: WaitForReplication,
+    guarded: Guarded,
     offload_trace: QueryTrace,
     assert_same_data: AssertSameData,
 ) -> None:
-    db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
-    seed_old(db, 5)
-    offload_wait_for_replication(db)
-    manager = offload_compute_factory(db, options=ALL_ON)
+    db, manager = guarded.db, guarded.manager
     made = linked.state()["connections_total"]
     linked.link("set", REPLICA, "--stall")  # no byte passes, no connection is reset
     try:
