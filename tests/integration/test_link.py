@@ -4,7 +4,8 @@ The session testbed's replica0 gets a link for this module (its source pointed a
 proxy) and is pointed back at the primary afterwards.  Visibility is measured with plain
 PyMySQL clients (``offload.link.probe``): a commit on the primary, a replica polled until
 the row shows.  Medians over many samples, generous margins: these are properties of the
-link, not speed targets.
+link, not speed targets.  The ``check_*`` functions are the acceptance checks both
+backends run (tests/compose/test_link.py runs them on the compose stack's link service).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from offload.experiments.runner import ExperimentPlan, run_experiment
 from offload.experiments.scenarios import parse_scenario
 from offload.link.probe import Probe, median
 from offload.link.proxy import Link
-from offload.link.runner import LinkRunner
+from offload.link.runner import LinkRunner, Links
 from offload.link.toxics import Toxics
 from offload.testbed import TestbedInfo
+from offload.testbed.compose import ComposeTopology
 from offload.testbed.knobs import read_knobs
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
@@ -43,7 +45,7 @@ SAMPLES = 25
 class Linked:
     info: TestbedInfo
     dir: Path
-    runner: LinkRunner
+    links: Links
     probe: Probe
 
     def cli(self, *argv: str) -> None:
@@ -63,7 +65,7 @@ class Linked:
 @pytest.fixture(scope="module")
 def linked(offload_testbed: TestbedInfo) -> Iterator[Linked]:
     if offload_testbed.backend != "native" or offload_testbed.dir is None:
-        pytest.skip("the shaped link runs on the native testbed (compose: not built yet)")
+        pytest.skip("a native testbed's links (compose: tests/compose/test_link.py)")
     topology = NativeTopology(offload_testbed.dir, flavor=None, bind_to_parent=True)
     record = topology.attach_link(REPLICA)
     try:
@@ -87,17 +89,25 @@ def link(linked: Linked) -> Iterator[Linked]:
 
 def test_the_replica_replicates_through_the_link(link: Linked) -> None:
     status = link.status()
-    record = link.runner.record(REPLICA)
+    record = LinkRunner(link.dir).record(REPLICA)
     assert status.source_port == record.listen_port
-    assert status.threads_running, status.describe()
-    before = link.runner.control(REPLICA, "GET", "/link")["bytes_down"]
+    check_bytes_cross_the_link(link)
+
+
+def check_bytes_cross_the_link(link: Linked) -> None:
+    assert link.status().threads_running, link.status().describe()
+    before = link.links.control(REPLICA, "GET", "/link")["bytes_down"]
     link.probe.sample()
-    after = link.runner.control(REPLICA, "GET", "/link")
+    after = link.links.control(REPLICA, "GET", "/link")
     assert after["bytes_down"] > before
     assert after["connections"] == 1
 
 
 def test_delay_shows_in_commit_to_visible_and_clear_removes_it(link: Linked) -> None:
+    check_delay_then_clear(link)
+
+
+def check_delay_then_clear(link: Linked) -> None:
     link.cli("set", REPLICA, "--delay", "50ms")
     delayed = median(link.probe.samples(SAMPLES))
     link.cli("clear", REPLICA)
@@ -107,6 +117,10 @@ def test_delay_shows_in_commit_to_visible_and_clear_removes_it(link: Linked) -> 
 
 
 def test_cut_stops_replication_which_resumes_by_itself(link: Linked) -> None:
+    check_cut_heals_by_itself(link)
+
+
+def check_cut_heals_by_itself(link: Linked) -> None:
     link.cli("cut", REPLICA, "--for", "5s")
     cut_at = time.perf_counter()
     row, _ = link.probe.commit()
@@ -125,12 +139,16 @@ def test_cut_stops_replication_which_resumes_by_itself(link: Linked) -> None:
     assert wait_for(lambda: link.status().threads_running, Deadline(10.0))
     primary, replica = link.probe.checksums()
     assert primary == replica
-    state = link.runner.control(REPLICA, "GET", "/link")
+    state = link.links.control(REPLICA, "GET", "/link")
     assert state["resets"] >= 1
     assert state["refused"] >= 1  # the IO thread retried during the cut (MASTER_CONNECT_RETRY 1)
 
 
 def test_show_reports_the_toxics(link: Linked, capsys: pytest.CaptureFixture[str]) -> None:
+    check_show(link, capsys)
+
+
+def check_show(link: Linked, capsys: pytest.CaptureFixture[str]) -> None:
     link.cli("set", REPLICA, "--delay", "10ms", "--jitter", "2ms", "--rate", "2mbit")
     capsys.readouterr()
     link.cli("show")
@@ -267,6 +285,14 @@ def test_parallel_appliers_and_semi_sync_cost_a_round_trip(link: Linked) -> None
 
 
 def test_a_lag_experiment_with_a_link_step(link: Linked, tmp_path: Path) -> None:
+    check_lag_experiment_with_a_link_step(
+        link, NativeTopology(link.dir, flavor=None, bind_to_parent=True), tmp_path
+    )
+
+
+def check_lag_experiment_with_a_link_step(
+    link: Linked, topology: NativeTopology | ComposeTopology, out: Path
+) -> None:
     settings = link.info.settings(base=Settings(replica=ReplicaSettings(max_lag=0.1)))
     plan = ExperimentPlan(
         scenario=parse_scenario("link:delay=300ms@0.5..2.5"),
@@ -274,14 +300,13 @@ def test_a_lag_experiment_with_a_link_step(link: Linked, tmp_path: Path) -> None
         write_rate=20,
         instances=60,
     )
-    topology = NativeTopology(link.dir, flavor=None, bind_to_parent=True)
-    result = run_experiment(settings, plan, tmp_path, topology=topology)
-    (event,) = read_events(tmp_path / "events.csv")
+    result = run_experiment(settings, plan, out, topology=topology)
+    (event,) = read_events(out / "events.csv")
     assert (event.kind, event.target, event.detail) == ("link", REPLICA, "delay=300ms")
     assert event.end is not None and 0.4 <= event.t < event.end <= plan.duration
     # the heartbeat crossed the delayed link: lag well beyond max_lag, then back
     assert result.summary["lag"][REPLICA]["lag_max"] >= 0.25
-    assert link.runner.control(REPLICA, "GET", "/link")["toxics"] == Toxics().as_dict()
+    assert link.links.control(REPLICA, "GET", "/link")["toxics"] == Toxics().as_dict()
 
 
 async def _rate_capped() -> tuple[float, int]:

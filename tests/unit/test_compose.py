@@ -45,7 +45,7 @@ def published_hosts(rendered: str) -> list[str]:
     return [
         ln[2:].strip("'\"").split(":", 1)[0]
         for ln in lines
-        if ln.startswith("- ") and (":3306" in ln or ":8080" in ln)
+        if ln.startswith("- ") and any(f":{port}" in ln for port in (3306, 8080, 8081))
     ]
 
 
@@ -154,6 +154,7 @@ def test_ports_fixed_scaled_and_picked_by_docker() -> None:
     assert ComposeTopology._ports(34061) == {
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
+        "OFFLOAD_LINK_PORT": "34063",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
     scaled = ComposeTopology._ports(34061, 3)
@@ -191,6 +192,7 @@ def test_the_env_file_is_private_and_complete(tmp_path: Path) -> None:
         "ADMIN_PASSWORD=d",
         "OFFLOAD_DB_IMAGE=mariadb:11.4",
         "OFFLOAD_PRIMARY_PORT=34061",
+        "OFFLOAD_LINK_PORT=34063",
         "OFFLOAD_SERVICE_PORTS=34080",
     ):
         assert line in written.splitlines()
@@ -238,7 +240,8 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert published_hosts(result.stdout) == ["127.0.0.1"] * 3
+    # primary, replica, the replica's link (its control API), compute
+    assert published_hosts(result.stdout) == ["127.0.0.1"] * 4
     assert "condition: service_healthy" in result.stdout
     assert "container_name" not in result.stdout
 

@@ -13,7 +13,7 @@ would lose its bond to this process).  Every injection is filed as an
   every replica has applied it (the primary's GTID position after the commit);
 * kill-replica — the testbed SIGKILLs the replica's server, and restarts it;
 * link — the replica's shaped link (``offload link``, put in its path if it is not
-  there) gets the step's toxics, cleared at its end;
+  there; a compose replica always has one) gets the step's toxics, cleared at its end;
 * cut — the link resets its connections and refuses new ones until the step's end.
 
 ``reset()`` puts every replica back to normal (applier running, no delay); the
@@ -38,11 +38,14 @@ from offload.errors import ConfigError, OffloadError
 from offload.experiments.recorder import Recorder
 from offload.experiments.scenarios import Injection, Kind, Scenario, link_toxics
 from offload.experiments.workload import Workload
-from offload.link.runner import LinkRunner
+from offload.testbed.compose import ComposeTopology
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["Action", "Injector"]
+__all__ = ["Action", "Injector", "TestbedTopology"]
+
+#: a testbed the injector can act on: its links (both), kill and restart (native only)
+TestbedTopology = NativeTopology | ComposeTopology
 
 log = logging.getLogger("offload.experiments")
 #: how long a burst's event waits for the replicas to apply it
@@ -68,7 +71,7 @@ class Injector:
         *,
         recorder: Recorder,
         workload: Workload,
-        topology: NativeTopology | None = None,
+        topology: TestbedTopology | None = None,
     ) -> None:
         self.flavor = flavor
         self.recorder = recorder
@@ -84,7 +87,7 @@ class Injector:
 
     @staticmethod
     def requirements(
-        scenario: Scenario, *, admin_urls: int, topology: NativeTopology | None
+        scenario: Scenario, *, admin_urls: int, topology: TestbedTopology | None
     ) -> None:
         """Raise ConfigError when this testbed cannot do what the scenario asks."""
         kinds = {i.kind for i in scenario.injections}
@@ -96,11 +99,11 @@ class Injector:
             )
         if kinds & {Kind.LINK, Kind.CUT} and topology is None:
             raise ConfigError(
-                "link and cut steps need a native testbed whose links this command runs",
+                "link and cut steps need a testbed whose links this command can reach",
                 hint="run without --config (a testbed of its own), or use "
-                "a native testbed's config ([testbed] dir = ...)",
+                "a testbed's config ([testbed] dir = ...)",
             )
-        if Kind.KILL in kinds and topology is None:
+        if Kind.KILL in kinds and not isinstance(topology, NativeTopology):
             raise ConfigError(
                 "kill-replica needs a native testbed this command can restart",
                 hint="run without --config (a testbed of its own), or use "
@@ -131,11 +134,11 @@ class Injector:
                 replication.start_replica(conn, self.flavor)
 
     def _kill(self, replica: int) -> None:
-        assert self.topology is not None
+        assert isinstance(self.topology, NativeTopology)
         self.topology.kill(f"replica{replica}")
 
     def _restart(self, replica: int) -> None:
-        assert self.topology is not None
+        assert isinstance(self.topology, NativeTopology)
         self.topology.start(f"replica{replica}")
         engine = self._engine(replica) if replica < len(self._engines) else None
         if engine is None:
@@ -163,7 +166,7 @@ class Injector:
         assert self.topology is not None
         name = f"replica{replica}"
         self.topology.attach_link(name)
-        LinkRunner(self.topology.dir).control(name, "POST", path, body)
+        self.topology.links().control(name, "POST", path, body)
 
     # --- the timeline -----------------------------------------------------------------
 
@@ -356,13 +359,18 @@ class Injector:
         """Every replica's applier running, its delay 0, its link (if any) without toxics
         (errors are logged, not raised)."""
         if self.topology is not None:
-            runner = LinkRunner(self.topology.dir)
-            for name, record in runner.records().items():
-                if runner.running(record):
-                    try:
-                        runner.control(name, "POST", "/clear")
-                    except OffloadError as exc:
-                        log.warning("could not clear the link of %s: %s", name, exc)
+            try:
+                links = self.topology.links()
+                names = links.names()
+            except OffloadError as exc:
+                log.warning("could not list the links: %s", exc)
+                names = []
+            for name in names:
+                try:
+                    if links.answering(name):
+                        links.control(name, "POST", "/clear")
+                except OffloadError as exc:
+                    log.warning("could not clear the link of %s: %s", name, exc)
         for index, engine in enumerate(self._engines[:replicas]):
             try:
                 with engine.connect() as conn:

@@ -8,7 +8,8 @@
   replicated; dropped and its grants revoked afterwards), so the experiment's
   writes and lag never touch the ``nova`` data a running service works on.  The
   replicas' lag, of course, is shared by every database;
-* :func:`topology_of` — the native testbed a config was written by (kill-replica).
+* :func:`topology_of` — the testbed a config was written by (native: kill-replica and
+  links; compose: its replica's link).
 """
 
 from __future__ import annotations
@@ -21,18 +22,23 @@ from offload.config import Settings
 from offload.errors import ConfigError
 from offload.experiments.workload import create_burst_table
 from offload.schema import create_all
+from offload.testbed.compose import ComposeTopology
 from offload.testbed.janitor import DatabaseJanitor
 from offload.testbed.native import NativeTopology
 
 __all__ = ["experiment_database", "experiment_schema", "topology_of"]
 
 
-def topology_of(settings: Settings) -> NativeTopology | None:
-    """The native testbed a config was written by (to kill and restart its servers), if any."""
-    if settings.testbed.backend != "native" or not settings.testbed.dir:
+def topology_of(settings: Settings) -> NativeTopology | ComposeTopology | None:
+    """The testbed a config was written by (its links; native: its servers), if any."""
+    if not settings.testbed.dir:
         return None
     directory = Path(settings.testbed.dir)
     if not (directory / "state.json").exists():
+        return None
+    if settings.testbed.backend == "compose":
+        return ComposeTopology(directory)
+    if settings.testbed.backend != "native":
         return None
     replicas = max(1, len(settings.database.slave_connections))
     return NativeTopology(directory, replicas=replicas)

@@ -36,7 +36,7 @@ from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
 from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError, ReplicationError
-from offload.experiments.injector import Action, Injector
+from offload.experiments.injector import Action, Injector, TestbedTopology
 from offload.experiments.provision import experiment_database
 from offload.experiments.recorder import Recorder
 from offload.experiments.records import (
@@ -55,7 +55,6 @@ from offload.extras import require
 from offload.periodic import Scheduler
 from offload.seed import host_names, seed
 from offload.testbed.knobs import ApplierKnobs, knobs_in_force
-from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
 __all__ = [
@@ -206,7 +205,7 @@ def run_experiment(
     plan: ExperimentPlan,
     out: Path,
     *,
-    topology: NativeTopology | None = None,
+    topology: TestbedTopology | None = None,
     progress: Progress | None = None,
     testbed: str = "config",
     window: Window | None = None,
@@ -214,7 +213,8 @@ def run_experiment(
     """Run ``plan`` on the testbed ``settings`` describes; write the outputs into ``out``.
 
     ``settings`` must name a primary, at least one replica and the testbed's
-    privileged accounts; ``topology`` (a NativeTopology) is needed for kill-replica.
+    privileged accounts; ``topology`` (the testbed's) for link and cut steps (either
+    backend) and kill-replica (native only).
     """
     settings.require_connection()
     replicas = len(settings.database.slave_connections)
@@ -274,7 +274,7 @@ def _run(
     plan: ExperimentPlan,
     out: Path,
     *,
-    topology: NativeTopology | None,
+    topology: TestbedTopology | None,
     progress: Progress | None,
     testbed: str,
     window: Window | None = None,

@@ -1,4 +1,9 @@
-"""`offload link set|cut|clear|show|remove`: the replicas' shaped links on a native testbed."""
+"""`offload link set|cut|clear|show|remove`: the replicas' shaped links, on either backend.
+
+Native: a proxy process per link, started by ``set``/``cut`` and put in the replica's
+path.  Compose: the stack's ``link`` service, always in the replica's path, its control
+port published on 127.0.0.1 (``remove`` is refused there).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from offload.errors import ConfigError, TestbedError
-from offload.link.runner import LinkRunner
+from offload.link.runner import Links
 from offload.link.toxics import Toxics, format_duration, parse_duration, parse_rate
 
 __all__ = ["link_command"]
 
 
 def _topology(directory: Path) -> Any:
+    """The testbed in ``directory``: a NativeTopology or a ComposeTopology."""
     from offload.testbed.backend import recorded_backend  # noqa: PLC0415
-    from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
     backend = recorded_backend(directory)
     if backend is None:
         raise TestbedError(f"no testbed in {directory}", hint="start one with `make up`")
-    if backend != "native":
-        raise TestbedError(
-            f"the testbed in {directory} is a {backend} testbed; links run on native ones",
-            hint="use `offload testbed up --backend native` (compose links are not built yet)",
-        )
+    if backend == "compose":
+        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+        return ComposeTopology(directory)
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
     return NativeTopology(directory, flavor=None)
 
 
@@ -58,28 +64,25 @@ def _line(name: str, state: dict[str, Any]) -> str:
 
 def link_command(args: argparse.Namespace, directory: Path) -> list[str]:
     """Run one `offload link` command; the lines to print."""
-    runner = LinkRunner(directory)
     command = args.link_command
+    # what was asked is checked before the testbed is touched
+    changes = _changes(args) if command == "set" else {}
+    seconds = parse_duration(args.seconds, option="--for") if command == "cut" else 0.0
+    topology = _topology(directory)
+    runner: Links = topology.links()
     if command == "show":
-        records = runner.records()
-        names = [args.name] if args.name else list(records)
+        names = [args.name] if args.name else runner.names()
         if not names:
             return ["no link: `offload link set replicaN --delay 40ms` puts one in place"]
         lines = []
         for name in names:
-            record = runner.record(name)
-            if not runner.running(record):
+            if not runner.answering(name):
                 lines.append(f"{name}: link not running (`make up` starts it again)")
                 continue
             lines.append(_line(name, runner.control(name, "GET", "/link")))
         return lines
     if command == "clear":
-        runner.record(args.name)  # only a link that exists
         return [_line(args.name, runner.control(args.name, "POST", "/clear"))]
-    # what was asked is checked before the testbed is touched
-    changes = _changes(args) if command == "set" else {}
-    seconds = parse_duration(args.seconds, option="--for") if command == "cut" else 0.0
-    topology = _topology(directory)
     if command == "remove":
         topology.detach_link(args.name)
         return [f"{args.name}: replicates from the primary directly again"]

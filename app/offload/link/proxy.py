@@ -1,8 +1,9 @@
 """The link proxy: asyncio TCP relay with toxics, and its loopback HTTP/JSON control.
 
 Run as ``python -m offload.link.proxy --listen-port P --upstream-port U --control-port C``
-(the testbed's runner does, as a background process of its own).  Control API, loopback
-only, JSON bodies:
+(the native testbed's runner does, as a background process of its own; the compose
+testbed runs it as its ``link`` service with ``--bind 0.0.0.0``, the control port
+published on the host's 127.0.0.1 only).  Control API, JSON bodies:
 
     GET  /link           the toxics in force, the cut's remaining time, bytes, connections
     POST /toxics         {"delay": 0.04, "jitter": 0.005, "rate": 250000.0, "stall": false}
@@ -247,11 +248,12 @@ async def _control(link: Link, reader: asyncio.StreamReader, writer: asyncio.Str
     writer.close()
 
 
-async def serve(link: Link, listen_port: int, control_port: int) -> None:
-    """Relay on ``listen_port`` and answer control on ``control_port`` until SIGTERM/SIGINT."""
-    relay = await asyncio.start_server(link.handle, LOOPBACK, listen_port, reuse_address=True)
+async def serve(link: Link, listen_port: int, control_port: int, host: str = LOOPBACK) -> None:
+    """Relay on ``listen_port`` and answer control on ``control_port`` (both on ``host``)
+    until SIGTERM/SIGINT."""
+    relay = await asyncio.start_server(link.handle, host, listen_port, reuse_address=True)
     control = await asyncio.start_server(
-        lambda r, w: _control(link, r, w), LOOPBACK, control_port, reuse_address=True
+        lambda r, w: _control(link, r, w), host, control_port, reuse_address=True
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -269,14 +271,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--name", default="link", help="what the link is for (in ps)")
+    parser.add_argument(
+        "--bind",
+        default=LOOPBACK,
+        help="the address both ports listen on (a container's: 0.0.0.0; default loopback)",
+    )
     args = parser.parse_args(argv)
     link = Link(args.upstream_host, args.upstream_port)
+    serving = serve(link, args.listen_port, args.control_port, args.bind)
     try:  # libuv's loop: a shorter hop per chunk than asyncio's (the lab extra has it)
         import uvloop  # noqa: PLC0415
     except ImportError:
-        asyncio.run(serve(link, args.listen_port, args.control_port))
+        asyncio.run(serving)
     else:
-        uvloop.run(serve(link, args.listen_port, args.control_port))
+        uvloop.run(serving)
     return 0
 
 

@@ -1,9 +1,15 @@
 """The links of a testbed: start and stop their proxy processes, talk to their control API.
 
-``DIR/links.json`` records each link (replica name → ports and pid); a pid is
-signalled only while its command line is still that link's, so a reused pid is
-never touched.  Each proxy runs in its own process group (``ServerProcess``),
-bound to the parent when asked (tests), and is stopped with the testbed.
+``Links`` is what a command needs of a testbed's links, whichever backend runs them:
+their names, whether each answers, a control request.  Two kinds:
+
+* ``LinkRunner`` (native): ``DIR/links.json`` records each link (replica name → ports
+  and pid); a pid is signalled only while its command line is still that link's, so a
+  reused pid is never touched.  Each proxy runs in its own process group
+  (``ServerProcess``), bound to the parent when asked (tests), and is stopped with the
+  testbed.
+* ``PublishedLinks`` (compose): proxies something else runs (the stack's ``link``
+  service), known by their control ports on the host's loopback.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ import urllib.request
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from offload.errors import TestbedError
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 
-__all__ = ["LinkRecord", "LinkRunner", "request"]
+__all__ = ["LinkRecord", "LinkRunner", "Links", "PublishedLinks", "request"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,55 @@ def _answers(port: int) -> bool:
     return True
 
 
+def _no_link(name: str) -> TestbedError:
+    return TestbedError(
+        f"{name} has no link", hint=f"`offload link set {name}` puts one in its path"
+    )
+
+
+class Links(Protocol):
+    """A testbed's links, whichever backend runs them."""
+
+    def names(self) -> list[str]:
+        """The replicas with a link in their replication path."""
+        ...
+
+    def answering(self, name: str) -> bool:
+        """``name``'s link runs (TestbedError when it has none)."""
+        ...
+
+    def control(
+        self, name: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One control request to ``name``'s link; its JSON answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class PublishedLinks:
+    """Links run by something else, each known by its control port on 127.0.0.1."""
+
+    control_ports: dict[str, int]
+
+    def names(self) -> list[str]:
+        return list(self.control_ports)
+
+    def _port(self, name: str) -> int:
+        port = self.control_ports.get(name)
+        if port is None:
+            raise _no_link(name)
+        return port
+
+    def answering(self, name: str) -> bool:
+        return _answers(self._port(name))
+
+    def control(
+        self, name: str, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        answer: dict[str, Any] = request(self._port(name), method, path, body)
+        return answer
+
+
 class LinkRunner:
     """The link proxies of the testbed in ``directory``."""
 
@@ -116,10 +171,14 @@ class LinkRunner:
     def record(self, name: str) -> LinkRecord:
         found = self.records().get(name)
         if found is None:
-            raise TestbedError(
-                f"{name} has no link", hint=f"`offload link set {name}` puts one in its path"
-            )
+            raise _no_link(name)
         return found
+
+    def names(self) -> list[str]:
+        return list(self.records())
+
+    def answering(self, name: str) -> bool:
+        return self.running(self.record(name))
 
     def start(self, record: LinkRecord) -> LinkRecord:
         """Start ``record``'s proxy unless it runs; the record with its pid, saved."""

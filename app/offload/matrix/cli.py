@@ -108,7 +108,7 @@ def matrix_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.matrix_config:
         existing = load_settings(Path(args.matrix_config), os.environ)
         topology = topology_of(existing)
-        if topology is None:
+        if not isinstance(topology, NativeTopology):
             raise ConfigError(
                 f"{args.matrix_config} is not a native testbed's config",
                 hint="the matrix shapes the replicas' links: use a native testbed "

@@ -1,4 +1,4 @@
-"""The compose testbed: docker-compose.yml's primary, replica and compute containers.
+"""The compose testbed: docker-compose.yml's primary, replica, link and compute containers.
 
 ``ComposeTopology`` has the shape of ``NativeTopology``: ``up()`` returns a
 ``TestbedInfo`` once the containers are healthy and the replica applied the
@@ -19,6 +19,10 @@ uses one monotonic deadline; a timeout error carries the containers' states,
 the replica's status and the end of the logs.  A stack that did not come up is
 taken down (with its volumes when it was new) before ``up()`` raises;
 ``down()`` removes containers, network and volumes.
+
+The replica replicates through its link (the ``link`` service: offload's proxy,
+:mod:`offload.link.proxy`, run from the compute image), always; :meth:`links` gives its
+control API, published on the host's 127.0.0.1, to ``offload link`` and the injector.
 
 The compute container: ``up()`` starts it with the servers unless
 ``start_compute=False`` — ``make up`` starts it after the seed
@@ -51,6 +55,7 @@ from sqlalchemy import text
 from offload import replication
 from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError, TestbedError
+from offload.link.runner import PublishedLinks
 from offload.testbed import engine, images
 from offload.testbed.files import (
     ComposeState,
@@ -87,8 +92,13 @@ SERVICE_PORT_OFFSET = 19
 SERVICE_PORT_RANGE = 10
 ONLINE_COMPUTE_IMAGE = "offload-compute:latest"
 ONLINE_BASE_IMAGE = "python:3.11-slim"
+#: the link's control API on the host: port + 2 (after the primary and the replica)
+LINK_PORT_OFFSET = 2
 DB_PORT = 3306
 SERVICE_HTTP_PORT = 8080
+LINK_CONTROL_PORT = 8081
+#: what offload calls the compose replica (``offload link set replica0``), as natively
+REPLICA_NAME = "replica0"
 #: what docker-compose.yml interpolates; never taken from the caller's environment
 _OWN_VARIABLES = (
     "NOVA_PASSWORD",
@@ -101,6 +111,7 @@ _OWN_VARIABLES = (
     "OFFLOAD_WHEELHOUSE",
     "OFFLOAD_PRIMARY_PORT",
     "OFFLOAD_REPLICA_PORT",
+    "OFFLOAD_LINK_PORT",
     "OFFLOAD_SERVICE_PORTS",
     "OFFLOAD_COMPUTE_HOST",
 )
@@ -326,6 +337,7 @@ class ComposeTopology:
             return {
                 "OFFLOAD_PRIMARY_PORT": "0",
                 "OFFLOAD_REPLICA_PORT": "0",
+                "OFFLOAD_LINK_PORT": "0",
                 "OFFLOAD_SERVICE_PORTS": "0",
             }
         first = port + SERVICE_PORT_OFFSET
@@ -334,6 +346,7 @@ class ComposeTopology:
         return {
             "OFFLOAD_PRIMARY_PORT": str(port),
             "OFFLOAD_REPLICA_PORT": str(port + 1),
+            "OFFLOAD_LINK_PORT": str(port + LINK_PORT_OFFSET),
             "OFFLOAD_SERVICE_PORTS": service,
         }
 
@@ -419,7 +432,7 @@ class ComposeTopology:
         """Start (or find running) the stack; return when it is healthy and replicating."""
         state = self._prepare()
         deadline = Deadline(self.start_timeout)
-        services = [] if state.compute else ["primary", "replica"]
+        services = [] if state.compute else ["primary", "link", "replica"]
         try:
             scale = self._scale_args(state) if state.compute else []
             result = self._compose(
@@ -498,7 +511,7 @@ class ComposeTopology:
         return str(state.get("Health", {}).get("Status", "running"))
 
     def _await_healthy(self, state: ComposeState, deadline: Deadline) -> list[dict[str, Any]]:
-        wanted = {"primary": 1, "replica": 1}
+        wanted = {"primary": 1, "link": 1, "replica": 1}
         if state.compute:
             wanted["compute"] = state.compute_scale
         last: list[list[dict[str, Any]]] = [[]]
@@ -559,6 +572,7 @@ class ComposeTopology:
         for key, service, port in (
             ("primary_port", "primary", DB_PORT),
             ("replica_port", "replica", DB_PORT),
+            ("link_port", "link", LINK_CONTROL_PORT),
             ("service_port", "compute", SERVICE_HTTP_PORT),
         ):
             container = first(service)
@@ -571,6 +585,7 @@ class ComposeTopology:
             state,
             primary_port=ports.get("primary_port", state.primary_port),
             replica_port=ports.get("replica_port", state.replica_port),
+            link_port=ports.get("link_port", state.link_port),
             service_port=ports["service_port"],
         )
 
@@ -730,6 +745,28 @@ class ComposeTopology:
         state = self._require_up()
         for container in self._containers(state, service):
             engine.start_container(container["Id"])
+
+    # --- the replica's link (offload.link) ----------------------------------------
+
+    def links(self) -> PublishedLinks:
+        """The replica's link: the ``link`` service's control API on 127.0.0.1."""
+        return PublishedLinks({REPLICA_NAME: self._require_up().link_port})
+
+    def attach_link(self, name: str) -> None:
+        """The compose replica replicates through its link from its bootstrap on: only
+        the name is checked (and that the stack is up), nothing to start or re-point."""
+        if name != REPLICA_NAME:
+            raise TestbedError(
+                f"there is no replica {name!r}", hint=f"the compose testbed has {REPLICA_NAME}"
+            )
+        self._require_up()
+
+    def detach_link(self, name: str) -> None:
+        raise TestbedError(
+            f"{name} of a compose testbed always replicates through its link service",
+            hint=f"`offload link clear {name}` takes every toxic off (the link then relays "
+            "at once); use a native testbed to compare with a direct link",
+        )
 
     def down(self) -> None:
         """Remove the stack's containers, network and volumes (credentials are kept)."""

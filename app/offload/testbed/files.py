@@ -116,6 +116,8 @@ class ComposeState:
     primary_port: int = 0
     replica_port: int = 0
     service_port: int = 0
+    #: the control API of the replica's link (the ``link`` service)
+    link_port: int = 0
 
 
 def _parsed(path: Path, parse: Callable[[], T]) -> T:

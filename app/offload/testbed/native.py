@@ -330,7 +330,7 @@ class NativeTopology:
                 )
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
-            self._links().start_recorded()
+            self.links().start_recorded()
             self._apply_knobs(state)
             self._await_replication(state)
             self._nova_schema(state, info)
@@ -347,7 +347,7 @@ class NativeTopology:
                 self._bootstrap(state, program, creds)
                 state = replace(state, initialised=True)
                 self._save_state(state)
-            self._links().start_recorded()
+            self.links().start_recorded()
             self._apply_knobs(state)
             self._await_replication(state)
             state = self._nova_schema(state, self._info(state, creds))
@@ -519,11 +519,12 @@ class NativeTopology:
     def down(self) -> None:
         """Stop every server this testbed started (data dirs are kept), then their links."""
         self._stop_all(self._load_state())
-        self._links().stop_all()
+        self.links().stop_all()
 
     # --- shaped links (offload.link) ----------------------------------------
 
-    def _links(self) -> LinkRunner:
+    def links(self) -> LinkRunner:
+        """The links of this testbed (``links.json``), their proxies bound as the servers."""
         return LinkRunner(self.dir, bind_to_parent=self.bind_to_parent)
 
     def _point(self, name: str, port: int) -> None:
@@ -542,7 +543,7 @@ class NativeTopology:
         if name == "primary" or name not in state.servers:
             replicas = ", ".join(n for n in state.servers if n != "primary")
             raise TestbedError(f"there is no replica {name!r}", hint=f"name one of: {replicas}")
-        runner = self._links()
+        runner = self.links()
         known = runner.records().get(name)
         listen, control = (
             (known.listen_port, known.control_port) if known is not None else free_ports(2)
@@ -564,7 +565,7 @@ class NativeTopology:
         """Point ``name`` at its link (attached before) or straight at the primary; the
         link keeps running either way (the bench compares the two on one replica)."""
         port = (
-            self._links().record(name).listen_port
+            self.links().record(name).listen_port
             if through_link
             else self._require_state().primary_port
         )
@@ -572,7 +573,7 @@ class NativeTopology:
 
     def detach_link(self, name: str) -> None:
         """Point ``name`` at the primary again and stop its link."""
-        runner = self._links()
+        runner = self.links()
         if name not in runner.records():
             return
         self._point(name, self._require_state().primary_port)
