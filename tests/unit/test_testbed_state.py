@@ -107,8 +107,13 @@ def test_a_compose_state_of_the_previous_version_loads_and_round_trips(tmp_path:
     assert isinstance(state, ComposeState)
     assert state.compose == ("/usr/bin/docker-compose",)
     assert (state.primary_port, state.replica_port, state.service_port) == (33061, 33062, 33080)
+    assert state.link_port == 0  # made before the link service
     save_state(tmp_path, state)
-    assert json.loads((tmp_path / "state.json").read_text()) == COMPOSE_BEFORE
+    assert json.loads((tmp_path / "state.json").read_text()) == {**COMPOSE_BEFORE, "link_port": 0}
+    # the link's port, once known, is kept
+    save_state(tmp_path, dataclasses.replace(state, link_port=33063))
+    reloaded = read_state(tmp_path)
+    assert isinstance(reloaded, ComposeState) and reloaded.link_port == 33063
     # prepared but never up: no ports, no flavor yet
     prepared = {
         k: v

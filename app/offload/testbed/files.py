@@ -178,6 +178,7 @@ def _compose(data: Mapping[str, Any]) -> ComposeState:
         primary_port=int(data.get("primary_port", 0)),
         replica_port=int(data.get("replica_port", 0)),
         service_port=int(data.get("service_port", 0)),
+        link_port=int(data.get("link_port", 0)),
     )
 
 
