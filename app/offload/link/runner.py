@@ -10,6 +10,9 @@ their names, whether each answers, a control request.  Two kinds:
   testbed.
 * ``PublishedLinks`` (compose): proxies something else runs (the stack's ``link``
   service), known by their control ports on the host's loopback.
+
+``python -m offload.link.runner check PORT`` is the ``link`` service's healthcheck: the
+control API on PORT answers (exit 0) or not (exit 1); it imports no more than this module.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -227,3 +231,22 @@ class LinkRunner:
     ) -> dict[str, Any]:
         answer: dict[str, Any] = request(self.record(name).control_port, method, path, body)
         return answer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``check PORT``: 0 when the link's control API on PORT answers (a healthcheck)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or args[0] != "check" or not args[1].isdigit():
+        sys.stderr.write("usage: python -m offload.link.runner check PORT\n")
+        return 2
+    try:
+        state = request(int(args[1]), "GET", "/link")
+    except TestbedError as exc:
+        sys.stderr.write(f"offload: {exc}\n")
+        return 1
+    sys.stdout.write(f"link to {state['upstream']}: {state['connections']} connection(s)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

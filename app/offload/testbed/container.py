@@ -1,11 +1,9 @@
-"""Inside the compute image's containers: ``python -m offload.testbed.container serve|health``.
+"""Inside the compute container: ``python -m offload.testbed.container serve|health``.
 
 ``serve`` writes the container's own config from its environment, creates the
 nova schema on the primary when it is missing (what ``offload db sync`` does),
 and then *becomes* ``offload serve`` (``os.execv``: signals reach the service
 directly).  ``health`` is the container's healthcheck: ``/healthz`` answers.
-``link-health PORT`` is the ``link`` service's (the replica's link proxy, run from
-the same image): its control API on PORT answers.
 
 Environment (docker-compose.yml sets it):
 
@@ -220,29 +218,12 @@ def _health(environ: Mapping[str, str]) -> int:
     return 0 if body.startswith((b"ok", b"degraded")) else 1
 
 
-def _link_health(port: int) -> int:
-    from offload.errors import TestbedError  # noqa: PLC0415
-    from offload.link.runner import request  # noqa: PLC0415
-
-    try:
-        state = request(port, "GET", "/link")
-    except TestbedError as exc:
-        sys.stderr.write(f"offload: {exc}\n")
-        return 1
-    sys.stdout.write(f"link to {state['upstream']}: {state['connections']} connection(s)\n")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv) or ["serve"]
     if args[0] == "health":
         return _health(os.environ)
-    if args[0] == "link-health" and len(args) == 2 and args[1].isdigit():
-        return _link_health(int(args[1]))
     if args[0] != "serve":
-        sys.stderr.write(
-            "usage: python -m offload.testbed.container serve|health|link-health PORT\n"
-        )
+        sys.stderr.write("usage: python -m offload.testbed.container serve|health\n")
         return 2
     host = compute_host(os.environ, reverse_name=_reverse_name())
     _write_private(CONFIG_PATH, render_config(os.environ, host))
