@@ -251,6 +251,11 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     if isinstance(topology, ComposeTopology):
         _out(f"  compose   {topology.command_line()} ps|logs|stop replica ...")
         _out("  compute   `offload service start` starts the compute container(s)")
+        for name, port in topology.links().control_ports.items():
+            _out(
+                f"  link      {name} replicates through the link service (control on "
+                f"127.0.0.1:{port}): `offload link set {name} --delay 40ms`"
+            )
     _out("next: `make status` shows replication; `make down` stops it")
     return 0
 
