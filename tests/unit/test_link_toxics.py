@@ -11,6 +11,7 @@ import pytest
 from offload.cli import main
 from offload.errors import ConfigError
 from offload.link.toxics import Gate, Pace, Toxics, parse_duration, parse_rate
+from offload.testbed.files import NativeState, save_state
 
 
 class Extremes(random.Random):
@@ -151,7 +152,8 @@ def test_reopen_ends_a_cut() -> None:
         (["link", "set", "replica0"], "nothing to set"),
         (["link", "set", "replica0", "--rate", "0mbit"], "not a rate"),
         (["link", "cut", "replica0", "--for", "soon"], "not a duration"),
-        (["link", "clear", "replica0"], "has no link"),
+        (["link", "clear", "replica0"], "no testbed"),
+        (["link", "show"], "no testbed"),
         (["link", "cut", "replica0"], "--for"),
         (["link", "set", "replica0", "--delay", "5ms"], "no testbed"),
     ],
@@ -176,5 +178,6 @@ def test_link_usage_errors_are_one_line(
 
 
 def test_show_without_links(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    save_state(tmp_path, NativeState(flavor="mariadb", primary_port=33061, replica_ports=(33062,)))
     assert main(["link", "show", "--dir", str(tmp_path)]) == 0
     assert "no link" in capsys.readouterr().out
