@@ -2,7 +2,9 @@
 
 Before a replica read, each replica's cached lag reading (refreshed when older
 than one heartbeat interval) decides: a reachable replica within ``max_lag``
-is fit, the least lagged fit one wins.  When none is fit, ``lag_policy`` says:
+is fit, the least lagged fit one wins (fit replicas equally behind — all caught up,
+typically — take turns, so several replicas share the reads).  When none is fit,
+``lag_policy`` says:
 ``primary`` (read there), ``skip`` (skip this run of the task), ``stale``
 (read the least-lagged reachable replica anyway, logged with its lag).  A
 replica that is fit again is chosen again at its next reading — nothing to
@@ -12,6 +14,7 @@ reason.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -142,6 +145,8 @@ class ReplicaSelector:
         self._lock = threading.Lock()
         #: the last decision's reason (None: a fit replica), to log changes only
         self._last_reason: str | None = None
+        #: whose turn it is among fit replicas equally behind (one step per decision)
+        self._turn = itertools.count()
 
     def _note(self, reason: str | None, lag: float | None = None, cause: str = "") -> None:
         """Log when reads stop or start going to a fit replica — once per change, not per read."""
@@ -203,7 +208,9 @@ class ReplicaSelector:
         fit = sorted((r for r in readings.values() if self._fit(r)), key=lambda r: r.lag or 0.0)
         if fit:
             self._note(None)
-            return Choice(fit[0].replica, lag=fit[0].lag)
+            tied = [r for r in fit if r.lag == fit[0].lag]
+            chosen = tied[next(self._turn) % len(tied)] if len(tied) > 1 else fit[0]
+            return Choice(chosen.replica, lag=chosen.lag)
         reachable = sorted((r for r in readings.values() if r.usable), key=lambda r: r.lag or 0.0)
         answering = [r for r in readings.values() if r.reachable]
         if reachable:

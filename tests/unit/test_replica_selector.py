@@ -53,6 +53,17 @@ def test_the_least_lagged_fit_replica_wins() -> None:
     assert not stats.fallbacks and not stats.skips and not stats.stale_reads
 
 
+def test_caught_up_replicas_take_turns() -> None:
+    clock = Clock()
+    probes = [ScriptedProbe(f"replica{i}", clock, 0.0) for i in range(3)]
+    selector, _ = _selector(clock, *probes, ScriptedProbe("replica3", clock, 0.25))
+    chosen = [selector.choose().replica for _ in range(6)]
+    assert chosen == ["replica0", "replica1", "replica2"] * 2  # never the one behind
+    probes[1].lag = 0.125
+    clock.now += REFRESH  # the readings are read again
+    assert {selector.choose().replica for _ in range(4)} == {"replica0", "replica2"}
+
+
 def test_max_lag_itself_is_fit() -> None:
     clock = Clock()
     selector, _ = _selector(clock, ScriptedProbe("replica0", clock, MAX_LAG))

@@ -50,8 +50,11 @@ def write_outputs(
         if load is not None
         else f"{cores} cores"
     )
-    missed = [(h, r["task_missed"] + p["task_missed"]) for h, r, p in pairs_of(rows)]
-    saturated = [(h, m) for h, m in missed if m]
+    saturated = [
+        (h, r["task_missed"] + p["task_missed"], r["task_runs"] + p["task_runs"])
+        for h, r, p in pairs_of(rows)
+        if r["task_missed"] + p["task_missed"]
+    ]
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "fleet.csv", rows)
     pairs = pairs_of(rows)
@@ -98,14 +101,25 @@ def write_outputs(
         _knee_line(the_knee, max_lag_ms, largest, params.replicas),
         "",
         (
-            "**Saturation**: runs missed (queued for a thread when their window ended: the "
-            "simulator, not the servers, could not keep up) at "
-            + ", ".join(f"{h} hosts ({m})" for h, m in saturated)
-            + "; the figures there are what the client could send, less than the fleet's "
-            "load."
+            "**Saturation**: runs missed (due, but still queued for a thread of the "
+            "simulator when their window ended) at "
+            + ", ".join(f"{h} hosts ({m} missed, {n} run)" for h, m, n in saturated)
+            + ".  Where that is more than a few, the simulator on this machine could not "
+            "keep up: the figures there are what it could send, less than the fleet's load."
             if saturated
             else "**Saturation**: none: every run due in a window started in it."
         ),
+        "",
+        "**Errors** (runs that raised, by exception; with replica | primary only): "
+        + (
+            ", ".join(
+                f"{h} hosts: {r['task_error_kinds'] or '-'} | {p['task_error_kinds'] or '-'}"
+                for h, r, p in pairs
+                if r["task_errors"] or p["task_errors"]
+            )
+            or "none"
+        )
+        + ".",
         "",
         "Memory per simulated host (RSS growth of the worker processes / hosts; the workers' "
         "whole RSS at the end): "

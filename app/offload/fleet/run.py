@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -62,6 +62,7 @@ COLUMNS = (
     "task_overruns",
     "task_missed",
     "task_errors",
+    "task_error_kinds",
     "task_run_p50_ms",
     "task_run_p99_ms",
     "fallbacks",
@@ -294,6 +295,7 @@ def _row(
         "task_overruns": sum(t["overruns"] for t in tallies),
         "task_missed": sum(t["missed"] for t in tallies),
         "task_errors": sum(t["errors"] for t in tallies),
+        "task_error_kinds": _kinds(tallies),
         "task_run_p50_ms": _r(percentile(durations, 50)),
         "task_run_p99_ms": _r(percentile(durations, 99)),
         "fallbacks": sum(t["fallbacks"] for t in tallies),
@@ -307,6 +309,14 @@ def _row(
         "workers_rss_mib": round(memory.end_total / 1024, 1),
         "instances": instances,
     }
+
+
+def _kinds(tallies: list[dict[str, Any]]) -> str:
+    """Errors by exception class, ``Deadlock:3;ConnectionLost:1`` (empty: none)."""
+    kinds: Counter[str] = Counter()
+    for tally in tallies:
+        kinds.update(tally["error_kinds"])
+    return ";".join(f"{name}:{count}" for name, count in sorted(kinds.items()))
 
 
 def _nth_replica(window: _Window, *, index: int) -> dict[str, float | None]:

@@ -75,6 +75,8 @@ class _Tally:
     runs: int = 0
     overruns: int = 0
     errors: int = 0
+    #: errors by exception class (a lock wait timeout is a Deadlock)
+    error_kinds: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
     rejected: int = 0
     skipped: int = 0
     #: runs queued for a free thread when the window ended: never started (also overruns)
@@ -86,6 +88,7 @@ class _Tally:
             "runs": self.runs,
             "overruns": self.overruns,
             "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
             "rejected": self.rejected,
             "skipped": self.skipped,
             "missed": self.missed,
@@ -167,9 +170,10 @@ def _run_window(
         began = time.perf_counter()
         try:
             report = managers[index].run(name)
-        except Exception:  # noqa: BLE001 - counted: a fleet run goes on, as nova-compute does
+        except Exception as exc:  # noqa: BLE001 - counted: a fleet run goes on, as nova-compute does
             with lock:
                 tally.errors += 1
+                tally.error_kinds[type(exc).__name__] += 1
             return
         finally:
             with lock:
