@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from offload.bench.env import Scratch, Servers, TaggedStatements
 from offload.config import ComputeSettings, Settings
@@ -37,7 +37,7 @@ from offload.db import Database
 from offload.errors import ConfigError
 from offload.fleet.measure import ApiWriteLoad, ServerMeter
 from offload.fleet.params import FleetParams
-from offload.fleet.stats import percentile, split_hosts
+from offload.fleet.stats import buffer_pool_bytes, percentile, split_hosts
 from offload.fleet.worker import WorkerPlan, run_worker
 from offload.seed import host_names, seed
 from offload.testbed.native import NativeTopology
@@ -401,6 +401,22 @@ def sweep(
     return result
 
 
+def _size_buffer_pools(servers: Servers, size: int) -> None:
+    """Every server's buffer pool at least ``size`` bytes (set at run time; resized in place).
+
+    A database server holds its working set in memory; the testbed's 128 MiB would make a
+    large fleet's seeding and reads go to disk.  Only the sweep's own testbed is resized.
+    """
+    for engine in [servers.admin_engine(), *servers.replica_admin_engines()]:
+        try:
+            with engine.connect() as conn:
+                current = int(conn.execute(text("SELECT @@innodb_buffer_pool_size")).scalar_one())
+                if current < size:
+                    conn.execute(text(f"SET GLOBAL innodb_buffer_pool_size = {int(size)}"))
+        finally:
+            engine.dispose()
+
+
 def run_fleet(
     params: FleetParams, out: Path, progress: Callable[[str], None]
 ) -> list[dict[str, Any]]:
@@ -413,6 +429,9 @@ def run_fleet(
         info = topology.up()
         servers = Servers.from_testbed(info)
         progress(f"fleet: testbed up ({info.server}, {params.replicas} replica(s), free ports)")
+        pool = buffer_pool_bytes(max(params.hosts) * params.instances_per_host)
+        _size_buffer_pools(servers, pool)
+        progress(f"fleet: InnoDB buffer pools of {pool // 2**20} MiB, for the largest count's data")
         out.mkdir(parents=True, exist_ok=True)
         result = sweep(
             params, servers, progress, on_rows=lambda rows: write_csv(out / "fleet.csv", rows)
