@@ -32,6 +32,7 @@ from offload.compute.manager import ComputeManager
 from offload.compute.notifier import NullNotifier
 from offload.config import Settings
 from offload.db import Database
+from offload.dberrors import error_code
 from offload.fleet.stats import scaled_spacing
 
 __all__ = ["WorkerPlan", "die_with_parent", "rss_kib", "run_worker"]
@@ -93,6 +94,14 @@ class _Tally:
             "skipped": self.skipped,
             "missed": self.missed,
         }
+
+
+def _kind(exc: BaseException) -> str:
+    """The exception's class, with the server's error number when it carries one."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        code = error_code(getattr(exc, "orig", None) or exc)
+    return type(exc).__name__ + (f"({code})" if code is not None else "")
 
 
 def _fallbacks(db: Database) -> int:
@@ -173,7 +182,7 @@ def _run_window(
         except Exception as exc:  # noqa: BLE001 - counted: a fleet run goes on, as nova-compute does
             with lock:
                 tally.errors += 1
-                tally.error_kinds[type(exc).__name__] += 1
+                tally.error_kinds[_kind(exc)] += 1
             return
         finally:
             with lock:
