@@ -53,6 +53,8 @@ def test_fleet_moves_task_reads_off_the_primary(
         assert row["rss_per_host_kib"] > 0
         assert row["workers_rss_mib"] > 0
         assert row["instances"] == row["hosts"] * 40
+        each = row["replica_selects_per_s_each"].split(";")
+        assert len(each) == len(offload_testbed.replica_urls(None))
     for hosts in (2, 3):
         replica, primary = (r for r in result.rows if r["hosts"] == hosts)
         # counted by the primary itself: none of the tasks' data reads with the replica,

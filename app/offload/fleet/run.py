@@ -56,6 +56,7 @@ COLUMNS = (
     "primary_data_selects_per_s",
     "primary_causal_selects_per_s",
     "replica_selects_per_s",
+    "replica_selects_per_s_each",
     "primary_cpu_s_per_s",
     "replica_cpu_s_per_s",
     "task_runs",
@@ -268,14 +269,19 @@ def _row(
     durations = [d * 1000 for t in tallies for ds in t["durations"].values() for d in ds]
     lag = [v for w in chosen for v in w.lag]
 
-    def replica_sum(key: str) -> float | None:
+    def replica_each(key: str) -> list[float | None]:
         if not chosen or not chosen[0].replica:
-            return None
-        per = [
+            return []
+        return [
             weighted(key, functools.partial(_nth_replica, index=i))
             for i in range(len(chosen[0].replica))
         ]
-        return None if any(p is None for p in per) else sum(float(p or 0) for p in per)
+
+    def replica_sum(key: str) -> float | None:
+        per = replica_each(key)
+        if not per or any(p is None for p in per):
+            return None
+        return sum(float(p or 0) for p in per)
 
     return {
         "hosts": hosts,
@@ -289,6 +295,10 @@ def _row(
         "primary_data_selects_per_s": _r(sum(w.data_selects for w in chosen) / seconds),
         "primary_causal_selects_per_s": _r(sum(w.causal_selects for w in chosen) / seconds),
         "replica_selects_per_s": _r(replica_sum("selects_per_s")),
+        # one figure per replica (Com_select): several replicas share the reads
+        "replica_selects_per_s_each": ";".join(
+            "-" if v is None else f"{v:.1f}" for v in replica_each("selects_per_s")
+        ),
         "primary_cpu_s_per_s": _r(weighted("cpu_s_per_s", lambda w: w.primary), 3),
         "replica_cpu_s_per_s": _r(replica_sum("cpu_s_per_s"), 3),
         "task_runs": sum(t["runs"] for t in tallies),
