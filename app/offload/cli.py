@@ -58,6 +58,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return number
+
+
 def _flavor(value: str) -> str:
     try:
         return str(FlavorSpec.parse(value))
@@ -755,7 +765,7 @@ def _add_role_changes(testbed_commands: Any) -> None:
     for sub in (switch, fail, back):
         sub.add_argument("--dir", help="testbed directory (default .testbed)")
         sub.add_argument(
-            "--timeout", type=float, default=30.0, help="seconds to wait for GTIDs (30)"
+            "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"
         )
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=cmd_testbed_role)
