@@ -326,6 +326,30 @@ def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
             hint="`offload testbed up --backend native` makes one",
         )
     topology = NativeTopology(directory, flavor=None)
+    if args.testbed_command == "drill":
+        from offload.testbed.drill import drill  # noqa: PLC0415
+
+        result = drill(
+            topology,
+            settings.require_connection(),
+            args.kind,
+            times=args.times,
+            rate=args.rate,
+            timeout=args.timeout,
+            progress=None if args.json else _out,
+        )
+        if args.json:
+            _out(json.dumps(result.as_dict(), indent=2))
+        else:
+            _out(
+                f"{args.kind}: time to the first write on the new primary, p50 "
+                f"{result.p50:.3f}s, max {max(result.seconds, default=float('nan')):.3f}s "
+                f"over {len(result.seconds)}; {result.confirmed} writes confirmed, "
+                f"failed attempts {result.errors or 'none'}"
+            )
+        if result.stopped:
+            raise TestbedError(f"the drill stopped early: {result.stopped}")
+        return 0
     if args.testbed_command == "switchover":
         change = roles.switchover(topology, to=args.to, timeout=args.timeout)
     elif args.testbed_command == "failover":
@@ -762,7 +786,16 @@ def _add_role_changes(testbed_commands: Any) -> None:
         "transactions the primary lacks (then: reported diverged, kept out)",
     )
     back.add_argument("name", nargs="?", metavar="SERVER", help="default: the departed one")
-    for sub in (switch, fail, back):
+    drill = testbed_commands.add_parser(
+        "drill",
+        help="KIND (switchover | failover) TIMES times back and forth while a writer commits "
+        "through the primary's endpoint: each change's time to the first write on the new "
+        "primary, p50 (failover: SIGKILL, semi-sync on, then the old primary rejoins)",
+    )
+    drill.add_argument("kind", choices=["switchover", "failover"])
+    drill.add_argument("--times", type=_positive, default=5, help="role changes (5)")
+    drill.add_argument("--rate", type=_seconds, default=50.0, help="writes a second (50)")
+    for sub in (switch, fail, back, drill):
         sub.add_argument("--dir", help="testbed directory (default .testbed)")
         sub.add_argument(
             "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"

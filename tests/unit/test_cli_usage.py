@@ -245,6 +245,7 @@ BAD_VALUES = [
     (["testbed", "switchover", "--timeout", "0"], "must be more than 0 seconds"),
     (["testbed", "failover", "--timeout", "soon"], "expected seconds, got 'soon'"),
     (["testbed", "rejoin", "--dir", "a-file"], "a-file is not a directory"),
+    (["testbed", "drill", "restart"], "invalid choice: 'restart'"),
     (["db", "sync", "--force"], "--force"),
     (["seed", "--instances", "0"], "--instances"),
     (["seed", "--hosts", "many"], "expected a whole number, got 'many'"),
