@@ -9,8 +9,9 @@ only, JSON bodies:
                          (the fields given replace those in force)
     POST /cut            {"seconds": 5}: reset every connection, refuse new ones meanwhile
     POST /clear          no toxic, the gate open
-    POST /upstream       {"host": "127.0.0.1", "port": 33062}: relay new connections there,
-                         reset every connection open to the old one (a moved endpoint)
+    POST /upstream       {"host": "127.0.0.1", "port": 33062}: relay new connections there
+                         (a cut link opens again), reset every connection open to the old
+                         one (a moved endpoint)
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ class Link:
             self.resets += 1
 
     def retarget(self, host: str, port: int) -> None:
-        """Relay new connections to ``host:port``; reset the open ones (no client keeps a
-        session on the server the endpoint left, so none writes there after the move)."""
+        """Relay new connections to ``host:port`` (a cut link opens again); reset the open
+        ones (no client keeps a session on the server the endpoint left)."""
         if not 0 < port < 65536:
             raise ValueError(f"port {port} is out of range")
         self.upstream_host, self.upstream_port = host, port
+        self.gate.reopen()
         self.retargets += 1
         for connection in list(self._active):
             connection.reset()

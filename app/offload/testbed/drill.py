@@ -212,16 +212,18 @@ class DrillResult:
         }
 
 
-def semi_sync(topology: NativeTopology) -> None:
-    """Semi-synchronous replication on for the roles the servers have now: a failover
-    then loses no write the writer saw committed."""
+def semi_sync(topology: NativeTopology, *, on: bool = True) -> None:
+    """Semi-synchronous replication on (or off) for the roles the servers have now: with
+    it on, a failover loses no write the writer saw committed.  A replica's own source
+    side is switched off (it was a primary before a role change)."""
     state = topology.state()
     flavor = replication.Flavor(state.flavor)
-    knobs = ApplierKnobs(semi_sync=True)
+    knobs = ApplierKnobs(semi_sync=on)
     with topology.connect(state.primary) as conn:
         apply_to_primary(conn, flavor, knobs)
     for name in state.replicas():
         with topology.connect(name) as conn:
+            apply_to_primary(conn, flavor, ApplierKnobs(semi_sync=False))
             apply_to_replica(conn, flavor, knobs)
 
 

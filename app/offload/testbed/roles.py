@@ -120,22 +120,31 @@ def _status(topology: NativeTopology, name: str, flavor: replication.Flavor) -> 
 # --- moves --------------------------------------------------------------------
 
 
-def _move_endpoints(
-    topology: NativeTopology, state: NativeState, new: str, replacement: str | None
+#: a replica endpoint with no replica to lead to stays cut this long (until a rejoin)
+_NO_REPLICA_CUT = 10 * 365 * 86400.0
+
+
+def _replica_endpoints_off(
+    topology: NativeTopology, state: NativeState, leaving: str, replacement: str | None
 ) -> None:
-    """The primary endpoint to ``new``; a replica endpoint on ``new`` to ``replacement``
-    (none: it stays, and reads there land on the primary, which the guard counts)."""
+    """Before ``leaving`` is promoted: the replica endpoints on it lead to ``replacement``
+    (caught up and read-only), or, with none, refuse connections until a rejoin (reads
+    fall back to the primary as ``unreachable``).  No replica read ever reaches a server
+    that takes writes through its replica endpoint."""
     links = topology.links()
-    links.retarget(endpoint_name("primary"), state.host, state.servers[new].port)
-    if replacement is None:
-        return
     for name, record in links.records().items():
-        if (
-            name.startswith("replica")
-            and name.endswith("-endpoint")
-            and record.upstream_port == state.servers[new].port
-        ):
+        if not (name.startswith("replica") and name.endswith("-endpoint")):
+            continue
+        if record.upstream_port != state.servers[leaving].port:
+            continue
+        if replacement is not None:
             links.retarget(name, state.host, state.servers[replacement].port)
+        else:
+            links.control(name, "POST", "/cut", {"seconds": _NO_REPLICA_CUT})
+
+
+def _primary_endpoint_to(topology: NativeTopology, state: NativeState, new: str) -> None:
+    topology.links().retarget(endpoint_name("primary"), state.host, state.servers[new].port)
 
 
 def _record(topology: NativeTopology, state: NativeState) -> NativeState:
@@ -201,14 +210,16 @@ def switchover(
             with topology.connect(new) as conn:
                 replication.wait_for_gtid(conn, position, timeout, flavor, replica=new)
                 steps.mark("caught up")
+                # the old primary, read-only and caught up, serves the replica reads now
+                _replica_endpoints_off(topology, state, new, replacement=old)
                 replication.promote(conn, flavor)
             steps.mark("promoted")
         except BaseException:
-            # nothing moved yet: the old primary takes writes again
+            # the primary endpoint did not move: the old primary takes writes again
             replication.set_read_only(old_conn, flavor, on=False)
             raise
         state = _record(topology, replace(state, primary=new))
-        _move_endpoints(topology, state, new, replacement=old)
+        _primary_endpoint_to(topology, state, new)
         steps.mark("endpoints moved")
         replication.prepare_to_replicate(old_conn, flavor)
     topology.replicate(old, state)
@@ -268,11 +279,12 @@ def failover(
             conn, ready[new], min(timeout, _PARTIAL_WAIT), flavor
         )
         steps.mark("relay log applied" if applied else "relay log applied but a partial trx")
+        others = [n for n in ready if n != new]
+        _replica_endpoints_off(topology, state, new, replacement=others[0] if others else None)
         replication.promote(conn, flavor)
     steps.mark("promoted")
     state = _record(topology, replace(state, primary=new, departed=(*state.departed, old)))
-    others = [n for n in state.replicas() if topology.running(n, state)]
-    _move_endpoints(topology, state, new, replacement=others[0] if others else None)
+    _primary_endpoint_to(topology, state, new)
     steps.mark("endpoints moved")
     _repoint_others(topology, state, "", flavor)
     return RoleChange("failover", old, new, tuple(steps.done))
@@ -396,8 +408,8 @@ def rejoin(
     state = _record(topology, replace(state, departed=departed))
     links = topology.links()
     primary_port = state.servers[state.primary].port
-    for link, record in links.records().items():  # a replica endpoint left on the primary
+    for link, record in links.records().items():  # a replica endpoint cut for want of one
         if link.startswith("replica") and record.upstream_port == primary_port:
-            links.retarget(link, state.host, state.servers[name].port)
+            links.retarget(link, state.host, state.servers[name].port)  # and reopened
     steps.mark("endpoints moved")
     return RoleChange("rejoin", name, state.primary, tuple(steps.done))
