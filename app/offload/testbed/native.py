@@ -68,16 +68,32 @@ from offload.testbed.topology import (
 )
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["DEFAULT_PORT", "NativeTopology", "endpoint_name", "free_ports"]
+__all__ = [
+    "DEFAULT_PORT",
+    "NO_REPLICA_CUT",
+    "NativeTopology",
+    "endpoint_name",
+    "free_ports",
+    "is_replica_endpoint",
+]
 
 DEFAULT_PORT = 33061
 #: the compute service listens on the primary's port + 19 (33080 by default)
 SERVICE_PORT_OFFSET = 19
 
 
+#: a replica endpoint with no replica to lead to stays cut this long (until a rejoin)
+NO_REPLICA_CUT = 10 * 365 * 86400.0
+
+
 def endpoint_name(slot: str) -> str:
     """The link proxy that is the clients' endpoint of ``slot`` (primary, replicaN)."""
     return f"{slot}-endpoint"
+
+
+def is_replica_endpoint(link: str) -> bool:
+    """Whether the link named ``link`` is a replica slot's endpoint."""
+    return link.startswith("replica") and link.endswith("-endpoint")
 
 
 def free_ports(count: int) -> list[int]:
@@ -391,8 +407,7 @@ class NativeTopology:
                 self._bootstrap(state, program, creds)
                 state = replace(state, initialised=True)
                 self._save_state(state)
-            self._ensure_endpoints(state)
-            self._links().start_recorded()
+            self._start_links(state)
             self._apply_knobs(state)
             self._await_replication(state)
             state = self._nova_schema(state, self._info(state, creds))
@@ -410,11 +425,20 @@ class NativeTopology:
         self._rejoin_departed()
         return info
 
+    def _start_links(self, state: NativeState) -> None:
+        """Every link and endpoint runs; a replica endpoint with no replica behind it (it
+        leads to the primary) refuses connections until a rejoin moves it."""
+        self._ensure_endpoints(state)
+        runner = self._links()
+        runner.start_recorded()
+        for name, record in runner.records().items():
+            if is_replica_endpoint(name) and record.upstream_port == state.source_port:
+                runner.control(name, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
+
     def _resume(self, state: NativeState, creds: Credentials) -> TestbedInfo:
         """A testbed whose servers all run: links, knobs, replication, config (and rejoins)."""
         info = self._info(state, creds)
-        self._ensure_endpoints(state)
-        self._links().start_recorded()
+        self._start_links(state)
         self._apply_knobs(state)
         self._await_replication(state)
         self._nova_schema(state, info)
@@ -635,12 +659,12 @@ class NativeTopology:
         slots = [
             (endpoint_name("primary"), state.primary_port, state.primary),
             *(
-                (endpoint_name(f"replica{i}"), port, replicas[min(i, len(replicas) - 1)])
+                (endpoint_name(f"replica{i}"), port, replicas[i] if i < len(replicas) else "")
                 for i, port in enumerate(state.replica_ports)
             ),
         ]
         for link, listen, server in slots:
-            if link in known:
+            if link in known or not server:
                 continue
             (control,) = free_ports(1)
             runner.start(

@@ -34,7 +34,12 @@ from offload import replication
 from offload.errors import ServerDiverged, TestbedError
 from offload.gtid import gtid_distance, missing_from
 from offload.testbed.files import NativeState
-from offload.testbed.native import NativeTopology, endpoint_name
+from offload.testbed.native import (
+    NO_REPLICA_CUT,
+    NativeTopology,
+    endpoint_name,
+    is_replica_endpoint,
+)
 from offload.waiting import Clock, Deadline, wait_for
 
 __all__ = ["RoleChange", "failover", "rejoin", "switchover"]
@@ -120,10 +125,6 @@ def _status(topology: NativeTopology, name: str, flavor: replication.Flavor) -> 
 # --- moves --------------------------------------------------------------------
 
 
-#: a replica endpoint with no replica to lead to stays cut this long (until a rejoin)
-_NO_REPLICA_CUT = 10 * 365 * 86400.0
-
-
 def _replica_endpoints_off(
     topology: NativeTopology, state: NativeState, leaving: str, replacement: str | None
 ) -> None:
@@ -133,14 +134,12 @@ def _replica_endpoints_off(
     that takes writes through its replica endpoint."""
     links = topology.links()
     for name, record in links.records().items():
-        if not (name.startswith("replica") and name.endswith("-endpoint")):
-            continue
-        if record.upstream_port != state.servers[leaving].port:
+        if not is_replica_endpoint(name) or record.upstream_port != state.servers[leaving].port:
             continue
         if replacement is not None:
             links.retarget(name, state.host, state.servers[replacement].port)
         else:
-            links.control(name, "POST", "/cut", {"seconds": _NO_REPLICA_CUT})
+            links.control(name, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
 
 
 def _primary_endpoint_to(topology: NativeTopology, state: NativeState, new: str) -> None:
@@ -409,7 +408,7 @@ def rejoin(
     links = topology.links()
     primary_port = state.servers[state.primary].port
     for link, record in links.records().items():  # a replica endpoint cut for want of one
-        if link.startswith("replica") and record.upstream_port == primary_port:
+        if is_replica_endpoint(link) and record.upstream_port == primary_port:
             links.retarget(link, state.host, state.servers[name].port)  # and reopened
     steps.mark("endpoints moved")
     return RoleChange("rejoin", name, state.primary, tuple(steps.done))
