@@ -80,6 +80,8 @@ __all__ = [
 DEFAULT_PORT = 33061
 #: the compute service listens on the primary's port + 19 (33080 by default)
 SERVICE_PORT_OFFSET = 19
+#: with endpoints on the well-known ports, the servers listen from the primary's + 20 (33081)
+SERVER_PORT_OFFSET = 20
 
 
 #: a replica endpoint with no replica to lead to stays cut this long (until a rejoin)
@@ -133,7 +135,7 @@ class NativeTopology:
             )
         if replicas >= SERVICE_PORT_OFFSET:
             raise TestbedError(f"at most {SERVICE_PORT_OFFSET - 1} replicas, asked for {replicas}")
-        if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET:
+        if not 0 <= port <= 65535 - SERVER_PORT_OFFSET - SERVICE_PORT_OFFSET:
             raise TestbedError(
                 f"port {port} is out of range", hint="use 1024-65000, or 0 for free ports"
             )
@@ -316,15 +318,20 @@ class NativeTopology:
                     hint=f"remove {self.dir} (`make clean`) to change the topology",
                 )
             return state
-        # the servers' ports, then the compute service's HTTP port
-        endpoint_ports = free_ports(self.replicas + 1) if self.endpoints else []
+        # the servers' ports, then the compute service's HTTP port; with endpoints, the
+        # endpoints take the well-known ports (33061: the primary, whichever server it is)
+        # and the servers the ones after the service's
+        count = self.replicas + 1
+        first_server = self.port + (SERVER_PORT_OFFSET if self.endpoints else 0)
+        endpoint_ports = (
+            (free_ports(count) if self.port == 0 else [self.port + i for i in range(count)])
+            if self.endpoints
+            else []
+        )
         ports = (
-            free_ports(self.replicas + 2)
+            free_ports(count + 1)
             if self.port == 0
-            else [
-                *(self.port + i for i in range(self.replicas + 1)),
-                self.port + SERVICE_PORT_OFFSET,
-            ]
+            else [*(first_server + i for i in range(count)), self.port + SERVICE_PORT_OFFSET]
         )
         return NativeState(
             flavor=program.flavor.value,
@@ -384,24 +391,13 @@ class NativeTopology:
                 )
         if state is not None and state.initialised and self._running(state):
             return self._resume(state, creds)
-        if (
-            state is not None
-            and state.initialised
-            and any(self.running(n, state) for n in state.servers)
-        ):
-            # some servers run (one was killed, a failover happened): start only the others
-            program = self._program(state)
-            for name in state.servers:
-                if not self.running(name, state):
-                    self._write_role(state, name, program.flavor)
-                    state = self._start_all(state, program, only=name)
-            return self._resume(state, creds)
         if state is not None:
             state = self._sweep(state)
         program = self._program(state)
         state = self._plan(state, program)
         self._save_state(state)
         try:
+            self._ensure_endpoints(state)  # first: a busy endpoint port stops nothing started
             state = self._start_all(state, program)
             if not state.initialised:
                 self._bootstrap(state, program, creds)
@@ -414,6 +410,7 @@ class NativeTopology:
         except BaseException:
             # the file holds every pid recorded so far, even of a start that failed midway
             self._stop_all(self._load_state() or state)
+            self._links().stop_all()
             if not state.initialised:
                 # a half-bootstrapped data dir cannot be trusted: start afresh next time
                 # (the logs stay: the error names them)
