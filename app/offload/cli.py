@@ -364,11 +364,10 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     from offload.monitor import collect  # noqa: PLC0415
 
     reports = collect(settings)
-    roles = _native_roles(settings)
     if args.json:
-        document: Any = [r.as_dict() for r in reports]
-        _out(json.dumps({"servers": document, "roles": roles} if roles else document, indent=2))
+        _out(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
+        roles = _native_roles(settings)
         from offload.views import print_view, roles_view, servers_view  # noqa: PLC0415
 
         print_view(*servers_view(reports), *([roles_view(roles)] if roles else []))
@@ -379,7 +378,8 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _native_roles(settings: Settings) -> list[dict[str, Any]]:
-    """A native testbed's servers with their roles and the endpoints on each (state.json)."""
+    """A native testbed's servers with their roles and the endpoints on each (state.json);
+    none for a testbed without endpoints (its roles never change)."""
     if not settings.testbed.dir:
         return []
     from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
@@ -387,7 +387,7 @@ def _native_roles(settings: Settings) -> list[dict[str, Any]]:
 
     directory = Path(settings.testbed.dir)
     state = read_state(directory)
-    if not isinstance(state, NativeState) or not state.initialised:
+    if not isinstance(state, NativeState) or not state.initialised or not state.endpoints:
         return []
     topology = NativeTopology(directory, flavor=None)
     endpoints: dict[int, list[str]] = {}
