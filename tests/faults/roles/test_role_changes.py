@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -14,14 +15,14 @@ from sqlalchemy import func, select, text
 
 from offload import replication
 from offload.compute.context import RunReport
-from offload.compute.driver import FakeDriver
+from offload.compute.driver import FakeDriver, VolumeCounters
 from offload.compute.manager import ComputeManager
 from offload.compute.usage import AUDIT_TASK
 from offload.config import ComputeSettings, ReplicaSettings, Settings
 from offload.db import Database
 from offload.errors import ServerDiverged, TestbedError
 from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
-from offload.schema import BandwidthUsage, Instance, TaskLog
+from offload.schema import BandwidthUsage, BlockDeviceMapping, Instance, TaskLog, VolumeUsage
 from offload.testbed import roles
 from offload.testbed.drill import CountingWriter, semi_sync
 from offload.testbed.native import NativeTopology, endpoint_name
@@ -31,15 +32,46 @@ from offload.waiting import Deadline, wait_for
 from ...integration.conftest import new_instance
 
 BANDWIDTH = "_poll_bandwidth_usage"
+VOLUME = "_poll_volume_usage"
 AUDIT = "_instance_usage_audit"
 ALL_ON = ComputeSettings(instance_usage_audit=True, volume_usage_poll_interval=60)
 #: the service's tasks during the move: counters, the audit's task_log row, state syncs
-SERVICE_TASKS = (BANDWIDTH, AUDIT, "_sync_power_states", "_heal_instance_info_cache")
+SERVICE_TASKS = (BANDWIDTH, VOLUME, AUDIT, "_sync_power_states", "_heal_instance_info_cache")
+VOLUME_COUNTERS = ("curr_reads", "curr_read_bytes", "curr_writes", "curr_write_bytes")
+VOLUME_TOTALS = ("tot_reads", "tot_read_bytes", "tot_writes", "tot_write_bytes")
 
 
 def _seed(db: Database, count: int = 20) -> None:
-    with db.writer() as session:  # launched long ago: every audit period counts them
-        session.add_all(new_instance(launched_at=datetime(2000, 1, 1)) for _ in range(count))
+    """Instances launched long ago (every audit period counts them), a volume on each."""
+    instances = [new_instance(launched_at=datetime(2000, 1, 1)) for _ in range(count)]
+    with db.writer() as session:
+        session.add_all(instances)
+        session.flush()  # the instances first: the mappings' foreign key
+        session.add_all(
+            BlockDeviceMapping(
+                instance_uuid=instance.uuid,
+                source_type="volume",
+                destination_type="volume",
+                device_name="/dev/vdb",
+                volume_id=str(uuidlib.uuid4()),
+            )
+            for instance in instances
+        )
+
+
+class _VolumeDriver(FakeDriver):
+    """The fake hypervisor, remembering the volume counters it reported last."""
+
+    def __init__(self) -> None:
+        super().__init__("compute-1", seed=7, counter_reset_rate=0.0)
+        self.last_volumes: dict[str, tuple[int, int, int, int]] = {}
+
+    def get_all_volume_usage(self, mappings: Iterable[tuple[str, str]]) -> list[VolumeCounters]:
+        usages = super().get_all_volume_usage(mappings)
+        self.last_volumes = {
+            u["volume"]: (u["rd_req"], u["rd_bytes"], u["wr_req"], u["wr_bytes"]) for u in usages
+        }
+        return usages
 
 
 def _uuids(db: Database) -> list[str]:
@@ -132,6 +164,22 @@ def _bandwidth_exact(db: Database, baseline: dict[tuple[str, str], int]) -> None
         assert row.bw_in == (row.last_ctr_in or 0) - baseline[(row.uuid, row.mac)], row.uuid
 
 
+def _volumes_exact(manager: ComputeManager, driver: _VolumeDriver) -> None:
+    """One more poll, on fresh data: every volume holds the counters it was just told, and
+    no total was folded (no counter reset, so a fold could only be a doubled run)."""
+    report = manager.run(VOLUME)
+    assert report.error is None and report.rejected == 0, report.as_dict()
+    with manager.compute.db.reader() as session:
+        rows = session.scalars(select(VolumeUsage).where(VolumeUsage.deleted == 0)).all()
+    assert len(rows) == len(driver.last_volumes) == 20
+    for row in rows:
+        assert (
+            tuple(getattr(row, k) for k in VOLUME_COUNTERS)
+            == driver.last_volumes[str(row.volume_id)]
+        )
+        assert all(not getattr(row, k) for k in VOLUME_TOTALS), row.volume_id
+
+
 def _one_audit_row(db: Database) -> None:
     with db.reader() as session:
         rows = session.execute(
@@ -163,7 +211,8 @@ def test_a_role_change_under_load_loses_and_doubles_nothing(
 ) -> None:
     db = service_db
     manager = offload_compute_factory(db, options=ALL_ON)
-    manager.compute.driver = FakeDriver("compute-1", seed=7, counter_reset_rate=0.0)
+    driver = _VolumeDriver()
+    manager.compute.driver = driver
     baseline = {
         (c["uuid"], c["mac_address"]): c["bw_in"]
         for c in FakeDriver("compute-1", seed=7, counter_reset_rate=0.0).get_all_bw_counters(
@@ -219,6 +268,7 @@ def test_a_role_change_under_load_loses_and_doubles_nothing(
                 rows = conn.execute(query).one()
             assert tuple(rows) == (writer.confirmed, writer.confirmed), (name, rows)
         _bandwidth_exact(db, baseline)
+        _volumes_exact(manager, driver)
         _one_audit_row(db)
 
         # reads are back on a replica (the old primary, a replica now), without a restart
