@@ -354,6 +354,8 @@ def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
         change = roles.switchover(topology, to=args.to, timeout=args.timeout)
     elif args.testbed_command == "failover":
         change = roles.failover(topology, kill=args.kill, timeout=args.timeout)
+    elif args.testbed_command == "rebuild":
+        change = roles.rebuild(topology, args.name, timeout=args.timeout)
     else:
         change = roles.rejoin(topology, args.name, timeout=args.timeout)
     _out(json.dumps(change.as_dict(), indent=2) if args.json else change.describe())
@@ -786,6 +788,12 @@ def _add_role_changes(testbed_commands: Any) -> None:
         "transactions the primary lacks (then: reported diverged, kept out)",
     )
     back.add_argument("name", nargs="?", metavar="SERVER", help="default: the departed one")
+    remake = testbed_commands.add_parser(
+        "rebuild",
+        help="make a diverged server again from the primary (its data discarded: its extra "
+        "transactions are lost; look at them first) and replicate",
+    )
+    remake.add_argument("name", metavar="SERVER", help="the diverged server")
     drill = testbed_commands.add_parser(
         "drill",
         help="KIND (switchover | failover) TIMES times back and forth while a writer commits "
@@ -795,7 +803,7 @@ def _add_role_changes(testbed_commands: Any) -> None:
     drill.add_argument("kind", choices=["switchover", "failover"])
     drill.add_argument("--times", type=_positive, default=5, help="role changes (5)")
     drill.add_argument("--rate", type=_seconds, default=50.0, help="writes a second (50)")
-    for sub in (switch, fail, back, drill):
+    for sub in (switch, fail, back, remake, drill):
         sub.add_argument("--dir", help="testbed directory (default .testbed)")
         sub.add_argument(
             "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"

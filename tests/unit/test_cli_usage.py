@@ -246,6 +246,7 @@ BAD_VALUES = [
     (["testbed", "failover", "--timeout", "soon"], "expected seconds, got 'soon'"),
     (["testbed", "rejoin", "--dir", "a-file"], "a-file is not a directory"),
     (["testbed", "drill", "restart"], "invalid choice: 'restart'"),
+    (["testbed", "rebuild"], "the following arguments are required: SERVER"),
     (["db", "sync", "--force"], "--force"),
     (["seed", "--instances", "0"], "--instances"),
     (["seed", "--hosts", "many"], "expected a whole number, got 'many'"),

@@ -18,14 +18,19 @@ changed) and records the new roles in ``state.json``:
   primary, unless it holds transactions the primary lacks (GTID sets compared,
   ``gtid.missing_from``; MariaDB's refusal of the start position, error 1236): then
   it is recorded as *diverged* and kept out, never silently rejoined.
+* **rebuild**: a diverged server, asked for by name, made again from the primary (a
+  fresh data dir replicating the primary's whole binary log).
 
 While a replica endpoint has no replica to go to (a failover with one replica), it
-stays on the server that was promoted: reads routed there land on the primary, and
-the service's staleness guard sees it and counts it (``replica_is_primary``).
+refuses connections until a rejoin or rebuild (reads fall back as ``unreachable``).
+Before a server is promoted, the replica endpoints on it move, so a replica read
+never reaches a server that takes writes; a direct replica URL that does is caught
+by the staleness guard (``replica_is_primary``).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,7 +47,7 @@ from offload.testbed.native import (
 )
 from offload.waiting import Clock, Deadline, wait_for
 
-__all__ = ["RoleChange", "failover", "rejoin", "switchover"]
+__all__ = ["RoleChange", "failover", "rebuild", "rejoin", "switchover"]
 
 #: MariaDB's "the start position is not in the source's binlog" (a forked history)
 _GTID_NOT_IN_BINLOG = 1236
@@ -74,8 +79,8 @@ class RoleChange:
     steps: tuple[tuple[str, float], ...]
 
     def describe(self) -> str:
-        if self.kind == "rejoin":
-            head = f"rejoin: {self.old} replicates from {self.new}"
+        if self.kind in ("rejoin", "rebuild"):
+            head = f"{self.kind}: {self.old} replicates from {self.new}"
         else:
             head = f"{self.kind}: {self.new} is the primary (was {self.old})"
         return head + "; " + ", ".join(f"{step} {at:.3f}s" for step, at in self.steps)
@@ -405,10 +410,61 @@ def rejoin(
     state = topology.state()
     departed = tuple(n for n in state.departed if n != name)
     state = _record(topology, replace(state, departed=departed))
-    links = topology.links()
-    primary_port = state.servers[state.primary].port
-    for link, record in links.records().items():  # a replica endpoint cut for want of one
-        if is_replica_endpoint(link) and record.upstream_port == primary_port:
-            links.retarget(link, state.host, state.servers[name].port)  # and reopened
+    _replica_endpoints_back(topology, state, name)
     steps.mark("endpoints moved")
     return RoleChange("rejoin", name, state.primary, tuple(steps.done))
+
+
+def _replica_endpoints_back(topology: NativeTopology, state: NativeState, name: str) -> None:
+    """A replica endpoint cut for want of a replica leads to ``name`` (and opens) again."""
+    links = topology.links()
+    primary_port = state.servers[state.primary].port
+    for link, record in links.records().items():
+        if is_replica_endpoint(link) and record.upstream_port == primary_port:
+            links.retarget(link, state.host, state.servers[name].port)
+
+
+def rebuild(
+    topology: NativeTopology,
+    name: str,
+    *,
+    timeout: float = 60.0,
+    clock: Clock = time.monotonic,
+) -> RoleChange:
+    """A diverged server made again from the primary: stopped, its data dir discarded (a
+    fresh one from the pristine copy), started read-only, and replicating the primary's
+    whole binary log by GTID (the testbed never purges it).  Its extra transactions are
+    gone: look at them first (docs/operations.md)."""
+    state = topology.state()
+    flavor = replication.Flavor(state.flavor)
+    if name not in state.diverged:
+        raise TestbedError(
+            f"{name} is a {state.role(name) if name in state.servers else 'unknown server'}, "
+            "not a diverged one: nothing to rebuild",
+            hint="`offload testbed status` shows the roles; only a diverged server is rebuilt",
+        )
+    steps = _Steps(clock)
+    if topology.running(name, state):
+        topology.kill(name)
+    shutil.rmtree(topology.dir / name / "data")
+    # a new server, with a server_id of its own: a replica skips the events that carry
+    # its own id (the loop guard), and the primary's binary log holds the old one's
+    fresh_id = max(r.server_id for r in state.servers.values()) + 1
+    servers = {**state.servers, name: replace(state.servers[name], server_id=fresh_id)}
+    topology.save(replace(state, servers=servers))
+    topology.start(name)  # a fresh data dir, a replica's my.cnf: read-only
+    steps.mark("started afresh")
+    with topology.connect(state.primary) as conn:
+        theirs = replication.gtid_position(conn, flavor)
+    with topology.connect(name) as conn:
+        replication.prepare_to_replicate(conn, flavor)
+    topology.replicate(name, state)
+    _follow(topology, name, theirs, flavor, timeout)
+    steps.mark("caught up")
+    state = topology.state()
+    state = _record(
+        topology, replace(state, diverged=tuple(n for n in state.diverged if n != name))
+    )
+    _replica_endpoints_back(topology, state, name)
+    steps.mark("endpoints moved")
+    return RoleChange("rebuild", name, state.primary, tuple(steps.done))

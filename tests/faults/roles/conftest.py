@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from offload.pytest import OwnTestbed, factories
+from offload.testbed import roles
 from offload.testbed.native import NativeTopology
 
 #: servers whose roles these tests move (switchover, failover), behind endpoints
@@ -22,6 +23,9 @@ def topology(roles_testbed: OwnTestbed) -> NativeTopology:
 
 @pytest.fixture
 def heal(topology: NativeTopology) -> Iterator[None]:
-    """Whatever role a test left each server in, the next one starts replicating."""
+    """Whatever role a test left each server in, the next one starts replicating: every
+    server up, a departed primary rejoined, a diverged one rebuilt."""
     yield
     topology.up()
+    for name in topology.state().diverged:
+        roles.rebuild(topology, name)
