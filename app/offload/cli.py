@@ -882,7 +882,6 @@ def _add_testbed(commands: Any) -> None:
         "--no-endpoint: the servers' own ports, no role change)",
     )
     up.set_defaults(handler=cmd_testbed_up)
-    _add_role_changes(testbed_commands)
     down = testbed_commands.add_parser(
         "down", help="stop every server the testbed started (compose: remove the stack)"
     )
@@ -921,6 +920,7 @@ def _add_testbed(commands: Any) -> None:
     status = testbed_commands.add_parser("status", help="replication state of every server")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_testbed_status)
+    _add_role_changes(testbed_commands)
 
 
 def _add_data(commands: Any) -> None:
