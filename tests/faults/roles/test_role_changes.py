@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+import pymysql
 import pytest
 from sqlalchemy import func, select, text
 
@@ -26,6 +27,7 @@ from offload.schema import BandwidthUsage, BlockDeviceMapping, Instance, TaskLog
 from offload.testbed import roles
 from offload.testbed.drill import CountingWriter, semi_sync
 from offload.testbed.native import NativeTopology, endpoint_name
+from offload.testbed.process import pid_alive
 from offload.tracing import QueryTrace
 from offload.waiting import Deadline, wait_for
 
@@ -402,3 +404,48 @@ def test_a_primary_with_transactions_the_new_one_lacks_is_kept_out_then_rebuilt(
         ).scalar()
     links = topology.links()  # the replica endpoint leads to it again
     assert links.record(endpoint_name("replica0")).upstream_port == after.servers[old].port
+
+
+def _server_id_through(port: int, password: str) -> int:
+    conn = pymysql.connect(
+        host="127.0.0.1", port=port, user="offload_admin", password=password, connect_timeout=5
+    )
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT @@server_id")
+            row = cursor.fetchone()
+            assert row is not None
+            return int(row[0])
+    finally:
+        conn.close()
+
+
+def test_an_endpoint_moves_its_connections_and_outlives_a_restart(
+    topology: NativeTopology, heal: None
+) -> None:
+    """A retarget resets what the endpoint relayed and sends new connections to the new
+    server; a restarted testbed's replica endpoint leading to the primary stays cut."""
+    state = topology.state()
+    password = topology.credentials().admin
+    replica = state.replicas()[0]
+    links = topology.links()
+    name = endpoint_name("replica0")
+    port = links.record(name).listen_port
+    held = pymysql.connect(host="127.0.0.1", port=port, user="offload_admin", password=password)
+    try:
+        assert _server_id_through(port, password) == state.servers[replica].server_id
+        links.retarget(name, state.host, state.source_port)
+        with pytest.raises(pymysql.err.OperationalError), held.cursor() as cursor:
+            cursor.execute("SELECT 1")  # reset by the move: no session outlives it
+        assert _server_id_through(port, password) == state.servers[state.primary].server_id
+        assert links.control(name, "GET", "/link")["retargets"] >= 1
+    finally:
+        held.close()
+    moved = links.record(name)
+    topology.down()  # the proxy is known by its name and ports, whatever it relays to
+    assert moved.pid is not None and not pid_alive(moved.pid)
+    topology.up()
+    with pytest.raises(pymysql.err.OperationalError):  # no replica behind it: cut
+        _server_id_through(port, password)
+    links.retarget(name, state.host, state.servers[replica].port)  # and open again
+    assert _server_id_through(port, password) == state.servers[replica].server_id
