@@ -58,6 +58,16 @@ def _positive(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
+    return number
+
+
 def _flavor(value: str) -> str:
     try:
         return str(FlavorSpec.parse(value))
@@ -188,13 +198,21 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             hint="take it down and remove it (`make clean`), or use another --dir",
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
+    from offload.link.toxics import parse_duration  # noqa: PLC0415
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
     from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
 
-    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    knobs = ApplierKnobs(
+        replica_workers=args.replica_workers,
+        semi_sync=args.semi_sync,
+        group_commit_delay=parse_duration(args.group_commit_delay, option="--group-commit-delay")
+        if args.group_commit_delay is not None
+        else None,
+    )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
-            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            "--replica-workers, --semi-sync and --group-commit-delay are set on native "
+            "testbeds only (for now)",
             hint="add --backend native",
         )
 
@@ -221,6 +239,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             knobs=knobs,
             schema=schema,
+            endpoints=args.endpoint,
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
@@ -301,6 +320,56 @@ def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed import roles  # noqa: PLC0415
+    from offload.testbed.backend import recorded_backend  # noqa: PLC0415
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    directory = _testbed_dir(args, settings)
+    backend = recorded_backend(directory)
+    if backend != "native":
+        raise TestbedError(
+            f"{directory} holds {f'a {backend}' if backend else 'no'} testbed: "
+            f"`testbed {args.testbed_command}` moves the roles of a native one",
+            hint="`offload testbed up --backend native` makes one",
+        )
+    topology = NativeTopology(directory, flavor=None)
+    if args.testbed_command == "drill":
+        from offload.testbed.drill import drill  # noqa: PLC0415
+
+        result = drill(
+            topology,
+            settings.require_connection(),
+            args.kind,
+            times=args.times,
+            rate=args.rate,
+            timeout=args.timeout,
+            progress=None if args.json else _out,
+        )
+        if args.json:
+            _out(json.dumps(result.as_dict(), indent=2))
+        else:
+            _out(
+                f"{args.kind}: time to the first write on the new primary, p50 "
+                f"{result.p50:.3f}s, max {max(result.seconds, default=float('nan')):.3f}s "
+                f"over {len(result.seconds)}; {result.confirmed} writes confirmed, "
+                f"failed attempts {result.errors or 'none'}"
+            )
+        if result.stopped:
+            raise TestbedError(f"the drill stopped early: {result.stopped}")
+        return 0
+    if args.testbed_command == "switchover":
+        change = roles.switchover(topology, to=args.to, timeout=args.timeout)
+    elif args.testbed_command == "failover":
+        change = roles.failover(topology, kill=args.kill, timeout=args.timeout)
+    elif args.testbed_command == "rebuild":
+        change = roles.rebuild(topology, args.name, timeout=args.timeout)
+    else:
+        change = roles.rejoin(topology, args.name, timeout=args.timeout)
+    _out(json.dumps(change.as_dict(), indent=2) if args.json else change.describe())
+    return 0
+
+
 def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     from offload.monitor import collect  # noqa: PLC0415
 
@@ -308,13 +377,46 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _out(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
-        from offload.views import print_view, servers_view  # noqa: PLC0415
+        roles = _native_roles(settings)
+        from offload.views import print_view, roles_view, servers_view  # noqa: PLC0415
 
-        print_view(*servers_view(reports))
+        print_view(*servers_view(reports), *([roles_view(roles)] if roles else []))
     broken = any(r.error for r in reports) or any(
         r.replica is not None and not r.replica.threads_running for r in reports
     )
     return 1 if broken else 0
+
+
+def _native_roles(settings: Settings) -> list[dict[str, Any]]:
+    """A native testbed's servers with their roles and the endpoints on each (state.json);
+    none for a testbed without endpoints (its roles never change)."""
+    if not settings.testbed.dir:
+        return []
+    from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    directory = Path(settings.testbed.dir)
+    state = read_state(directory)
+    if not isinstance(state, NativeState) or not state.initialised or not state.endpoints:
+        return []
+    topology = NativeTopology(directory, flavor=None)
+    endpoints: dict[int, list[str]] = {}
+    for name, record in topology.links().records().items():
+        if name.endswith("-endpoint"):
+            endpoints.setdefault(record.upstream_port, []).append(
+                f"{name.removesuffix('-endpoint')} :{record.listen_port}"
+            )
+    return [
+        {
+            "server": name,
+            "port": record.port,
+            "server_id": record.server_id,
+            "role": state.role(name),
+            "running": topology.running(name, state),
+            "endpoints": endpoints.get(record.port, []),
+        }
+        for name, record in state.servers.items()
+    ]
 
 
 # --- db ---------------------------------------------------------------------
@@ -674,6 +776,50 @@ def _add_link(commands: Any) -> None:
         sub.set_defaults(handler=cmd_link)
 
 
+def _add_role_changes(testbed_commands: Any) -> None:
+    switch = testbed_commands.add_parser(
+        "switchover",
+        help="planned: the primary read-only, a replica caught up by GTID and promoted, the "
+        "endpoints moved, the old primary its replica (native, with endpoints)",
+    )
+    switch.add_argument("--to", metavar="REPLICA", help="the replica to promote (the first)")
+    fail = testbed_commands.add_parser(
+        "failover",
+        help="unplanned: the primary is lost; the most advanced replica promoted, the "
+        "endpoints moved; the old primary rejoins when it runs again (or is kept out as "
+        "diverged)",
+    )
+    fail.add_argument("--kill", action="store_true", help="SIGKILL the primary first (a drill)")
+    back = testbed_commands.add_parser(
+        "rejoin",
+        help="start a primary a failover left and make it a replica, unless it holds "
+        "transactions the primary lacks (then: reported diverged, kept out)",
+    )
+    back.add_argument("name", nargs="?", metavar="SERVER", help="default: the departed one")
+    remake = testbed_commands.add_parser(
+        "rebuild",
+        help="make a diverged server again from the primary (its data discarded: its extra "
+        "transactions are lost; look at them first) and replicate",
+    )
+    remake.add_argument("name", metavar="SERVER", help="the diverged server")
+    drill = testbed_commands.add_parser(
+        "drill",
+        help="KIND (switchover | failover) TIMES times back and forth while a writer commits "
+        "through the primary's endpoint: each change's time to the first write on the new "
+        "primary, p50 (failover: SIGKILL, semi-sync on, then the old primary rejoins)",
+    )
+    drill.add_argument("kind", choices=["switchover", "failover"])
+    drill.add_argument("--times", type=_positive, default=5, help="role changes (5)")
+    drill.add_argument("--rate", type=_seconds, default=50.0, help="writes a second (50)")
+    for sub in (switch, fail, back, remake, drill):
+        sub.add_argument("--dir", help="testbed directory (default .testbed)")
+        sub.add_argument(
+            "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"
+        )
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(handler=cmd_testbed_role)
+
+
 def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
     testbed_commands = testbed.add_subparsers(
@@ -726,18 +872,14 @@ def _add_testbed(commands: Any) -> None:
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
     )
+    _add_knobs(up, where="native: ")
     up.add_argument(
-        "--replica-workers",
-        type=_positive,
-        metavar="N",
-        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
-        "optimistic; MySQL replica_parallel_workers); 1: one applier",
-    )
-    up.add_argument(
-        "--semi-sync",
+        "--endpoint",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="native: semi-synchronous replication on (off with --no-semi-sync)",
+        default=True,
+        help="native, new testbed: clients reach the primary and each replica through an "
+        "endpoint (a link proxy) that `testbed switchover|failover` moves (default on; "
+        "--no-endpoint: the servers' own ports, no role change)",
     )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
@@ -778,6 +920,7 @@ def _add_testbed(commands: Any) -> None:
     status = testbed_commands.add_parser("status", help="replication state of every server")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_testbed_status)
+    _add_role_changes(testbed_commands)
 
 
 def _add_data(commands: Any) -> None:
@@ -903,6 +1046,96 @@ def _add_bench(commands: Any) -> None:
     bench.set_defaults(handler=cmd_bench, full=False)
 
 
+def _add_knobs(parser: argparse.ArgumentParser, *, where: str) -> None:
+    """The servers' own knobs (testbed/knobs.py): testbed up, lag run."""
+    parser.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help=f"{where}N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    parser.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"{where}semi-synchronous replication on (off with --no-semi-sync)",
+    )
+    parser.add_argument(
+        "--group-commit-delay",
+        metavar="D",
+        help=f"{where}binlog group commit: a commit waits up to D (e.g. 2ms; 0: off) for "
+        "others (MariaDB binlog_commit_wait_usec, MySQL binlog_group_commit_sync_delay)",
+    )
+
+
+def _add_matrix(lag_commands: Any) -> None:
+    def matrix(args: argparse.Namespace, settings: Settings) -> int:
+        from offload.matrix.cli import matrix_command  # noqa: PLC0415
+
+        return matrix_command(args, settings)
+
+    grid = lag_commands.add_parser(
+        "matrix",
+        help="one load across link RTT x write rate x appliers (x semi-sync, group commit): "
+        "matrix.csv, matrix.md, matrix.png",
+    )
+    grid.add_argument(
+        "--rtt", metavar="LIST", help="link round trips, e.g. 0,10,40,80ms (default 0,40)"
+    )
+    grid.add_argument(
+        "--write-rate", metavar="LIST", help="writes a second, e.g. 50,200,800 (default 50,400)"
+    )
+    grid.add_argument(
+        "--workers", metavar="LIST", help="the replica's appliers, e.g. 1,4 (default 1,4)"
+    )
+    grid.add_argument("--semi-sync", metavar="LIST", help="off, on or off,on (default off)")
+    grid.add_argument(
+        "--group-commit",
+        metavar="LIST",
+        help="binlog group commit delays on the primary, e.g. 0,2ms (default 0: off)",
+    )
+    grid.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="seconds of load per cell (default 12)",
+    )
+    grid.add_argument(
+        "--max-lag",
+        type=float,
+        default=0.1,
+        metavar="X",
+        help="[replica] max_lag of the cells, seconds (default 0.1; lag_policy primary)",
+    )
+    grid.add_argument(
+        "--out",
+        type=_output_dir,
+        metavar="DIR",
+        default="matrix-results",
+        help="output directory (default matrix-results)",
+    )
+    grid.add_argument(
+        "--config",
+        dest="matrix_config",
+        metavar="FILE",
+        help="use this existing native testbed's config (default: a testbed of its own "
+        "on free ports, stopped afterwards)",
+    )
+    grid.add_argument(
+        "--task-interval",
+        type=_positive,
+        default=1,
+        metavar="S",
+        help="every task runs every S seconds (default 1)",
+    )
+    grid.add_argument(
+        "--instances", type=_positive, default=200, help="instances seeded (default 200)"
+    )
+    grid.set_defaults(handler=matrix)
+
+
 def _add_lag(commands: Any) -> None:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         from offload.experiments.commands import run_command  # noqa: PLC0415
@@ -983,7 +1216,9 @@ def _add_lag(commands: Any) -> None:
         default=400,
         help="instances seeded over compute-1/2 (default 400)",
     )
+    _add_knobs(experiment, where="for the run (put back afterwards): ")
     experiment.set_defaults(handler=run)
+    _add_matrix(lag_commands)
     side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
     side_by_side.add_argument("dirs", nargs="+", metavar="DIR", help="`lag run --out` dirs")
     side_by_side.set_defaults(handler=compare)

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
@@ -128,6 +128,12 @@ def tables_in(statement: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+@functools.lru_cache(maxsize=4096)
+def _facts(statement: str) -> tuple[str, tuple[str, ...]]:
+    """(verb, tables) of a statement: one cache lookup per statement on the read path."""
+    return classify(statement)[0], tables_in(statement)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerIdentity:
     """Which server a connection is really talking to, as the server says."""
@@ -141,9 +147,12 @@ class ServerIdentity:
         return f"{self.hostname}:{self.port}/server_id={self.server_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class StatementRecord:
-    """One executed statement, as the client saw it."""
+class StatementRecord(NamedTuple):
+    """One executed statement, as the client saw it.
+
+    A named tuple: one is made per statement on the read path, and a tuple is built in
+    a third of a frozen dataclass's time.
+    """
 
     task: str | None
     run: str | None
@@ -156,7 +165,7 @@ class StatementRecord:
     at: float  # wall-clock time.time() when it finished
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["server"] = asdict(self.server) if self.server else None
         return data
 
@@ -319,16 +328,18 @@ class Tracer:
                 return
             started = getattr(context, "offload_started", None)
             task = _current.get()
+            verb, tables = _facts(statement)
+            # positional: a named tuple built from keywords costs several times more
             self._emit(
                 StatementRecord(
-                    task=task.task if task else None,
-                    run=task.run if task else None,
-                    route=conn.get_execution_options().get(ROUTE_OPTION),
-                    target=target,
-                    server=server_identity(conn),
-                    verb=classify(statement)[0],
-                    tables=tables_in(statement),
-                    duration=time.perf_counter() - started if started is not None else 0.0,
-                    at=time.time(),
+                    task.task if task else None,
+                    task.run if task else None,
+                    conn.get_execution_options().get(ROUTE_OPTION),
+                    target,
+                    server_identity(conn),
+                    verb,
+                    tables,
+                    time.perf_counter() - started if started is not None else 0.0,
+                    time.time(),
                 )
             )

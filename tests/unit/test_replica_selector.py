@@ -36,11 +36,20 @@ class ScriptedProbe(LagProbe):
 
 
 def _selector(
-    clock: Clock, *probes: ScriptedProbe, policy: LagPolicy = LagPolicy.PRIMARY
+    clock: Clock,
+    *probes: ScriptedProbe,
+    policy: LagPolicy = LagPolicy.PRIMARY,
+    wakes: list[float] | None = None,
 ) -> tuple[ReplicaSelector, RoutingStats]:
     stats = RoutingStats()
     selector = ReplicaSelector(
-        probes, max_lag=MAX_LAG, policy=policy, refresh=REFRESH, stats=stats, clock=clock
+        probes,
+        max_lag=MAX_LAG,
+        policy=policy,
+        refresh=REFRESH,
+        stats=stats,
+        clock=clock,
+        wake=None if wakes is None else lambda: wakes.append(clock()),
     )
     return selector, stats
 
@@ -60,7 +69,7 @@ def test_caught_up_replicas_take_turns() -> None:
     chosen = [selector.choose().replica for _ in range(6)]
     assert chosen == ["replica0", "replica1", "replica2"] * 2  # never the one behind
     probes[1].lag = 0.125
-    clock.now += REFRESH  # the readings are read again
+    selector.refresh_all()  # the refresher reads every replica again
     assert {selector.choose().replica for _ in range(4)} == {"replica0", "replica2"}
 
 
@@ -70,19 +79,54 @@ def test_max_lag_itself_is_fit() -> None:
     assert selector.choose().replica == "replica0"
 
 
-def test_a_fit_reading_is_reused_for_one_refresh_period() -> None:
+def test_a_fit_reading_is_a_lookup_and_wakes_the_refresher_once_due() -> None:
+    clock, wakes = Clock(), list[float]()
+    probe = ScriptedProbe("replica0", clock, 0.125)
+    selector, _ = _selector(clock, probe, wakes=wakes)
+    selector.choose()
+    probe.lag = 0.875  # the replica falls behind: not seen until the next reading
+    clock.now += REFRESH / 2
+    assert selector.choose() == Choice("replica0", lag=0.125)
+    assert probe.reads == 1 and wakes == []  # younger than one refresh period: a lookup
+    clock.now += REFRESH / 2  # one refresh period old: still a lookup, the refresher woken
+    assert selector.choose() == Choice("replica0", lag=0.125)
+    assert probe.reads == 1 and wakes == [clock.now]
+
+
+def test_a_late_reading_is_proof_while_its_lag_plus_its_age_is_within_max_lag() -> None:
     clock = Clock()
-    probe = ScriptedProbe("replica0", clock, 0.2)
+    probe = ScriptedProbe("replica0", clock, 0.125)
     selector, _ = _selector(clock, probe)
     selector.choose()
-    probe.lag = 0.9  # the replica falls behind: not seen until the reading is refreshed
-    clock.now += REFRESH / 2
-    assert selector.choose() == Choice("replica0", lag=0.2)
+    probe.lag = 0.875
+    clock.now += MAX_LAG - 0.125  # lag 0.125 + age 0.375 = max_lag: the replica may be at it
+    assert selector.choose() == Choice("replica0", lag=0.125)
     assert probe.reads == 1
-    clock.now += REFRESH / 2  # one refresh period after the reading
-    choice = selector.choose()
+    clock.now += REFRESH  # beyond: unknown, so the replica is read inline first
+    assert selector.choose() == Choice(None, reason="lag", lag=0.875)
     assert probe.reads == 2
-    assert choice == Choice(None, reason="lag", lag=0.9)
+
+
+def test_the_refresher_keeps_a_fit_reading_current() -> None:
+    clock = Clock()
+    probe = ScriptedProbe("replica0", clock, 0.125)
+    selector, _ = _selector(clock, probe)
+    selector.choose()
+    probe.lag = 0.875
+    clock.now += REFRESH / 2
+    selector.refresh_all()  # the refresher's turn: the next decision sees the new lag
+    assert selector.choose() == Choice(None, reason="lag", lag=0.875)
+    assert probe.reads == 3  # the refresher's, then inline (unfit replicas are re-read)
+
+
+def test_make_due_ages_every_reading_by_one_refresh_period() -> None:
+    clock, wakes = Clock(), list[float]()
+    probe = ScriptedProbe("replica0", clock, 0.0)
+    selector, _ = _selector(clock, probe, wakes=wakes)
+    selector.choose()
+    selector.make_due()
+    assert selector.choose() == Choice("replica0", lag=0.0)
+    assert probe.reads == 1 and len(wakes) == 1
 
 
 def test_an_unfit_replica_is_read_again_at_every_choice_and_back_at_once() -> None:
@@ -138,4 +182,49 @@ def test_policy_skip_skips_the_run() -> None:
     with task_scope("_heal_instance_info_cache"), pytest.raises(SkipRun, match=r"0\.750s behind"):
         selector.choose()
     assert stats.skips == {("_heal_instance_info_cache", "lag"): 1}
+    assert not stats.fallbacks
+
+
+class ActingPrimaryProbe(ScriptedProbe):
+    """A replica URL whose endpoint leads to the primary (the reading the real probe makes
+    when the answering @@server_id is the one the heartbeat is written to)."""
+
+    def read(self) -> LagReading:
+        self.reads += 1
+        return LagReading(
+            self.name,
+            None,
+            reachable=True,
+            error="answers as the primary",
+            at=self._clock(),
+            acting_primary=True,
+        )
+
+
+def test_a_replica_answering_as_the_primary_is_never_read_and_is_counted() -> None:
+    clock = Clock()
+    selector, stats = _selector(clock, ActingPrimaryProbe("replica0", clock, 0.0))
+    with task_scope("_poll_bandwidth_usage"):
+        choice = selector.choose()
+    assert choice == Choice(None, reason="replica_is_primary")
+    assert stats.fallbacks == {("_poll_bandwidth_usage", "replica_is_primary"): 1}
+    assert stats.why(["replica_is_primary"]) == {
+        "replica_is_primary": "replica0: answers as the primary"
+    }
+
+
+def test_stale_policy_never_reads_a_replica_answering_as_the_primary() -> None:
+    clock = Clock()
+    selector, stats = _selector(
+        clock, ActingPrimaryProbe("replica0", clock, 0.0), policy=LagPolicy.STALE
+    )
+    assert selector.choose().replica is None
+    assert not stats.stale_reads
+
+
+def test_a_fit_replica_wins_over_one_answering_as_the_primary() -> None:
+    clock = Clock()
+    probes = [ActingPrimaryProbe("replica0", clock, 0.0), ScriptedProbe("replica1", clock, 0.2)]
+    selector, stats = _selector(clock, *probes)
+    assert selector.choose() == Choice("replica1", lag=0.2)
     assert not stats.fallbacks
