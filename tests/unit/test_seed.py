@@ -387,9 +387,7 @@ def test_first_host_plans_the_next_hosts() -> None:
     assert [r["host_ip"] for r in first["compute_nodes"] + more["compute_nodes"]] == [
         f"192.168.0.{10 + i}" for i in range(5)
     ]
-    assert {r["uuid"] for r in first["instances"]}.isdisjoint(
-        r["uuid"] for r in more["instances"]
-    )
+    assert {r["uuid"] for r in first["instances"]}.isdisjoint(r["uuid"] for r in more["instances"])
     migrations = more["migrations"]
     assert migrations and all(
         m["source_compute"] in {"compute-3", "compute-4", "compute-5"} for m in migrations
