@@ -83,6 +83,9 @@ class NativeState:
     schema: str = "offload"
     #: schema nova: set once nova-manage db sync made the nova database
     nova_schema: NovaSchemaRecord | None = None
+    #: the servers require TLS and clients verify them (testbed/tls.py); False in files
+    #: written before TLS existed
+    tls: bool = False
 
     def with_pid(self, name: str, pid: int | None) -> NativeState:
         servers = dict(self.servers)
@@ -158,6 +161,7 @@ def _native(data: Mapping[str, Any]) -> NativeState:
             if data.get("nova_schema")
             else None
         ),
+        tls=bool(data.get("tls", False)),
     )
 
 

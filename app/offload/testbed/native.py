@@ -56,6 +56,7 @@ from offload.testbed.mysqld import (
 from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
+from offload.testbed.tls import TlsFiles, ensure_certificates, replica_tls_placeholders
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -100,6 +101,7 @@ class NativeTopology:
         start_timeout: float = 60.0,
         knobs: ApplierKnobs | None = None,
         schema: str | None = None,
+        tls: bool | None = None,
     ) -> None:
         if replicas < 1:
             raise TestbedError(
@@ -124,6 +126,10 @@ class NativeTopology:
         #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
         self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
         self.schema = self.schema_asked or "offload"
+        #: TLS required by the servers and verified by clients (testbed/tls.py);
+        #: None: the existing testbed's, else on
+        self.tls_asked = tls
+        self.tls = True if tls is None else tls
         self.servers: dict[str, ServerProcess] = {}
 
     # --- state --------------------------------------------------------------
@@ -284,6 +290,7 @@ class NativeTopology:
             service_port=ports[-1],
             initialised=False,
             schema=self.schema,
+            tls=self.tls,
             servers={
                 name: ServerRecord(
                     port=port, server_id=index + 1, defaults_file=str(self.dir / name / "my.cnf")
@@ -292,21 +299,25 @@ class NativeTopology:
             },
         )
 
+    def _tls_files(self, state: NativeState) -> TlsFiles | None:
+        return TlsFiles.in_dir(self.dir) if state.tls else None
+
     def _info(self, state: NativeState, creds: Credentials) -> TestbedInfo:
-        host, replica_ports = state.host, state.replica_ports
+        host, replica_ports, tls = state.host, state.replica_ports, self._tls_files(state)
+
+        def url(user: str, password: str, port: int, database: str | None) -> URL:
+            return loopback_url(user, password, port, database, host, tls=tls)
 
         def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
-            return tuple(
-                loopback_url(user, password, port, database, host) for port in replica_ports
-            )
+            return tuple(url(user, password, port, database) for port in replica_ports)
 
         return TestbedInfo(
             backend=self.backend,
             dir=self.dir,
             flavor=replication.Flavor(state.flavor),
-            primary=loopback_url("nova", creds.nova, state.primary_port, NOVA_DATABASE, host),
+            primary=url("nova", creds.nova, state.primary_port, NOVA_DATABASE),
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
-            admin=loopback_url("offload_admin", creds.admin, state.primary_port, None, host),
+            admin=url("offload_admin", creds.admin, state.primary_port, None),
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.service_port,
             version=state.version,
@@ -328,6 +339,14 @@ class NativeTopology:
                     f"asked for {self.schema}",
                     hint=f"remove {self.dir} (`make clean`) to start afresh",
                 )
+            if self.tls_asked is None:
+                self.tls = state.tls
+            if state.tls != self.tls:
+                made, asked = ("on" if v else "off" for v in (state.tls, self.tls))
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with TLS {made}, asked for TLS {asked}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
         if state is not None and state.initialised and self._running(state):
             info = self._info(state, creds)
             self._links().start_recorded()
@@ -340,6 +359,8 @@ class NativeTopology:
             state = self._sweep(state)
         program = self._program(state)
         state = self._plan(state, program)
+        if state.tls:
+            ensure_certificates(self.dir)
         self._save_state(state)
         try:
             state = self._start_all(state, program)
@@ -415,6 +436,7 @@ class NativeTopology:
                     server_id=record.server_id,
                     port=record.port,
                     host=state.host,
+                    tls=self._tls_files(state),
                 )
                 if not state.initialised or not Path(record.defaults_file).exists()
                 else Path(record.defaults_file)
@@ -441,10 +463,12 @@ class NativeTopology:
         mysql_dir = find_mysql_dir() / "bootstrap"
         values = creds.placeholders()
         self._run_script("primary", mysql_dir / "primary.sql", values)
+        tls = self._tls_files(state)
         replica_values = {
             **values,
             "PRIMARY_HOST": state.host,
             "PRIMARY_PORT": str(state.primary_port),
+            **replica_tls_placeholders(tls),
         }
         for name in state.servers:
             if name != "primary":

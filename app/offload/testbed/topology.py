@@ -6,13 +6,16 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import URL
 
 from offload.config import Settings, TestbedSettings
 from offload.flavor import Flavor, describe_server
 from offload.urls import with_database
+
+if TYPE_CHECKING:
+    from offload.testbed.tls import TlsFiles
 
 __all__ = [
     "Credentials",
@@ -50,11 +53,23 @@ class Credentials:
 
 
 def loopback_url(
-    user: str, password: str, port: int, database: str | None, host: str = "127.0.0.1"
+    user: str,
+    password: str,
+    port: int,
+    database: str | None,
+    host: str = "127.0.0.1",
+    *,
+    tls: TlsFiles | None = None,
 ) -> URL:
-    """A PyMySQL URL for one account on one testbed server."""
+    """A PyMySQL URL for one account on one testbed server (with ``tls``: verified TLS)."""
     return URL.create(
-        "mysql+pymysql", username=user, password=password, host=host, port=port, database=database
+        "mysql+pymysql",
+        username=user,
+        password=password,
+        host=host,
+        port=port,
+        database=database,
+        query=tls.url_query() if tls is not None else {},
     )
 
 
