@@ -221,6 +221,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             knobs=knobs,
             schema=schema,
+            tls=None if args.tls is None else args.tls == "on",
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
@@ -712,6 +713,14 @@ def _add_testbed(commands: Any) -> None:
         help="what makes the nova database: offload (its own tables, `offload db sync`; the "
         "default) or nova (Nova 34's migrations, `nova-manage db sync`, from a side "
         "environment built once and cached; native backend)",
+    )
+    up.add_argument(
+        "--tls",
+        choices=["on", "off"],
+        default=None,
+        help="on (default; also $OFFLOAD_TLS): the servers require TLS, the replicas replicate "
+        "over TLS, and every client verifies the servers' certificate against the testbed's "
+        "own CA; off: plain TCP, for comparison (an existing testbed keeps its own)",
     )
     up.add_argument(
         "--compute-scale",

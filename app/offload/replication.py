@@ -235,6 +235,16 @@ class ReplicaStatus:
     executed_gtid: str
     sql_delay: int
     sql_remaining_delay: int | None
+    #: Master_SSL_Allowed / Source_SSL_Allowed: 'Yes' when the channel is set up for TLS
+    #: ('No', or 'Ignored' where the replica's client lacks TLS); '' when not reported
+    ssl_allowed: str = ""
+    #: Master_SSL_Verify_Server_Cert / Source_SSL_Verify_Server_Cert: 'Yes' or 'No'
+    ssl_verify_server_cert: str = ""
+
+    @property
+    def replicates_over_tls(self) -> bool:
+        """The channel uses TLS and verifies the source's certificate."""
+        return self.ssl_allowed == "Yes" and self.ssl_verify_server_cert == "Yes"
 
     @property
     def threads_running(self) -> bool:
@@ -330,6 +340,10 @@ def parse_replica_status(
         executed_gtid=normalize_gtid(executed),
         sql_delay=_int(_pick(row, "SQL_Delay")),
         sql_remaining_delay=_int_or_none(_pick(row, "SQL_Remaining_Delay")),
+        ssl_allowed=_text(_pick(row, "Source_SSL_Allowed", "Master_SSL_Allowed")).strip(),
+        ssl_verify_server_cert=_text(
+            _pick(row, "Source_SSL_Verify_Server_Cert", "Master_SSL_Verify_Server_Cert")
+        ).strip(),
     )
 
 

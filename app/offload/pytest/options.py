@@ -14,10 +14,12 @@ value stops the run with one line) into :class:`RunOptions`.
 - ``--testbed-schema`` / ``offload_testbed_schema``: what makes a native testbed's
   ``nova`` database, offload's tables or Nova's migrations (default
   ``$OFFLOAD_SCHEMA``, else offload);
+- ``--testbed-tls`` / ``offload_testbed_tls``: on (default) or off: the native testbeds'
+  servers require verified TLS (default ``$OFFLOAD_TLS``, else on);
 - ``--primary-url`` / ``offload_primary_url``, ``--replica-url`` (repeatable) /
   ``offload_replica_url`` (one per line): the external testbed's privileged URLs.
 
-The flavor's and the schema's order is option, environment variable, ini: ``make test
+The flavor's, the schema's and TLS's order is option, environment variable, ini: ``make test
 FLAVOR=mysql SCHEMA=nova`` sets the variables, and they name the server and schema of
 that run.  An ini
 path is relative to the ini file's directory.
@@ -34,6 +36,7 @@ import pytest
 from offload.errors import OffloadError
 from offload.testbed.nova import SCHEMA_VARIABLE, parse_schema
 from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec
+from offload.testbed.tls import TLS_VARIABLE, parse_tls
 
 __all__ = ["BACKENDS", "OPTIONS", "RunOptions", "remember_server", "server_ran"]
 
@@ -45,6 +48,7 @@ OPTIONS = {
     "--testbed-replicas": "offload_testbed_replicas",
     "--testbed-flavor": "offload_testbed_flavor",
     "--testbed-schema": "offload_testbed_schema",
+    "--testbed-tls": "offload_testbed_tls",
     "--primary-url": "offload_primary_url",
     "--replica-url": "offload_replica_url",
 }
@@ -78,6 +82,8 @@ class RunOptions:
     flavor: FlavorSpec | None = None
     #: offload | nova; None: $OFFLOAD_SCHEMA or offload's, as every testbed decides
     schema: str | None = None
+    #: TLS on or off; None: $OFFLOAD_TLS or on, as every testbed decides
+    tls: bool | None = None
     primary_url: str | None = None
     replica_urls: tuple[str, ...] = ()
 
@@ -135,6 +141,17 @@ class RunOptions:
                 schema = parse_schema(schema_text)
             except OffloadError as exc:
                 raise pytest.UsageError(f"{source}: {exc}") from None
+        tls_text, source = _string(config, "--testbed-tls")
+        if config.getoption("testbed_tls", default=None) is None and os.environ.get(
+            TLS_VARIABLE
+        ):
+            tls_text, source = os.environ[TLS_VARIABLE], f"${TLS_VARIABLE}"
+        tls = None
+        if tls_text:
+            try:
+                tls = parse_tls(tls_text)
+            except OffloadError as exc:
+                raise pytest.UsageError(f"{source}: {exc}") from None
         primary, _ = _string(config, "--primary-url")
         replicas_given = config.getoption("replica_url", default=None) or [
             line.strip() for line in config.getini("offload_replica_url") or [] if line.strip()
@@ -145,6 +162,7 @@ class RunOptions:
             replicas=replicas,
             flavor=flavor,
             schema=schema,
+            tls=tls,
             primary_url=primary,
             replica_urls=tuple(replicas_given),
         )

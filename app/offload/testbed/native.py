@@ -56,7 +56,12 @@ from offload.testbed.mysqld import (
 from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
-from offload.testbed.tls import TlsFiles, ensure_certificates, replica_tls_placeholders
+from offload.testbed.tls import (
+    TlsFiles,
+    default_tls,
+    ensure_certificates,
+    replica_tls_placeholders,
+)
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -127,9 +132,9 @@ class NativeTopology:
         self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
         self.schema = self.schema_asked or "offload"
         #: TLS required by the servers and verified by clients (testbed/tls.py);
-        #: None: the existing testbed's, else on
-        self.tls_asked = tls
-        self.tls = True if tls is None else tls
+        #: None: $OFFLOAD_TLS, else the existing testbed's, else on
+        self.tls_asked = tls if tls is not None else default_tls()
+        self.tls = True if self.tls_asked is None else self.tls_asked
         self.servers: dict[str, ServerProcess] = {}
 
     # --- state --------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,19 @@ from offload.testbed.topology import write_private
 __all__ = [
     "DEFAULT_SERVER_NAMES",
     "TLS_DIR",
+    "TLS_VARIABLE",
     "TlsFiles",
     "certificate_not_after",
     "days_left",
+    "default_tls",
     "ensure_certificates",
     "parse_tls",
     "replica_tls_placeholders",
 ]
 
 TLS_DIR = "tls"
+#: on | off for every testbed a run starts (`make test TLS=off`, pytest's --testbed-tls)
+TLS_VARIABLE = "OFFLOAD_TLS"
 #: what every testbed's server certificate is valid for (compose adds its service names)
 DEFAULT_SERVER_NAMES = ("127.0.0.1", "localhost")
 #: validity of a testbed's CA and server certificate
@@ -52,6 +57,12 @@ def parse_tls(value: str | bool) -> bool:
     if word in {"off", "false", "no", "0"}:
         return False
     raise TestbedError(f"TLS must be on or off, not {value!r}", hint="use --tls on or --tls off")
+
+
+def default_tls() -> bool | None:
+    """$OFFLOAD_TLS as a bool; None when unset (an existing testbed's, else on)."""
+    chosen = os.environ.get(TLS_VARIABLE, "").strip()
+    return parse_tls(chosen) if chosen else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +102,15 @@ class TlsFiles:
         ``where``: the directory the server sees the files in (a container's mount),
         else where they are.
         """
-        place = (lambda p: where / p.name) if where is not None else (lambda p: p)
+        ca, cert, key = (
+            (where / p.name for p in (self.ca, self.cert, self.key))
+            if where is not None
+            else (self.ca, self.cert, self.key)
+        )
         return [
-            f"ssl_ca        = {place(self.ca)}",
-            f"ssl_cert      = {place(self.cert)}",
-            f"ssl_key       = {place(self.key)}",
+            f"ssl_ca        = {ca}",
+            f"ssl_cert      = {cert}",
+            f"ssl_key       = {key}",
             "require_secure_transport = ON",
         ]
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from offload.testbed.tls import TlsFiles
 
 __all__ = [
+    "PLAIN_QUERY",
     "Credentials",
     "TestbedInfo",
     "Topology",
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 NOVA_DATABASE = "nova"
+#: the query of a testbed URL without TLS (``--tls off``)
+PLAIN_QUERY = {"ssl_disabled": "true"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,9 @@ def loopback_url(
     *,
     tls: TlsFiles | None = None,
 ) -> URL:
-    """A PyMySQL URL for one account on one testbed server (with ``tls``: verified TLS)."""
+    """A PyMySQL URL for one account on one testbed server: verified TLS with ``tls``,
+    else plain TCP (``ssl_disabled``: PyMySQL would otherwise try TLS unverified wherever
+    the server offers it, as MySQL 8.4+ and MariaDB 11.4+ do with certificates of their own)."""
     return URL.create(
         "mysql+pymysql",
         username=user,
@@ -69,7 +74,7 @@ def loopback_url(
         host=host,
         port=port,
         database=database,
-        query=tls.url_query() if tls is not None else {},
+        query=tls.url_query() if tls is not None else PLAIN_QUERY,
     )
 
 
