@@ -211,7 +211,9 @@ def _float(minimum: float, *, exclusive: bool = False, unit: str = "seconds") ->
         try:
             number = float(value.strip())
         except ValueError:
-            raise ConfigError(f"{option} must be a number of {unit}, got {value.strip()!r}") from None
+            raise ConfigError(
+                f"{option} must be a number of {unit}, got {value.strip()!r}"
+            ) from None
         if not math.isfinite(number):
             raise ConfigError(f"{option} must be a finite number, got {value.strip()!r}")
         if number < minimum or (exclusive and number == minimum):

@@ -38,8 +38,8 @@ from offload.gtid import gtid_distance
 from offload.periodic import TaskStats
 from offload.statusdoc import (
     PrimaryView,
-    ReplicaView,
     ReplicationTlsView,
+    ReplicaView,
     RoutingView,
     StatusDocument,
     TaskView,
@@ -124,9 +124,7 @@ def tls_view(tls: SessionTls, now: dt.datetime) -> TlsView:
         "version": tls.version or None,
         "cipher": tls.cipher or None,
         "cert_not_after": expires.isoformat() if expires else None,
-        "cert_days_left": (
-            round((expires - now).total_seconds() / 86400, 2) if expires else None
-        ),
+        "cert_days_left": (round((expires - now).total_seconds() / 86400, 2) if expires else None),
     }
 
 

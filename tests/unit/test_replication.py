@@ -642,7 +642,10 @@ def test_set_replica_delay_validates_before_executing() -> None:
     ("row", "flavor"),
     [
         (mysql84_row(Source_SSL_Allowed="Yes", Source_SSL_Verify_Server_Cert="Yes"), Flavor.MYSQL),
-        (mariadb_row(Master_SSL_Allowed="Yes", Master_SSL_Verify_Server_Cert="Yes"), Flavor.MARIADB),
+        (
+            mariadb_row(Master_SSL_Allowed="Yes", Master_SSL_Verify_Server_Cert="Yes"),
+            Flavor.MARIADB,
+        ),
     ],
 )
 def test_a_channel_over_verified_tls(row: dict[str, object], flavor: Flavor) -> None:

@@ -11,8 +11,8 @@ import pytest
 from offload.staleness import RoutingStats
 from offload.statusdoc import (
     PrimaryView,
-    ReplicaView,
     ReplicationTlsView,
+    ReplicaView,
     RoutingView,
     StatusDocument,
     TaskView,

@@ -142,9 +142,7 @@ class RunOptions:
             except OffloadError as exc:
                 raise pytest.UsageError(f"{source}: {exc}") from None
         tls_text, source = _string(config, "--testbed-tls")
-        if config.getoption("testbed_tls", default=None) is None and os.environ.get(
-            TLS_VARIABLE
-        ):
+        if config.getoption("testbed_tls", default=None) is None and os.environ.get(TLS_VARIABLE):
             tls_text, source = os.environ[TLS_VARIABLE], f"${TLS_VARIABLE}"
         tls = None
         if tls_text:

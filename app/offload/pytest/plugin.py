@@ -26,8 +26,8 @@ from offload.errors import OffloadError
 from offload.pytest import factories
 from offload.pytest.options import BACKENDS, OPTIONS, RunOptions, server_ran
 from offload.testbed.nova import SCHEMA_VARIABLE
-from offload.testbed.tls import TLS_VARIABLE
 from offload.testbed.servers import FLAVOR_VARIABLE
+from offload.testbed.tls import TLS_VARIABLE
 
 __all__ = [
     "offload_compute_factory",
