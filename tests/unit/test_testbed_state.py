@@ -89,7 +89,7 @@ def test_a_native_state_of_the_previous_version_loads(tmp_path: Path) -> None:
     save_state(tmp_path, state)
     expected = json.loads(json.dumps(NATIVE_BEFORE))
     expected["servers"]["replica1"]["pid"] = None  # 0 was never a process
-    expected.update(schema="offload", nova_schema=None)
+    expected.update(schema="offload", nova_schema=None, tls=False)
     assert json.loads((tmp_path / "state.json").read_text()) == expected
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
 
