@@ -52,6 +52,12 @@ def _table(*columns: str, right: Iterable[str] = ()) -> Table:
     return table
 
 
+def _url(masked_url: str) -> str:
+    """A (masked) URL without its query: the TLS options are a table of their own, and a
+    CA's path would fold the column; ``--json`` keeps them."""
+    return masked_url.split("?", 1)[0]
+
+
 def _text(value: object, missing: str = "-") -> str:
     return missing if value is None or value == "" else str(value)
 
@@ -120,13 +126,13 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
     notes: list[str] = []
     for report in reports:
         if report.error:
-            table.add_row(report.role, report.url, *["-"] * 10)
+            table.add_row(report.role, _url(report.url), *["-"] * 10)
             notes.append(f"{report.role}: UNREACHABLE: {report.error}")
             continue
         status = report.replica
         table.add_row(
             report.role,
-            report.url,
+            _url(report.url),
             _text(report.server_id),
             _server(report),
             "ON" if report.read_only else "OFF",
@@ -180,7 +186,7 @@ def _replicas(status: dict[str, Any]) -> Table:
     )
     primary = status["primary"]
     table.add_row(
-        "primary", primary["url"], "yes" if primary["reachable"] else "NO", *["-"] * 6, ""
+        "primary", _url(primary["url"]), "yes" if primary["reachable"] else "NO", *["-"] * 6, ""
     )
     for view in status["replicas"]:
         reason = view.get("unfit_reason")
@@ -199,7 +205,7 @@ def _replicas(status: dict[str, Any]) -> Table:
         ]
         table.add_row(
             view["name"],
-            view["url"],
+            _url(view["url"]),
             "yes" if view.get("reachable") else "NO",
             f"{lag:.1f}" if lag is not None else "unknown",
             fit,
