@@ -7,14 +7,14 @@ loading settings without URLs stay cheap (the CLI's start-up).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offload.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
-__all__ = ["masked", "normalise_tls", "parse_url", "with_database"]
+__all__ = ["masked", "normalise_tls", "parse_url", "tls_connect_args", "with_database"]
 
 _EXPECTED = "expected mysql+pymysql://USER:PASSWORD@HOST[:PORT]/DATABASE"
 #: drivers we accept in a URL; every one is run through PyMySQL
@@ -119,6 +119,13 @@ def normalise_tls(url: URL) -> URL:
     if "ssl_check_hostname" in query:
         return checked
     return checked.update_query_dict({"ssl_check_hostname": "true" if identity else "false"})
+
+
+def tls_connect_args(url: URL) -> dict[str, Any]:
+    """The TLS arguments PyMySQL gets from ``url`` through SQLAlchemy (``ssl``,
+    ``ssl_disabled`` ...): what a bare ``pymysql.connect`` passes to behave as an engine."""
+    _args, kwargs = url.get_dialect()().create_connect_args(url)
+    return {key: value for key, value in kwargs.items() if key.startswith("ssl")}
 
 
 def with_database(url: URL, database: str | None) -> URL:

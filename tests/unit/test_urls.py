@@ -7,7 +7,7 @@ from sqlalchemy import URL
 from sqlalchemy.engine import make_url
 
 from offload.errors import ConfigError
-from offload.urls import masked, parse_url, with_database
+from offload.urls import masked, parse_url, tls_connect_args, with_database
 
 SECRET = "Vx7-hunter2-Qm"
 OPTION = "[database] connection"
@@ -232,3 +232,11 @@ def test_tls_keys_given_twice_are_refused_without_the_password() -> None:
 def test_a_tls_url_is_masked_with_its_query() -> None:
     url = parse_url("mysql://nova:s3cret@db/nova?ssl_ca=/ca.pem", option="connection")
     assert masked(url) == "mysql+pymysql://nova:***@db/nova?ssl_ca=%2Fca.pem"
+
+
+def test_a_bare_pymysql_connection_gets_the_tls_an_engine_would() -> None:
+    verified = parse_url("mysql://n:pw@db/nova?ssl_ca=/ca.pem&ssl_verify_cert=true", option="c")
+    assert tls_connect_args(verified) == {"ssl": {"ca": "/ca.pem", "check_hostname": False}}
+    plain = parse_url("mysql://n:pw@db/nova?ssl_disabled=true", option="c")
+    assert tls_connect_args(plain) == {"ssl_disabled": "true"}
+    assert tls_connect_args(parse_url("mysql://n:pw@db/nova", option="c")) == {}

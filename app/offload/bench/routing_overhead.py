@@ -50,7 +50,17 @@ from offload.schema import Instance
 from offload.service import StatementCounter
 from offload.tracing import task_scope
 
-__all__ = ["PATHS", "WORKLOADS", "Params", "run"]
+__all__ = [
+    "PATHS",
+    "WORKLOADS",
+    "Params",
+    "Workload",
+    "instance_keys",
+    "measure",
+    "offload_path",
+    "paired_ratio",
+    "run",
+]
 
 RAW, PLAIN, OFFLOAD, OFFLOAD_DUE = "raw", "plain", "offload", "offload (lag due)"
 OSLO, OSLO_NO_CHECKIN = "oslo.db", "oslo.db (no checkin)"
@@ -163,7 +173,7 @@ def _task_raw(cursor: Any, key: int) -> object:
 Path = Callable[[Workload, int], object]
 
 
-def _measure(
+def measure(
     paths: dict[str, Path], workload: Workload, keys: list[int], rounds: int, warmup: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall time and this thread's CPU time of each session, per path."""
@@ -195,7 +205,7 @@ def _cpu_per_statement(cpu: dict[str, list[float]], name: str, statements: int) 
     return median(differences) * 1e6 / statements
 
 
-def _paired(samples: dict[str, list[float]], name: str, base: str) -> float | None:
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float | None:
     if base not in samples or name not in samples:
         return None
     return median([b / a for b, a in zip(samples[name], samples[base], strict=True)])
@@ -209,9 +219,9 @@ def _rows(
     rows, data = [], {}
     for name, series in samples.items():
         summary = summarize(series).scaled(1e6)
-        vs_plain = _paired(samples, name, PLAIN)
-        vs_oslo = _paired(samples, name, oslo) if oslo else None
-        vs_oslo_default = _paired(samples, name, OSLO) if OSLO in samples else None
+        vs_plain = paired_ratio(samples, name, PLAIN)
+        vs_oslo = paired_ratio(samples, name, oslo) if oslo else None
+        vs_oslo_default = paired_ratio(samples, name, OSLO) if OSLO in samples else None
         # paired: the median of each round's difference, per statement of the session
         per_statement = (
             median([b - a for b, a in zip(series, samples[PLAIN], strict=True)])
@@ -248,7 +258,7 @@ def _rows(
     return rows, data
 
 
-def _keys(db: Database, count: int) -> list[int]:
+def instance_keys(db: Database, count: int) -> list[int]:
     with db.reader() as session:
         ids = list(session.scalars(select(Instance.id).where(Instance.deleted == 0)))
     chooser = random.Random(7)
@@ -263,7 +273,7 @@ def _session_path(factory: SessionFactory) -> Path:
     return path
 
 
-def _offload_path(db: Database, *, lag_due: bool) -> Path:
+def offload_path(db: Database, *, lag_due: bool) -> Path:
     def path(workload: Workload, key: int) -> object:
         if lag_due:
             db.guard.selector.expire()
@@ -428,14 +438,14 @@ def run(ctx: BenchContext) -> BenchResult:
     samples: dict[str, dict[str, list[float]]] = {}
     cpu: dict[str, dict[str, list[float]]] = {}
     try:
-        keys = _keys(db, max(rounds.values()) + params.warmup)
+        keys = instance_keys(db, max(rounds.values()) + params.warmup)
         with db.reader() as session:
             task_rows = len(_task_sized(session, 0))
         paths: dict[str, Path] = {
             RAW: _raw_path(raw),
             PLAIN: _plain_path(plain),
-            OFFLOAD: _offload_path(db, lag_due=False),
-            OFFLOAD_DUE: _offload_path(db, lag_due=True),
+            OFFLOAD: offload_path(db, lag_due=False),
+            OFFLOAD_DUE: offload_path(db, lag_due=True),
             **oslo_paths,
         }
         ctx.progress(
@@ -447,7 +457,7 @@ def run(ctx: BenchContext) -> BenchResult:
             for workload in WORKLOADS:
                 count = rounds[workload.key]
                 warmup = max(3, min(params.warmup, count // 10))
-                samples[workload.key], cpu[workload.key] = _measure(
+                samples[workload.key], cpu[workload.key] = measure(
                     paths, workload, keys, count, warmup
                 )
         routed = sum(
