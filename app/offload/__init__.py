@@ -28,6 +28,7 @@ from offload.errors import (
     ReplicationError,
     SchemaMismatch,
     TestbedError,
+    TlsRefused,
     UnknownDatabase,
     WriteInReaderSession,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SchemaMismatch",
     "Settings",
     "TestbedError",
+    "TlsRefused",
     "Tracer",
     "UnknownDatabase",
     "WriteInReaderSession",

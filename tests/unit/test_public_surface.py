@@ -31,6 +31,7 @@ PUBLIC = [
     "SchemaMismatch",
     "Settings",
     "TestbedError",
+    "TlsRefused",
     "Tracer",
     "UnknownDatabase",
     "WriteInReaderSession",
