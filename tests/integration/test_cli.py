@@ -58,11 +58,16 @@ def test_status_shows_running_replication_and_no_password(
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     assert rows["server"][:7] == ["server", "url", "id", "version", "read_only", "IO", "SQL"]
     # server, url, id, flavor and version, read_only, IO, SQL, behind, delay, GTID position,
-    # received
+    # received, replication (the channel's TLS)
     assert rows["primary"][2] == "1" and rows["primary"][5] == "OFF"
     assert rows["replica0"][5:8] == ["ON", "Yes", "Yes"]
-    assert rows["primary"][-2] != "-" and rows["primary"][-1] == "-"  # a position, no receiver
-    assert "-" not in rows["replica0"][-2:]  # applied and received positions
+    # a position, no receiver, no channel
+    assert rows["primary"][-3] != "-" and rows["primary"][-2:] == ["-", "-"]
+    tls = "ssl_ca" in offload_testbed.primary.query
+    channel = ["TLS,", "verified"] if tls else ["plain"]
+    assert rows["replica0"][-len(channel) :] == channel
+    positions = rows["replica0"][-len(channel) - 2 : -len(channel)]
+    assert "-" not in positions  # applied and received positions
     for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)
