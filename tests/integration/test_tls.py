@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import URL, text
 
 from offload import replication
-from offload.db import Database
 from offload.dberrors import unpooled_engine
 from offload.errors import AccessDenied, OffloadError, TlsRefused
-from offload.monitor import replica_views, session_tls
+from offload.monitor import session_tls
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.tls import ensure_certificates
 from offload.testbed.topology import PLAIN_QUERY
@@ -85,20 +84,19 @@ def test_the_replica_replicates_over_verified_tls(offload_testbed: TestbedInfo) 
         assert (status.ssl_allowed, status.ssl_verify_server_cert) == ("Yes", "Yes")
 
 
-def test_the_status_document_shows_it(offload_testbed: TestbedInfo) -> None:
-    settings = offload_testbed.settings()
-    db = Database(settings)
-    try:
-        views = replica_views(db, settings.testbed.replica_admin_connections)
-    finally:
-        db.dispose()
-    assert [v.get("replication_tls") for v in views] == [
-        {"ssl": True, "verify_server_cert": True}
-    ] * len(views)
+def test_offload_status_shows_it(offload_testbed: TestbedInfo, tmp_path: Path) -> None:
+    config = write_config(offload_testbed, tmp_path / "offload.conf")
+    result = _offload(config, "status", "--json")
+    document = json.loads(result.stdout)
+    views = [document["primary"], *document["replicas"]]
     for view in views:
-        assert view["tls"]["version"] in {"TLSv1.2", "TLSv1.3"}
-        days = view["tls"]["cert_days_left"]
-        assert days is not None and days > settings.service.cert_warning_days
+        assert view["tls"]["version"] in {"TLSv1.2", "TLSv1.3"}, view
+        assert view["tls"]["cipher"], view
+        assert view["tls"]["cert_days_left"] > document["cert_warning_days"], view
+    assert [v["replication_tls"] for v in document["replicas"]] == [
+        {"ssl": True, "verify_server_cert": True}
+    ] * len(document["replicas"])
+    assert not [r for r in document["degraded_because"] if "certificate" in r]
 
 
 def _offload(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
