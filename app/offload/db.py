@@ -44,6 +44,7 @@ from offload.errors import (
     OffloadError,
     WriteInReaderSession,
 )
+from offload.liveness import install_liveness_check
 from offload.routes import ROUTE_OPTION, Route
 from offload.sqlverbs import classify
 from offload.staleness import RoutingStats, StalenessGuard
@@ -77,7 +78,8 @@ class Target:
 def make_engine(
     url: URL, options: DatabaseSettings, *, name: str, write_guard: bool = True
 ) -> Engine:
-    """An engine with oslo.db-like pool settings, pre-ping and translated errors.
+    """An engine with oslo.db-like pool settings, translated errors, and a checkout check
+    that pings only a connection that may be dead (``offload.liveness``; no pre-ping).
 
     ``write_guard=False`` leaves the write guard to the caller (``Database`` runs it
     inside the tracer's one statement hook).
@@ -93,7 +95,6 @@ def make_engine(
         connect_args["init_command"] = f"SET SESSION sql_mode = '{mode}'"
     engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=options.max_pool_size,
         max_overflow=options.max_overflow,
         pool_timeout=options.pool_timeout,
@@ -101,6 +102,7 @@ def make_engine(
         connect_args=connect_args,
     )
     install_translation(engine, name=name)
+    install_liveness_check(engine)
     if write_guard:
         event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
     return engine

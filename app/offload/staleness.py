@@ -1,8 +1,13 @@
 """The staleness guard: which replica a READ_REPLICA session may use, and what to do if none.
 
-Before a replica read, each replica's cached lag reading (refreshed when older
-than one heartbeat interval) decides: a reachable replica within ``max_lag``
-is fit, the least lagged fit one wins.  When none is fit, ``lag_policy`` says:
+Before a replica read, each replica's cached lag reading decides: a reachable
+replica within ``max_lag`` is fit, the least lagged fit one wins.  A refresher
+thread keeps the readings younger than one heartbeat interval, so the decision is
+a lookup.  Should a reading grow older (the refresher is late), it is still proof
+while its lag plus its age stays within ``max_lag`` — lag grows at most at
+wall-clock rate, so the replica cannot be further behind than that — and the
+refresher is woken to read again at once; beyond that bound the reading is
+unknown and the replica is read inline, before the decision.  When none is fit, ``lag_policy`` says:
 ``primary`` (read there), ``skip`` (skip this run of the task), ``stale``
 (read the least-lagged reachable replica anyway, logged with its lag).  A
 replica that is fit again is chosen again at its next reading — nothing to
@@ -12,6 +17,7 @@ reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -131,8 +137,11 @@ class ReplicaSelector:
         refresh: float,
         stats: RoutingStats,
         clock: Clock = time.monotonic,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.probes = {probe.name: probe for probe in probes}
+        #: asks the refresher for new readings now (a reading is due), without waiting
+        self._wake = wake
         self.max_lag = max_lag
         self.policy = policy
         self.refresh = refresh
@@ -174,26 +183,41 @@ class ReplicaSelector:
                 if cached is None or cached.at <= reading.at:
                     self._readings[reading.replica] = reading
 
-    def expire(self) -> None:
-        """Forget the cached readings: the next decision reads every replica's lag first."""
+    def make_due(self) -> None:
+        """Age every cached reading by one refresh period, as when the refresher is late.
+
+        What `make bench` measures as "lag check due": the next decision finds every
+        reading older than one heartbeat interval.
+        """
         with self._lock:
-            self._readings.clear()
+            for name, reading in self._readings.items():
+                self._readings[name] = dataclasses.replace(reading, at=reading.at - self.refresh)
 
     def readings(self) -> dict[str, LagReading]:
-        """Every replica's reading: a fit one is reused for ``refresh`` seconds, others re-read.
+        """Every replica's reading: a fit one while it proves fitness, others re-read inline.
 
-        Re-reading an unfit replica at every decision lets it back in the moment
-        it is fit again, instead of one refresh period later.  With the guard's
-        refresher thread keeping the readings younger than ``refresh``, a fit
-        replica's decision is a lookup: no round trip on the read path.
+        A fit reading taken at ``at`` with lag ``L`` proves the replica within
+        ``max_lag`` while ``L + (now - at) <= max_lag``; one older than ``refresh``
+        also wakes the refresher.  An unfit replica is re-read at every decision, so
+        it is back in the moment it is fit again, not one refresh period later.
         """
         now = self._clock()
+        due = False
         with self._lock:
             for name, probe in self.probes.items():
                 cached = self._readings.get(name)
-                if cached is None or now - cached.at >= self.refresh or not self._fit(cached):
-                    self._readings[name] = probe.read()
-            return dict(self._readings)
+                if cached is not None and self._fit(cached) and self._proves(cached, now):
+                    due = due or now - cached.at >= self.refresh
+                    continue
+                self._readings[name] = probe.read()
+            readings = dict(self._readings)
+        if due and self._wake is not None:
+            self._wake()
+        return readings
+
+    def _proves(self, reading: LagReading, now: float) -> bool:
+        """The reading still bounds the replica's lag within max_lag (lag + age)."""
+        return (reading.lag or 0.0) + (now - reading.at) <= self.max_lag
 
     def _fit(self, reading: LagReading) -> bool:
         return reading.usable and reading.lag is not None and reading.lag <= self.max_lag
@@ -277,14 +301,16 @@ class StalenessGuard:
             )
             for i, url in enumerate(settings.database.slave_connections)
         ]
+        self._stop = threading.Event()
+        self._due = threading.Event()
         self.selector = ReplicaSelector(
             probes,
             max_lag=options.max_lag,
             policy=options.lag_policy,
             refresh=options.heartbeat_interval,
             stats=stats,
+            wake=self._due.set,
         )
-        self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
         if probes:
             self.selector.refresh_all()  # the first decision finds a reading
@@ -301,7 +327,11 @@ class StalenessGuard:
         one heartbeat interval, and never probes inline while the replica is fit.
         """
         period = self.selector.refresh / 2
-        while not self._stop.wait(period):
+        while True:
+            self._due.wait(period)  # a period, or less when a decision found a reading due
+            self._due.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.selector.refresh_all()
             except Exception:
@@ -332,6 +362,7 @@ class StalenessGuard:
 
     def close(self) -> None:
         self._stop.set()
+        self._due.set()
         if self._refresher is not None:
             self._refresher.join(timeout=10)
             self._refresher = None

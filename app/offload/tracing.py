@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
@@ -141,9 +141,12 @@ class ServerIdentity:
         return f"{self.hostname}:{self.port}/server_id={self.server_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class StatementRecord:
-    """One executed statement, as the client saw it."""
+class StatementRecord(NamedTuple):
+    """One executed statement, as the client saw it.
+
+    A named tuple: one is made per statement on the read path, and a tuple is built in
+    a third of a frozen dataclass's time.
+    """
 
     task: str | None
     run: str | None
@@ -156,7 +159,7 @@ class StatementRecord:
     at: float  # wall-clock time.time() when it finished
 
     def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = self._asdict()
         data["server"] = asdict(self.server) if self.server else None
         return data
 

@@ -354,3 +354,26 @@ def test_causal_gtid_is_asked_only_when_a_replica_read_follows(
         for _ in range(2):  # the second read reuses the position the first one asked for
             assert _own_row_visible(offload_db, instance.uuid) == ("replica0", True)
     assert causal(write_then_read.run) == ["SELECT"]
+
+
+def test_back_to_back_read_sessions_send_no_ping(offload_db: Database) -> None:
+    """A connection checked in moments ago is trusted at checkout: no COM_PING round trip."""
+
+    def pings(*, ping_once: bool = False) -> tuple[int, int]:
+        with offload_db.reader(allow_replica=True) as session:
+            conn = session.connection()
+            if ping_once:  # the positive control: this server counts a ping here
+                dbapi = conn.connection.dbapi_connection
+                assert dbapi is not None
+                dbapi.ping(reconnect=False)
+            conn_id = int(session.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+            row = session.execute(text("SHOW SESSION STATUS LIKE 'Com_admin_commands'")).one()
+            return conn_id, int(row[1])
+
+    first_id, first = pings()
+    control_id, control = pings(ping_once=True)
+    assert control_id == first_id and control - first == 1
+    for _ in range(20):
+        last_id, last = pings()
+    assert last_id == first_id  # the same pooled connection all along
+    assert last == control

@@ -36,11 +36,20 @@ class ScriptedProbe(LagProbe):
 
 
 def _selector(
-    clock: Clock, *probes: ScriptedProbe, policy: LagPolicy = LagPolicy.PRIMARY
+    clock: Clock,
+    *probes: ScriptedProbe,
+    policy: LagPolicy = LagPolicy.PRIMARY,
+    wakes: list[float] | None = None,
 ) -> tuple[ReplicaSelector, RoutingStats]:
     stats = RoutingStats()
     selector = ReplicaSelector(
-        probes, max_lag=MAX_LAG, policy=policy, refresh=REFRESH, stats=stats, clock=clock
+        probes,
+        max_lag=MAX_LAG,
+        policy=policy,
+        refresh=REFRESH,
+        stats=stats,
+        clock=clock,
+        wake=None if wakes is None else lambda: wakes.append(clock()),
     )
     return selector, stats
 
@@ -59,19 +68,54 @@ def test_max_lag_itself_is_fit() -> None:
     assert selector.choose().replica == "replica0"
 
 
-def test_a_fit_reading_is_reused_for_one_refresh_period() -> None:
+def test_a_fit_reading_is_a_lookup_and_wakes_the_refresher_once_due() -> None:
+    clock, wakes = Clock(), list[float]()
+    probe = ScriptedProbe("replica0", clock, 0.125)
+    selector, _ = _selector(clock, probe, wakes=wakes)
+    selector.choose()
+    probe.lag = 0.875  # the replica falls behind: not seen until the next reading
+    clock.now += REFRESH / 2
+    assert selector.choose() == Choice("replica0", lag=0.125)
+    assert probe.reads == 1 and wakes == []  # younger than one refresh period: a lookup
+    clock.now += REFRESH / 2  # one refresh period old: still a lookup, the refresher woken
+    assert selector.choose() == Choice("replica0", lag=0.125)
+    assert probe.reads == 1 and wakes == [clock.now]
+
+
+def test_a_late_reading_is_proof_while_its_lag_plus_its_age_is_within_max_lag() -> None:
     clock = Clock()
-    probe = ScriptedProbe("replica0", clock, 0.2)
+    probe = ScriptedProbe("replica0", clock, 0.125)
     selector, _ = _selector(clock, probe)
     selector.choose()
-    probe.lag = 0.9  # the replica falls behind: not seen until the reading is refreshed
-    clock.now += REFRESH / 2
-    assert selector.choose() == Choice("replica0", lag=0.2)
+    probe.lag = 0.875
+    clock.now += MAX_LAG - 0.125  # lag 0.125 + age 0.375 = max_lag: the replica may be at it
+    assert selector.choose() == Choice("replica0", lag=0.125)
     assert probe.reads == 1
-    clock.now += REFRESH / 2  # one refresh period after the reading
-    choice = selector.choose()
+    clock.now += REFRESH  # beyond: unknown, so the replica is read inline first
+    assert selector.choose() == Choice(None, reason="lag", lag=0.875)
     assert probe.reads == 2
-    assert choice == Choice(None, reason="lag", lag=0.9)
+
+
+def test_the_refresher_keeps_a_fit_reading_current() -> None:
+    clock = Clock()
+    probe = ScriptedProbe("replica0", clock, 0.125)
+    selector, _ = _selector(clock, probe)
+    selector.choose()
+    probe.lag = 0.875
+    clock.now += REFRESH / 2
+    selector.refresh_all()  # the refresher's turn: the next decision sees the new lag
+    assert selector.choose() == Choice(None, reason="lag", lag=0.875)
+    assert probe.reads == 3  # the refresher's, then inline (unfit replicas are re-read)
+
+
+def test_make_due_ages_every_reading_by_one_refresh_period() -> None:
+    clock, wakes = Clock(), list[float]()
+    probe = ScriptedProbe("replica0", clock, 0.0)
+    selector, _ = _selector(clock, probe, wakes=wakes)
+    selector.choose()
+    selector.make_due()
+    assert selector.choose() == Choice("replica0", lag=0.0)
+    assert probe.reads == 1 and len(wakes) == 1
 
 
 def test_an_unfit_replica_is_read_again_at_every_choice_and_back_at_once() -> None:

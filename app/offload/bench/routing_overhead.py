@@ -11,8 +11,10 @@ busy the machine is):
 * ``offload`` — ``db.reader(allow_replica=True)`` inside a task scope, as the service runs it
   (the staleness guard's lookup, the route, the write guard, the tag, a ``StatementRecord``
   to a counting sink);
-* ``offload (lag due)`` — the same with the cached lag reading expired before each sample,
-  so the guard reads the replica's lag inline first (what the first read of a run paid);
+* ``offload (lag due)`` — the same with every cached lag reading one heartbeat interval
+  old before each sample (the refresher late: what the first read of a run used to pay
+  for an inline lag check; now the guard decides on the reading's bound and wakes the
+  refresher);
 * ``oslo.db`` — oslo.db's enginefacade ``reader.async_`` on ``slave_connection`` (Nova's
   replica reads), its defaults (``thread_checkin=True``);
 * ``oslo.db (no checkin)`` — the same with ``thread_checkin=False``.
@@ -22,17 +24,21 @@ oslo.db is a peer here, never a dependency of the library: ``make bench`` instal
 
 Workloads: a primary-key lookup of one instance (small x1), ten of them in one
 session (small x10), the instance list of one host as ORM objects, about 500
-rows (task-sized x1), and 200 primary-key lookups in one session (the
-per-statement cost inside a session).
+rows (task-sized x1) — each sample a whole session — and 200 primary-key lookups
+in one session, the per-statement cost inside a session: there every path's
+session is open at once and their statements alternate one by one in rotating
+order, each statement a paired sample (a 200-statement session takes ~0.1 s,
+long enough for a busy machine to drift between whole-session samples).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -54,6 +60,7 @@ __all__ = [
     "PATHS",
     "WORKLOADS",
     "Params",
+    "PathSpec",
     "Workload",
     "instance_keys",
     "measure",
@@ -86,8 +93,6 @@ class Params:
 QUICK = Params(small_rounds=1000, small10_rounds=300, task_rounds=100, long_rounds=30)
 FULL = Params(small_rounds=4000, small10_rounds=1000, task_rounds=300, long_rounds=100)
 
-SessionFactory = Callable[[], AbstractContextManager[Session]]
-
 
 @dataclass(frozen=True, slots=True)
 class Workload:
@@ -97,6 +102,25 @@ class Workload:
     statements: int
     orm: Callable[[Session, int], object]
     raw: Callable[[Any, int], object]
+    #: sampled statement by statement, the paths' sessions open side by side
+    per_statement: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PathSpec:
+    """How one path opens what its statements run on: a Session, or a raw DBAPI cursor."""
+
+    open: Callable[[], AbstractContextManager[Any]]
+    raw: bool = False
+
+    def session(self, workload: Workload, key: int) -> object:
+        """One whole session of ``workload``."""
+        with self.open() as handle:
+            return (workload.raw if self.raw else workload.orm)(handle, key)
+
+    def statement(self, handle: Any, key: int) -> object:
+        """One small statement on an open handle (the per-statement workload)."""
+        return (_small_raw if self.raw else _small)(handle, key)
 
 
 def _plain_engine(settings: Settings, *, pre_ping: bool) -> Engine:
@@ -170,13 +194,12 @@ def _task_raw(cursor: Any, key: int) -> object:
     return cursor.fetchall()
 
 
-Path = Callable[[Workload, int], object]
-
-
 def measure(
-    paths: dict[str, Path], workload: Workload, keys: list[int], rounds: int, warmup: int
+    paths: dict[str, PathSpec], workload: Workload, keys: list[int], rounds: int, warmup: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Wall time and this thread's CPU time of each session, per path."""
+    """Wall time and this thread's CPU time of each sample (a session, or a statement)."""
+    if workload.per_statement:
+        return _measure_statements(paths, workload, keys, rounds, warmup)
     samples: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     gc.collect()  # start clean: no series inherits another's garbage
@@ -184,12 +207,43 @@ def measure(
         key = keys[index % len(keys)]
         for name in rotation(list(paths), index):
             started, cpu_started = time.perf_counter_ns(), time.thread_time_ns()
-            paths[name](workload, key)
+            paths[name].session(workload, key)
             elapsed = (time.perf_counter_ns() - started) / 1e9
             cpu_elapsed = (time.thread_time_ns() - cpu_started) / 1e9
             if index >= warmup:
                 samples[name].append(elapsed)
                 cpu[name].append(cpu_elapsed)
+    return samples, cpu
+
+
+def _measure_statements(
+    paths: dict[str, PathSpec], workload: Workload, keys: list[int], rounds: int, warmup: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each statement of a ``workload.statements``-long session, the paths side by side.
+
+    Per round every path opens its session (rotating order), then statement i of
+    every session runs in turn (rotating order), each timed alone; the sessions
+    close at the end of the round.  Warm-up rounds are not kept.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    gc.collect()
+    for index in range(warmup + rounds):
+        with ExitStack() as stack:
+            handles = {
+                name: stack.enter_context(paths[name].open())
+                for name in rotation(list(paths), index)
+            }
+            for position in range(workload.statements):
+                key = keys[(index * workload.statements + position) % len(keys)]
+                for name in rotation(list(paths), index + position):
+                    started, cpu_started = time.perf_counter_ns(), time.thread_time_ns()
+                    paths[name].statement(handles[name], key)
+                    elapsed = (time.perf_counter_ns() - started) / 1e9
+                    cpu_elapsed = (time.thread_time_ns() - cpu_started) / 1e9
+                    if index >= warmup:
+                        samples[name].append(elapsed)
+                        cpu[name].append(cpu_elapsed)
     return samples, cpu
 
 
@@ -223,10 +277,9 @@ def _rows(
         vs_oslo = paired_ratio(samples, name, oslo) if oslo else None
         vs_oslo_default = paired_ratio(samples, name, OSLO) if OSLO in samples else None
         # paired: the median of each round's difference, per statement of the session
+        per_sample = 1 if workload.per_statement else workload.statements
         per_statement = (
-            median([b - a for b, a in zip(series, samples[PLAIN], strict=True)])
-            * 1e6
-            / workload.statements
+            median([b - a for b, a in zip(series, samples[PLAIN], strict=True)]) * 1e6 / per_sample
         )
         ahead = "-"
         if name.startswith(OFFLOAD) and vs_oslo is not None:
@@ -241,7 +294,7 @@ def _rows(
                 fmt_ratio(vs_oslo_default),
                 fmt_ratio(vs_oslo),
                 fmt(per_statement, 1),
-                fmt(_cpu_per_statement(cpu, name, workload.statements), 1),
+                fmt(_cpu_per_statement(cpu, name, per_sample), 1),
                 ahead,
             ]
         )
@@ -253,7 +306,7 @@ def _rows(
             "ratio_median_vs_plain": ratio(summary.median, plain.median),
             "overhead_us_median": round(summary.median - plain.median, 1),
             "overhead_us_per_statement": round(per_statement, 2),
-            "cpu_us_per_statement_vs_plain": _cpu_per_statement(cpu, name, workload.statements),
+            "cpu_us_per_statement_vs_plain": _cpu_per_statement(cpu, name, per_sample),
         }
     return rows, data
 
@@ -265,43 +318,38 @@ def instance_keys(db: Database, count: int) -> list[int]:
     return [chooser.choice(ids) for _ in range(count)]
 
 
-def _session_path(factory: SessionFactory) -> Path:
-    def path(workload: Workload, key: int) -> object:
-        with factory() as session:
-            return workload.orm(session, key)
-
-    return path
-
-
-def offload_path(db: Database, *, lag_due: bool) -> Path:
-    def path(workload: Workload, key: int) -> object:
-        if lag_due:
-            db.guard.selector.expire()
-        with db.reader(allow_replica=True) as session:
-            return workload.orm(session, key)
-
-    return path
-
-
-def _plain_path(engine: Engine) -> Path:
+def offload_path(db: Database, *, lag_due: bool) -> PathSpec:
     @contextmanager
-    def factory() -> Iterator[Session]:
+    def open_reader() -> Iterator[Session]:
+        if lag_due:
+            db.guard.selector.make_due()
+        with db.reader(allow_replica=True) as session:
+            yield session
+
+    return PathSpec(open_reader)
+
+
+def _plain_path(engine: Engine) -> PathSpec:
+    @contextmanager
+    def open_session() -> Iterator[Session]:
         with Session(engine) as session:
             yield session
 
-    return _session_path(factory)
+    return PathSpec(open_session)
 
 
-def _raw_path(connection: Any) -> Path:
-    def path(workload: Workload, key: int) -> object:
-        with connection.cursor() as cursor:
-            return workload.raw(cursor, key)
-
-    return path
+def _raw_path(connection: Any) -> PathSpec:
+    return PathSpec(connection.cursor, raw=True)
 
 
 class _OsloContext:
     """A request context for oslo.db's enginefacade (it keeps its transaction state on it)."""
+
+
+def _oslo_session(reader: Any) -> AbstractContextManager[Session]:
+    """A session of oslo.db's ``reader`` on a request context of its own."""
+    session: AbstractContextManager[Session] = reader.using(_OsloContext())
+    return session
 
 
 def oslo_db_version() -> str | None:
@@ -312,7 +360,7 @@ def oslo_db_version() -> str | None:
         return None
 
 
-def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], None]]]:
+def _oslo_paths(settings: Settings) -> tuple[dict[str, PathSpec], list[Callable[[], None]]]:
     """oslo.db's async reader on slave_connection, with and without thread_checkin."""
     if oslo_db_version() is None:
         return {}, []
@@ -324,7 +372,7 @@ def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], 
     def url(value: Any) -> str:
         return str(value.render_as_string(hide_password=False))
 
-    paths: dict[str, Path] = {}
+    paths: dict[str, PathSpec] = {}
     closers: list[Callable[[], None]] = []
     for name, checkin in ((OSLO, True), (OSLO_NO_CHECKIN, False)):
         facade = enginefacade.transaction_context()
@@ -338,13 +386,7 @@ def _oslo_paths(settings: Settings) -> tuple[dict[str, Path], list[Callable[[], 
             mysql_sql_mode=options.mysql_sql_mode or "TRADITIONAL",
             thread_checkin=checkin,
         )
-        reader = facade.reader.async_
-
-        def path(workload: Workload, key: int, reader: Any = reader) -> object:
-            with reader.using(_OsloContext()) as session:
-                return workload.orm(session, key)
-
-        paths[name] = path
+        paths[name] = PathSpec(functools.partial(_oslo_session, facade.reader.async_))
         closers.append(facade.dispose_pool)
     return paths, closers
 
@@ -353,7 +395,13 @@ WORKLOADS = (
     Workload("small", "small x1", 1, _small, _small_raw),
     Workload("small10", "small x10", 10, *_many(10)),
     Workload("task_sized", "task-sized x1", 1, _task_sized, _task_raw),
-    Workload("long", f"{LONG_SESSION}-statement session", LONG_SESSION, *_many(LONG_SESSION)),
+    Workload(
+        "long",
+        f"{LONG_SESSION}-statement session",
+        LONG_SESSION,
+        *_many(LONG_SESSION),
+        per_statement=True,
+    ),
 )
 
 
@@ -441,7 +489,7 @@ def run(ctx: BenchContext) -> BenchResult:
         keys = instance_keys(db, max(rounds.values()) + params.warmup)
         with db.reader() as session:
             task_rows = len(_task_sized(session, 0))
-        paths: dict[str, Path] = {
+        paths: dict[str, PathSpec] = {
             RAW: _raw_path(raw),
             PLAIN: _plain_path(plain),
             OFFLOAD: offload_path(db, lag_due=False),
@@ -509,7 +557,9 @@ def run(ctx: BenchContext) -> BenchResult:
                 ],
                 rows,
                 note=(
-                    "plain = Session on an engine with offload's options, no listeners; "
+                    f"the {LONG_SESSION}-statement rows are per statement (n statements, "
+                    "each a paired sample); plain = Session on an engine with offload's "
+                    "options (pre-ping on), no listeners; "
                     "oslo.db = enginefacade reader.async_ on slave_connection; no checkin = "
                     "thread_checkin=False; µs/stmt = median of the rounds' (path - plain) "
                     "/ statements; CPU = the same for the measuring thread's CPU time; "

@@ -8,7 +8,7 @@ On a testbed with TLS (the default), side by side in one run:
   (``ssl_disabled``); a primary-key lookup (small x1) and a host's instance list
   (task-sized x1), interleaved round by round in rotating order;
 * ``connect`` — a new connection to the replica each sample (TCP, the TLS handshake and
-  verification, authentication, ``SELECT 1``, close): what a pool pays for every
+  verification, authentication, a primary-key lookup, close): what a pool pays for every
   connection it opens;
 * ``replication`` — one-row commits on the primary, timed from ``commit()`` returning to
   the replica's own GTID wait returning, with the replica's channel over verified TLS and
@@ -37,7 +37,7 @@ from offload.bench.replication_wait import Waiters
 from offload.bench.report import BenchResult, Check, Table, fmt, fmt_ratio
 from offload.bench.routing_overhead import (
     WORKLOADS,
-    Workload,
+    PathSpec,
     instance_keys,
     measure,
     offload_path,
@@ -125,17 +125,20 @@ def _channel(ctx: BenchContext, ca: str | None) -> None:
         raise RuntimeError(f"replica0 did not replicate again ({TLS if ca else PLAIN})")
 
 
-def _connect_path(url: URL) -> Any:
-    def path(workload: Workload, key: int) -> object:
-        connection = bare_connection(url, autocommit=True)
+def _connect_path(url: URL) -> PathSpec:
+    """Each sample on a connection of its own: opened (TCP, TLS, authentication), used for
+    the workload's statement, closed."""
+
+    @contextmanager
+    def open_cursor() -> Iterator[Any]:
+        connection = bare_connection(url, url.database, autocommit=True)
         try:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-                return cursor.fetchone()
+                yield cursor
         finally:
             connection.close()
 
-    return path
+    return PathSpec(open_cursor, raw=True)
 
 
 def _skipped(reason: str) -> BenchResult:
@@ -218,7 +221,7 @@ def run(ctx: BenchContext) -> BenchResult:
     labels = {
         "small": "replica read, small x1 (pooled)",
         "task_sized": "replica read, task-sized x1 (pooled)",
-        "connect": "new connection + SELECT 1",
+        "connect": "new connection + small x1",
         "replication": "replication: commit to applied",
     }
     rows = [_row(labels[k], results[k], paired=k != "replication") for k in labels]
