@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,9 @@ from offload.pytest import DbFactory
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.native import free_ports
 
+from .conftest import run_offload
 
-def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # piped, as here, the tables are wide enough for a URL unless $COLUMNS says otherwise
-    # (the children of this pytest run see COLUMNS=80); these tests read them by column
-    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
-    return subprocess.run(
-        [sys.executable, "-m", "offload.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
+_offload = run_offload
 
 
 def _secrets(testbed: TestbedInfo) -> list[str]:

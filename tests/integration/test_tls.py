@@ -4,9 +4,7 @@ replication over verified TLS, a wrong CA one line.  Both flavors (``--testbed-f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +18,8 @@ from offload.monitor import session_tls
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.tls import ensure_certificates
 from offload.testbed.topology import PLAIN_QUERY
+
+from .conftest import run_offload
 
 TLS_KEYS = ("ssl_ca", "ssl_check_hostname")
 
@@ -100,15 +100,7 @@ def test_offload_status_shows_it(offload_testbed: TestbedInfo, tmp_path: Path) -
 
 
 def _offload(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "offload.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=config.parent,
-        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
-    )
+    return run_offload("--config", str(config), *args, cwd=config.parent)
 
 
 def test_a_wrong_ca_is_a_one_line_error_without_the_password(

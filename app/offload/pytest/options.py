@@ -28,8 +28,10 @@ path is relative to the ini file's directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -53,6 +55,7 @@ OPTIONS = {
     "--replica-url": "offload_replica_url",
 }
 
+T = TypeVar("T")
 _KEY = pytest.StashKey["RunOptions"]()
 _SERVER_KEY = pytest.StashKey[str]()
 
@@ -70,6 +73,22 @@ def _string(config: pytest.Config, option: str) -> tuple[str | None, str]:
     raw = config.getini(ini)
     text = str(raw).strip() if raw is not None else ""
     return (text or None), f"{ini} (ini)"
+
+
+def _variable_first(
+    config: pytest.Config, option: str, variable: str, parse: Callable[[str], T]
+) -> T | None:
+    """The option, else ``$variable``, else the ini twin, parsed (None: none is given);
+    ``pytest.UsageError`` naming where a bad value came from."""
+    text, source = _string(config, option)
+    if config.getoption(_dest(option), default=None) is None and os.environ.get(variable):
+        text, source = os.environ[variable], f"${variable}"
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except OffloadError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,37 +138,9 @@ class RunOptions:
                 raise pytest.UsageError(
                     f"{source}: {replicas_text!r} is not a number of replicas; use 1 or more"
                 )
-        flavor_text, source = _string(config, "--testbed-flavor")
-        if config.getoption("testbed_flavor", default=None) is None and os.environ.get(
-            FLAVOR_VARIABLE
-        ):
-            flavor_text, source = os.environ[FLAVOR_VARIABLE], f"${FLAVOR_VARIABLE}"
-        flavor = None
-        if flavor_text:
-            try:
-                flavor = FlavorSpec.parse(flavor_text)
-            except OffloadError as exc:
-                raise pytest.UsageError(f"{source}: {exc}") from None
-        schema_text, source = _string(config, "--testbed-schema")
-        if config.getoption("testbed_schema", default=None) is None and os.environ.get(
-            SCHEMA_VARIABLE
-        ):
-            schema_text, source = os.environ[SCHEMA_VARIABLE], f"${SCHEMA_VARIABLE}"
-        schema = None
-        if schema_text:
-            try:
-                schema = parse_schema(schema_text)
-            except OffloadError as exc:
-                raise pytest.UsageError(f"{source}: {exc}") from None
-        tls_text, source = _string(config, "--testbed-tls")
-        if config.getoption("testbed_tls", default=None) is None and os.environ.get(TLS_VARIABLE):
-            tls_text, source = os.environ[TLS_VARIABLE], f"${TLS_VARIABLE}"
-        tls = None
-        if tls_text:
-            try:
-                tls = parse_tls(tls_text)
-            except OffloadError as exc:
-                raise pytest.UsageError(f"{source}: {exc}") from None
+        flavor = _variable_first(config, "--testbed-flavor", FLAVOR_VARIABLE, FlavorSpec.parse)
+        schema = _variable_first(config, "--testbed-schema", SCHEMA_VARIABLE, parse_schema)
+        tls = _variable_first(config, "--testbed-tls", TLS_VARIABLE, parse_tls)
         primary, _ = _string(config, "--primary-url")
         replicas_given = config.getoption("replica_url", default=None) or [
             line.strip() for line in config.getini("offload_replica_url") or [] if line.strip()
