@@ -18,6 +18,7 @@ from offload.monitor import session_tls
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.tls import ensure_certificates
 from offload.testbed.topology import PLAIN_QUERY
+from offload.waiting import Deadline, wait_for
 
 from .conftest import run_offload
 
@@ -148,3 +149,41 @@ def test_the_servers_require_secure_transport(offload_testbed: TestbedInfo) -> N
         finally:
             engine.dispose()
         assert int(required) == 1, name
+
+
+def test_a_plain_channel_is_refused_by_the_primary_and_shown(
+    offload_testbed: TestbedInfo,
+) -> None:
+    ca = offload_testbed.replica_admins[0].query["ssl_ca"]
+    assert isinstance(ca, str)
+    flavor = offload_testbed.flavor
+    engine = unpooled_engine(offload_testbed.replica_admin_urls()[0], name="replica0")
+    try:
+        with engine.connect() as conn:
+            last: list[replication.ReplicaStatus | None] = [None]
+
+            def status() -> replication.ReplicaStatus | None:
+                last[0] = replication.replica_status(conn, flavor)
+                return last[0]
+
+            replication.set_source_tls(conn, flavor, None)
+            try:
+                # the primary requires TLS: the IO thread cannot connect, and says why
+                refused = wait_for(
+                    lambda: (s := status()) is not None and s.last_io_errno != 0,
+                    Deadline(30),
+                    interval=0.05,
+                )
+                assert refused, last[0]
+                assert last[0] is not None and last[0].io_running != "Yes"
+                assert (last[0].ssl_allowed, last[0].ssl_verify_server_cert) == ("No", "No")
+                assert not last[0].replicates_over_tls
+            finally:
+                replication.set_source_tls(conn, flavor, ca)
+            assert wait_for(
+                lambda: (s := status()) is not None and s.threads_running and s.replicates_over_tls,
+                Deadline(30),
+                interval=0.05,
+            ), last[0]
+    finally:
+        engine.dispose()
