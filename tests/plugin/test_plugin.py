@@ -101,6 +101,8 @@ def test_external_testbed_runs_the_readme_example_and_leaves_nothing_behind(
         args: list[str] = []
     else:
         args = ["--testbed=external", "--primary-url", primary, "--replica-url", replica]
+    with Database(offload_testbed.settings()) as db:  # earlier tests' drops applied first
+        db.wait_for_replicas(timeout=60)
     before = server_state(offload_primary_admin), server_state(offload_replica_admin[0])
 
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
