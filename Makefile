@@ -118,6 +118,13 @@ LAG_CONFIG   ?=
 lag: venv server ## lag experiment, ~1 min, on its own testbed (LAG_CONFIG=FILE: an existing one); results in LAG_OUT
 	$(BIN)/offload lag run --scenario '$(LAG_SCENARIO)' $(LAG_ARGS) --out $(LAG_OUT)$(if $(LAG_CONFIG), --config $(LAG_CONFIG))
 
+# the lag matrix: one load across link RTT x write rate x appliers (docs/experiments.md)
+MATRIX_ARGS ?=
+MATRIX_OUT  ?= matrix-results
+.PHONY: lag-matrix
+lag-matrix: venv server ## RTT 0/40 ms x 50/400 writes/s x 1/4 appliers, ~3 min, own testbed; MATRIX_ARGS="--rtt 0,10,40,80 --semi-sync off,on"
+	$(BIN)/offload lag matrix --out $(MATRIX_OUT) $(MATRIX_ARGS)
+
 # the fleet: simulated compute hosts, with and without the replica (docs/fleet.md)
 FLEET_ARGS ?=
 FLEET_OUT  ?= fleet-results

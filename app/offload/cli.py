@@ -189,10 +189,17 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             hint="take it down and remove it (`make clean`), or use another --dir",
         )
     flavor = FlavorSpec.parse(args.flavor) if args.flavor else None
+    from offload.link.toxics import parse_duration  # noqa: PLC0415
     from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
     from offload.testbed.knobs import ApplierKnobs  # noqa: PLC0415
 
-    knobs = ApplierKnobs(replica_workers=args.replica_workers, semi_sync=args.semi_sync)
+    knobs = ApplierKnobs(
+        replica_workers=args.replica_workers,
+        semi_sync=args.semi_sync,
+        group_commit_delay=parse_duration(args.group_commit_delay, option="--group-commit-delay")
+        if args.group_commit_delay is not None
+        else None,
+    )
     if backend == "compose" and args.tls == "on":
         raise TestbedError(
             "--tls on: the compose testbed has no TLS yet (its servers run plain TCP)",
@@ -200,7 +207,8 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
-            "--replica-workers and --semi-sync are set on native testbeds only (for now)",
+            "--replica-workers, --semi-sync and --group-commit-delay are set on native "
+            "testbeds only (for now)",
             hint="add --backend native",
         )
 
@@ -756,19 +764,7 @@ def _add_testbed(commands: Any) -> None:
         help="compose: build and use local images, no registry "
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
     )
-    up.add_argument(
-        "--replica-workers",
-        type=_positive,
-        metavar="N",
-        help="native: N parallel appliers per replica (MariaDB slave_parallel_threads, "
-        "optimistic; MySQL replica_parallel_workers); 1: one applier",
-    )
-    up.add_argument(
-        "--semi-sync",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="native: semi-synchronous replication on (off with --no-semi-sync)",
-    )
+    _add_knobs(up, where="native: ")
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
         "down", help="stop every server the testbed started (compose: remove the stack)"
@@ -933,6 +929,96 @@ def _add_bench(commands: Any) -> None:
     bench.set_defaults(handler=cmd_bench, full=False)
 
 
+def _add_knobs(parser: argparse.ArgumentParser, *, where: str) -> None:
+    """The servers' own knobs (testbed/knobs.py): testbed up, lag run."""
+    parser.add_argument(
+        "--replica-workers",
+        type=_positive,
+        metavar="N",
+        help=f"{where}N parallel appliers per replica (MariaDB slave_parallel_threads, "
+        "optimistic; MySQL replica_parallel_workers); 1: one applier",
+    )
+    parser.add_argument(
+        "--semi-sync",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"{where}semi-synchronous replication on (off with --no-semi-sync)",
+    )
+    parser.add_argument(
+        "--group-commit-delay",
+        metavar="D",
+        help=f"{where}binlog group commit: a commit waits up to D (e.g. 2ms; 0: off) for "
+        "others (MariaDB binlog_commit_wait_usec, MySQL binlog_group_commit_sync_delay)",
+    )
+
+
+def _add_matrix(lag_commands: Any) -> None:
+    def matrix(args: argparse.Namespace, settings: Settings) -> int:
+        from offload.matrix.cli import matrix_command  # noqa: PLC0415
+
+        return matrix_command(args, settings)
+
+    grid = lag_commands.add_parser(
+        "matrix",
+        help="one load across link RTT x write rate x appliers (x semi-sync, group commit): "
+        "matrix.csv, matrix.md, matrix.png",
+    )
+    grid.add_argument(
+        "--rtt", metavar="LIST", help="link round trips, e.g. 0,10,40,80ms (default 0,40)"
+    )
+    grid.add_argument(
+        "--write-rate", metavar="LIST", help="writes a second, e.g. 50,200,800 (default 50,400)"
+    )
+    grid.add_argument(
+        "--workers", metavar="LIST", help="the replica's appliers, e.g. 1,4 (default 1,4)"
+    )
+    grid.add_argument("--semi-sync", metavar="LIST", help="off, on or off,on (default off)")
+    grid.add_argument(
+        "--group-commit",
+        metavar="LIST",
+        help="binlog group commit delays on the primary, e.g. 0,2ms (default 0: off)",
+    )
+    grid.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="seconds of load per cell (default 12)",
+    )
+    grid.add_argument(
+        "--max-lag",
+        type=float,
+        default=0.1,
+        metavar="X",
+        help="[replica] max_lag of the cells, seconds (default 0.1; lag_policy primary)",
+    )
+    grid.add_argument(
+        "--out",
+        type=_output_dir,
+        metavar="DIR",
+        default="matrix-results",
+        help="output directory (default matrix-results)",
+    )
+    grid.add_argument(
+        "--config",
+        dest="matrix_config",
+        metavar="FILE",
+        help="use this existing native testbed's config (default: a testbed of its own "
+        "on free ports, stopped afterwards)",
+    )
+    grid.add_argument(
+        "--task-interval",
+        type=_positive,
+        default=1,
+        metavar="S",
+        help="every task runs every S seconds (default 1)",
+    )
+    grid.add_argument(
+        "--instances", type=_positive, default=200, help="instances seeded (default 200)"
+    )
+    grid.set_defaults(handler=matrix)
+
+
 def _add_lag(commands: Any) -> None:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         from offload.experiments.commands import run_command  # noqa: PLC0415
@@ -1013,7 +1099,9 @@ def _add_lag(commands: Any) -> None:
         default=400,
         help="instances seeded over compute-1/2 (default 400)",
     )
+    _add_knobs(experiment, where="for the run (put back afterwards): ")
     experiment.set_defaults(handler=run)
+    _add_matrix(lag_commands)
     side_by_side = lag_commands.add_parser("compare", help="experiments side by side")
     side_by_side.add_argument("dirs", nargs="+", metavar="DIR", help="`lag run --out` dirs")
     side_by_side.set_defaults(handler=compare)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import pytest
 from sqlalchemy import Engine
@@ -11,7 +12,10 @@ from offload.db import Database
 from offload.pytest import OwnTestbed, WaitForReplication, factories
 from offload.testbed.native import NativeTopology
 from offload.testing import table_checksums
+from offload.tracing import QueryTrace
 from offload.waiting import Deadline, wait_for
+
+from ..integration.conftest import new_instance
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,3 +68,29 @@ def assert_same_data(
         ), (expected, table_checksums(offload_replica_admin[0], database))
 
     return check
+
+
+def fit(db: Database, name: str = "replica0") -> bool:
+    """The guard's reading of ``name``: usable and within max_lag."""
+    reading = db.guard.readings().get(name)
+    return bool(
+        reading
+        and reading.usable
+        and reading.lag is not None
+        and reading.lag <= db.settings.replica.max_lag
+    )
+
+
+def replica_route_targets(trace: QueryTrace, task: str, run: str) -> set[str]:
+    """Where the run's replica-route SELECTs really went (``primary`` after a fallback)."""
+    return {
+        r.target
+        for r in trace.for_task(task)
+        if r.run == run and r.route == "replica" and r.verb == "SELECT"
+    }
+
+
+def seed_old(db: Database, count: int = 20) -> None:
+    """Instances launched long ago: every audit period counts them."""
+    with db.writer() as session:
+        session.add_all(new_instance(launched_at=datetime(2000, 1, 1)) for _ in range(count))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from datetime import datetime
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -24,34 +23,10 @@ from offload.testbed.native import NativeTopology
 from offload.tracing import QueryTrace, task_scope
 from offload.waiting import Deadline, wait_for
 
-from ..integration.conftest import new_instance
-from .conftest import AssertSameData
+from .conftest import AssertSameData, fit, replica_route_targets, seed_old
 
 BANDWIDTH = "_poll_bandwidth_usage"
 ALL_ON = ComputeSettings(instance_usage_audit=True, volume_usage_poll_interval=60)
-
-
-def _fit(db: Database, name: str = "replica0") -> bool:
-    reading = db.guard.readings().get(name)
-    return bool(
-        reading
-        and reading.usable
-        and reading.lag is not None
-        and reading.lag <= db.settings.replica.max_lag
-    )
-
-
-def _targets(trace: QueryTrace, task: str, run: str) -> set[str]:
-    return {
-        r.target
-        for r in trace.for_task(task)
-        if r.run == run and r.route == "replica" and r.verb == "SELECT"
-    }
-
-
-def _seed(db: Database, count: int = 20) -> None:
-    with db.writer() as session:  # launched long ago: every audit period counts them
-        session.add_all(new_instance(launched_at=datetime(2000, 1, 1)) for _ in range(count))
 
 
 def test_replica_killed_mid_read_then_restarted(
@@ -65,7 +40,7 @@ def test_replica_killed_mid_read_then_restarted(
     assert_same_data: AssertSameData,
 ) -> None:
     db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.5)))
-    _seed(db)
+    seed_old(db)
     offload_wait_for_replication(db)
     failure: list[BaseException] = []
 
@@ -100,13 +75,13 @@ def test_replica_killed_mid_read_then_restarted(
     manager = offload_compute_factory(db, options=ALL_ON)
     report = manager.run(BANDWIDTH)  # lag_policy primary: the run completes
     assert report.error is None
-    assert _targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
+    assert replica_route_targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
     assert report.details["routing"]["fallbacks"] == {"unreachable": 1}
 
     topology.start("replica0")
-    assert wait_for(lambda: _fit(db), Deadline(60), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(60), interval=0.05)
     report = manager.run(BANDWIDTH)
-    assert _targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
+    assert replica_route_targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
     assert db.primary.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     assert_same_data(db)
 
@@ -136,7 +111,7 @@ def test_primary_killed_mid_audit_leaves_one_done_row(
     assert_same_data: AssertSameData,
 ) -> None:
     db = offload_db_factory()
-    _seed(db, 5)
+    seed_old(db, 5)
     offload_wait_for_replication(db)
     manager = offload_compute_factory(db, options=ALL_ON)
     notifier = _CrashingNotifier("compute-1", topology)
@@ -163,7 +138,7 @@ def test_primary_restarted_during_bandwidth_polls_neither_loses_nor_doubles(
     assert_same_data: AssertSameData,
 ) -> None:
     db = offload_db_factory()
-    _seed(db, 30)
+    seed_old(db, 30)
     offload_wait_for_replication(db)
     manager = offload_compute_factory(db, options=ALL_ON)
     manager.compute.driver = FakeDriver("compute-1", seed=7, counter_reset_rate=0.0)
@@ -221,7 +196,7 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     assert_same_data: AssertSameData,
 ) -> None:
     db = offload_db_factory(settings=Settings(replica=ReplicaSettings(max_lag=0.3)))
-    _seed(db, 3)
+    seed_old(db, 3)
     offload_wait_for_replication(db)
     database = db.settings.require_connection().database
     with db.reader() as session:
@@ -238,7 +213,7 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
             )
         )
         conn.commit()
-    _seed(db, 1)  # the primary's row with that id stops the replica's applier
+    seed_old(db, 1)  # the primary's row with that id stops the replica's applier
 
     def applier_stopped() -> bool:
         with offload_replica_admin[0].connect() as conn:
@@ -248,10 +223,12 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
     assert wait_for(applier_stopped, Deadline(30), interval=0.05)
     views = replica_views(db, offload_testbed.replica_admin_urls())
     assert views[0]["sql_running"] == "No" and "Duplicate entry" in (views[0]["last_error"] or "")
-    assert wait_for(lambda: not _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: not fit(db), Deadline(10), interval=0.05)
     manager = offload_compute_factory(db, options=ALL_ON)
     report = manager.run(BANDWIDTH)
-    assert report.error is None and _targets(offload_trace, BANDWIDTH, report.run) == {"primary"}
+    assert report.error is None and replica_route_targets(offload_trace, BANDWIDTH, report.run) == {
+        "primary"
+    }
 
     with offload_replica_admin[0].connect() as conn:  # the operator's repair
         with replication.admin_writes(conn, offload_testbed.flavor):
@@ -262,9 +239,9 @@ def test_broken_replication_is_reported_and_the_tasks_fall_back(
             conn.commit()
         replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
-    assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)
     report = manager.run(BANDWIDTH)
-    assert _targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
+    assert replica_route_targets(offload_trace, BANDWIDTH, report.run) == {"replica0"}
 
 
 @pytest.mark.parametrize("policy", ["primary", "skip"])
@@ -281,15 +258,15 @@ def test_long_pause_holds_the_guard_and_catches_up(
     db = offload_db_factory(
         settings=Settings(replica=ReplicaSettings(max_lag=0.3, lag_policy=LagPolicy(policy)))
     )
-    _seed(db, 10)
+    seed_old(db, 10)
     offload_wait_for_replication(db)
     manager = offload_compute_factory(db, options=ALL_ON)
     with offload_replica_admin[0].connect() as conn:
         replication.stop_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     try:
         for _ in range(3):  # writes keep coming while the replica is paused
-            _seed(db, 5)
-            assert wait_for(lambda: not _fit(db), Deadline(10), interval=0.05)
+            seed_old(db, 5)
+            assert wait_for(lambda: not fit(db), Deadline(10), interval=0.05)
             report = manager.run(BANDWIDTH)
             assert report.error is None
             routing = report.details["routing"]
@@ -298,4 +275,4 @@ def test_long_pause_holds_the_guard_and_catches_up(
         with offload_replica_admin[0].connect() as conn:
             replication.start_replica(conn, offload_testbed.flavor, sql_thread_only=True)
     assert_same_data(db)
-    assert wait_for(lambda: _fit(db), Deadline(10), interval=0.05)
+    assert wait_for(lambda: fit(db), Deadline(10), interval=0.05)

@@ -11,9 +11,11 @@ from rich.console import Console
 
 from offload.cli import build_parser, main
 from offload.config import LagPolicy, Settings
+from offload.errors import ConfigError
 from offload.experiments.commands import _replica_options, plan_from, print_summary
 from offload.experiments.records import read_events, read_runs, read_samples
 from offload.experiments.runner import write_outputs
+from offload.testbed.knobs import ApplierKnobs
 
 DATA = Path(__file__).parent / "data" / "lag_pause"
 
@@ -154,3 +156,41 @@ def test_lag_run_without_matplotlib_names_the_extra_before_any_server_starts(
     assert "matplotlib" in err and "pip install 'offload[lab]'" in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_the_servers_knobs_from_the_scenario_file_and_the_options(tmp_path: Path) -> None:
+    path = tmp_path / "parallel.toml"
+    path.write_text(
+        'replica_workers = 4\nsemi_sync = true\ngroup_commit_delay = "2ms"\n'
+        '[[phase]]\nspec = "pause:1@2"\n',
+        encoding="utf-8",
+    )
+    from_file = plan_from(build_parser().parse_args(["lag", "run", "--scenario", str(path)]))
+    assert from_file.knobs == ApplierKnobs(
+        replica_workers=4, semi_sync=True, group_commit_delay=0.002
+    )
+    overridden = plan_from(
+        build_parser().parse_args(
+            ["lag", "run", "--scenario", str(path), "--replica-workers", "1", "--no-semi-sync"]
+        )
+    )
+    assert overridden.knobs == ApplierKnobs(
+        replica_workers=1, semi_sync=False, group_commit_delay=0.002
+    )
+    assert plan_from(build_parser().parse_args(["lag", "run"])).knobs.empty
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("replica_workers = 0", "replica_workers must be a whole number >= 1"),
+        ("replica_workers = true", "replica_workers must be a whole number >= 1"),
+        ('semi_sync = "on"', "semi_sync is true or false"),
+        ('group_commit_delay = "soon"', "group_commit_delay must be seconds"),
+    ],
+)
+def test_bad_knobs_in_a_scenario_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        plan_from(build_parser().parse_args(["lag", "run", "--scenario", str(path)]))

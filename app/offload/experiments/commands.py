@@ -23,15 +23,18 @@ from offload.errors import ConfigError
 from offload.experiments.compare import compare
 from offload.experiments.provision import topology_of
 from offload.experiments.runner import ExperimentPlan, ExperimentResult, run_experiment
-from offload.experiments.scenarios import load_scenario
+from offload.experiments.scenarios import Scenario, load_scenario
 from offload.experiments.summary import LAG_HEADER, TASK_HEADER, lag_rows, task_rows
 from offload.extras import require
+from offload.link.toxics import parse_duration
+from offload.testbed.knobs import ApplierKnobs
 from offload.testbed.own import OwnTestbed
 
 __all__ = [
     "DEFAULT_OUT",
     "DEFAULT_WRITE_RATE",
     "compare_command",
+    "knobs_from",
     "print_summary",
     "run_command",
     "terminal",
@@ -99,9 +102,26 @@ def plan_from(args: argparse.Namespace) -> ExperimentPlan:
         write_rate=rate,
         task_interval=args.task_interval,
         instances=args.instances,
+        knobs=knobs_from(args, scenario),
     )
     plan.scenario.check(plan.duration)
     return plan
+
+
+def knobs_from(args: argparse.Namespace, scenario: Scenario) -> ApplierKnobs:
+    """The servers' knobs for the run: the options, else the scenario file's."""
+    delay = (
+        parse_duration(args.group_commit_delay, option="--group-commit-delay")
+        if args.group_commit_delay is not None
+        else scenario.group_commit_delay
+    )
+    return ApplierKnobs(
+        replica_workers=args.replica_workers
+        if args.replica_workers is not None
+        else scenario.replica_workers,
+        semi_sync=args.semi_sync if args.semi_sync is not None else scenario.semi_sync,
+        group_commit_delay=delay,
+    )
 
 
 def _replica_options(args: argparse.Namespace, settings: Settings) -> Settings:

@@ -4,7 +4,8 @@
    data set, the ``lag_burst`` table; replicas caught up, no delay, applier running;
 2. the compute host's periodic tasks on a scheduler thread, every
    ``task_interval`` seconds, through a ``Database`` with the experiment's
-   ``max_lag`` / ``lag_policy`` / ``causal_reads``; the recorder samples every
+   ``max_lag`` / ``lag_policy`` / ``causal_reads``, the servers' own knobs the plan
+   asks for set (``testbed/knobs.py``; put back afterwards); the recorder samples every
    ``sample_interval`` and files every run; the workload writes at ``write_rate``;
 3. the scenario's injections, each at its moment on the experiment's monotonic
    clock (from this thread);
@@ -27,12 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import text
+from sqlalchemy import URL, text
 
 from offload import replication
 from offload.compute.host import build_manager
 from offload.config import ComputeSettings, ServiceSettings, Settings
 from offload.db import Database
+from offload.dberrors import unpooled_engine
 from offload.errors import ConfigError, ReplicationError
 from offload.experiments.injector import Action, Injector
 from offload.experiments.provision import experiment_database
@@ -52,6 +54,7 @@ from offload.experiments.workload import Workload
 from offload.extras import require
 from offload.periodic import Scheduler
 from offload.seed import host_names, seed
+from offload.testbed.knobs import ApplierKnobs, knobs_in_force
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
@@ -60,6 +63,7 @@ __all__ = [
     "ExperimentPlan",
     "ExperimentResult",
     "Progress",
+    "Window",
     "experiment_settings",
     "rebuild",
     "run_experiment",
@@ -87,6 +91,8 @@ class ExperimentPlan:
     instances: int = 400
     hosts: int = 2
     seed: int = 0
+    #: the servers' applier / semi-sync / group commit knobs for this run (None: as they are)
+    knobs: ApplierKnobs = field(default_factory=ApplierKnobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,14 @@ class Progress(Protocol):
     """What the runner tells a progress display, a few times a second."""
 
     def update(self, elapsed: float, status: str) -> None: ...
+
+
+class Window(Protocol):
+    """Told when the measured window opens (the load starts) and closes (it stops)."""
+
+    def opened(self) -> None: ...
+
+    def closed(self) -> None: ...
 
 
 def experiment_settings(settings: Settings, plan: ExperimentPlan) -> Settings:
@@ -195,6 +209,7 @@ def run_experiment(
     topology: NativeTopology | None = None,
     progress: Progress | None = None,
     testbed: str = "config",
+    window: Window | None = None,
 ) -> ExperimentResult:
     """Run ``plan`` on the testbed ``settings`` describes; write the outputs into ``out``.
 
@@ -212,10 +227,27 @@ def run_experiment(
     Injector.requirements(
         plan.scenario, topology=topology, admin_urls=len(settings.testbed.replica_admin_connections)
     )
+    admin = settings.testbed.admin_connection
+    if not plan.knobs.empty and admin is None:
+        raise ConfigError(
+            "setting the servers' knobs for a run needs the testbed's privileged accounts",
+            hint="use a testbed's config, or run without --config (a testbed of its own)",
+        )
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # never mix the files of two runs
         (out / name).unlink(missing_ok=True)
-    with experiment_database(settings) as scratch, _quiet(_CHATTY):
+    with ExitStack() as stack:
+        if admin is not None and not plan.knobs.empty:
+            stack.enter_context(
+                knobs_in_force(
+                    admin,
+                    settings.testbed.replica_admin_connections,
+                    _flavor_of(admin),
+                    plan.knobs,
+                )
+            )
+        scratch = stack.enter_context(experiment_database(settings))
+        stack.enter_context(_quiet(_CHATTY))
         return _run(
             experiment_settings(scratch.settings, plan),
             plan,
@@ -223,7 +255,18 @@ def run_experiment(
             topology=topology,
             progress=progress,
             testbed=testbed,
+            window=window,
         )
+
+
+def _flavor_of(url: URL) -> replication.Flavor:
+    """The primary's flavor (the knobs' variable names depend on it)."""
+    engine = unpooled_engine(url, name="primary")
+    try:
+        with engine.connect() as conn:
+            return replication.server_flavor(conn)
+    finally:
+        engine.dispose()
 
 
 def _run(
@@ -234,6 +277,7 @@ def _run(
     topology: NativeTopology | None,
     progress: Progress | None,
     testbed: str,
+    window: Window | None = None,
 ) -> ExperimentResult:
     started_at = datetime.now(UTC)
     setup_clock = time.monotonic()
@@ -291,6 +335,8 @@ def _run(
         actions = injector.timeline(plan.scenario)
         setup_seconds = time.monotonic() - setup_clock
 
+        if window is not None:
+            window.opened()
         recorder.restart_clock()
         recorder.start_sampling()
         workload.start()
@@ -300,6 +346,8 @@ def _run(
         finally:
             stop.set()
             workload.stop()
+            if window is not None:
+                window.closed()
             thread.join(timeout=120)
             recorder.stop_sampling()
             injector.finish(plan.scenario)
@@ -326,6 +374,7 @@ def _run(
             "started_at": started_at.isoformat(timespec="seconds"),
             "setup_seconds": round(setup_seconds, 3),
             "workload": workload.stats(),
+            "knobs": {k: v for k, v in dataclasses.asdict(plan.knobs).items() if v is not None},
         }
         return write_outputs(out, recorder.samples, recorder.runs, recorder.events, meta)
 

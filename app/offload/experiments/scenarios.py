@@ -24,6 +24,9 @@ a phase without ``at`` starts when the previous one ends::
     name = "pause, then a burst"
     duration = 40          # optional: the default --duration
     write_rate = 20        # optional: the default --write-rate
+    replica_workers = 4    # optional: the servers' knobs for the run (put back afterwards):
+    semi_sync = true       #   parallel appliers, semi-sync, binlog group commit delay
+    group_commit_delay = "2ms"  # (--replica-workers, --semi-sync, --group-commit-delay win)
 
     [[phase]]
     kind = "steady"        # a spacer: 5 s of baseline
@@ -162,6 +165,10 @@ class Scenario:
     name: str = ""
     duration: float | None = None
     write_rate: float | None = None
+    #: the servers' knobs for the run (None: as the testbed has them)
+    replica_workers: int | None = None
+    semi_sync: bool | None = None
+    group_commit_delay: float | None = None
 
     @property
     def spec(self) -> str:
@@ -391,7 +398,18 @@ def parse_scenario(spec: str) -> Scenario:
 # --- scenario files -----------------------------------------------------------
 
 _PHASE_KEYS = frozenset({"kind", "spec", "at", "seconds", "rows", "for", "until", "replica"})
-_FILE_KEYS = frozenset({"name", "duration", "write_rate", "phase", "description"})
+_FILE_KEYS = frozenset(
+    {
+        "name",
+        "duration",
+        "write_rate",
+        "phase",
+        "description",
+        "replica_workers",
+        "semi_sync",
+        "group_commit_delay",
+    }
+)
 
 
 def _number(value: object, what: str) -> float:
@@ -497,7 +515,30 @@ def scenario_from_mapping(data: Mapping[str, Any], *, source: str = "the scenari
     )
     if duration is not None:
         scenario.check(duration)
-    return scenario
+    return replace(scenario, **_file_knobs(data, source))
+
+
+def _file_knobs(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """replica_workers, semi_sync, group_commit_delay of a scenario file (checked)."""
+    knobs: dict[str, Any] = {}
+    workers = data.get("replica_workers")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ScenarioError(
+                f"{source}: replica_workers must be a whole number >= 1, not {workers!r}",
+                hint=None,
+            )
+        knobs["replica_workers"] = workers
+    semi = data.get("semi_sync")
+    if semi is not None:
+        if not isinstance(semi, bool):
+            raise ScenarioError(f"{source}: semi_sync is true or false, not {semi!r}", hint=None)
+        knobs["semi_sync"] = semi
+    if "group_commit_delay" in data:
+        knobs["group_commit_delay"] = _number(
+            data["group_commit_delay"], f"{source}: group_commit_delay"
+        )
+    return knobs
 
 
 def load_scenario(spec_or_path: str) -> Scenario:

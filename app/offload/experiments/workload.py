@@ -57,6 +57,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from offload.compute.driver import FakeDriver, PowerState
 from offload.db import Database
 from offload.errors import OffloadError
+from offload.experiments.summary import percentile
 from offload.schema import BandwidthUsage, Instance, InstanceInfoCache, VolumeUsage, utcnow
 from offload.waiting import Clock
 
@@ -135,6 +136,9 @@ class Workload:
         self.errors: Counter[str] = Counter()
         self.burst_rows = 0
         self.last_errors: dict[str, str] = {}
+        #: seconds each operation's transaction took, BEGIN to COMMIT returned (what the
+        #: writer waits: semi-sync's acknowledgement and group commit's delay included)
+        self.commit_seconds: list[float] = []
         # not random.Random(seed): the seeded data set draws its uuids from that stream
         self._rng = random.Random(f"offload-lag-workload-{seed}")
         self._clock = clock
@@ -362,8 +366,11 @@ class Workload:
             "volume": lambda c: self._bump(c, "volume"),
         }
         try:
-            with self._lock, self.db.writer() as session:
-                changed = actions[name](session.connection())
+            with self._lock:
+                started = self._clock()
+                with self.db.writer() as session:
+                    changed = actions[name](session.connection())
+                self.commit_seconds.append(self._clock() - started)
         except (OffloadError, SQLAlchemyError) as exc:
             self.errors[name] += 1
             self.last_errors[name] = str(exc).splitlines()[0][:200]
@@ -420,8 +427,13 @@ class Workload:
             self._thread = None
 
     def stats(self) -> dict[str, object]:
-        """Operations done (``name:noop`` when nothing matched), errors, burst rows."""
+        """Operations done (``name:noop`` when nothing matched), errors, burst rows, and
+        the transactions' time to commit (seconds: p50, p99)."""
+        p50, p99 = (percentile(self.commit_seconds, q) for q in (50, 99))
         return {
+            "transactions": len(self.commit_seconds),
+            "commit_p50": None if p50 is None else round(p50, 6),
+            "commit_p99": None if p99 is None else round(p99, 6),
             "operations": dict(sorted(self.ops.items())),
             "errors": dict(sorted(self.errors.items())),
             "last_errors": dict(sorted(self.last_errors.items())),
