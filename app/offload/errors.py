@@ -23,6 +23,7 @@ __all__ = [
     "ReadOnlyRefused",
     "ReplicationError",
     "SchemaMismatch",
+    "ServerDiverged",
     "TestbedError",
     "TlsRefused",
     "UnknownDatabase",
@@ -125,3 +126,7 @@ class TestbedError(OffloadError):
     """The testbed could not be brought up, inspected or taken down."""
 
     __test__ = False  # not a pytest test class despite its name
+
+
+class ServerDiverged(TestbedError):
+    """A former primary holds transactions the primary lacks: kept out of replication."""

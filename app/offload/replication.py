@@ -62,8 +62,11 @@ __all__ = [
     "normalize_gtid",
     "parse_replica_status",
     "point_at",
+    "prepare_to_replicate",
+    "promote",
     "replica_status",
     "server_flavor",
+    "set_read_only",
     "set_replica_delay",
     "set_source_tls",
     "sql_for",
@@ -121,6 +124,13 @@ class FlavorSQL:
     #: let a privileged session write on a replica (for fault injection), and undo it
     allow_admin_writes: str | None = None
     deny_admin_writes: str | None = None
+    #: forget the source entirely (a promoted replica)
+    reset_replica_all: str = "RESET REPLICA ALL"
+    #: refuse clients' writes (MySQL: even privileged ones), and allow them again
+    read_only_on: tuple[str, ...] = ()
+    read_only_off: tuple[str, ...] = ()
+    #: before a server that wrote binlog of its own replicates by GTID: where it is
+    adopt_own_position: str | None = None
 
     @property
     def wait_function(self) -> str:
@@ -142,6 +152,12 @@ _MARIADB_SQL: Final = FlavorSQL(
     stop_sql_thread="STOP SLAVE SQL_THREAD",
     set_delay=f"CHANGE MASTER TO MASTER_DELAY = :seconds, "
     f"MASTER_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
+    reset_replica_all="RESET SLAVE ALL",
+    read_only_on=("SET GLOBAL read_only = ON",),
+    read_only_off=("SET GLOBAL read_only = OFF",),
+    # MASTER_USE_GTID=slave_pos starts from gtid_slave_pos, which a former primary's own
+    # transactions never entered: its binlog position is where it really is
+    adopt_own_position="SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos",
 )
 
 _MYSQL_SQL: Final = FlavorSQL(
@@ -173,6 +189,10 @@ _MYSQL_SQL: Final = FlavorSQL(
     # super_read_only stops even privileged users; read_only alone lets them write
     allow_admin_writes="SET GLOBAL super_read_only = OFF",
     deny_admin_writes="SET GLOBAL super_read_only = ON",
+    reset_replica_all="RESET REPLICA ALL",
+    # super_read_only = ON sets read_only too; OFF leaves read_only as it was
+    read_only_on=("SET GLOBAL super_read_only = ON",),
+    read_only_off=("SET GLOBAL super_read_only = OFF", "SET GLOBAL read_only = OFF"),
 )
 
 
@@ -597,6 +617,35 @@ def set_source_tls(conn: Connection, flavor: Flavor, ca: str | None) -> None:
     else:
         options = "{K}_SSL = 1, {K}_SSL_CA = :ca, {K}_SSL_VERIFY_SERVER_CERT = 1"
     _change_source(conn, flavor, options, {"ca": ca} if ca is not None else {})
+
+
+def set_read_only(conn: Connection, flavor: Flavor, *, on: bool) -> None:
+    """Refuse clients' writes (``on``; MySQL: super_read_only) or accept them again."""
+    sql = sql_for(flavor)
+    for statement in sql.read_only_on if on else sql.read_only_off:
+        conn.execute(text(statement))
+
+
+def promote(conn: Connection, flavor: Flavor) -> None:
+    """Make the replica behind ``conn`` a primary: replication stopped and forgotten
+    (RESET SLAVE ALL / RESET REPLICA ALL), writes accepted."""
+    sql = sql_for(flavor)
+    if replica_status(conn, flavor) is not None:
+        conn.execute(text(sql.stop_replica))
+        conn.execute(text(sql.reset_replica_all))
+    set_read_only(conn, flavor, on=False)
+
+
+def prepare_to_replicate(conn: Connection, flavor: Flavor) -> None:
+    """Before a former primary replicates by GTID: read-only, no source, its own position
+    adopted where the flavor needs it (MariaDB's gtid_slave_pos)."""
+    sql = sql_for(flavor)
+    set_read_only(conn, flavor, on=True)
+    if replica_status(conn, flavor) is not None:
+        conn.execute(text(sql.stop_replica))
+        conn.execute(text(sql.reset_replica_all))
+    if sql.adopt_own_position:
+        conn.execute(text(sql.adopt_own_position))
 
 
 def set_replica_delay(conn: Connection, flavor: Flavor, seconds: int) -> None:

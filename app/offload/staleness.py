@@ -57,7 +57,8 @@ class Choice:
     """Where a replica read goes: a replica name, or None for the primary."""
 
     replica: str | None
-    #: why not a fit replica: lag | unreachable | no_heartbeat (None: a fit one)
+    #: why not a fit replica: lag | unreachable | no_heartbeat | replica_is_primary
+    #: (None: a fit one)
     reason: str | None = None
     lag: float | None = None
     #: True when the read knowingly goes to a replica beyond max_lag
@@ -230,8 +231,12 @@ class ReplicaSelector:
             return Choice(fit[0].replica, lag=fit[0].lag)
         reachable = sorted((r for r in readings.values() if r.usable), key=lambda r: r.lag or 0.0)
         answering = [r for r in readings.values() if r.reachable]
+        acting = [r for r in answering if r.acting_primary]
         if reachable:
             reason, worst = "lag", reachable[0]
+        elif acting:  # the replica's URL leads to the primary: read there, as the primary
+            reason, worst = "replica_is_primary", None
+            answering = acting
         elif answering:
             reason, worst = "no_heartbeat", None
         else:
@@ -297,6 +302,7 @@ class StalenessGuard:
                 self._engine(url, f"replica{i}-lag"),
                 table=options.heartbeat_table,
                 primary_server_id=self.primary_server_id,
+                acting_primary=self.acting_primary,
                 history=self.writer.history if self.writer else None,
             )
             for i, url in enumerate(settings.database.slave_connections)
@@ -353,6 +359,11 @@ class StalenessGuard:
             except (OffloadError, SQLAlchemyError):
                 return None
         return self._server_id
+
+    def acting_primary(self) -> int | None:
+        """The @@server_id of the server the heartbeat last went to: the acting primary,
+        however the primary's endpoint moved (None: unknown, or pt-heartbeat feeds it)."""
+        return self.writer.written_to if self.writer is not None else None
 
     def choose(self) -> Choice:
         return self.selector.choose()

@@ -52,7 +52,7 @@ class ReplicaView(TypedDict):
     lag_ms: float | None
     error: str | None
     fit: bool
-    #: lag | unreachable | no_heartbeat; None when fit
+    #: lag | unreachable | no_heartbeat | replica_is_primary; None when fit
     unfit_reason: str | None
     io_running: str | None
     sql_running: str | None

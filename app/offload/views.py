@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from offload.monitor import ServerReport
     from offload.replication import ReplicaStatus
 
-__all__ = ["print_view", "servers_view", "status_view", "tasks_view"]
+__all__ = ["print_view", "roles_view", "servers_view", "status_view", "tasks_view"]
 
 #: columns of piped output (a terminal's own width is used on a terminal)
 PIPE_WIDTH: Final = 200
@@ -165,6 +165,21 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
             "every read goes to the primary"
         )
     return [table, *(Text(note) for note in notes)]
+
+
+def roles_view(roles: Sequence[dict[str, Any]]) -> Table:
+    """A native testbed's servers by role (state.json) and the endpoints that lead to each."""
+    table = _table("server", "port", "id", "role", "running", "endpoints", right=("port", "id"))
+    for row in roles:
+        table.add_row(
+            str(row["server"]),
+            str(row["port"]),
+            str(row["server_id"]),
+            str(row["role"]),
+            "yes" if row["running"] else "no",
+            ", ".join(row["endpoints"]) or "-",
+        )
+    return table
 
 
 # --- offload status ------------------------------------------------------------------

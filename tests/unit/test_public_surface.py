@@ -29,6 +29,7 @@ PUBLIC = [
     "ReplicationTimeout",
     "Route",
     "SchemaMismatch",
+    "ServerDiverged",
     "Settings",
     "TestbedError",
     "TlsRefused",
