@@ -525,6 +525,7 @@ class NativeTopology:
             server_id=record.server_id,
             port=record.port,
             host=state.host,
+            tls=self._tls_files(state),
         )
 
     def write_roles(self, state: NativeState) -> None:
@@ -537,25 +538,13 @@ class NativeTopology:
         self, state: NativeState, program: ServerProgram, *, only: str | None = None
     ) -> NativeState:
         """Start the servers (or ``only`` one); the state with their pids, saved at each."""
-        mysql_dir = find_mysql_dir()
         for name, record in state.servers.items():
             if only is not None and name != only:
                 continue
             home = self.dir / name
-            defaults = (
-                write_defaults_file(
-                    Path(record.defaults_file),
-                    mysql_dir=mysql_dir,
-                    flavor=program.flavor,
-                    role="primary" if name == state.primary else "replica",
-                    server_id=record.server_id,
-                    port=record.port,
-                    host=state.host,
-                    tls=self._tls_files(state),
-                )
-                if not state.initialised or not Path(record.defaults_file).exists()
-                else Path(record.defaults_file)
-            )
+            defaults = Path(record.defaults_file)
+            if not state.initialised or not defaults.exists():
+                self._write_role(state, name, program.flavor)
             if not (home / "data").exists():
                 program.initialise(home / "data", home / "init.log")
             server = ServerProcess(
