@@ -25,6 +25,12 @@ ifneq ($(SCHEMA),)
 export OFFLOAD_SCHEMA := $(SCHEMA)
 endif
 NOVA_ENV    := $(if $(filter nova,$(SCHEMA)),nova-env)
+# on (empty: the default) | off: the native testbeds' servers require verified TLS
+# (docs/testbed.md); OFFLOAD_TLS carries it to every testbed of a target
+TLS         ?=
+ifneq ($(TLS),)
+export OFFLOAD_TLS := $(TLS)
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help up down status logs test soak lint clean distclean server venv images test-compose \

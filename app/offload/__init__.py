@@ -29,6 +29,7 @@ from offload.errors import (
     SchemaMismatch,
     ServerDiverged,
     TestbedError,
+    TlsRefused,
     UnknownDatabase,
     WriteInReaderSession,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "ServerDiverged",
     "Settings",
     "TestbedError",
+    "TlsRefused",
     "Tracer",
     "UnknownDatabase",
     "WriteInReaderSession",

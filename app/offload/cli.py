@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
     from offload.testbed.service import ServiceRunner
+    from offload.testbed.topology import TestbedInfo
 
 __all__ = ["main"]
 
@@ -209,6 +210,11 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         if args.group_commit_delay is not None
         else None,
     )
+    if backend == "compose" and args.tls == "on":
+        raise TestbedError(
+            "--tls on: the compose testbed has no TLS yet (its servers run plain TCP)",
+            hint="use --backend native (TLS is its default), or --tls off",
+        )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
             "--replica-workers, --semi-sync and --group-commit-delay are set on native "
@@ -239,6 +245,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             knobs=knobs,
             schema=schema,
+            tls=None if args.tls is None else args.tls == "on",
             endpoints=args.endpoint,
         )
     info = topology.up()
@@ -258,12 +265,27 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
+    _out(f"  tls       {_tls_line(info)}")
     _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
     if isinstance(topology, ComposeTopology):
         _out(f"  compose   {topology.command_line()} ps|logs|stop replica ...")
         _out("  compute   `offload service start` starts the compute container(s)")
     _out("next: `make status` shows replication; `make down` stops it")
     return 0
+
+
+def _tls_line(info: TestbedInfo) -> str:
+    """What ``testbed up`` says of TLS: the CA clients verify with and the certificate's end."""
+    ca = info.primary.query.get("ssl_ca")
+    if not isinstance(ca, str) or info.dir is None:
+        return "off: plain TCP (`--tls on` on a native testbed requires verified TLS)"
+    from offload.testbed.tls import TlsFiles, certificate_not_after  # noqa: PLC0415
+
+    until = certificate_not_after(TlsFiles.in_dir(info.dir).cert)
+    return (
+        f"on: every server requires it, replicas replicate over it; CA {ca}, "
+        f"server certificate until {until:%Y-%m-%d}"
+    )
 
 
 def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
@@ -860,6 +882,14 @@ def _add_testbed(commands: Any) -> None:
         "environment built once and cached; native backend)",
     )
     up.add_argument(
+        "--tls",
+        choices=["on", "off"],
+        default=None,
+        help="on (default; also $OFFLOAD_TLS): the servers require TLS, the replicas replicate "
+        "over TLS, and every client verifies the servers' certificate against the testbed's "
+        "own CA; off: plain TCP, for comparison (an existing testbed keeps its own)",
+    )
+    up.add_argument(
         "--compute-scale",
         type=_compute_scale,
         default=1,
@@ -1040,7 +1070,7 @@ def _add_bench(commands: Any) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        choices=["offload", "routing", "replication", "scaling", "write-load", "link"],
+        choices=["offload", "routing", "replication", "scaling", "write-load", "link", "tls"],
         help="run only this benchmark (repeatable)",
     )
     bench.set_defaults(handler=cmd_bench, full=False)

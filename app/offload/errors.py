@@ -25,6 +25,7 @@ __all__ = [
     "SchemaMismatch",
     "ServerDiverged",
     "TestbedError",
+    "TlsRefused",
     "UnknownDatabase",
     "WriteInReaderSession",
 ]
@@ -79,6 +80,13 @@ class Deadlock(DatabaseError):
 
 class AccessDenied(DatabaseError):
     """Wrong credentials, or the user lacks a privilege for this statement."""
+
+    exit_code = 2
+
+
+class TlsRefused(DatabaseError):
+    """TLS did not come about: the server's certificate does not verify against the URL's
+    CA, or the server requires TLS the URL does not ask for.  Retrying does not help."""
 
     exit_code = 2
 

@@ -68,6 +68,7 @@ __all__ = [
     "server_flavor",
     "set_read_only",
     "set_replica_delay",
+    "set_source_tls",
     "sql_for",
     "start_replica",
     "stop_replica",
@@ -255,6 +256,16 @@ class ReplicaStatus:
     executed_gtid: str
     sql_delay: int
     sql_remaining_delay: int | None
+    #: Master_SSL_Allowed / Source_SSL_Allowed: 'Yes' when the channel is set up for TLS
+    #: ('No', or 'Ignored' where the replica's client lacks TLS); '' when not reported
+    ssl_allowed: str = ""
+    #: Master_SSL_Verify_Server_Cert / Source_SSL_Verify_Server_Cert: 'Yes' or 'No'
+    ssl_verify_server_cert: str = ""
+
+    @property
+    def replicates_over_tls(self) -> bool:
+        """The channel uses TLS and verifies the source's certificate."""
+        return self.ssl_allowed == "Yes" and self.ssl_verify_server_cert == "Yes"
 
     @property
     def threads_running(self) -> bool:
@@ -350,6 +361,10 @@ def parse_replica_status(
         executed_gtid=normalize_gtid(executed),
         sql_delay=_int(_pick(row, "SQL_Delay")),
         sql_remaining_delay=_int_or_none(_pick(row, "SQL_Remaining_Delay")),
+        ssl_allowed=_text(_pick(row, "Source_SSL_Allowed", "Master_SSL_Allowed")).strip(),
+        ssl_verify_server_cert=_text(
+            _pick(row, "Source_SSL_Verify_Server_Cert", "Master_SSL_Verify_Server_Cert")
+        ).strip(),
     )
 
 
@@ -568,22 +583,40 @@ def stop_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = Fa
     conn.execute(text(sql.stop_sql_thread if sql_thread_only else sql.stop_replica))
 
 
-def point_at(conn: Connection, flavor: Flavor, host: str, port: int) -> None:
-    """Make the replica's IO thread connect to ``host:port`` (stop, CHANGE, start).
-
-    The heartbeat period is named again: MariaDB resets it on a CHANGE that omits it.
-    """
+def _change_source(
+    conn: Connection, flavor: Flavor, options: str, params: Mapping[str, object]
+) -> None:
+    """Stop, ``CHANGE MASTER / REPLICATION SOURCE TO`` ``options`` (``{K}`` standing for
+    MASTER or SOURCE), start.  The heartbeat period is named again: MariaDB resets it on
+    a CHANGE that omits it."""
     keyword = "MASTER" if flavor is Flavor.MARIADB else "SOURCE"
     statement = "MASTER" if flavor is Flavor.MARIADB else "REPLICATION SOURCE"
     stop_replica(conn, flavor)
     conn.execute(
         text(
-            f"CHANGE {statement} TO {keyword}_HOST = :host, {keyword}_PORT = :port, "
+            f"CHANGE {statement} TO {options.format(K=keyword)}, "
             f"{keyword}_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}"
         ),
-        {"host": host, "port": int(port)},
+        dict(params),
     )
     start_replica(conn, flavor)
+
+
+def point_at(conn: Connection, flavor: Flavor, host: str, port: int) -> None:
+    """Make the replica's IO thread connect to ``host:port`` (its TLS options are kept)."""
+    _change_source(
+        conn, flavor, "{K}_HOST = :host, {K}_PORT = :port", {"host": host, "port": int(port)}
+    )
+
+
+def set_source_tls(conn: Connection, flavor: Flavor, ca: str | None) -> None:
+    """The replica's channel over TLS, the source's certificate verified against ``ca`` (a
+    path the replica's server reads), or plain TCP with ``ca`` None."""
+    if ca is None:
+        options = "{K}_SSL = 0, {K}_SSL_CA = '', {K}_SSL_VERIFY_SERVER_CERT = 0"
+    else:
+        options = "{K}_SSL = 1, {K}_SSL_CA = :ca, {K}_SSL_VERIFY_SERVER_CERT = 1"
+    _change_source(conn, flavor, options, {"ca": ca} if ca is not None else {})
 
 
 def set_read_only(conn: Connection, flavor: Flavor, *, on: bool) -> None:

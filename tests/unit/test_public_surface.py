@@ -32,6 +32,7 @@ PUBLIC = [
     "ServerDiverged",
     "Settings",
     "TestbedError",
+    "TlsRefused",
     "Tracer",
     "UnknownDatabase",
     "WriteInReaderSession",

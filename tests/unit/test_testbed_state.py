@@ -84,6 +84,7 @@ def test_a_native_state_of_the_previous_version_loads(tmp_path: Path) -> None:
     )
     assert state.servers["replica0"].pid is None and state.servers["replica1"].pid is None
     assert (state.schema, state.nova_schema) == ("offload", None)  # made before the option
+    assert state.tls is False  # made before TLS: plain, as it was
     # saved again, it is the same document (the JSON keys did not change), with the schema
     save_state(tmp_path, state)
     expected = json.loads(json.dumps(NATIVE_BEFORE))
@@ -91,6 +92,7 @@ def test_a_native_state_of_the_previous_version_loads(tmp_path: Path) -> None:
     expected.update(
         schema="offload",
         nova_schema=None,
+        tls=False,
         primary="primary",
         departed=[],
         diverged=[],

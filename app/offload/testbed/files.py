@@ -84,6 +84,9 @@ class NativeState:
     schema: str = "offload"
     #: schema nova: set once nova-manage db sync made the nova database
     nova_schema: NovaSchemaRecord | None = None
+    #: the servers require TLS and clients verify them (testbed/tls.py); False in files
+    #: written before TLS existed
+    tls: bool = False
     #: the server acting as primary (a switchover or failover moves it)
     primary: str = "primary"
     #: primaries a failover left: they rejoin as replicas when they run again
@@ -186,6 +189,7 @@ def _native(data: Mapping[str, Any]) -> NativeState:
             if data.get("nova_schema")
             else None
         ),
+        tls=bool(data.get("tls", False)),
         primary=str(data.get("primary") or "primary"),
         departed=tuple(str(n) for n in data.get("departed", ())),
         diverged=tuple(str(n) for n in data.get("diverged", ())),

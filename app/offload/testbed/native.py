@@ -59,6 +59,12 @@ from offload.testbed.mysqld import (
 from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
+from offload.testbed.tls import (
+    TlsFiles,
+    default_tls,
+    ensure_certificates,
+    replica_tls_placeholders,
+)
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -126,6 +132,7 @@ class NativeTopology:
         start_timeout: float = 60.0,
         knobs: ApplierKnobs | None = None,
         schema: str | None = None,
+        tls: bool | None = None,
         endpoints: bool = False,
     ) -> None:
         if replicas < 1:
@@ -151,6 +158,10 @@ class NativeTopology:
         #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
         self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
         self.schema = self.schema_asked or "offload"
+        #: TLS required by the servers and verified by clients (testbed/tls.py);
+        #: None: $OFFLOAD_TLS, else the existing testbed's, else on
+        self.tls_asked = tls if tls is not None else default_tls()
+        self.tls = True if self.tls_asked is None else self.tls_asked
         self.servers: dict[str, ServerProcess] = {}
         #: a new testbed's clients reach the servers through endpoints a role change moves
         #: (an existing testbed keeps what it was made with)
@@ -345,6 +356,7 @@ class NativeTopology:
             endpoints=self.endpoints,
             initialised=False,
             schema=self.schema,
+            tls=self.tls,
             servers={
                 name: ServerRecord(
                     port=port, server_id=index + 1, defaults_file=str(self.dir / name / "my.cnf")
@@ -353,21 +365,25 @@ class NativeTopology:
             },
         )
 
+    def _tls_files(self, state: NativeState) -> TlsFiles | None:
+        return TlsFiles.in_dir(self.dir) if state.tls else None
+
     def _info(self, state: NativeState, creds: Credentials) -> TestbedInfo:
-        host, replica_ports = state.host, state.replica_ports
+        host, replica_ports, tls = state.host, state.replica_ports, self._tls_files(state)
+
+        def url(user: str, password: str, port: int, database: str | None) -> URL:
+            return loopback_url(user, password, port, database, host, tls=tls)
 
         def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
-            return tuple(
-                loopback_url(user, password, port, database, host) for port in replica_ports
-            )
+            return tuple(url(user, password, port, database) for port in replica_ports)
 
         return TestbedInfo(
             backend=self.backend,
             dir=self.dir,
             flavor=replication.Flavor(state.flavor),
-            primary=loopback_url("nova", creds.nova, state.primary_port, NOVA_DATABASE, host),
+            primary=url("nova", creds.nova, state.primary_port, NOVA_DATABASE),
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
-            admin=loopback_url("offload_admin", creds.admin, state.primary_port, None, host),
+            admin=url("offload_admin", creds.admin, state.primary_port, None),
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.service_port,
             version=state.version,
@@ -389,12 +405,22 @@ class NativeTopology:
                     f"asked for {self.schema}",
                     hint=f"remove {self.dir} (`make clean`) to start afresh",
                 )
+            if self.tls_asked is None:
+                self.tls = state.tls
+            if state.tls != self.tls:
+                made, asked = ("on" if v else "off" for v in (state.tls, self.tls))
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with TLS {made}, asked for TLS {asked}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
         if state is not None and state.initialised and self._running(state):
             return self._resume(state, creds)
         if state is not None:
             state = self._sweep(state)
         program = self._program(state)
         state = self._plan(state, program)
+        if state.tls:
+            ensure_certificates(self.dir)
         self._save_state(state)
         try:
             self._ensure_endpoints(state)  # first: a busy endpoint port stops nothing started
@@ -499,6 +525,7 @@ class NativeTopology:
             server_id=record.server_id,
             port=record.port,
             host=state.host,
+            tls=self._tls_files(state),
         )
 
     def write_roles(self, state: NativeState) -> None:
@@ -511,24 +538,13 @@ class NativeTopology:
         self, state: NativeState, program: ServerProgram, *, only: str | None = None
     ) -> NativeState:
         """Start the servers (or ``only`` one); the state with their pids, saved at each."""
-        mysql_dir = find_mysql_dir()
         for name, record in state.servers.items():
             if only is not None and name != only:
                 continue
             home = self.dir / name
-            defaults = (
-                write_defaults_file(
-                    Path(record.defaults_file),
-                    mysql_dir=mysql_dir,
-                    flavor=program.flavor,
-                    role="primary" if name == state.primary else "replica",
-                    server_id=record.server_id,
-                    port=record.port,
-                    host=state.host,
-                )
-                if not state.initialised or not Path(record.defaults_file).exists()
-                else Path(record.defaults_file)
-            )
+            defaults = Path(record.defaults_file)
+            if not state.initialised or not defaults.exists():
+                self._write_role(state, name, program.flavor)
             if not (home / "data").exists():
                 program.initialise(home / "data", home / "init.log")
             server = ServerProcess(
@@ -561,6 +577,8 @@ class NativeTopology:
             **self._credentials().placeholders(),
             "PRIMARY_HOST": state.host,
             "PRIMARY_PORT": str(state.source_port),
+            # the channel over TLS verified against the testbed's CA (when it has TLS)
+            **replica_tls_placeholders(self._tls_files(state)),
         }
         template = find_mysql_dir() / "bootstrap" / f"replica-{state.flavor}.sql"
         self._run_script(name, template, values)

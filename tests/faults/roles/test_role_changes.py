@@ -265,6 +265,12 @@ def test_a_role_change_under_load_loses_and_doubles_nothing(
         assert not failed, failed
         assert change.old == old and topology.state().primary == change.new
         assert writer.errors, "the change cost the writer nothing: it did not happen under it"
+        # the old primary, a replica now, replicates over verified TLS (a TLS testbed's)
+        state = topology.state()
+        if state.tls:
+            with topology.connect(old) as conn:
+                channel = replication.replica_status(conn, replication.Flavor(state.flavor))
+            assert channel is not None and channel.replicates_over_tls, channel
 
         # nothing lost, nothing doubled: the writer's own count is every server's row count
         seen_now = _consistent(topology, database, [writer.table.name, "bw_usage_cache"])
