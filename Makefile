@@ -25,6 +25,12 @@ ifneq ($(SCHEMA),)
 export OFFLOAD_SCHEMA := $(SCHEMA)
 endif
 NOVA_ENV    := $(if $(filter nova,$(SCHEMA)),nova-env)
+# on (empty: the default) | off: the native testbeds' servers require verified TLS
+# (docs/testbed.md); OFFLOAD_TLS carries it to every testbed of a target
+TLS         ?=
+ifneq ($(TLS),)
+export OFFLOAD_TLS := $(TLS)
+endif
 
 .DEFAULT_GOAL := help
 .PHONY: help up down status logs test soak lint clean distclean server venv images test-compose \
@@ -123,7 +129,7 @@ lag-matrix: venv server ## RTT 0/40 ms x 50/400 writes/s x 1/4 appliers, ~3 min,
 FLEET_ARGS ?=
 FLEET_OUT  ?= fleet-results
 .PHONY: fleet
-fleet: venv server ## 10, 50, 200 simulated hosts ± replica; FLEET_ARGS="--hosts 10,100,1000" / "--replicas 2"
+fleet: venv server ## 10, 50, 200 simulated hosts ± replica, < 10 min; FLEET_ARGS="--hosts 500,1000 --window 15 --pairs 1" / "--replicas 2"
 	$(BIN)/offload fleet --out $(FLEET_OUT) $(FLEET_ARGS)
 
 lint: venv ## ruff (check and format), mypy --strict, actionlint on the shipped workflow

@@ -11,7 +11,9 @@
 # foreground (exec: it is PID 1 and gets docker's SIGTERM).
 #
 # Environment: SERVER_ID; primary: NOVA_PASSWORD NOVA_RO_PASSWORD REPL_PASSWORD
-# ADMIN_PASSWORD; replica: PRIMARY_HOST PRIMARY_PORT REPL_PASSWORD.
+# ADMIN_PASSWORD; replica: PRIMARY_HOST PRIMARY_PORT REPL_PASSWORD, and TLS_ON (1: the
+# channel over TLS verified against TLS_CA; default 0, plain: the compose testbed has no
+# TLS of its own yet).
 set -eu
 
 ROLE=${1:-${OFFLOAD_ROLE:-}}
@@ -32,11 +34,15 @@ say() { echo "offload-entrypoint[$ROLE]: $*" >&2; }
 fill() {  # fill TEMPLATE: print it with every known ${NAME} replaced
   while IFS= read -r line || [ -n "$line" ]; do
     for name in NOVA_PASSWORD NOVA_RO_PASSWORD REPL_PASSWORD ADMIN_PASSWORD \
-                PRIMARY_HOST PRIMARY_PORT; do
+                PRIMARY_HOST PRIMARY_PORT TLS_ON TLS_CA; do
       while :; do
         case "$line" in
           *"\${$name}"*)
-            eval "value=\${$name:?$name is not set}"
+            case "$name" in
+              TLS_ON) value=${TLS_ON:-0} ;;
+              TLS_CA) value=${TLS_CA:-} ;;
+              *) eval "value=\${$name:?$name is not set}" ;;
+            esac
             case "$value" in
               *"'"*|*\\*) say "$name must not contain a quote or a backslash"; exit 1 ;;
             esac

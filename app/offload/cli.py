@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
     from offload.testbed.service import ServiceRunner
+    from offload.testbed.topology import TestbedInfo
 
 __all__ = ["main"]
 
@@ -55,6 +56,16 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
     return number
 
 
@@ -199,6 +210,11 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         if args.group_commit_delay is not None
         else None,
     )
+    if backend == "compose" and args.tls == "on":
+        raise TestbedError(
+            "--tls on: the compose testbed has no TLS yet (its servers run plain TCP)",
+            hint="use --backend native (TLS is its default), or --tls off",
+        )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
             "--replica-workers, --semi-sync and --group-commit-delay are set on native "
@@ -229,6 +245,8 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             knobs=knobs,
             schema=schema,
+            tls=None if args.tls is None else args.tls == "on",
+            endpoints=args.endpoint,
         )
     info = topology.up()
     _out(f"testbed up ({info.backend}, {info.server}) in {info.dir}")
@@ -247,6 +265,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
     _out(f"  primary   {masked(info.primary_url())}")
     for url in info.replica_urls():
         _out(f"  replica   {masked(url)}")
+    _out(f"  tls       {_tls_line(info)}")
     _out(f"  config    {topology.config_path}  (passwords in it; mode 0600)")
     if isinstance(topology, ComposeTopology):
         _out(f"  compose   {topology.command_line()} ps|logs|stop replica ...")
@@ -258,6 +277,20 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             )
     _out("next: `make status` shows replication; `make down` stops it")
     return 0
+
+
+def _tls_line(info: TestbedInfo) -> str:
+    """What ``testbed up`` says of TLS: the CA clients verify with and the certificate's end."""
+    ca = info.primary.query.get("ssl_ca")
+    if not isinstance(ca, str) or info.dir is None:
+        return "off: plain TCP (`--tls on` on a native testbed requires verified TLS)"
+    from offload.testbed.tls import TlsFiles, certificate_not_after  # noqa: PLC0415
+
+    until = certificate_not_after(TlsFiles.in_dir(info.dir).cert)
+    return (
+        f"on: every server requires it, replicas replicate over it; CA {ca}, "
+        f"server certificate until {until:%Y-%m-%d}"
+    )
 
 
 def cmd_testbed_down(args: argparse.Namespace, settings: Settings) -> int:
@@ -314,6 +347,56 @@ def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed import roles  # noqa: PLC0415
+    from offload.testbed.backend import recorded_backend  # noqa: PLC0415
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    directory = _testbed_dir(args, settings)
+    backend = recorded_backend(directory)
+    if backend != "native":
+        raise TestbedError(
+            f"{directory} holds {f'a {backend}' if backend else 'no'} testbed: "
+            f"`testbed {args.testbed_command}` moves the roles of a native one",
+            hint="`offload testbed up --backend native` makes one",
+        )
+    topology = NativeTopology(directory, flavor=None)
+    if args.testbed_command == "drill":
+        from offload.testbed.drill import drill  # noqa: PLC0415
+
+        result = drill(
+            topology,
+            settings.require_connection(),
+            args.kind,
+            times=args.times,
+            rate=args.rate,
+            timeout=args.timeout,
+            progress=None if args.json else _out,
+        )
+        if args.json:
+            _out(json.dumps(result.as_dict(), indent=2))
+        else:
+            _out(
+                f"{args.kind}: time to the first write on the new primary, p50 "
+                f"{result.p50:.3f}s, max {max(result.seconds, default=float('nan')):.3f}s "
+                f"over {len(result.seconds)}; {result.confirmed} writes confirmed, "
+                f"failed attempts {result.errors or 'none'}"
+            )
+        if result.stopped:
+            raise TestbedError(f"the drill stopped early: {result.stopped}")
+        return 0
+    if args.testbed_command == "switchover":
+        change = roles.switchover(topology, to=args.to, timeout=args.timeout)
+    elif args.testbed_command == "failover":
+        change = roles.failover(topology, kill=args.kill, timeout=args.timeout)
+    elif args.testbed_command == "rebuild":
+        change = roles.rebuild(topology, args.name, timeout=args.timeout)
+    else:
+        change = roles.rejoin(topology, args.name, timeout=args.timeout)
+    _out(json.dumps(change.as_dict(), indent=2) if args.json else change.describe())
+    return 0
+
+
 def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     from offload.monitor import collect  # noqa: PLC0415
 
@@ -321,13 +404,46 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _out(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
-        from offload.views import print_view, servers_view  # noqa: PLC0415
+        roles = _native_roles(settings)
+        from offload.views import print_view, roles_view, servers_view  # noqa: PLC0415
 
-        print_view(*servers_view(reports))
+        print_view(*servers_view(reports), *([roles_view(roles)] if roles else []))
     broken = any(r.error for r in reports) or any(
         r.replica is not None and not r.replica.threads_running for r in reports
     )
     return 1 if broken else 0
+
+
+def _native_roles(settings: Settings) -> list[dict[str, Any]]:
+    """A native testbed's servers with their roles and the endpoints on each (state.json);
+    none for a testbed without endpoints (its roles never change)."""
+    if not settings.testbed.dir:
+        return []
+    from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    directory = Path(settings.testbed.dir)
+    state = read_state(directory)
+    if not isinstance(state, NativeState) or not state.initialised or not state.endpoints:
+        return []
+    topology = NativeTopology(directory, flavor=None)
+    endpoints: dict[int, list[str]] = {}
+    for name, record in topology.links().records().items():
+        if name.endswith("-endpoint"):
+            endpoints.setdefault(record.upstream_port, []).append(
+                f"{name.removesuffix('-endpoint')} :{record.listen_port}"
+            )
+    return [
+        {
+            "server": name,
+            "port": record.port,
+            "server_id": record.server_id,
+            "role": state.role(name),
+            "running": topology.running(name, state),
+            "endpoints": endpoints.get(record.port, []),
+        }
+        for name, record in state.servers.items()
+    ]
 
 
 # --- db ---------------------------------------------------------------------
@@ -687,6 +803,50 @@ def _add_link(commands: Any) -> None:
         sub.set_defaults(handler=cmd_link)
 
 
+def _add_role_changes(testbed_commands: Any) -> None:
+    switch = testbed_commands.add_parser(
+        "switchover",
+        help="planned: the primary read-only, a replica caught up by GTID and promoted, the "
+        "endpoints moved, the old primary its replica (native, with endpoints)",
+    )
+    switch.add_argument("--to", metavar="REPLICA", help="the replica to promote (the first)")
+    fail = testbed_commands.add_parser(
+        "failover",
+        help="unplanned: the primary is lost; the most advanced replica promoted, the "
+        "endpoints moved; the old primary rejoins when it runs again (or is kept out as "
+        "diverged)",
+    )
+    fail.add_argument("--kill", action="store_true", help="SIGKILL the primary first (a drill)")
+    back = testbed_commands.add_parser(
+        "rejoin",
+        help="start a primary a failover left and make it a replica, unless it holds "
+        "transactions the primary lacks (then: reported diverged, kept out)",
+    )
+    back.add_argument("name", nargs="?", metavar="SERVER", help="default: the departed one")
+    remake = testbed_commands.add_parser(
+        "rebuild",
+        help="make a diverged server again from the primary (its data discarded: its extra "
+        "transactions are lost; look at them first) and replicate",
+    )
+    remake.add_argument("name", metavar="SERVER", help="the diverged server")
+    drill = testbed_commands.add_parser(
+        "drill",
+        help="KIND (switchover | failover) TIMES times back and forth while a writer commits "
+        "through the primary's endpoint: each change's time to the first write on the new "
+        "primary, p50 (failover: SIGKILL, semi-sync on, then the old primary rejoins)",
+    )
+    drill.add_argument("kind", choices=["switchover", "failover"])
+    drill.add_argument("--times", type=_positive, default=5, help="role changes (5)")
+    drill.add_argument("--rate", type=_seconds, default=50.0, help="writes a second (50)")
+    for sub in (switch, fail, back, remake, drill):
+        sub.add_argument("--dir", help="testbed directory (default .testbed)")
+        sub.add_argument(
+            "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"
+        )
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(handler=cmd_testbed_role)
+
+
 def _add_testbed(commands: Any) -> None:
     testbed = commands.add_parser("testbed", help="a primary with GTID replicas")
     testbed_commands = testbed.add_subparsers(
@@ -727,6 +887,14 @@ def _add_testbed(commands: Any) -> None:
         "environment built once and cached; native backend)",
     )
     up.add_argument(
+        "--tls",
+        choices=["on", "off"],
+        default=None,
+        help="on (default; also $OFFLOAD_TLS): the servers require TLS, the replicas replicate "
+        "over TLS, and every client verifies the servers' certificate against the testbed's "
+        "own CA; off: plain TCP, for comparison (an existing testbed keeps its own)",
+    )
+    up.add_argument(
         "--compute-scale",
         type=_compute_scale,
         default=1,
@@ -740,6 +908,14 @@ def _add_testbed(commands: Any) -> None:
         "(also $OFFLOAD_OFFLINE=1; automatic once `make images` ran)",
     )
     _add_knobs(up, where="native: ")
+    up.add_argument(
+        "--endpoint",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="native, new testbed: clients reach the primary and each replica through an "
+        "endpoint (a link proxy) that `testbed switchover|failover` moves (default on; "
+        "--no-endpoint: the servers' own ports, no role change)",
+    )
     up.set_defaults(handler=cmd_testbed_up)
     down = testbed_commands.add_parser(
         "down", help="stop every server the testbed started (compose: remove the stack)"
@@ -779,6 +955,7 @@ def _add_testbed(commands: Any) -> None:
     status = testbed_commands.add_parser("status", help="replication state of every server")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=cmd_testbed_status)
+    _add_role_changes(testbed_commands)
 
 
 def _add_data(commands: Any) -> None:
@@ -898,7 +1075,7 @@ def _add_bench(commands: Any) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        choices=["offload", "routing", "replication", "scaling", "write-load", "link"],
+        choices=["offload", "routing", "replication", "scaling", "write-load", "link", "tls"],
         help="run only this benchmark (repeatable)",
     )
     bench.set_defaults(handler=cmd_bench, full=False)

@@ -137,6 +137,9 @@ class ServiceSettings:
     driver_seed: int = 0
     #: scheduled runs are delayed by up to this fraction of their spacing
     jitter: float = 0.1
+    #: `offload status` and /status report health degraded when a server's TLS
+    #: certificate expires within this many days
+    cert_warning_days: float = 14.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +206,13 @@ def _int(minimum: int) -> Parser:
     return parse
 
 
-def _float(minimum: float, *, exclusive: bool = False) -> Parser:
+def _float(minimum: float, *, exclusive: bool = False, unit: str = "seconds") -> Parser:
     def parse(value: str, option: str) -> float:
         try:
             number = float(value.strip())
         except ValueError:
             raise ConfigError(
-                f"{option} must be a number of seconds, got {value.strip()!r}"
+                f"{option} must be a number of {unit}, got {value.strip()!r}"
             ) from None
         if not math.isfinite(number):
             raise ConfigError(f"{option} must be a finite number, got {value.strip()!r}")
@@ -354,6 +357,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _opt("service", "notifications_file", _text),
     _opt("service", "driver_seed", _int(0)),
     _opt("service", "jitter", _float(0.0)),
+    _opt("service", "cert_warning_days", _float(0.0, unit="days")),
     _opt("testbed", "backend", _words("native", "compose", "external")),
     _opt("testbed", "dir", _text),
     _opt("testbed", "admin_connection", _server_url),

@@ -349,6 +349,16 @@ class Database:
             return self.primary, self.primary.engine.connect()
         target = next(t for t in self.replicas if t.name == choice.replica)
         conn = target.engine.connect()
+        identity, acting = server_identity(conn), self.guard.acting_primary()
+        if identity is not None and identity.server_id == acting:
+            # its endpoint moved to the primary since the last lag reading: not a replica
+            conn.close()
+            self.routing.fallback(
+                "replica_is_primary",
+                f"{target.name}: answers as the primary (server_id {acting}): the replica's "
+                "endpoint leads to the server acting as primary",
+            )
+            return self.primary, self.primary.engine.connect()
         task, last = current_task(), _last_write.get()
         if task is None or last is None or last[0] != task.run:
             return target, conn

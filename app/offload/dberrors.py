@@ -27,6 +27,7 @@ from offload.errors import (
     MissingTable,
     ReadOnlyRefused,
     SchemaMismatch,
+    TlsRefused,
     UnknownDatabase,
 )
 
@@ -67,6 +68,8 @@ ERROR_CODES: Final[Mapping[int, type[DatabaseError]]] = MappingProxyType(
         1370: AccessDenied,  # routine
         1698: AccessDenied,  # auth plugin (unix_socket)
         1049: UnknownDatabase,
+        # require_secure_transport refused a connection without TLS (MySQL, MariaDB 11)
+        3159: TlsRefused,
         # --read-only, read-only transaction, read-only mode
         1290: ReadOnlyRefused,
         1792: ReadOnlyRefused,
@@ -98,10 +101,23 @@ _WORDING: Final[Mapping[type[DatabaseError], tuple[str, str | None]]] = MappingP
             "check the user and password in the URL and the user's grants",
         ),
         UnknownDatabase: ("{where}: {text}", "create it with `offload db sync` or fix the URL"),
+        TlsRefused: (
+            "{where} requires TLS ({text})",
+            "add ssl_ca=<the CA that signed the server's certificate> to the URL "
+            "(a testbed's is DIR/tls/ca.pem; `offload testbed up` writes it)",
+        ),
         ReadOnlyRefused: ("{where} refused a write ({text})", None),
         MissingTable: ("{where}: {text}", _SYNC_HINT),
         SchemaMismatch: ("{where}: {text}", _SYNC_HINT),
     }
+)
+
+#: a connect error (2003) whose text is the TLS library's: the certificate did not verify
+_TLS_FAILURE: Final = ("SSL:", "CERTIFICATE_VERIFY_FAILED", "certificate verify failed")
+_TLS_FAILURE_WORDING: Final = (
+    "{where}: TLS failed ({text})",
+    "ssl_ca in the URL must name the CA that signed the server's certificate, and the "
+    "URL's host must be a name the certificate holds (a testbed's CA is DIR/tls/ca.pem)",
 )
 
 #: ER_DUP_ENTRY: not translated (an IntegrityError stays SQLAlchemy's); callers may name it
@@ -130,6 +146,8 @@ def translate(exc: BaseException, where: str) -> DatabaseError | None:
     if kind is None:
         return None
     message, hint = _WORDING[kind]
+    if kind is CannotConnect and any(mark in _driver_message(exc) for mark in _TLS_FAILURE):
+        kind, (message, hint) = TlsRefused, _TLS_FAILURE_WORDING
     return kind(message.format(where=where, text=_driver_message(exc)), hint=hint, code=code)
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "ReadOnlyRefused",
     "ReplicationError",
     "SchemaMismatch",
+    "ServerDiverged",
     "TestbedError",
+    "TlsRefused",
     "UnknownDatabase",
     "WriteInReaderSession",
 ]
@@ -82,6 +84,13 @@ class AccessDenied(DatabaseError):
     exit_code = 2
 
 
+class TlsRefused(DatabaseError):
+    """TLS did not come about: the server's certificate does not verify against the URL's
+    CA, or the server requires TLS the URL does not ask for.  Retrying does not help."""
+
+    exit_code = 2
+
+
 class UnknownDatabase(DatabaseError):
     """The database named in the URL does not exist on the server."""
 
@@ -117,3 +126,7 @@ class TestbedError(OffloadError):
     """The testbed could not be brought up, inspected or taken down."""
 
     __test__ = False  # not a pytest test class despite its name
+
+
+class ServerDiverged(TestbedError):
+    """A former primary holds transactions the primary lacks: kept out of replication."""

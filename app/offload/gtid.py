@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from offload.flavor import Flavor
 
-__all__ = ["gtid_distance", "mariadb_positions", "mysql_set"]
+__all__ = ["gtid_distance", "mariadb_positions", "missing_from", "mysql_set"]
 
 
 def mariadb_positions(position: str) -> dict[int, int]:
@@ -51,3 +51,34 @@ def gtid_distance(received: str, executed: str, flavor: Flavor) -> int:
     return sum(
         _count_missing(ranges, done_set.get(source, [])) for source, ranges in got_set.items()
     )
+
+
+def _mariadb_last(position: str) -> dict[int, tuple[int, int]]:
+    """``'0-1-42'`` → {domain: (seq, server)}: the last GTID of each domain."""
+    result: dict[int, tuple[int, int]] = {}
+    for part in filter(None, (p.strip() for p in position.split(","))):
+        domain, server, seq = (int(x) for x in part.split("-"))
+        result[domain] = max(result.get(domain, (0, 0)), (seq, server))
+    return result
+
+
+def missing_from(own: str, other: str, flavor: Flavor) -> int:
+    """Transactions of ``own`` that ``other`` lacks, as far as the positions tell.
+
+    MySQL: exact (GTID sets).  MariaDB positions keep only each domain's last GTID:
+    a higher seq_no than ``other``'s counts its excess, the same seq_no written by
+    another server counts 1 (two servers wrote that number: the histories forked).  A
+    fork under a lower seq_no cannot be seen here: the source's binlog refuses the
+    start position then (error 1236 under gtid_strict_mode), which rejoin watches for.
+    """
+    if flavor is Flavor.MYSQL:
+        return gtid_distance(own, other, flavor)
+    theirs = _mariadb_last(other)
+    missing = 0
+    for domain, (seq, server) in _mariadb_last(own).items():
+        their_seq, their_server = theirs.get(domain, (0, 0))
+        if seq > their_seq:
+            missing += seq - their_seq
+        elif seq == their_seq and server != their_server:
+            missing += 1
+    return missing

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, MetaData, Table, select, text, update
+from sqlalchemy import Connection, Engine, MetaData, Table, literal_column, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -58,6 +58,8 @@ __all__ = [
 
 log = logging.getLogger("offload.lag")
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"  # pt-heartbeat's 26 characters
+#: a connection's info key: the @@server_id of the server it reached
+_SERVER_ID = "offload_server_id"
 #: what to do when there is no heartbeat table to read lag from
 NO_HEARTBEAT_FIX = (
     "run `offload db sync` (it adds offload's heartbeat table), or set [replica] "
@@ -99,16 +101,22 @@ class LagReading:
     error: str = ""
     #: monotonic time of the reading
     at: float = 0.0
+    #: the server behind the replica's URL is the one the heartbeat is written to: the
+    #: primary (a moved endpoint, a promoted replica): never a replica to read from
+    acting_primary: bool = False
 
     @property
     def usable(self) -> bool:
-        return self.reachable and self.lag is not None
+        return self.reachable and self.lag is not None and not self.acting_primary
 
     @property
     def unfit_reason(self) -> str | None:
-        """Why no lag could be read: unreachable | no_heartbeat (None: a lag was read)."""
+        """Why it is no replica to read from: unreachable | replica_is_primary |
+        no_heartbeat (None: a lag was read)."""
         if not self.reachable:
             return "unreachable"
+        if self.acting_primary:
+            return "replica_is_primary"
         return None if self.lag is not None else "no_heartbeat"
 
 
@@ -169,7 +177,11 @@ class HeartbeatWriter:
         self._wall = wall_clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: the heartbeat row's key: the @@server_id of the first primary written to
         self.server_id: int | None = None
+        #: the @@server_id of the server the last beat went to: the acting primary (read
+        #: once per new connection, so a moved endpoint shows at its first beat)
+        self.written_to: int | None = None
         self.failures = 0
         #: the last failure's text ('' after a beat succeeded): logged once per change
         self.last_error = ""
@@ -177,14 +189,19 @@ class HeartbeatWriter:
     def beat(self) -> str:
         """Write one heartbeat now; returns the ts written."""
         with self.engine.begin() as conn:
+            info = conn.connection.info
+            if _SERVER_ID not in info:
+                info[_SERVER_ID] = int(conn.execute(text("SELECT @@server_id")).scalar_one())
+            written_to = int(info[_SERVER_ID])
             if self.server_id is None:
-                self.server_id = int(conn.execute(text("SELECT @@server_id")).scalar_one())
+                self.server_id = written_to
             ts = format_ts(self._wall())
             written = conn.execute(
                 update(self.table).where(self.table.c.server_id == self.server_id).values(ts=ts)
             ).rowcount
             if not written:
                 conn.execute(self.table.insert().values(ts=ts, server_id=self.server_id))
+        self.written_to = written_to
         self.history.add(ts, self._clock())
         return ts
 
@@ -238,6 +255,7 @@ class LagProbe:
         *,
         table: str = "heartbeat",
         primary_server_id: Callable[[], int | None],
+        acting_primary: Callable[[], int | None] = lambda: None,
         history: HeartbeatHistory | None = None,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
@@ -246,6 +264,8 @@ class LagProbe:
         self.engine = engine
         self.table = heartbeat_table(table)
         self._primary_server_id = primary_server_id
+        #: the @@server_id of the server acting as primary now (None: unknown)
+        self._acting_primary = acting_primary
         self.history = history
         self._clock = clock
         self._wall = wall_clock
@@ -254,18 +274,21 @@ class LagProbe:
         self._conn_lock = threading.Lock()
 
     def _sql(self, server_id: int | None, dialect: Dialect) -> str:
-        """The probe's SELECT, compiled once per primary server id (one round trip a read)."""
+        """The probe's SELECT, compiled once per primary server id (one round trip a read):
+        the newest applied heartbeat and the @@server_id of the server that answers."""
         if self._compiled is None or self._compiled[0] != server_id:
-            query = select(self.table.c.ts)
+            newest = select(self.table.c.ts)
             if server_id is not None:
-                query = query.where(self.table.c.server_id == server_id)
-            query = query.order_by(self.table.c.ts.desc()).limit(1)
+                newest = newest.where(self.table.c.server_id == server_id)
+            newest = newest.order_by(self.table.c.ts.desc()).limit(1)
+            query = select(newest.scalar_subquery(), literal_column("@@server_id"))
             compiled = query.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
             self._compiled = (server_id, str(compiled))
         return self._compiled[1]
 
-    def _applied(self, server_id: int | None) -> object:
-        """The newest applied ts, on a long-lived autocommit connection: no ping, no rollback.
+    def _applied(self, server_id: int | None) -> tuple[object, object]:
+        """The newest applied ts and the answering server's id, on a long-lived autocommit
+        connection: no ping, no rollback.
 
         A connection that died while idle (the replica restarted) is replaced and
         the read made once more on the fresh one.
@@ -280,7 +303,8 @@ class LagProbe:
                 assert self._conn is not None
                 try:
                     sql = self._sql(server_id, self._conn.dialect)
-                    return self._conn.exec_driver_sql(sql).scalar()
+                    row = self._conn.exec_driver_sql(sql).one()
+                    return row[0], row[1]
                 except MissingTable:  # the server answered: the connection is fine
                     raise
                 except ConnectionLost:
@@ -307,7 +331,7 @@ class LagProbe:
         now = self._clock()
         server_id = self._primary_server_id()
         try:
-            applied = self._applied(server_id)
+            applied, answered_by = self._applied(server_id)
         except MissingTable:  # the replica answered: it has no heartbeat table
             return LagReading(
                 self.name,
@@ -321,6 +345,17 @@ class LagProbe:
                 self.name, None, reachable=False, error=str(exc).splitlines()[0], at=now
             )
         assert applied is None or isinstance(applied, str)
+        primary = self._acting_primary()
+        if primary is not None and answered_by is not None and int(str(answered_by)) == primary:
+            return LagReading(
+                self.name,
+                None,
+                reachable=True,
+                error=f"answers as the primary (server_id {primary}): the replica's endpoint "
+                "leads to the server acting as primary",
+                at=now,
+                acting_primary=True,
+            )
         lag = self.history.lag(applied, self._clock()) if self.history else None
         if lag is None and applied is None:
             return LagReading(self.name, None, reachable=True, error="no heartbeat yet", at=now)

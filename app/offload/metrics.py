@@ -18,14 +18,20 @@ Metric names and labels:
 ``offload_task_runs_total``                  counter      task
 ``offload_task_failures_total``              counter      task
 ``offload_task_rejected_writes_total``       counter      task
+``offload_server_tls_info``                  gauge        server, version, cipher (1)
+``offload_server_certificate_days_left``     gauge        server (absent without TLS)
+``offload_replication_tls``                  gauge        replica, verified (1: over TLS)
 ===========================================  ===========  ===============================
+
+The TLS figures come from the service's latest status document (``monitor``: the
+sessions of the service's own URLs, the replicas' channels), at most a minute old.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client.exposition import choose_encoder
@@ -40,6 +46,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from offload.lag import LagReading
 from offload.periodic import TaskStats
 from offload.staleness import CAUSAL_WAIT_BUCKETS, RoutingStats
+from offload.statusdoc import ReplicationTlsView, TlsView
 
 __all__ = ["Figures", "FiguresSource", "ServiceCollector", "exposition", "registry_of"]
 
@@ -53,6 +60,10 @@ class Figures:
     routing: RoutingStats
     task_stats: Mapping[str, TaskStats]
     rejected: Mapping[str, int]
+    #: server name → the TLS of the service's session there (absent: not known)
+    tls: Mapping[str, TlsView] = field(default_factory=dict)
+    #: replica name → its replication channel's TLS
+    replication_tls: Mapping[str, ReplicationTlsView] = field(default_factory=dict)
 
 
 class FiguresSource(Protocol):
@@ -145,6 +156,34 @@ class ServiceCollector(Collector):
             ["task"],
             (([name], figures.rejected.get(name, 0)) for name in stats),
         )
+        yield from _tls_metrics(figures)
+
+
+def _tls_metrics(figures: Figures) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "offload_server_tls_info",
+        "TLS of the service's connections to each server (version none: plain TCP).",
+        labels=["server", "version", "cipher"],
+    )
+    days = GaugeMetricFamily(
+        "offload_server_certificate_days_left",
+        "Days until each server's TLS certificate expires.",
+        labels=["server"],
+    )
+    for name, view in sorted(figures.tls.items()):
+        info.add_metric([name, view["version"] or "none", view["cipher"] or ""], 1)
+        if view["cert_days_left"] is not None:
+            days.add_metric([name], view["cert_days_left"])
+    channel = GaugeMetricFamily(
+        "offload_replication_tls",
+        "1 when the replica replicates over TLS (verified: the source's certificate is checked).",
+        labels=["replica", "verified"],
+    )
+    for name, tls in sorted(figures.replication_tls.items()):
+        channel.add_metric([name, "yes" if tls["verify_server_cert"] else "no"], int(tls["ssl"]))
+    yield info
+    yield days
+    yield channel
 
 
 def registry_of(source: FiguresSource) -> CollectorRegistry:

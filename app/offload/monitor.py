@@ -7,10 +7,18 @@ failing.  ``offload testbed status`` shows ``collect``'s reports of every server
 ``offload status`` and the service's ``/status`` show ``status_document``: the primary's
 health, each replica's heartbeat lag (``replica_views``: a SELECT-only account is enough)
 with its threads, errors and GTID distance from ``ask``, and the tasks.
+
+TLS: per server, the version and cipher a connection made with the service's own URL
+negotiates and the server certificate's expiry, as the server reports the session
+(``SHOW SESSION STATUS``: ``Ssl_version``, ``Ssl_cipher``, ``Ssl_server_not_after``);
+per replica, whether its channel runs over TLS and verifies the source's certificate
+(``ask``).  A certificate expiring within ``[service] cert_warning_days`` makes the
+health degraded.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,17 +36,31 @@ from offload.errors import OffloadError
 from offload.flavor import detect_flavor
 from offload.gtid import gtid_distance
 from offload.periodic import TaskStats
-from offload.statusdoc import ReplicaView, RoutingView, StatusDocument, TaskView
+from offload.statusdoc import (
+    PrimaryView,
+    ReplicationTlsView,
+    ReplicaView,
+    RoutingView,
+    StatusDocument,
+    TaskView,
+    TlsView,
+)
 from offload.urls import masked
 
 __all__ = [
     "ServerReport",
+    "SessionTls",
     "ask",
+    "certificate_reasons",
     "collect",
     "health",
+    "parse_not_after",
     "replica_views",
+    "session_tls",
     "status_document",
     "task_view",
+    "tls_of",
+    "tls_view",
 ]
 
 #: seconds to wait for a server's answer before reporting it unreachable
@@ -47,6 +69,80 @@ _NO_PRIVILEGE: Final = (
     "replica status needs the REPLICATION CLIENT/SLAVE MONITOR privilege, which this account lacks"
 )
 _NOT_A_REPLICA: Final = "not configured as a replica"
+_SESSION_TLS: Final = text(
+    "SHOW SESSION STATUS WHERE Variable_name IN "
+    "('Ssl_version', 'Ssl_cipher', 'Ssl_server_not_after')"
+)
+#: how OpenSSL prints a certificate's notAfter (what Ssl_server_not_after holds)
+_NOT_AFTER_FORMAT: Final = "%b %d %H:%M:%S %Y GMT"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTls:
+    """A session's TLS as the server reports it (empty strings: plain TCP)."""
+
+    version: str
+    cipher: str
+    #: the server certificate's expiry (None: no TLS, or not reported)
+    not_after: dt.datetime | None
+
+
+def parse_not_after(value: str) -> dt.datetime | None:
+    """``Ssl_server_not_after`` (``Nov 30 17:06:00 2028 GMT``) as UTC; None when empty."""
+    words = " ".join(value.split())  # OpenSSL pads one-digit days: "Dec  1 ..."
+    if not words:
+        return None
+    try:
+        return dt.datetime.strptime(words, _NOT_AFTER_FORMAT).replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def session_tls(conn: Any) -> SessionTls:
+    """The TLS of the session on ``conn`` (a SQLAlchemy Connection)."""
+    values = {str(k): str(v or "") for k, v in conn.execute(_SESSION_TLS).all()}
+    return SessionTls(
+        version=values.get("Ssl_version", ""),
+        cipher=values.get("Ssl_cipher", ""),
+        not_after=parse_not_after(values.get("Ssl_server_not_after", "")),
+    )
+
+
+def tls_of(engine: Engine) -> SessionTls | None:
+    """The TLS of a connection from ``engine`` (None when it cannot connect)."""
+    try:
+        with engine.connect() as conn:
+            return session_tls(conn)
+    except (OffloadError, SQLAlchemyError):
+        return None
+
+
+def tls_view(tls: SessionTls, now: dt.datetime) -> TlsView:
+    """The status document's view of a session's TLS, days counted from ``now`` (UTC)."""
+    expires = tls.not_after if tls.version else None
+    return {
+        "version": tls.version or None,
+        "cipher": tls.cipher or None,
+        "cert_not_after": expires.isoformat() if expires else None,
+        "cert_days_left": (round((expires - now).total_seconds() / 86400, 2) if expires else None),
+    }
+
+
+def certificate_reasons(views: Mapping[str, TlsView], warning_days: float) -> list[str]:
+    """Why health is degraded by certificates: each server's expiring within ``warning_days``."""
+    reasons = []
+    for name, view in views.items():
+        left = view["cert_days_left"]
+        if left is None:
+            continue
+        if left <= 0:
+            reasons.append(f"{name}: TLS certificate expired {-left:.1f} days ago")
+        elif left < warning_days:
+            reasons.append(
+                f"{name}: TLS certificate expires in {left:.1f} days "
+                f"(cert_warning_days {warning_days:g})"
+            )
+    return reasons
 
 
 @dataclass(slots=True)
@@ -131,6 +227,10 @@ def _add_threads(view: ReplicaView, report: ServerReport) -> None:
     elif status is None:
         view["status_error"] = report.notes[0] if report.notes else _NOT_A_REPLICA
     else:
+        view["replication_tls"] = ReplicationTlsView(
+            ssl=status.ssl_allowed == "Yes",
+            verify_server_cert=status.ssl_verify_server_cert == "Yes",
+        )
         view["io_running"] = status.io_running
         view["sql_running"] = status.sql_running
         view["last_error"] = status.last_sql_error or status.last_io_error or None
@@ -142,9 +242,13 @@ def _add_threads(view: ReplicaView, report: ServerReport) -> None:
         )
 
 
-def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[ReplicaView]:
-    """One JSON-ready dict per replica: heartbeat lag, and with ``status_urls`` (privileged,
-    one per replica) thread states, last error and GTID distance."""
+def replica_views(
+    db: Database, status_urls: Sequence[URL] = (), *, now: dt.datetime | None = None
+) -> list[ReplicaView]:
+    """One JSON-ready dict per replica: heartbeat lag, the TLS of a connection with the
+    service's URL, and with ``status_urls`` (privileged, one per replica) thread states,
+    last error, GTID distance and the channel's TLS.  ``now``: when certificate days are
+    counted from (default: the wall clock)."""
     if not db.replicas:
         return []
     readings = db.guard.readings()
@@ -172,6 +276,15 @@ def replica_views(db: Database, status_urls: Sequence[URL] = ()) -> list[Replica
             "seconds_behind": None,
             "gtid_distance": None,
         }
+        engine = unpooled_engine(
+            target.engine.url, name=target.name, connect_timeout=CONNECT_TIMEOUT
+        )
+        try:
+            tls = tls_of(engine)
+        finally:
+            engine.dispose()
+        if tls is not None:
+            view["tls"] = tls_view(tls, now or dt.datetime.now(dt.UTC))
         if index < len(status_urls):
             _add_threads(view, ask(target.name, status_urls[index]))
         else:
@@ -251,23 +364,35 @@ def status_document(
     *,
     tasks: Sequence[TaskView] | None = None,
     started: float | None = None,
+    now: dt.datetime | None = None,
 ) -> StatusDocument:
     """The document of ``/status`` and ``offload status --json``.
 
     ``engine`` is a small pool on the primary for the health check; ``tasks`` default to
-    the catalogue's, never run (no service); ``started`` is the service's start (wall clock).
+    the catalogue's, never run (no service); ``started`` is the service's start (wall clock);
+    ``now`` when certificate days are counted from (default: the wall clock, UTC).
     """
+    now = now or dt.datetime.now(dt.UTC)
     healthy, reasons = health(settings, db, engine)
     if tasks is None:
         tasks = [task_view(spec, settings, db) for spec in TASKS]
+    primary: PrimaryView = {"url": masked(settings.require_connection()), "reachable": healthy}
+    primary_tls = tls_of(engine) if healthy else None
+    if primary_tls is not None:
+        primary["tls"] = tls_view(primary_tls, now)
+    replicas = replica_views(db, settings.testbed.replica_admin_connections, now=now)
+    tls_views = {"primary": primary["tls"]} if "tls" in primary else {}
+    tls_views.update((view["name"], view["tls"]) for view in replicas if "tls" in view)
+    reasons += certificate_reasons(tls_views, settings.service.cert_warning_days)
     return {
         "host": settings.host,
         "uptime": round(time.time() - started, 3) if started is not None else 0.0,
         "health": "down" if not healthy else ("degraded" if reasons else "ok"),
         "degraded_because": reasons,
-        "primary": {"url": masked(settings.require_connection()), "reachable": healthy},
+        "primary": primary,
         "max_lag_ms": settings.replica.max_lag * 1000,
         "lag_policy": settings.replica.lag_policy.value,
-        "replicas": replica_views(db, settings.testbed.replica_admin_connections),
+        "cert_warning_days": settings.service.cert_warning_days,
+        "replicas": replicas,
         "tasks": list(tasks),
     }

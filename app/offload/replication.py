@@ -62,9 +62,13 @@ __all__ = [
     "normalize_gtid",
     "parse_replica_status",
     "point_at",
+    "prepare_to_replicate",
+    "promote",
     "replica_status",
     "server_flavor",
+    "set_read_only",
     "set_replica_delay",
+    "set_source_tls",
     "sql_for",
     "start_replica",
     "stop_replica",
@@ -120,6 +124,13 @@ class FlavorSQL:
     #: let a privileged session write on a replica (for fault injection), and undo it
     allow_admin_writes: str | None = None
     deny_admin_writes: str | None = None
+    #: forget the source entirely (a promoted replica)
+    reset_replica_all: str = "RESET REPLICA ALL"
+    #: refuse clients' writes (MySQL: even privileged ones), and allow them again
+    read_only_on: tuple[str, ...] = ()
+    read_only_off: tuple[str, ...] = ()
+    #: before a server that wrote binlog of its own replicates by GTID: where it is
+    adopt_own_position: str | None = None
 
     @property
     def wait_function(self) -> str:
@@ -141,6 +152,12 @@ _MARIADB_SQL: Final = FlavorSQL(
     stop_sql_thread="STOP SLAVE SQL_THREAD",
     set_delay=f"CHANGE MASTER TO MASTER_DELAY = :seconds, "
     f"MASTER_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}",
+    reset_replica_all="RESET SLAVE ALL",
+    read_only_on=("SET GLOBAL read_only = ON",),
+    read_only_off=("SET GLOBAL read_only = OFF",),
+    # MASTER_USE_GTID=slave_pos starts from gtid_slave_pos, which a former primary's own
+    # transactions never entered: its binlog position is where it really is
+    adopt_own_position="SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos",
 )
 
 _MYSQL_SQL: Final = FlavorSQL(
@@ -172,6 +189,10 @@ _MYSQL_SQL: Final = FlavorSQL(
     # super_read_only stops even privileged users; read_only alone lets them write
     allow_admin_writes="SET GLOBAL super_read_only = OFF",
     deny_admin_writes="SET GLOBAL super_read_only = ON",
+    reset_replica_all="RESET REPLICA ALL",
+    # super_read_only = ON sets read_only too; OFF leaves read_only as it was
+    read_only_on=("SET GLOBAL super_read_only = ON",),
+    read_only_off=("SET GLOBAL super_read_only = OFF", "SET GLOBAL read_only = OFF"),
 )
 
 
@@ -235,6 +256,16 @@ class ReplicaStatus:
     executed_gtid: str
     sql_delay: int
     sql_remaining_delay: int | None
+    #: Master_SSL_Allowed / Source_SSL_Allowed: 'Yes' when the channel is set up for TLS
+    #: ('No', or 'Ignored' where the replica's client lacks TLS); '' when not reported
+    ssl_allowed: str = ""
+    #: Master_SSL_Verify_Server_Cert / Source_SSL_Verify_Server_Cert: 'Yes' or 'No'
+    ssl_verify_server_cert: str = ""
+
+    @property
+    def replicates_over_tls(self) -> bool:
+        """The channel uses TLS and verifies the source's certificate."""
+        return self.ssl_allowed == "Yes" and self.ssl_verify_server_cert == "Yes"
 
     @property
     def threads_running(self) -> bool:
@@ -330,6 +361,10 @@ def parse_replica_status(
         executed_gtid=normalize_gtid(executed),
         sql_delay=_int(_pick(row, "SQL_Delay")),
         sql_remaining_delay=_int_or_none(_pick(row, "SQL_Remaining_Delay")),
+        ssl_allowed=_text(_pick(row, "Source_SSL_Allowed", "Master_SSL_Allowed")).strip(),
+        ssl_verify_server_cert=_text(
+            _pick(row, "Source_SSL_Verify_Server_Cert", "Master_SSL_Verify_Server_Cert")
+        ).strip(),
     )
 
 
@@ -548,22 +583,69 @@ def stop_replica(conn: Connection, flavor: Flavor, *, sql_thread_only: bool = Fa
     conn.execute(text(sql.stop_sql_thread if sql_thread_only else sql.stop_replica))
 
 
-def point_at(conn: Connection, flavor: Flavor, host: str, port: int) -> None:
-    """Make the replica's IO thread connect to ``host:port`` (stop, CHANGE, start).
-
-    The heartbeat period is named again: MariaDB resets it on a CHANGE that omits it.
-    """
+def _change_source(
+    conn: Connection, flavor: Flavor, options: str, params: Mapping[str, object]
+) -> None:
+    """Stop, ``CHANGE MASTER / REPLICATION SOURCE TO`` ``options`` (``{K}`` standing for
+    MASTER or SOURCE), start.  The heartbeat period is named again: MariaDB resets it on
+    a CHANGE that omits it."""
     keyword = "MASTER" if flavor is Flavor.MARIADB else "SOURCE"
     statement = "MASTER" if flavor is Flavor.MARIADB else "REPLICATION SOURCE"
     stop_replica(conn, flavor)
     conn.execute(
         text(
-            f"CHANGE {statement} TO {keyword}_HOST = :host, {keyword}_PORT = :port, "
+            f"CHANGE {statement} TO {options.format(K=keyword)}, "
             f"{keyword}_HEARTBEAT_PERIOD = {HEARTBEAT_PERIOD}"
         ),
-        {"host": host, "port": int(port)},
+        dict(params),
     )
     start_replica(conn, flavor)
+
+
+def point_at(conn: Connection, flavor: Flavor, host: str, port: int) -> None:
+    """Make the replica's IO thread connect to ``host:port`` (its TLS options are kept)."""
+    _change_source(
+        conn, flavor, "{K}_HOST = :host, {K}_PORT = :port", {"host": host, "port": int(port)}
+    )
+
+
+def set_source_tls(conn: Connection, flavor: Flavor, ca: str | None) -> None:
+    """The replica's channel over TLS, the source's certificate verified against ``ca`` (a
+    path the replica's server reads), or plain TCP with ``ca`` None."""
+    if ca is None:
+        options = "{K}_SSL = 0, {K}_SSL_CA = '', {K}_SSL_VERIFY_SERVER_CERT = 0"
+    else:
+        options = "{K}_SSL = 1, {K}_SSL_CA = :ca, {K}_SSL_VERIFY_SERVER_CERT = 1"
+    _change_source(conn, flavor, options, {"ca": ca} if ca is not None else {})
+
+
+def set_read_only(conn: Connection, flavor: Flavor, *, on: bool) -> None:
+    """Refuse clients' writes (``on``; MySQL: super_read_only) or accept them again."""
+    sql = sql_for(flavor)
+    for statement in sql.read_only_on if on else sql.read_only_off:
+        conn.execute(text(statement))
+
+
+def promote(conn: Connection, flavor: Flavor) -> None:
+    """Make the replica behind ``conn`` a primary: replication stopped and forgotten
+    (RESET SLAVE ALL / RESET REPLICA ALL), writes accepted."""
+    sql = sql_for(flavor)
+    if replica_status(conn, flavor) is not None:
+        conn.execute(text(sql.stop_replica))
+        conn.execute(text(sql.reset_replica_all))
+    set_read_only(conn, flavor, on=False)
+
+
+def prepare_to_replicate(conn: Connection, flavor: Flavor) -> None:
+    """Before a former primary replicates by GTID: read-only, no source, its own position
+    adopted where the flavor needs it (MariaDB's gtid_slave_pos)."""
+    sql = sql_for(flavor)
+    set_read_only(conn, flavor, on=True)
+    if replica_status(conn, flavor) is not None:
+        conn.execute(text(sql.stop_replica))
+        conn.execute(text(sql.reset_replica_all))
+    if sql.adopt_own_position:
+        conn.execute(text(sql.adopt_own_position))
 
 
 def set_replica_delay(conn: Connection, flavor: Flavor, seconds: int) -> None:

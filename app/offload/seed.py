@@ -69,34 +69,44 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import operator
 import random
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
-from sqlalchemy import Connection, Table, insert, select, update
+import pymysql
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import DBAPIError
 
 from offload import schema
 from offload.compute.network import macs_for
 from offload.db import Database
+from offload.dberrors import translate
+from offload.errors import ConnectionLost
 
 __all__ = [
     "AUDIT_TASK_NAME",
     "MIX",
     "Kind",
     "Plan",
+    "Render",
     "Row",
     "SeedSummary",
     "audit_periods",
     "host_names",
+    "insert_statements",
     "instance_kind",
     "node_name",
     "plan",
+    "renderer",
     "seed",
 ]
 
@@ -193,9 +203,9 @@ _CHILD_TABLES: Final = _TABLES[3:]  # after services, compute_nodes, instances
 _INSTANCES_KEY: Final = "instances"
 
 
-def host_names(hosts: int) -> list[str]:
-    """``compute-1`` .. ``compute-<hosts>``."""
-    return [f"compute-{i}" for i in range(1, hosts + 1)]
+def host_names(hosts: int, *, first: int = 0) -> list[str]:
+    """``compute-<first + 1>`` .. ``compute-<first + hosts>``."""
+    return [f"compute-{i}" for i in range(first + 1, first + hosts + 1)]
 
 
 def node_name(host: str) -> str:
@@ -257,14 +267,15 @@ def _quotas(count: int) -> list[Kind]:
 class _Planner:
     """Builds a :data:`Plan`; every random draw goes through ``self.rng`` in order."""
 
-    def __init__(self, hosts: int, seed: int, now: datetime) -> None:
+    def __init__(self, hosts: int, seed: int, now: datetime, *, first_host: int = 0) -> None:
         self.rng = random.Random(seed)
         self.now = now
-        self.hosts = host_names(hosts)
+        self.hosts = host_names(hosts, first=first_host)
+        self.host_index = {host: i for i, host in enumerate(self.hosts)}
         self.previous, self.current = audit_periods(now)
         self.rows: Plan = {name: [] for name in _TABLES}
         self.host_ips = {
-            host: str(ipaddress.IPv4Address("192.168.0.10") + i)
+            host: str(ipaddress.IPv4Address("192.168.0.10") + first_host + i)
             for i, host in enumerate(self.hosts)
         }
         self.projects = [self.uuid().replace("-", "") for _ in range(_PROJECTS)]
@@ -299,8 +310,11 @@ class _Planner:
                 return flavor
 
     def other_host(self, host: str) -> str:
-        others = [h for h in self.hosts if h != host]
-        return self.rng.choice(others) if others else host
+        """Another host, uniformly (``rng.choice`` of the others, without building them)."""
+        if len(self.hosts) < 2:
+            return host
+        pick = self.rng.randrange(len(self.hosts) - 1)
+        return self.hosts[pick if pick < self.host_index[host] else pick + 1]
 
     # --- the plan ---------------------------------------------------------
 
@@ -762,16 +776,16 @@ class _Planner:
 
     def add_task_logs(self) -> None:
         audited = set(self.rng.sample(self.hosts, (len(self.hosts) + 1) // 2))
+        audited_items = Counter(
+            row["host"]
+            for row in self.rows[_INSTANCES_KEY]
+            if row["launched_at"] < self.current
+            and (row["terminated_at"] is None or row["terminated_at"] > self.previous)
+        )
         for host in self.hosts:
             if host not in audited:
                 continue
-            items = sum(
-                1
-                for row in self.rows[_INSTANCES_KEY]
-                if row["host"] == host
-                and row["launched_at"] < self.current
-                and (row["terminated_at"] is None or row["terminated_at"] > self.previous)
-            )
+            items = audited_items[host]
             took = self.rng.uniform(0.5, 30.0)
             created = min(self.now, self.current + self.seconds(1, 10 * _MINUTE))
             self.rows["task_log"].append(
@@ -793,7 +807,7 @@ class _Planner:
             )
 
 
-def plan(instances: int, hosts: int, seed: int, now: datetime) -> Plan:
+def plan(instances: int, hosts: int, seed: int, now: datetime, *, first_host: int = 0) -> Plan:
     """Every row of the data set, per table name, parents first; no I/O.
 
     Instance rows of the deleted kinds carry ``deleted = 0``: :func:`seed`
@@ -803,7 +817,9 @@ def plan(instances: int, hosts: int, seed: int, now: datetime) -> Plan:
         raise ValueError(f"instances must be >= 0, not {instances}")
     if hosts < 1:
         raise ValueError(f"hosts must be >= 1, not {hosts}")
-    return _Planner(hosts, seed, _normalize(now)).build(instances)
+    if first_host < 0:
+        raise ValueError(f"first_host must be >= 0, not {first_host}")
+    return _Planner(hosts, seed, _normalize(now), first_host=first_host).build(instances)
 
 
 @dataclass(frozen=True, slots=True)
@@ -862,15 +878,42 @@ def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
         yield rows[start : start + size]
 
 
-def _insert(conn: Connection, table: Table, rows: Sequence[Row], batch: int) -> None:
-    """INSERT ``rows`` (one key set, the table's column names) ``batch`` rows a statement.
+#: how a value the plan holds becomes an SQL literal: what PyMySQL's ``escape`` gives, by
+#: one lookup of the value's type (the driver's own ``literal`` for any other type)
+Render = Callable[[Any], str]
 
-    Each batch is one multi-row ``INSERT ... VALUES (...), (...)``.  A plain
-    executemany of ``insert(table)`` would be the same on the wire only if the
-    driver rewrote it: PyMySQL does so just for statements that begin with
-    ``INSERT``, and the statement tag that offload.tracing prepends defeats
-    that, leaving one round trip per row.  The statement still goes through
-    SQLAlchemy's events (tag, trace, error translation) via exec_driver_sql.
+
+def renderer(quote: Callable[[str], str], literal: Render) -> Render:
+    """SQL literals as the driver renders them, for the plan's types at a dict lookup each.
+
+    ``quote`` is the connection's string literal (it honours ``NO_BACKSLASH_ESCAPES``),
+    ``literal`` its rendering of anything else; the plan's datetimes are naive UTC,
+    rendered as PyMySQL does (microseconds only when present).
+    """
+
+    def time_literal(value: datetime) -> str:
+        return "'" + value.isoformat(" ") + "'"
+
+    by_type: dict[type, Render] = {
+        str: quote,
+        int: int.__repr__,
+        bool: lambda value: "1" if value else "0",
+        type(None): lambda _value: "NULL",
+        datetime: time_literal,
+    }
+
+    def render(value: Any) -> str:
+        return by_type.get(type(value), literal)(value)
+
+    return render
+
+
+def insert_statements(
+    table: Table, rows: Sequence[Row], batch: int, render: Render
+) -> Iterator[str]:
+    """One multi-row ``INSERT ... VALUES (...), (...)`` per ``batch`` rows, values rendered.
+
+    The columns are the first row's keys (every row of a table has the same ones).
     """
     if not rows:
         return
@@ -878,18 +921,75 @@ def _insert(conn: Connection, table: Table, rows: Sequence[Row], batch: int) -> 
     unknown = set(columns) - set(table.columns.keys())
     if unknown:
         raise ValueError(f"no column {sorted(unknown)} in {table.name}")
-    if conn.dialect.paramstyle not in ("format", "pyformat"):  # no %s: let SQLAlchemy do it
-        for chunk in _chunks(rows, batch):
-            conn.execute(insert(table), list(chunk))
-        return
-    quote = conn.dialect.identifier_preparer.quote
-    # identifiers from the schema's metadata, quoted by the dialect; values bound
-    names = ", ".join(quote(column) for column in columns)
-    head = f"INSERT INTO {quote(table.name)} ({names}) VALUES "  # noqa: S608
-    group = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # identifiers from the schema's metadata, backquoted; values rendered by the driver's rules
+    head = f"INSERT INTO `{table.name}` ({', '.join(f'`{c}`' for c in columns)}) VALUES "  # noqa: S608
+    getter = operator.itemgetter(*columns)
+    values: Callable[[Row], Sequence[Any]] = (
+        getter if len(columns) > 1 else lambda row: (getter(row),)
+    )
     for chunk in _chunks(rows, batch):
-        values = tuple(row[column] for row in chunk for column in columns)
-        conn.exec_driver_sql(head + ", ".join([group] * len(chunk)), values)
+        yield head + ", ".join("(" + ", ".join(map(render, values(row))) + ")" for row in chunk)
+
+
+def _soft_delete(uuids: Sequence[str], render: Render) -> str:
+    """``deleted = id`` for these planned-deleted instances, ``updated_at`` as planned."""
+    listed = ", ".join(map(render, uuids))
+    return (
+        "UPDATE `instances` SET `deleted` = `id`, `updated_at` = `updated_at` "  # noqa: S608
+        f"WHERE `deleted` = 0 AND `uuid` IN ({listed})"
+    )
+
+
+def _ahead(items: Iterator[str]) -> Iterator[str]:
+    """``items``, the next one made in a thread while the caller sends the current one.
+
+    The server runs a statement while the socket wait has released the GIL: rendering
+    the next batch then costs the seed no time of its own.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload-seed") as pool:
+        future = pool.submit(next, items, None)
+        while (item := future.result()) is not None:
+            future = pool.submit(next, items, None)
+            yield item
+
+
+class _Floor:
+    """Statements straight on the writer session's DBAPI connection, errors translated.
+
+    Megabytes of rendered rows skip the per-statement hooks (tag, trace, write guard: a
+    writer's INSERT needs none of them) and their caches, which would keep every
+    distinct text.  ``foreign_key_checks`` is off while the plan's own rows, consistent
+    by construction, go in; on again before the connection returns to the pool.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        self.dbapi: Any = dbapi
+        url = conn.engine.url
+        self.where = f"primary {url.host}:{url.port or 3306}"
+        self.render = renderer(self.dbapi.escape, self.dbapi.literal)
+
+    def execute(self, sql: str) -> None:
+        try:
+            with self.dbapi.cursor() as cursor:
+                cursor.execute(sql)
+        except pymysql.Error as exc:
+            translated = translate(exc, self.where)
+            if translated is None:
+                raise DBAPIError.instance(sql[:200], None, exc, pymysql.Error) from exc
+            if isinstance(translated, ConnectionLost):
+                self.conn.invalidate()
+            raise translated from exc
+
+    def __enter__(self) -> _Floor:
+        self.execute("SET SESSION foreign_key_checks = 0")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self.conn.invalidated:
+            self.execute("SET SESSION foreign_key_checks = 1")
 
 
 def seed(
@@ -899,33 +999,33 @@ def seed(
     hosts: int = 2,
     seed: int = 0,
     now: datetime | None = None,
-    batch: int = 1000,
+    batch: int = 2000,
+    first_host: int = 0,
 ) -> SeedSummary:
     """Insert :func:`plan`'s rows on the primary in one ``db.writer()`` transaction.
 
-    Rows go in with one multi-row ``INSERT`` per ``batch`` rows; each batch of
-    instances is followed by one ``UPDATE`` that sets ``deleted = id`` on its
-    deleted instances.  compute_nodes.service_id is linked with one SELECT of
-    the new services.
+    Rows go in with one multi-row ``INSERT`` per ``batch`` rows, sent straight on the
+    session's DBAPI connection (:class:`_Floor`), each rendered while the server runs
+    the one before; each batch of instances is followed by one ``UPDATE`` that sets
+    ``deleted = id`` on its deleted instances.  compute_nodes.service_id is linked with
+    one SELECT of the new services.  ``first_host`` adds hosts to a seeded fleet:
+    ``compute-<first_host + 1>`` on (pass another ``seed``, so uuids differ).
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, not {batch}")
     started = time.monotonic()
     moment = _normalize(schema.utcnow() if now is None else now)
-    rows = plan(instances, hosts, seed, moment)
+    rows = plan(instances, hosts, seed, moment, first_host=first_host)
     tables = schema.metadata.tables
-    services, nodes, instances_table = (
-        tables["services"],
-        tables["compute_nodes"],
-        tables[_INSTANCES_KEY],
-    )
-    with db.writer() as session:
-        conn = session.connection()
-        _insert(conn, services, rows["services"], batch)
+    services, nodes = tables["services"], tables["compute_nodes"]
+    with db.writer() as session, _Floor(session.connection()) as floor:
+        render = floor.render
+        for sql in insert_statements(services, rows["services"], batch, render):
+            floor.execute(sql)
         host_list = [row["host"] for row in rows["services"]]
         service_ids = {
             host: service_id
-            for host, service_id in conn.execute(
+            for host, service_id in floor.conn.execute(
                 select(services.c.host, services.c.id).where(
                     services.c.host.in_(host_list),
                     services.c.binary == "nova-compute",
@@ -933,21 +1033,22 @@ def seed(
                 )
             )
         }
-        _insert(
-            conn,
-            nodes,
-            [{**row, "service_id": service_ids.get(row["host"])} for row in rows["compute_nodes"]],
-            batch,
-        )
-        for chunk in _chunks(rows[_INSTANCES_KEY], batch):
-            _insert(conn, instances_table, chunk, batch)
-            doomed = [row["uuid"] for row in chunk if row["vm_state"] == "deleted"]
-            if doomed:
-                conn.execute(
-                    update(instances_table)
-                    .where(instances_table.c.uuid.in_(doomed), instances_table.c.deleted == 0)
-                    .values(deleted=instances_table.c.id, updated_at=instances_table.c.updated_at)
-                )
-        for name in _CHILD_TABLES:
-            _insert(conn, tables[name], rows[name], batch)
+
+        def statements() -> Iterator[str]:
+            yield from insert_statements(
+                nodes,
+                [{**r, "service_id": service_ids.get(r["host"])} for r in rows["compute_nodes"]],
+                batch,
+                render,
+            )
+            for chunk in _chunks(rows[_INSTANCES_KEY], batch):
+                yield from insert_statements(tables[_INSTANCES_KEY], chunk, batch, render)
+                doomed = [row["uuid"] for row in chunk if row["vm_state"] == "deleted"]
+                if doomed:
+                    yield _soft_delete(doomed, render)
+            for name in _CHILD_TABLES:
+                yield from insert_statements(tables[name], rows[name], batch, render)
+
+        for sql in _ahead(statements()):
+            floor.execute(sql)
     return SeedSummary.from_plan(rows, seed=seed, now=moment, elapsed=time.monotonic() - started)

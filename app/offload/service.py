@@ -35,6 +35,8 @@ from offload.urls import masked
 __all__ = ["Service", "StatementCounter"]
 
 log = logging.getLogger("offload.service")
+#: seconds a status document's TLS figures serve /metrics before they are read again
+TLS_FIGURES_AGE = 60.0
 
 
 class StatementCounter:
@@ -74,6 +76,9 @@ class Service:
             name="primary",
         )
         self._registry = registry_of(self)
+        #: (monotonic time, document) of the latest /status: /metrics' TLS figures
+        self._last_status: tuple[float, StatusDocument | None] = (0.0, None)
+        self._status_lock = threading.Lock()
 
     # --- views --------------------------------------------------------------
 
@@ -102,13 +107,36 @@ class Service:
                     last_run=last.as_dict() if last else None,
                 )
             )
-        return monitor.status_document(
+        document = monitor.status_document(
             self.settings, self.db, self._health_engine, tasks=tasks, started=self.started
         )
+        with self._status_lock:
+            self._last_status = (time.monotonic(), document)
+        return document
+
+    def _tls_figures(self) -> StatusDocument:
+        """The latest status document, made again when older than ``TLS_FIGURES_AGE``."""
+        with self._status_lock:
+            taken, document = self._last_status
+        if document is None or time.monotonic() - taken > TLS_FIGURES_AGE:
+            document = self.status()
+        return document
 
     def figures(self) -> Figures:
-        """What ``/metrics`` shows, read now (the collector calls this at each scrape)."""
+        """What ``/metrics`` shows, read now (the collector calls this at each scrape);
+        the TLS figures from a status document at most ``TLS_FIGURES_AGE`` old."""
+        document = self._tls_figures()
+        servers = [
+            ("primary", document["primary"]),
+            *((v["name"], v) for v in document["replicas"]),
+        ]
         return Figures(
+            tls={name: view["tls"] for name, view in servers if "tls" in view},
+            replication_tls={
+                view["name"]: view["replication_tls"]
+                for view in document["replicas"]
+                if "replication_tls" in view
+            },
             statements=self.counter.snapshot(),
             readings=self.db.guard.readings() if self.db.replicas else {},
             routing=self.db.routing,

@@ -1,13 +1,15 @@
 """The staleness guard: which replica a READ_REPLICA session may use, and what to do if none.
 
 Before a replica read, each replica's cached lag reading decides: a reachable
-replica within ``max_lag`` is fit, the least lagged fit one wins.  A refresher
-thread keeps the readings younger than one heartbeat interval, so the decision is
-a lookup.  Should a reading grow older (the refresher is late), it is still proof
-while its lag plus its age stays within ``max_lag`` — lag grows at most at
-wall-clock rate, so the replica cannot be further behind than that — and the
-refresher is woken to read again at once; beyond that bound the reading is
-unknown and the replica is read inline, before the decision.  When none is fit, ``lag_policy`` says:
+replica within ``max_lag`` is fit, the least lagged fit one wins (fit replicas
+equally behind — all caught up, typically — take turns, so several replicas share
+the reads).  A refresher thread keeps the readings younger than one heartbeat
+interval, so the decision is a lookup.  Should a reading grow older (the refresher
+is late), it is still proof while its lag plus its age stays within ``max_lag`` —
+lag grows at most at wall-clock rate, so the replica cannot be further behind than
+that — and the refresher is woken to read again at once; beyond that bound the
+reading is unknown and the replica is read inline, before the decision.  When none
+is fit, ``lag_policy`` says:
 ``primary`` (read there), ``skip`` (skip this run of the task), ``stale``
 (read the least-lagged reachable replica anyway, logged with its lag).  A
 replica that is fit again is chosen again at its next reading — nothing to
@@ -18,6 +20,7 @@ reason.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -57,7 +60,8 @@ class Choice:
     """Where a replica read goes: a replica name, or None for the primary."""
 
     replica: str | None
-    #: why not a fit replica: lag | unreachable | no_heartbeat (None: a fit one)
+    #: why not a fit replica: lag | unreachable | no_heartbeat | replica_is_primary
+    #: (None: a fit one)
     reason: str | None = None
     lag: float | None = None
     #: True when the read knowingly goes to a replica beyond max_lag
@@ -151,6 +155,8 @@ class ReplicaSelector:
         self._lock = threading.Lock()
         #: the last decision's reason (None: a fit replica), to log changes only
         self._last_reason: str | None = None
+        #: whose turn it is among fit replicas equally behind (one step per decision)
+        self._turn = itertools.count()
 
     def _note(self, reason: str | None, lag: float | None = None, cause: str = "") -> None:
         """Log when reads stop or start going to a fit replica — once per change, not per read."""
@@ -227,11 +233,17 @@ class ReplicaSelector:
         fit = sorted((r for r in readings.values() if self._fit(r)), key=lambda r: r.lag or 0.0)
         if fit:
             self._note(None)
-            return Choice(fit[0].replica, lag=fit[0].lag)
+            tied = [r for r in fit if r.lag == fit[0].lag]
+            chosen = tied[next(self._turn) % len(tied)] if len(tied) > 1 else fit[0]
+            return Choice(chosen.replica, lag=chosen.lag)
         reachable = sorted((r for r in readings.values() if r.usable), key=lambda r: r.lag or 0.0)
         answering = [r for r in readings.values() if r.reachable]
+        acting = [r for r in answering if r.acting_primary]
         if reachable:
             reason, worst = "lag", reachable[0]
+        elif acting:  # the replica's URL leads to the primary: read there, as the primary
+            reason, worst = "replica_is_primary", None
+            answering = acting
         elif answering:
             reason, worst = "no_heartbeat", None
         else:
@@ -297,6 +309,7 @@ class StalenessGuard:
                 self._engine(url, f"replica{i}-lag"),
                 table=options.heartbeat_table,
                 primary_server_id=self.primary_server_id,
+                acting_primary=self.acting_primary,
                 history=self.writer.history if self.writer else None,
             )
             for i, url in enumerate(settings.database.slave_connections)
@@ -353,6 +366,11 @@ class StalenessGuard:
             except (OffloadError, SQLAlchemyError):
                 return None
         return self._server_id
+
+    def acting_primary(self) -> int | None:
+        """The @@server_id of the server the heartbeat last went to: the acting primary,
+        however the primary's endpoint moved (None: unknown, or pt-heartbeat feeds it)."""
+        return self.writer.written_to if self.writer is not None else None
 
     def choose(self) -> Choice:
         return self.selector.choose()

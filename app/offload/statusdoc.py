@@ -9,12 +9,38 @@ holds these keys to the JSON schema's.
 # from evaluated annotations (``__optional_keys__``)
 from typing import Any, Literal, NotRequired, TypedDict
 
-__all__ = ["PrimaryView", "ReplicaView", "RoutingView", "StatusDocument", "TaskView"]
+__all__ = [
+    "PrimaryView",
+    "ReplicaView",
+    "ReplicationTlsView",
+    "RoutingView",
+    "StatusDocument",
+    "TaskView",
+    "TlsView",
+]
+
+
+class TlsView(TypedDict):
+    """TLS of a connection made with the service's URL, as the server reports the session."""
+
+    version: str | None  # Ssl_version: TLSv1.3 ...; None: plain TCP
+    cipher: str | None  # Ssl_cipher
+    #: Ssl_server_not_after as ISO 8601 UTC, and days from now (None: no certificate)
+    cert_not_after: str | None
+    cert_days_left: float | None
+
+
+class ReplicationTlsView(TypedDict):
+    """The replica's channel to its source (SHOW REPLICA STATUS)."""
+
+    ssl: bool  # Master_SSL_Allowed / Source_SSL_Allowed is Yes
+    verify_server_cert: bool  # Master_/Source_SSL_Verify_Server_Cert is Yes
 
 
 class PrimaryView(TypedDict):
     url: str  # password masked
     reachable: bool
+    tls: NotRequired[TlsView]  # absent when the primary could not be asked
 
 
 class ReplicaView(TypedDict):
@@ -26,7 +52,7 @@ class ReplicaView(TypedDict):
     lag_ms: float | None
     error: str | None
     fit: bool
-    #: lag | unreachable | no_heartbeat; None when fit
+    #: lag | unreachable | no_heartbeat | replica_is_primary; None when fit
     unfit_reason: str | None
     io_running: str | None
     sql_running: str | None
@@ -36,6 +62,8 @@ class ReplicaView(TypedDict):
     received_gtid: NotRequired[str]
     executed_gtid: NotRequired[str]
     status_error: NotRequired[str]
+    tls: NotRequired[TlsView]  # absent when the service's account could not connect
+    replication_tls: NotRequired[ReplicationTlsView]  # with the thread states
 
 
 class RoutingView(TypedDict):
@@ -75,5 +103,7 @@ class StatusDocument(TypedDict):
     primary: PrimaryView
     max_lag_ms: float
     lag_policy: str  # primary | skip | stale
+    #: a server certificate expiring within this many days makes health degraded
+    cert_warning_days: float
     replicas: list[ReplicaView]
     tasks: list[TaskView]

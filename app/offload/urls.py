@@ -7,14 +7,14 @@ loading settings without URLs stay cheap (the CLI's start-up).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from offload.errors import ConfigError
 
 if TYPE_CHECKING:
     from sqlalchemy import URL
 
-__all__ = ["masked", "parse_url", "with_database"]
+__all__ = ["masked", "normalise_tls", "parse_url", "tls_connect_args", "with_database"]
 
 _EXPECTED = "expected mysql+pymysql://USER:PASSWORD@HOST[:PORT]/DATABASE"
 #: drivers we accept in a URL; every one is run through PyMySQL
@@ -83,7 +83,49 @@ def parse_url(value: str, *, option: str, need_database: bool = True) -> URL:
     if need_database and not url.database:
         raise ConfigError(f"{option} names no database ({masked(url)})", hint=_EXPECTED)
     # devstack adds ?plugin=dbcounter, a SQLAlchemy plugin offload does not ship
-    return url.difference_update_query(["plugin"]).set(drivername="mysql+pymysql")
+    return normalise_tls(url.difference_update_query(["plugin"]).set(drivername="mysql+pymysql"))
+
+
+_YES = frozenset({"1", "true", "yes", "on"})
+
+
+def normalise_tls(url: URL) -> URL:
+    """oslo.db-style TLS keys rewritten into the form PyMySQL under SQLAlchemy honours.
+
+    SQLAlchemy's PyMySQL dialect gathers ``ssl_ca``, ``ssl_cert``, ``ssl_key``,
+    ``ssl_capath``, ``ssl_cipher`` and ``ssl_check_hostname`` into PyMySQL's ``ssl``
+    argument and passes every other key as it is.  ``ssl_verify_cert=true`` (or
+    ``ssl_verify_identity=true``) beside them then makes PyMySQL rebuild ``ssl`` from its
+    own ``ssl_ca`` argument, which is empty: the CA is lost and the server's certificate
+    is checked against the system's store (and refused).  With a CA named, verification
+    is what ``ssl`` does anyway, so the key becomes ``ssl_check_hostname``: ``true`` for
+    ``ssl_verify_identity``, ``false`` for ``ssl_verify_cert`` alone (PyMySQL's meaning:
+    the certificate, not the name), unless the URL says ``ssl_check_hostname`` itself.
+    Without a CA, or with verification turned off, the URL is left as it is.
+    """
+    query = url.query
+    if not {"ssl_ca", "ssl_capath"} & set(query):
+        return url
+    words = {key: query.get(key) for key in ("ssl_verify_cert", "ssl_verify_identity")}
+    if any(isinstance(value, tuple) for value in words.values()):
+        raise ConfigError(
+            f"a URL names ssl_verify_cert or ssl_verify_identity twice ({masked(url)})",
+            hint="give each once",
+        )
+    cert, identity = (str(words[k]).strip().lower() in _YES for k in words)
+    if not (cert or identity):
+        return url
+    checked = url.difference_update_query(list(words))
+    if "ssl_check_hostname" in query:
+        return checked
+    return checked.update_query_dict({"ssl_check_hostname": "true" if identity else "false"})
+
+
+def tls_connect_args(url: URL) -> dict[str, Any]:
+    """The TLS arguments PyMySQL gets from ``url`` through SQLAlchemy (``ssl``,
+    ``ssl_disabled`` ...): what a bare ``pymysql.connect`` passes to behave as an engine."""
+    _args, kwargs = url.get_dialect()().create_connect_args(url)
+    return {key: value for key, value in kwargs.items() if key.startswith("ssl")}
 
 
 def with_database(url: URL, database: str | None) -> URL:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from offload.monitor import ServerReport
     from offload.replication import ReplicaStatus
 
-__all__ = ["print_view", "servers_view", "status_view", "tasks_view"]
+__all__ = ["print_view", "roles_view", "servers_view", "status_view", "tasks_view"]
 
 #: columns of piped output (a terminal's own width is used on a terminal)
 PIPE_WIDTH: Final = 200
@@ -50,6 +50,12 @@ def _table(*columns: str, right: Iterable[str] = ()) -> Table:
     for name in columns:
         table.add_column(name, justify="right" if name in aligned else "left", overflow="fold")
     return table
+
+
+def _url(masked_url: str) -> str:
+    """A (masked) URL without its query: the TLS options are a table of their own, and a
+    CA's path would fold the column; ``--json`` keeps them."""
+    return masked_url.split("?", 1)[0]
 
 
 def _text(value: object, missing: str = "-") -> str:
@@ -84,6 +90,13 @@ def _server(report: ServerReport) -> str:
         return report.version or "-"
 
 
+def _channel_tls(ssl: bool, verify: bool) -> str:
+    """A replica's channel to its source: verified TLS, TLS without verification, or plain."""
+    if ssl:
+        return "TLS, verified" if verify else "TLS, NOT verified"
+    return "plain"
+
+
 def _behind(status: ReplicaStatus | None) -> str:
     if status is None:
         return "-"
@@ -107,18 +120,19 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
         "delay",
         "GTID position",
         "received",
+        "replication",
         right=("id", "behind", "delay"),
     )
     notes: list[str] = []
     for report in reports:
         if report.error:
-            table.add_row(report.role, report.url, *["-"] * 9)
+            table.add_row(report.role, _url(report.url), *["-"] * 10)
             notes.append(f"{report.role}: UNREACHABLE: {report.error}")
             continue
         status = report.replica
         table.add_row(
             report.role,
-            report.url,
+            _url(report.url),
             _text(report.server_id),
             _server(report),
             "ON" if report.read_only else "OFF",
@@ -128,6 +142,11 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
             f"{status.sql_delay}s" if status and status.sql_delay else "-",
             _text(report.gtid_position),
             _text(status.received_gtid if status else None),
+            (
+                _channel_tls(status.ssl_allowed == "Yes", status.ssl_verify_server_cert == "Yes")
+                if status
+                else "-"
+            ),
         )
         if status is not None and (status.last_io_errno or status.last_io_error):
             notes.append(
@@ -146,6 +165,21 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
             "every read goes to the primary"
         )
     return [table, *(Text(note) for note in notes)]
+
+
+def roles_view(roles: Sequence[dict[str, Any]]) -> Table:
+    """A native testbed's servers by role (state.json) and the endpoints that lead to each."""
+    table = _table("server", "port", "id", "role", "running", "endpoints", right=("port", "id"))
+    for row in roles:
+        table.add_row(
+            str(row["server"]),
+            str(row["port"]),
+            str(row["server_id"]),
+            str(row["role"]),
+            "yes" if row["running"] else "no",
+            ", ".join(row["endpoints"]) or "-",
+        )
+    return table
 
 
 # --- offload status ------------------------------------------------------------------
@@ -167,7 +201,7 @@ def _replicas(status: dict[str, Any]) -> Table:
     )
     primary = status["primary"]
     table.add_row(
-        "primary", primary["url"], "yes" if primary["reachable"] else "NO", *["-"] * 6, ""
+        "primary", _url(primary["url"]), "yes" if primary["reachable"] else "NO", *["-"] * 6, ""
     )
     for view in status["replicas"]:
         reason = view.get("unfit_reason")
@@ -186,7 +220,7 @@ def _replicas(status: dict[str, Any]) -> Table:
         ]
         table.add_row(
             view["name"],
-            view["url"],
+            _url(view["url"]),
             "yes" if view.get("reachable") else "NO",
             f"{lag:.1f}" if lag is not None else "unknown",
             fit,
@@ -195,6 +229,33 @@ def _replicas(status: dict[str, Any]) -> Table:
             f"{behind}s" if behind is not None else ("NULL" if threads_known else "-"),
             _text(view.get("gtid_distance")),
             "; ".join(str(e) for e in errors),
+        )
+    return table
+
+
+def _tls(status: dict[str, Any]) -> Table:
+    """Per server: the TLS of the service's connections, the certificate, the channel."""
+    table = _table(
+        "server",
+        "TLS",
+        "cipher",
+        "certificate until",
+        "days left",
+        "replication",
+        right=("days left",),
+    )
+    rows = [("primary", status["primary"])] + [(v["name"], v) for v in status["replicas"]]
+    for name, view in rows:
+        tls = view.get("tls")
+        channel = view.get("replication_tls")
+        days = tls["cert_days_left"] if tls else None
+        table.add_row(
+            name,
+            (tls["version"] or "none (plain TCP)") if tls else "-",
+            _text(tls["cipher"] if tls else None),
+            _text(tls["cert_not_after"] if tls else None),
+            f"{days:.1f}" if days is not None else "-",
+            _channel_tls(channel["ssl"], channel["verify_server_cert"]) if channel else "-",
         )
     return table
 
@@ -268,6 +329,7 @@ def status_view(
     if not status["replicas"]:
         parts.append(Text("no replica configured: every read goes to the primary"))
     parts.append(Text(f"max_lag {status['max_lag_ms']:.0f} ms, lag_policy {status['lag_policy']}"))
+    parts.append(_tls(status))
     if live:
         parts.append(Text(""))
         parts.append(_tasks(status["tasks"], time.time() if now is None else now))

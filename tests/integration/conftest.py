@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -24,6 +28,24 @@ from offload.testing import (
     server_statements,
 )
 from offload.tracing import QueryTrace, StatementRecord
+
+
+def run_offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The offload command in a child process, its output captured.
+
+    Piped, as here, the tables are wide enough for a URL unless $COLUMNS says otherwise
+    (the children of this pytest run see COLUMNS=80); the tests read them by column.
+    """
+    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
+    return subprocess.run(
+        [sys.executable, "-m", "offload.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

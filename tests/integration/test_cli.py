@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,20 +14,9 @@ from offload.pytest import DbFactory
 from offload.testbed import TestbedInfo, write_config
 from offload.testbed.native import free_ports
 
+from .conftest import run_offload
 
-def _offload(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    # piped, as here, the tables are wide enough for a URL unless $COLUMNS says otherwise
-    # (the children of this pytest run see COLUMNS=80); these tests read them by column
-    env = {name: value for name, value in os.environ.items() if name != "COLUMNS"}
-    return subprocess.run(
-        [sys.executable, "-m", "offload.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
-        env=env,
-    )
+_offload = run_offload
 
 
 def _secrets(testbed: TestbedInfo) -> list[str]:
@@ -58,11 +45,16 @@ def test_status_shows_running_replication_and_no_password(
     rows = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.strip()}
     assert rows["server"][:7] == ["server", "url", "id", "version", "read_only", "IO", "SQL"]
     # server, url, id, flavor and version, read_only, IO, SQL, behind, delay, GTID position,
-    # received
+    # received, replication (the channel's TLS)
     assert rows["primary"][2] == "1" and rows["primary"][5] == "OFF"
     assert rows["replica0"][5:8] == ["ON", "Yes", "Yes"]
-    assert rows["primary"][-2] != "-" and rows["primary"][-1] == "-"  # a position, no receiver
-    assert "-" not in rows["replica0"][-2:]  # applied and received positions
+    # a position, no receiver, no channel
+    assert rows["primary"][-3] != "-" and rows["primary"][-2:] == ["-", "-"]
+    tls = "ssl_ca" in offload_testbed.primary.query
+    channel = ["TLS,", "verified"] if tls else ["plain"]
+    assert rows["replica0"][-len(channel) :] == channel
+    positions = rows["replica0"][-len(channel) - 2 : -len(channel)]
+    assert "-" not in positions  # applied and received positions
     for secret in _secrets(offload_testbed):
         assert secret not in result.stdout
     as_json = _offload("--config", str(config), "testbed", "status", "--json", cwd=tmp_path)

@@ -101,6 +101,8 @@ def test_external_testbed_runs_the_readme_example_and_leaves_nothing_behind(
         args: list[str] = []
     else:
         args = ["--testbed=external", "--primary-url", primary, "--replica-url", replica]
+    with Database(offload_testbed.settings()) as db:  # earlier tests' drops applied first
+        db.wait_for_replicas(timeout=60)
     before = server_state(offload_primary_admin), server_state(offload_replica_admin[0])
 
     result = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", *args)
@@ -184,9 +186,12 @@ def test_options(request) -> None:
         "replicas": run.replicas,
         "flavor": str(run.flavor) if run.flavor else None,
         "schema": run.schema,
+        "tls": run.tls,
         "primary_url": run.primary_url,
         "replica_urls": list(run.replica_urls),
-        "environment": [os.environ.get("OFFLOAD_FLAVOR"), os.environ.get("OFFLOAD_SCHEMA")],
+        "environment": [
+            os.environ.get(name) for name in ("OFFLOAD_FLAVOR", "OFFLOAD_SCHEMA", "OFFLOAD_TLS")
+        ],
     }
     assert seen == expected
 """
@@ -197,6 +202,7 @@ offload_testbed_dir = from-ini
 offload_testbed_replicas = 3
 offload_testbed_flavor = mariadb-11.8
 offload_testbed_schema = nova
+offload_testbed_tls = off
 offload_primary_url = mysql+pymysql://admin:pw@127.0.0.1:1/
 offload_replica_url =
     mysql+pymysql://admin:pw@127.0.0.1:2/
@@ -209,6 +215,7 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
 ) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)
     monkeypatch.delenv("OFFLOAD_SCHEMA", raising=False)
+    monkeypatch.delenv("OFFLOAD_TLS", raising=False)
     pytester.makepyfile(test_options=CHECK_OPTIONS)
     pytester.makeini(INI)
     expected = {
@@ -217,12 +224,13 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "replicas": 3,
         "flavor": "mariadb-11.8",
         "schema": "nova",
+        "tls": False,
         "primary_url": "mysql+pymysql://admin:pw@127.0.0.1:1/",
         "replica_urls": [
             "mysql+pymysql://admin:pw@127.0.0.1:2/",
             "mysql+pymysql://admin:pw@127.0.0.1:3/",
         ],
-        "environment": ["mariadb-11.8", "nova"],
+        "environment": ["mariadb-11.8", "nova", "off"],
     }
     (pytester.path / "expected.json").write_text(json.dumps(expected))
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
@@ -233,9 +241,10 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "replicas": 2,
         "flavor": "mysql",
         "schema": "offload",
+        "tls": True,
         "primary_url": "mysql+pymysql://admin:pw@127.0.0.1:4/",
         "replica_urls": ["mysql+pymysql://admin:pw@127.0.0.1:5/"],
-        "environment": ["mysql", "offload"],
+        "environment": ["mysql", "offload", "on"],
     }
     (pytester.path / "expected.json").write_text(json.dumps(overridden))
     pytester.runpytest_subprocess(
@@ -246,6 +255,7 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         "--testbed-replicas=2",
         "--testbed-flavor=mysql",
         "--testbed-schema=offload",
+        "--testbed-tls=on",
         "--primary-url=mysql+pymysql://admin:pw@127.0.0.1:4/",
         "--replica-url=mysql+pymysql://admin:pw@127.0.0.1:5/",
     ).assert_outcomes(passed=1)
@@ -265,6 +275,7 @@ def test_every_option_has_an_ini_twin_and_the_option_wins(
         ),
         ("offload_testbed_flavor = oracle", "offload_testbed_flavor (ini): "),
         ("offload_testbed_schema = keystone", "offload_testbed_schema (ini): unknown schema"),
+        ("offload_testbed_tls = maybe", "offload_testbed_tls (ini): TLS must be on or off"),
     ],
 )
 def test_a_bad_ini_value_stops_the_run_in_one_line(
@@ -272,6 +283,7 @@ def test_a_bad_ini_value_stops_the_run_in_one_line(
 ) -> None:
     monkeypatch.delenv("OFFLOAD_FLAVOR", raising=False)
     monkeypatch.delenv("OFFLOAD_SCHEMA", raising=False)
+    monkeypatch.delenv("OFFLOAD_TLS", raising=False)
     pytester.makepyfile(test_nothing="def test_nothing() -> None:\n    pass\n")
     pytester.makeini(f"[pytest]\n{ini}\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

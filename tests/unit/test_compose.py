@@ -31,6 +31,8 @@ VALUES = {
     **Credentials("nova-pw_1", "ro-PW-2", "repl_3", "adm-4").placeholders(),
     "PRIMARY_HOST": "primary",
     "PRIMARY_PORT": "3306",
+    "TLS_ON": "1",
+    "TLS_CA": "/etc/offload/tls/ca.pem",
 }
 
 
@@ -88,6 +90,18 @@ def test_the_mariadb_replica_bootstrap_uses_slave_pos() -> None:
     change, start = split_sql(result.stdout)
     assert "MASTER_USE_GTID = slave_pos" in change and "MASTER_HOST = 'primary'" in change
     assert start == "START SLAVE"
+
+
+@pytest.mark.parametrize("name", ["replica-mariadb.sql", "replica-mysql.sql"])
+def test_the_replica_channel_is_plain_unless_tls_is_asked_for(name: str) -> None:
+    template = MYSQL_DIR / "bootstrap" / name
+    keyword = "MASTER" if "mariadb" in name else "SOURCE"
+    on = split_sql(shell_render(template, VALUES).stdout)[0]
+    assert f"{keyword}_SSL = 1" in on and f"{keyword}_SSL_VERIFY_SERVER_CERT = 1" in on
+    assert f"{keyword}_SSL_CA = '/etc/offload/tls/ca.pem'" in on
+    plain_values = {k: v for k, v in VALUES.items() if not k.startswith("TLS_")}
+    plain = split_sql(shell_render(template, plain_values).stdout)[0]
+    assert f"{keyword}_SSL = 0" in plain and f"{keyword}_SSL_CA = ''" in plain
 
 
 def test_the_entrypoint_refuses_a_quote_and_a_missing_value() -> None:

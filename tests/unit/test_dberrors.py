@@ -17,6 +17,7 @@ from offload.errors import (
     OffloadError,
     ReadOnlyRefused,
     SchemaMismatch,
+    TlsRefused,
     UnknownDatabase,
 )
 
@@ -237,3 +238,31 @@ def test_routine_privilege_is_access_denied() -> None:
     )
 
     assert type(translated(raw)) is AccessDenied
+
+
+def test_a_certificate_that_does_not_verify_is_a_tls_refusal_not_a_server_down() -> None:
+    exc = pymysql.err.OperationalError(
+        2003,
+        "Can't connect to MySQL server on '127.0.0.1' ([SSL: CERTIFICATE_VERIFY_FAILED] "
+        "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006))",
+    )
+
+    err = translated(exc)
+
+    assert type(err) is TlsRefused
+    assert not isinstance(err, ConnectionLost)  # retrying does not help
+    assert "CERTIFICATE_VERIFY_FAILED" in err.message
+    assert "ssl_ca" in (err.hint or "") and "make up" not in (err.hint or "")
+    assert err.exit_code == 2
+
+
+def test_a_server_requiring_tls_refuses_a_plain_client() -> None:
+    exc = pymysql.err.OperationalError(
+        3159,
+        "Connections using insecure transport are prohibited while --require_secure_transport=ON.",
+    )
+
+    err = translated(exc)
+
+    assert type(err) is TlsRefused
+    assert "requires TLS" in err.message and "ssl_ca=" in (err.hint or "")

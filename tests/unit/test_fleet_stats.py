@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from offload.fleet.stats import knee, percentile, scaled_spacing, split_hosts
+from offload.fleet.stats import (
+    BYTES_PER_INSTANCE,
+    buffer_pool_bytes,
+    knee,
+    percentile,
+    scaled_spacing,
+    split_hosts,
+)
 
 
 def test_percentile_nearest_rank() -> None:
@@ -39,3 +46,13 @@ def test_knee_is_the_first_count_over_max_lag() -> None:
     assert knee(lags, 1000.0) == 100
     assert knee(lags, 5000.0) is None
     assert knee([], 1000.0) is None
+
+
+def test_buffer_pool_holds_the_data_in_whole_chunks() -> None:
+    mib = 1024 * 1024
+    assert buffer_pool_bytes(0) == 128 * mib
+    for instances in (5_000, 100_000, 500_000):
+        pool = buffer_pool_bytes(instances)
+        assert pool % (128 * mib) == 0
+        assert pool >= instances * BYTES_PER_INSTANCE * 1.25 + 128 * mib
+        assert pool < instances * BYTES_PER_INSTANCE * 1.25 + 256 * mib

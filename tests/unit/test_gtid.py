@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload.gtid import gtid_distance, mariadb_positions, mysql_set
+from offload.gtid import gtid_distance, mariadb_positions, missing_from, mysql_set
 from offload.replication import Flavor
 
 UUID_A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
@@ -48,3 +48,31 @@ def test_mysql_set_parsing_with_newlines_and_case() -> None:
 )
 def test_mysql_distance(received: str, executed: str, distance: int) -> None:
     assert gtid_distance(received, executed, Flavor.MYSQL) == distance
+
+
+@pytest.mark.parametrize(
+    ("own", "other", "missing"),
+    [
+        ("0-1-42", "0-1-42", 0),  # the same history
+        ("0-1-42", "0-2-50", 0),  # the other went on after it: nothing of its own
+        ("0-1-45", "0-2-42", 3),  # written past the other's end
+        ("0-1-42", "0-2-42", 1),  # the same seq_no by two servers: a fork
+        ("0-1-42,1-1-3", "0-2-50", 3),  # a domain the other never saw
+        ("", "0-2-50", 0),
+    ],
+)
+def test_mariadb_missing_from(own: str, other: str, missing: int) -> None:
+    assert missing_from(own, other, Flavor.MARIADB) == missing
+
+
+@pytest.mark.parametrize(
+    ("own", "other", "missing"),
+    [
+        (f"{UUID_A}:1-10", f"{UUID_A}:1-10,{UUID_B}:1-4", 0),
+        (f"{UUID_A}:1-12", f"{UUID_A}:1-10,{UUID_B}:1-4", 2),  # the old primary's unsent tail
+        (f"{UUID_A}:1-10:15", f"{UUID_A}:1-10", 1),
+        ("", f"{UUID_A}:1-10", 0),
+    ],
+)
+def test_mysql_missing_from(own: str, other: str, missing: int) -> None:
+    assert missing_from(own, other, Flavor.MYSQL) == missing

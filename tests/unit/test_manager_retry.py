@@ -11,7 +11,7 @@ from offload.compute.manager import ComputeManager
 from offload.compute.notifier import MemoryNotifier
 from offload.config import ComputeSettings, DatabaseSettings, Settings
 from offload.db import Database
-from offload.errors import ConnectionLost, Deadlock
+from offload.errors import ConnectionLost, Deadlock, ReadOnlyRefused
 from offload.staleness import SkipRun
 from offload.urls import parse_url
 
@@ -81,3 +81,18 @@ def test_skip_run_is_a_skip_not_a_failure() -> None:
     report = manager.run("_fake")
     assert report.skipped == "no replica fit to read (lag)" and report.error is None
     assert manager.totals["_fake"]["failures"] == 0
+
+
+def test_a_write_refused_as_read_only_is_retried() -> None:
+    """A switchover's read-only primary (1290/1836) refuses a write: the run goes again."""
+    calls: list[int] = []
+
+    def refused_once(c: Compute, report: RunReport) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ReadOnlyRefused("the primary refused a write (1290 --read-only)")
+        report.items = 1
+
+    slept: list[float] = []
+    report = _manager(refused_once, slept).run("_fake")
+    assert len(calls) == 2 and report.error is None and report.details["attempts"] == 2

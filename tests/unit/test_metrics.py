@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -122,3 +123,34 @@ def test_openmetrics_when_the_scraper_asks_for_it() -> None:
     )
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
+
+
+def test_the_tls_of_each_server_and_channel() -> None:
+    figures = dataclasses.replace(
+        _figures(),
+        tls={
+            "primary": {
+                "version": "TLSv1.3",
+                "cipher": "TLS_AES_256_GCM_SHA384",
+                "cert_not_after": "2028-03-04T05:06:07+00:00",
+                "cert_days_left": 824.46,
+            },
+            "replica0": {
+                "version": None,
+                "cipher": None,
+                "cert_not_after": None,
+                "cert_days_left": None,
+            },
+        },
+        replication_tls={"replica0": {"ssl": True, "verify_server_cert": False}},
+    )
+    samples = _samples(exposition(registry_of(Source(figures)))[0])
+
+    tls13 = (("cipher", "TLS_AES_256_GCM_SHA384"), ("server", "primary"), ("version", "TLSv1.3"))
+    assert samples[("offload_server_tls_info", tls13)] == 1
+    plain = (("cipher", ""), ("server", "replica0"), ("version", "none"))
+    assert samples[("offload_server_tls_info", plain)] == 1
+    days = {k: v for k, v in samples.items() if k[0] == "offload_server_certificate_days_left"}
+    assert days == {("offload_server_certificate_days_left", (("server", "primary"),)): 824.46}
+    channel = (("replica", "replica0"), ("verified", "no"))
+    assert samples[("offload_replication_tls", channel)] == 1

@@ -62,6 +62,17 @@ def test_the_least_lagged_fit_replica_wins() -> None:
     assert not stats.fallbacks and not stats.skips and not stats.stale_reads
 
 
+def test_caught_up_replicas_take_turns() -> None:
+    clock = Clock()
+    probes = [ScriptedProbe(f"replica{i}", clock, 0.0) for i in range(3)]
+    selector, _ = _selector(clock, *probes, ScriptedProbe("replica3", clock, 0.25))
+    chosen = [selector.choose().replica for _ in range(6)]
+    assert chosen == ["replica0", "replica1", "replica2"] * 2  # never the one behind
+    probes[1].lag = 0.125
+    selector.refresh_all()  # the refresher reads every replica again
+    assert {selector.choose().replica for _ in range(4)} == {"replica0", "replica2"}
+
+
 def test_max_lag_itself_is_fit() -> None:
     clock = Clock()
     selector, _ = _selector(clock, ScriptedProbe("replica0", clock, MAX_LAG))
@@ -171,4 +182,49 @@ def test_policy_skip_skips_the_run() -> None:
     with task_scope("_heal_instance_info_cache"), pytest.raises(SkipRun, match=r"0\.750s behind"):
         selector.choose()
     assert stats.skips == {("_heal_instance_info_cache", "lag"): 1}
+    assert not stats.fallbacks
+
+
+class ActingPrimaryProbe(ScriptedProbe):
+    """A replica URL whose endpoint leads to the primary (the reading the real probe makes
+    when the answering @@server_id is the one the heartbeat is written to)."""
+
+    def read(self) -> LagReading:
+        self.reads += 1
+        return LagReading(
+            self.name,
+            None,
+            reachable=True,
+            error="answers as the primary",
+            at=self._clock(),
+            acting_primary=True,
+        )
+
+
+def test_a_replica_answering_as_the_primary_is_never_read_and_is_counted() -> None:
+    clock = Clock()
+    selector, stats = _selector(clock, ActingPrimaryProbe("replica0", clock, 0.0))
+    with task_scope("_poll_bandwidth_usage"):
+        choice = selector.choose()
+    assert choice == Choice(None, reason="replica_is_primary")
+    assert stats.fallbacks == {("_poll_bandwidth_usage", "replica_is_primary"): 1}
+    assert stats.why(["replica_is_primary"]) == {
+        "replica_is_primary": "replica0: answers as the primary"
+    }
+
+
+def test_stale_policy_never_reads_a_replica_answering_as_the_primary() -> None:
+    clock = Clock()
+    selector, stats = _selector(
+        clock, ActingPrimaryProbe("replica0", clock, 0.0), policy=LagPolicy.STALE
+    )
+    assert selector.choose().replica is None
+    assert not stats.stale_reads
+
+
+def test_a_fit_replica_wins_over_one_answering_as_the_primary() -> None:
+    clock = Clock()
+    probes = [ActingPrimaryProbe("replica0", clock, 0.0), ScriptedProbe("replica1", clock, 0.2)]
+    selector, stats = _selector(clock, *probes)
+    assert selector.choose() == Choice("replica1", lag=0.2)
     assert not stats.fallbacks

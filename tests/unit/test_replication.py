@@ -636,3 +636,27 @@ def test_set_replica_delay_validates_before_executing() -> None:
     assert conn.executed == []
     replication.set_replica_delay(conn, Flavor.MYSQL, 5)  # type: ignore[arg-type]
     assert conn.executed == [(sql_for(Flavor.MYSQL).set_delay, {"seconds": 5})]
+
+
+@pytest.mark.parametrize(
+    ("row", "flavor"),
+    [
+        (mysql84_row(Source_SSL_Allowed="Yes", Source_SSL_Verify_Server_Cert="Yes"), Flavor.MYSQL),
+        (
+            mariadb_row(Master_SSL_Allowed="Yes", Master_SSL_Verify_Server_Cert="Yes"),
+            Flavor.MARIADB,
+        ),
+    ],
+)
+def test_a_channel_over_verified_tls(row: dict[str, object], flavor: Flavor) -> None:
+    status = parse_replica_status(row, flavor, executed_gtid="")
+    assert (status.ssl_allowed, status.ssl_verify_server_cert) == ("Yes", "Yes")
+    assert status.replicates_over_tls
+
+
+@pytest.mark.parametrize(
+    ("allowed", "verify"), [("Yes", "No"), ("No", "No"), ("Ignored", "Yes"), ("", "")]
+)
+def test_a_channel_without_tls_or_without_verification(allowed: str, verify: str) -> None:
+    row = mariadb_row(Master_SSL_Allowed=allowed, Master_SSL_Verify_Server_Cert=verify)
+    assert not parse_replica_status(row, Flavor.MARIADB).replicates_over_tls

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from pymysql.converters import escape_item
 from sqlalchemy import Table
 
 from offload import schema
@@ -16,12 +18,15 @@ from offload.seed import (
     MIX,
     Kind,
     Plan,
+    Render,
     SeedSummary,
     audit_periods,
     host_names,
+    insert_statements,
     instance_kind,
     node_name,
     plan,
+    renderer,
 )
 
 NOW = datetime(2025, 3, 10, 12, 30, 0)
@@ -369,3 +374,69 @@ def test_zero_instances_still_plans_the_hosts() -> None:
     empty = plan(0, 2, 0, NOW)
     assert len(empty["services"]) == len(empty["compute_nodes"]) == 2
     assert all(not empty[name] for name in list(empty)[2:] if name != "task_log")
+
+
+# --- more hosts for a seeded fleet ------------------------------------------
+
+
+def test_first_host_plans_the_next_hosts() -> None:
+    first = plan(40, 2, 1, NOW)
+    more = plan(60, 3, 2, NOW, first_host=2)
+    assert [r["host"] for r in more["services"]] == ["compute-3", "compute-4", "compute-5"]
+    assert {r["host"] for r in more["instances"]} == {"compute-3", "compute-4", "compute-5"}
+    assert [r["host_ip"] for r in first["compute_nodes"] + more["compute_nodes"]] == [
+        f"192.168.0.{10 + i}" for i in range(5)
+    ]
+    assert {r["uuid"] for r in first["instances"]}.isdisjoint(r["uuid"] for r in more["instances"])
+    migrations = more["migrations"]
+    assert migrations and all(
+        m["source_compute"] in {"compute-3", "compute-4", "compute-5"} for m in migrations
+    )
+    with pytest.raises(ValueError, match="first_host"):
+        plan(1, 1, 0, NOW, first_host=-1)
+
+
+# --- the rendered statements ------------------------------------------------
+
+
+def pymysql_render() -> Render:
+    def literal(value: object) -> str:
+        return str(escape_item(value, "utf8mb4"))
+
+    return renderer(literal, literal)
+
+
+def test_rendered_literals_are_pymysqls(rows: Plan) -> None:
+    render = pymysql_render()
+    odd = [
+        "O'Brien",
+        "back\\slash",
+        'quote " and\nnewline\r\x00\x1a',
+        "naïve ☃",
+        True,
+        False,
+        None,
+        0,
+        -7,
+        2**40,
+        1.5,
+        Decimal("2.50"),
+        datetime(2025, 3, 10, 12, 30, 0, 1234),
+        datetime(2025, 3, 10, 12, 30, 0),
+        date(2025, 3, 10),
+    ]
+    values = odd + [v for planned in rows.values() for row in planned for v in row.values()]
+    for value in values:
+        assert render(value) == escape_item(value, "utf8mb4"), value
+
+
+def test_insert_statements_one_per_batch_with_every_row() -> None:
+    render = pymysql_render()
+    services = plan(0, 5, 0, NOW)["services"]
+    statements = list(insert_statements(table("services"), services, 2, render))
+    assert len(statements) == 3
+    assert all(s.startswith("INSERT INTO `services` (`created_at`, ") for s in statements)
+    assert sum(s.count("'nova-compute'") for s in statements) == 5
+    assert list(insert_statements(table("services"), [], 2, render)) == []
+    with pytest.raises(ValueError, match="no column"):
+        list(insert_statements(table("services"), [{"nope": 1}], 2, render))

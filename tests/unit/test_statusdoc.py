@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from offload.staleness import RoutingStats
-from offload.statusdoc import PrimaryView, ReplicaView, RoutingView, StatusDocument, TaskView
+from offload.statusdoc import (
+    PrimaryView,
+    ReplicationTlsView,
+    ReplicaView,
+    RoutingView,
+    StatusDocument,
+    TaskView,
+    TlsView,
+)
 
 SCHEMA = json.loads(
     (Path(__file__).resolve().parents[2] / "docs" / "status.schema.json").read_text()
@@ -29,6 +37,11 @@ def _keys(schema: dict[str, Any]) -> tuple[set[str], set[str]]:
         (ReplicaView, SCHEMA["properties"]["replicas"]["items"]),
         (TaskView, SCHEMA["properties"]["tasks"]["items"]),
         (RoutingView, SCHEMA["properties"]["tasks"]["items"]["properties"]["routing"]),
+        (TlsView, SCHEMA["$defs"]["tls"]),
+        (
+            ReplicationTlsView,
+            SCHEMA["properties"]["replicas"]["items"]["properties"]["replication_tls"],
+        ),
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )

@@ -84,11 +84,20 @@ def test_a_native_state_of_the_previous_version_loads(tmp_path: Path) -> None:
     )
     assert state.servers["replica0"].pid is None and state.servers["replica1"].pid is None
     assert (state.schema, state.nova_schema) == ("offload", None)  # made before the option
+    assert state.tls is False  # made before TLS: plain, as it was
     # saved again, it is the same document (the JSON keys did not change), with the schema
     save_state(tmp_path, state)
     expected = json.loads(json.dumps(NATIVE_BEFORE))
     expected["servers"]["replica1"]["pid"] = None  # 0 was never a process
-    expected.update(schema="offload", nova_schema=None)
+    expected.update(
+        schema="offload",
+        nova_schema=None,
+        tls=False,
+        primary="primary",
+        departed=[],
+        diverged=[],
+        endpoints=False,
+    )
     assert json.loads((tmp_path / "state.json").read_text()) == expected
     assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
 
@@ -166,3 +175,24 @@ def test_a_nova_schema_testbed_round_trips(tmp_path: Path) -> None:
     again = read_state(tmp_path)
     assert isinstance(again, NativeState)
     assert (again.schema, again.nova_schema) == ("nova", made)
+
+
+def test_roles_after_a_failover_round_trip(tmp_path: Path) -> None:
+    """A failover's roles: replica0 acts as primary, the old primary departed, replica1
+    diverged; only replicas of the acting primary are replicas."""
+    _write(tmp_path, NATIVE_BEFORE)
+    state = read_state(tmp_path)
+    assert isinstance(state, NativeState)
+    assert state.replicas() == ["replica0", "replica1"]
+    assert state.source_port == 40001
+    moved = dataclasses.replace(
+        state, primary="replica0", departed=("primary",), diverged=("replica1",), endpoints=True
+    )
+    save_state(tmp_path, moved)
+    again = read_state(tmp_path)
+    assert again == moved
+    assert isinstance(again, NativeState)
+    assert again.replicas() == []
+    assert again.source_port == 40002
+    roles = {name: again.role(name) for name in again.servers}
+    assert roles == {"primary": "departed", "replica0": "primary", "replica1": "diverged"}

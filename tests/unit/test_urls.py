@@ -7,7 +7,7 @@ from sqlalchemy import URL
 from sqlalchemy.engine import make_url
 
 from offload.errors import ConfigError
-from offload.urls import masked, parse_url, with_database
+from offload.urls import masked, parse_url, tls_connect_args, with_database
 
 SECRET = "Vx7-hunter2-Qm"
 OPTION = "[database] connection"
@@ -182,3 +182,61 @@ def test_with_database_none_drops_the_database() -> None:
 
     assert with_database(url, None).database is None
     assert masked(with_database(url, None)) == "mysql+pymysql://nova:***@db1"
+
+
+def _query(value: str) -> dict[str, object]:
+    return dict(parse_url(value, option="connection").query)
+
+
+def test_oslo_db_verify_cert_beside_a_ca_becomes_what_sqlalchemy_passes_on() -> None:
+    # PyMySQL would rebuild its ssl argument from ssl_verify_cert and lose the CA
+    query = _query("mysql+pymysql://nova:pw@db/nova?ssl_ca=/etc/ca.pem&ssl_verify_cert=true")
+    assert query == {"ssl_ca": "/etc/ca.pem", "ssl_check_hostname": "false"}
+
+
+def test_verify_identity_checks_the_name_too() -> None:
+    query = _query("mysql://nova:pw@db/nova?ssl_ca=/ca.pem&ssl_verify_identity=1")
+    assert query == {"ssl_ca": "/ca.pem", "ssl_check_hostname": "true"}
+
+
+def test_an_explicit_check_hostname_wins() -> None:
+    query = _query(
+        "mysql://nova:pw@db/nova?ssl_ca=/ca.pem&ssl_verify_cert=true&ssl_check_hostname=true"
+    )
+    assert query == {"ssl_ca": "/ca.pem", "ssl_check_hostname": "true"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "ssl_verify_cert=true",  # no CA: the system's store, as PyMySQL does it
+        "ssl_ca=/ca.pem&ssl_verify_cert=false",  # verification off: as given
+        "ssl_ca=/ca.pem&ssl_check_hostname=true",  # the testbed's own form
+    ],
+)
+def test_other_tls_queries_are_kept_as_given(query: str) -> None:
+    given = make_url(f"mysql://nova:pw@db/nova?{query}").query
+    assert _query(f"mysql://nova:pw@db/nova?{query}") == dict(given)
+
+
+def test_tls_keys_given_twice_are_refused_without_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_url(
+            "mysql://nova:s3cret@db/nova?ssl_ca=/c&ssl_verify_cert=1&ssl_verify_cert=0",
+            option="connection",
+        )
+    assert "twice" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_tls_url_is_masked_with_its_query() -> None:
+    url = parse_url("mysql://nova:s3cret@db/nova?ssl_ca=/ca.pem", option="connection")
+    assert masked(url) == "mysql+pymysql://nova:***@db/nova?ssl_ca=%2Fca.pem"
+
+
+def test_a_bare_pymysql_connection_gets_the_tls_an_engine_would() -> None:
+    verified = parse_url("mysql://n:pw@db/nova?ssl_ca=/ca.pem&ssl_verify_cert=true", option="c")
+    assert tls_connect_args(verified) == {"ssl": {"ca": "/ca.pem", "check_hostname": False}}
+    plain = parse_url("mysql://n:pw@db/nova?ssl_disabled=true", option="c")
+    assert tls_connect_args(plain) == {"ssl_disabled": "true"}
+    assert tls_connect_args(parse_url("mysql://n:pw@db/nova", option="c")) == {}

@@ -29,11 +29,12 @@ def rendered(*parts: RenderableType) -> list[str]:
     return [line.rstrip() for line in out.getvalue().splitlines()]
 
 
-def row(lines: list[str], first: str) -> list[str]:
-    """The cells of the line that starts with ``first`` (cells hold no double space)."""
+def row(lines: list[str], first: str, *, table: int | None = None) -> list[str]:
+    """The cells of the line that starts with ``first`` (cells hold no double space): the
+    only one, or the one in the ``table``-th table that has such a line."""
     found = [line for line in lines if line.split("  ")[0] == first]
-    assert len(found) == 1, "\n".join(lines)
-    return [cell.strip() for cell in found[0].split("  ") if cell.strip()]
+    assert len(found) == 1 or table is not None, "\n".join(lines)
+    return [cell.strip() for cell in found[table or 0].split("  ") if cell.strip()]
 
 
 def test_tasks_view_shows_interval_and_why_a_task_is_off() -> None:
@@ -71,6 +72,8 @@ def _status(**changes: Any) -> ReplicaStatus:
         "executed_gtid": "0-1-57",
         "sql_delay": 0,
         "sql_remaining_delay": None,
+        "ssl_allowed": "Yes",
+        "ssl_verify_server_cert": "Yes",
     }
     return ReplicaStatus(**{**values, **changes})
 
@@ -94,11 +97,12 @@ def test_servers_view_of_running_replication() -> None:
     lines = rendered(*servers_view(reports))
 
     assert row(lines, "primary") == [
-        "primary", PRIMARY_URL, "1", "mariadb 10.11.19", "OFF", "-", "-", "-", "-", "0-1-57", "-"
+        "primary", PRIMARY_URL, "1", "mariadb 10.11.19", "OFF", "-", "-", "-", "-", "0-1-57", "-",
+        "-",
     ]  # fmt: skip
     assert row(lines, "replica0") == [
         "replica0", REPLICA_URL, "2", "mariadb 10.11.19", "ON", "Yes", "Yes", "0s", "-", "0-1-57",
-        "0-1-58",
+        "0-1-58", "TLS, verified",
     ]  # fmt: skip
     assert len(lines) == 4  # header, rule, two rows: nothing to note
 
@@ -110,6 +114,8 @@ def test_servers_view_says_what_went_wrong() -> None:
         last_sql_errno=1062,
         last_sql_error="Duplicate entry '7'\n for key 'PRIMARY'",
         sql_delay=5,
+        ssl_allowed="No",
+        ssl_verify_server_cert="No",
     )
     reports = [
         _server("primary", PRIMARY_URL),
@@ -121,6 +127,7 @@ def test_servers_view_says_what_went_wrong() -> None:
     lines = rendered(*servers_view(reports))
 
     assert row(lines, "replica0")[5:9] == ["Yes", "No", "NULL", "5s"]
+    assert row(lines, "replica0")[-1] == "plain"
     assert "replica0: last SQL error 1062: Duplicate entry '7' for key 'PRIMARY'" in lines
     assert "replica1: UNREACHABLE: cannot connect to replica1" in lines
     assert "replica2: note: not configured as a replica" in lines
@@ -154,15 +161,24 @@ def _task(name: str, **changes: Any) -> dict[str, Any]:
     return {**task, **changes}
 
 
+TLS13 = {
+    "version": "TLSv1.3",
+    "cipher": "TLS_AES_256_GCM_SHA384",
+    "cert_not_after": "2028-03-04T05:06:07+00:00",
+    "cert_days_left": 824.46,
+}
+
+
 def _document(**changes: Any) -> dict[str, Any]:
     document: dict[str, Any] = {
         "host": "compute-1",
         "uptime": 61.4,
         "health": "degraded",
         "degraded_because": ["replica0 1500 ms behind (max_lag 1000 ms)"],
-        "primary": {"url": PRIMARY_URL, "reachable": True},
+        "primary": {"url": PRIMARY_URL, "reachable": True, "tls": TLS13},
         "max_lag_ms": 1000.0,
         "lag_policy": "primary",
+        "cert_warning_days": 14.0,
         "replicas": [
             {
                 "name": "replica0",
@@ -176,6 +192,8 @@ def _document(**changes: Any) -> dict[str, Any]:
                 "last_error": None,
                 "seconds_behind": None,
                 "gtid_distance": 12,
+                "tls": TLS13,
+                "replication_tls": {"ssl": True, "verify_server_cert": False},
             }
         ],
         "tasks": [
@@ -191,11 +209,19 @@ def test_status_view_of_the_running_service() -> None:
 
     assert lines[0] == "compute service for compute-1: degraded (up 61s)"
     assert lines[1] == "  degraded: replica0 1500 ms behind (max_lag 1000 ms)"
-    assert row(lines, "primary")[:3] == ["primary", PRIMARY_URL, "yes"]
-    assert row(lines, "replica0") == [
+    assert row(lines, "primary", table=0)[:3] == ["primary", PRIMARY_URL, "yes"]
+    assert row(lines, "replica0", table=0) == [
         "replica0", REPLICA_URL, "yes", "1500.2", "NOT FIT", "Yes", "No", "NULL", "12"
     ]  # fmt: skip
     assert "max_lag 1000 ms, lag_policy primary" in lines
+    # server, TLS, cipher, certificate until, days left, replication channel
+    assert row(lines, "primary", table=1) == [
+        "primary", "TLSv1.3", "TLS_AES_256_GCM_SHA384", "2028-03-04T05:06:07+00:00", "824.5", "-"
+    ]  # fmt: skip
+    assert row(lines, "replica0", table=1)[1:] == [
+        "TLSv1.3", "TLS_AES_256_GCM_SHA384", "2028-03-04T05:06:07+00:00", "824.5",
+        "TLS, NOT verified",
+    ]  # fmt: skip
     # task, state, runs, fail, last run, ms, then statements and routing decisions
     assert row(lines, "_poll_bandwidth_usage")[:6] == [
         "_poll_bandwidth_usage", "on", "4", "1", "30s ago", "12.5"

@@ -40,7 +40,7 @@ from offload.seed import SeedSummary, seed
 from offload.sqlverbs import statement_verb
 from offload.testbed.janitor import DatabaseJanitor
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, TestbedInfo
-from offload.urls import with_database
+from offload.urls import tls_connect_args, with_database
 
 __all__ = [
     "BenchContext",
@@ -204,7 +204,7 @@ def bare_connection(
         user=url.username or "",
         password=url.password or "",
         database=database,
-        **options,
+        **{**tls_connect_args(url), **options},
     )
 
 

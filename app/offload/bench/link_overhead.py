@@ -24,7 +24,7 @@ from offload.link.probe import Probe
 from offload.testbed.native import NativeTopology
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["FULL", "QUICK", "TARGET_MS", "Params", "run"]
+__all__ = ["FULL", "QUICK", "TARGET_MS", "Params", "replica_threads_run", "run"]
 
 TARGET_MS = 0.2
 REPLICA = "replica0"
@@ -42,7 +42,7 @@ QUICK = Params(blocks=8, per_block=60)
 FULL = Params(blocks=10, per_block=200)
 
 
-def _threads_run(ctx: BenchContext) -> bool:
+def replica_threads_run(ctx: BenchContext) -> bool:
     engine = unpooled_engine(ctx.servers.replica_admins[0], name=REPLICA)
     try:
         with engine.connect() as conn:
@@ -78,7 +78,7 @@ def run(ctx: BenchContext) -> BenchResult:
             for block in range(params.blocks):
                 route = ROUTES[block % 2]
                 topology.route_replica(REPLICA, through_link=route == "link")
-                if not wait_for(lambda: _threads_run(ctx), Deadline(30.0), interval=0.05):
+                if not wait_for(lambda: replica_threads_run(ctx), Deadline(30.0), interval=0.05):
                     raise RuntimeError(f"{REPLICA} did not replicate again ({route})")
                 probe.samples(params.warmup)
                 samples[route].extend(probe.samples(params.per_block))

@@ -34,7 +34,7 @@ from offload.db import Database
 from offload.dberrors import unpooled_engine
 from offload.replication import WaitOutcome, interpret_wait_result, sql_for
 
-__all__ = ["WAITERS", "Params", "run"]
+__all__ = ["WAITERS", "Params", "Waiters", "run"]
 
 WAITERS = ("raw", "wait_for_replication", "db.wait_for_replicas", "db.wait_for_replicas(gtid)")
 TARGET = 1.2
@@ -56,7 +56,7 @@ def _status_engine(url: Any) -> Engine:
     return unpooled_engine(url, name="replica0-admin")
 
 
-class _Waiters:
+class Waiters:
     """The four ways to wait, on connections opened once."""
 
     def __init__(self, ctx: BenchContext, database: str) -> None:
@@ -110,7 +110,7 @@ def run(ctx: BenchContext) -> BenchResult:
     params = FULL if ctx.full else QUICK
     scratch = ctx.scratch("replication")
     started = time.monotonic()
-    waiters = _Waiters(ctx, scratch.name)
+    waiters = Waiters(ctx, scratch.name)
     db = scratch.database()
     samples: dict[str, list[float]] = {name: [] for name in WAITERS}
     misses = dict.fromkeys(WAITERS, 0)

@@ -56,7 +56,18 @@ from offload.schema import Instance
 from offload.service import StatementCounter
 from offload.tracing import task_scope
 
-__all__ = ["PATHS", "WORKLOADS", "Params", "run"]
+__all__ = [
+    "PATHS",
+    "WORKLOADS",
+    "Params",
+    "PathSpec",
+    "Workload",
+    "instance_keys",
+    "measure",
+    "offload_path",
+    "paired_ratio",
+    "run",
+]
 
 RAW, PLAIN, OFFLOAD, OFFLOAD_DUE = "raw", "plain", "offload", "offload (lag due)"
 OSLO, OSLO_NO_CHECKIN = "oslo.db", "oslo.db (no checkin)"
@@ -183,7 +194,7 @@ def _task_raw(cursor: Any, key: int) -> object:
     return cursor.fetchall()
 
 
-def _measure(
+def measure(
     paths: dict[str, PathSpec], workload: Workload, keys: list[int], rounds: int, warmup: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Wall time and this thread's CPU time of each sample (a session, or a statement)."""
@@ -248,7 +259,7 @@ def _cpu_per_statement(cpu: dict[str, list[float]], name: str, statements: int) 
     return median(differences) * 1e6 / statements
 
 
-def _paired(samples: dict[str, list[float]], name: str, base: str) -> float | None:
+def paired_ratio(samples: dict[str, list[float]], name: str, base: str) -> float | None:
     if base not in samples or name not in samples:
         return None
     return median([b / a for b, a in zip(samples[name], samples[base], strict=True)])
@@ -262,9 +273,9 @@ def _rows(
     rows, data = [], {}
     for name, series in samples.items():
         summary = summarize(series).scaled(1e6)
-        vs_plain = _paired(samples, name, PLAIN)
-        vs_oslo = _paired(samples, name, oslo) if oslo else None
-        vs_oslo_default = _paired(samples, name, OSLO) if OSLO in samples else None
+        vs_plain = paired_ratio(samples, name, PLAIN)
+        vs_oslo = paired_ratio(samples, name, oslo) if oslo else None
+        vs_oslo_default = paired_ratio(samples, name, OSLO) if OSLO in samples else None
         # paired: the median of each round's difference, per statement of the session
         per_sample = 1 if workload.per_statement else workload.statements
         per_statement = (
@@ -300,14 +311,14 @@ def _rows(
     return rows, data
 
 
-def _keys(db: Database, count: int) -> list[int]:
+def instance_keys(db: Database, count: int) -> list[int]:
     with db.reader() as session:
         ids = list(session.scalars(select(Instance.id).where(Instance.deleted == 0)))
     chooser = random.Random(7)
     return [chooser.choice(ids) for _ in range(count)]
 
 
-def _offload_path(db: Database, *, lag_due: bool) -> PathSpec:
+def offload_path(db: Database, *, lag_due: bool) -> PathSpec:
     @contextmanager
     def open_reader() -> Iterator[Session]:
         if lag_due:
@@ -475,14 +486,14 @@ def run(ctx: BenchContext) -> BenchResult:
     samples: dict[str, dict[str, list[float]]] = {}
     cpu: dict[str, dict[str, list[float]]] = {}
     try:
-        keys = _keys(db, max(rounds.values()) + params.warmup)
+        keys = instance_keys(db, max(rounds.values()) + params.warmup)
         with db.reader() as session:
             task_rows = len(_task_sized(session, 0))
         paths: dict[str, PathSpec] = {
             RAW: _raw_path(raw),
             PLAIN: _plain_path(plain),
-            OFFLOAD: _offload_path(db, lag_due=False),
-            OFFLOAD_DUE: _offload_path(db, lag_due=True),
+            OFFLOAD: offload_path(db, lag_due=False),
+            OFFLOAD_DUE: offload_path(db, lag_due=True),
             **oslo_paths,
         }
         ctx.progress(
@@ -494,7 +505,7 @@ def run(ctx: BenchContext) -> BenchResult:
             for workload in WORKLOADS:
                 count = rounds[workload.key]
                 warmup = max(3, min(params.warmup, count // 10))
-                samples[workload.key], cpu[workload.key] = _measure(
+                samples[workload.key], cpu[workload.key] = measure(
                     paths, workload, keys, count, warmup
                 )
         routed = sum(

@@ -30,6 +30,7 @@ from offload.bench import (
     replication_wait,
     routing_overhead,
     task_scaling,
+    tls_cost,
     write_load,
 )
 from offload.bench.env import BenchContext, Progress, Servers
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "scaling": task_scaling.run,
     "write-load": write_load.run,
     "link": link_overhead.run,
+    "tls": tls_cost.run,
 }
 #: the shared data set: instances, hosts (about 500 instances per host)
 _SHARED = {False: (2_000, 4), True: (10_000, 20)}

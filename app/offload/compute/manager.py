@@ -30,7 +30,7 @@ from tenacity import (
 
 from offload.compute.catalogue import TASKS, TaskSpec
 from offload.compute.context import Compute, RunReport
-from offload.errors import ConnectionLost, Deadlock
+from offload.errors import ConnectionLost, Deadlock, ReadOnlyRefused
 from offload.periodic import PeriodicTask, UnknownTask
 from offload.schema import Instance
 from offload.staleness import SkipRun
@@ -89,10 +89,11 @@ class ComputeManager:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.compute = compute
-        # a run that lost its connection (primary restarting) or was chosen as a
-        # deadlock victim is run again: safe, because every write is guarded
+        # a run that lost its connection (primary restarting, an endpoint moved), was
+        # chosen as a deadlock victim or had a write refused by a primary gone read-only
+        # (a switchover) is run again: safe, because every write is guarded
         self._retry = Retrying(
-            retry=retry_if_exception_type((ConnectionLost, Deadlock)),
+            retry=retry_if_exception_type((ConnectionLost, Deadlock, ReadOnlyRefused)),
             stop=stop_after_attempt(retry_attempts) | stop_after_delay(retry_budget),
             wait=wait_exponential(multiplier=0.1, max=2.0),
             sleep=sleep,

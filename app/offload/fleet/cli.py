@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from offload.fleet.params import FleetParams
+
 __all__ = ["add_fleet"]
 
 
@@ -54,7 +56,7 @@ def _count(value: str) -> int:
 def _command(args: argparse.Namespace, _settings: Any) -> int:
     from rich.console import Console  # noqa: PLC0415
 
-    from offload.fleet.run import FleetParams, run_fleet  # noqa: PLC0415
+    from offload.fleet.run import run_fleet  # noqa: PLC0415
 
     console = Console(stderr=True, highlight=False)
     params = FleetParams(
@@ -80,16 +82,33 @@ def add_fleet(commands: Any) -> None:
         "fleet", help="N simulated compute hosts: the primary's load with and without the replica"
     )
     add = fleet.add_argument
-    add("--hosts", type=_counts, default=(10, 50, 200), help="host counts (default 10,50,200)")
-    add("--instances-per-host", type=_count, default=500, help="seeded per host (default 500)")
-    add("--time-factor", type=_number, default=20.0, help="Nova intervals / this (default 20)")
-    add("--window", type=_number, default=15.0, help="seconds per window (default 15)")
-    add("--pairs", type=_count, default=2, help="windows per configuration (default 2)")
-    add("--warmup", type=_number, default=5.0, help="unmeasured first window (default 5 s)")
-    add("--processes", type=_count, default=2, help="worker processes (default 2)")
-    add("--threads", type=_count, default=8, help="task threads per process (default 8)")
-    add("--write-rate", type=_rate, default=10.0, help="API boots+deletes per s (default 10)")
-    add("--replicas", type=_count, default=1, help="replicas (native; default 1)")
-    add("--max-lag", type=_number, default=1.0, help="[replica] max_lag, the knee's line")
+    d = FleetParams()
+    hosts = ",".join(map(str, d.hosts))
+    add("--hosts", type=_counts, default=d.hosts, help=f"host counts (default {hosts})")
+    add(
+        "--instances-per-host",
+        type=_count,
+        default=d.instances_per_host,
+        help=f"seeded per host (default {d.instances_per_host})",
+    )
+    add(
+        "--time-factor",
+        type=_number,
+        default=d.time_factor,
+        help=f"Nova's intervals / this (default {d.time_factor:g})",
+    )
+    add("--window", type=_number, default=d.window, help=f"s per window (default {d.window:g})")
+    add("--pairs", type=_count, default=d.pairs, help=f"windows per config (default {d.pairs})")
+    add("--warmup", type=_number, default=d.warmup, help=f"first window (default {d.warmup:g} s)")
+    add("--processes", type=_count, default=d.processes, help=f"workers (default {d.processes})")
+    add("--threads", type=_count, default=d.threads, help=f"per worker (default {d.threads})")
+    add(
+        "--write-rate",
+        type=_rate,
+        default=d.write_rate,
+        help=f"API boots+deletes per s (default {d.write_rate:g})",
+    )
+    add("--replicas", type=_count, default=d.replicas, help="replicas (native; default 1)")
+    add("--max-lag", type=_number, default=d.max_lag, help="[replica] max_lag, the knee's line")
     add("--out", type=_directory, default="fleet-results", help="directory for fleet.csv/.md/.png")
     fleet.set_defaults(handler=_command)

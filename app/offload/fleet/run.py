@@ -1,8 +1,10 @@
 """The sweep: for each host count, the fleet in alternating windows with and without the replica.
 
-One testbed (native, free ports, stopped afterwards), one scratch database seeded once for
-the largest count (``instances_per_host`` instances per host; smaller counts run the
-first hosts of the same data set).  For each host count the hosts are dealt over
+One testbed (native, free ports, stopped afterwards), one scratch database that grows
+with the fleet: before each host count, the hosts it adds are seeded
+(``instances_per_host`` instances each, ``seed_block`` hosts per transaction, so the
+replica applies one block while the next is planned and sent); a larger count reuses
+the smaller one's hosts and rows.  For each host count the hosts are dealt over
 ``processes`` worker processes; then windows alternate ``replica``, ``primary``, ...
 (``pairs`` of each after a warm-up).  Windows are lock-step: the parent reads the servers'
 counters, tells every worker to go, and reads them again once every worker has finished
@@ -15,35 +17,38 @@ import csv
 import dataclasses
 import functools
 import multiprocessing
+import os
 import shutil
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from offload.bench.env import Scratch, Servers, TaggedStatements
 from offload.config import ComputeSettings, Settings
 from offload.db import Database
 from offload.errors import ConfigError
 from offload.fleet.measure import ApiWriteLoad, ServerMeter
-from offload.fleet.stats import percentile, split_hosts
+from offload.fleet.params import FleetParams
+from offload.fleet.stats import buffer_pool_bytes, percentile, split_hosts
 from offload.fleet.worker import WorkerPlan, run_worker
-from offload.seed import host_names
+from offload.seed import host_names, seed
 from offload.testbed.native import NativeTopology
 
-__all__ = ["COLUMNS", "FleetParams", "Sweep", "run_fleet", "sweep", "write_csv"]
+__all__ = ["COLUMNS", "Sweep", "run_fleet", "sweep", "write_csv"]
 
 COLUMNS = (
     "hosts",
     "config",
     "replicas",
+    "time_factor",
     "windows",
     "seconds",
     "primary_statements_per_s",
@@ -51,12 +56,14 @@ COLUMNS = (
     "primary_data_selects_per_s",
     "primary_causal_selects_per_s",
     "replica_selects_per_s",
+    "replica_selects_per_s_each",
     "primary_cpu_s_per_s",
     "replica_cpu_s_per_s",
     "task_runs",
     "task_overruns",
     "task_missed",
     "task_errors",
+    "task_error_kinds",
     "task_run_p50_ms",
     "task_run_p99_ms",
     "fallbacks",
@@ -66,23 +73,10 @@ COLUMNS = (
     "replica_lag_max_ms",
     "api_writes_per_s",
     "rss_per_host_kib",
+    "rss_end_per_host_kib",
+    "workers_rss_mib",
+    "instances",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class FleetParams:
-    hosts: tuple[int, ...] = (10, 50, 200)
-    instances_per_host: int = 500
-    time_factor: float = 20.0
-    window: float = 15.0
-    pairs: int = 2
-    warmup: float = 5.0
-    processes: int = 2
-    threads: int = 8
-    write_rate: float = 10.0
-    replicas: int = 1
-    max_lag: float = 1.0
-    seed: int = 0
 
 
 @dataclass(slots=True)
@@ -169,13 +163,22 @@ def _window(
     return window
 
 
+@dataclass(frozen=True, slots=True)
+class _Memory:
+    """The worker processes' RSS (KiB), summed: growth once the hosts were built, at the end."""
+
+    built_growth: int
+    end_growth: int
+    end_total: int
+
+
 def _point(
     params: FleetParams,
     scratch: Scratch,
     servers: Servers,
     hosts: int,
     progress: Callable[[str], None],
-) -> tuple[list[_Window], list[int], int]:
+) -> tuple[list[_Window], _Memory]:
     names = host_names(hosts)
     groups = split_hosts(names, params.processes)
     threads = max(2, min(params.threads, max(len(g) for g in groups)))
@@ -200,10 +203,8 @@ def _point(
     api = create_engine(scratch.url(), pool_size=1)
     writer = ApiWriteLoad(api, params.write_rate)
     windows: list[_Window] = []
-    growth: list[int] = []
     try:
         ready = [pipe.recv() for pipe in pipes]
-        growth = [r["hosts_rss_kib"] - r["base_rss_kib"] for r in ready]
         progress(f"fleet: {hosts} hosts in {len(groups)} processes ({threads} threads each) ready")
         meters = [ServerMeter(admin)] + [ServerMeter(e) for e in replica_admins]
         sampler.tagged.skip()
@@ -225,7 +226,11 @@ def _point(
         for pipe in pipes:
             pipe.send(None)
         final = [pipe.recv() for pipe in pipes]
-        end_growth = sum(f["end_rss_kib"] - f["base_rss_kib"] for f in final)
+        memory = _Memory(
+            sum(r["hosts_rss_kib"] - r["base_rss_kib"] for r in ready),
+            sum(f["end_rss_kib"] - f["base_rss_kib"] for f in final),
+            sum(f["end_rss_kib"] for f in final),
+        )
     finally:
         writer.stop.set()
         sampler.stop.set()
@@ -240,11 +245,16 @@ def _point(
             engine.dispose()
     if writer.error:
         raise ConfigError(f"the API write load failed: {writer.error}")
-    return windows, growth, end_growth
+    return windows, memory
 
 
 def _row(
-    hosts: int, config: str, params: FleetParams, windows: list[_Window], rss: float
+    hosts: int,
+    config: str,
+    params: FleetParams,
+    windows: list[_Window],
+    memory: _Memory,
+    instances: int,
 ) -> dict[str, Any]:
     chosen = [w for w in windows if w.config == config]
     seconds = sum(w.seconds for w in chosen)
@@ -259,19 +269,25 @@ def _row(
     durations = [d * 1000 for t in tallies for ds in t["durations"].values() for d in ds]
     lag = [v for w in chosen for v in w.lag]
 
-    def replica_sum(key: str) -> float | None:
+    def replica_each(key: str) -> list[float | None]:
         if not chosen or not chosen[0].replica:
-            return None
-        per = [
+            return []
+        return [
             weighted(key, functools.partial(_nth_replica, index=i))
             for i in range(len(chosen[0].replica))
         ]
-        return None if any(p is None for p in per) else sum(float(p or 0) for p in per)
+
+    def replica_sum(key: str) -> float | None:
+        per = replica_each(key)
+        if not per or any(p is None for p in per):
+            return None
+        return sum(float(p or 0) for p in per)
 
     return {
         "hosts": hosts,
         "config": config,
         "replicas": params.replicas,
+        "time_factor": params.time_factor,
         "windows": len(chosen),
         "seconds": round(seconds, 1),
         "primary_statements_per_s": _r(weighted("statements_per_s", lambda w: w.primary)),
@@ -279,12 +295,17 @@ def _row(
         "primary_data_selects_per_s": _r(sum(w.data_selects for w in chosen) / seconds),
         "primary_causal_selects_per_s": _r(sum(w.causal_selects for w in chosen) / seconds),
         "replica_selects_per_s": _r(replica_sum("selects_per_s")),
+        # one figure per replica (Com_select): several replicas share the reads
+        "replica_selects_per_s_each": ";".join(
+            "-" if v is None else f"{v:.1f}" for v in replica_each("selects_per_s")
+        ),
         "primary_cpu_s_per_s": _r(weighted("cpu_s_per_s", lambda w: w.primary), 3),
         "replica_cpu_s_per_s": _r(replica_sum("cpu_s_per_s"), 3),
         "task_runs": sum(t["runs"] for t in tallies),
         "task_overruns": sum(t["overruns"] for t in tallies),
         "task_missed": sum(t["missed"] for t in tallies),
         "task_errors": sum(t["errors"] for t in tallies),
+        "task_error_kinds": _kinds(tallies),
         "task_run_p50_ms": _r(percentile(durations, 50)),
         "task_run_p99_ms": _r(percentile(durations, 99)),
         "fallbacks": sum(t["fallbacks"] for t in tallies),
@@ -293,8 +314,19 @@ def _row(
         "replica_lag_p99_ms": _r(percentile(lag, 99)),
         "replica_lag_max_ms": _r(max(lag, default=None)),
         "api_writes_per_s": _r(sum(w.writes for w in chosen) / seconds),
-        "rss_per_host_kib": round(rss, 1),
+        "rss_per_host_kib": round(memory.built_growth / hosts, 1),
+        "rss_end_per_host_kib": round(memory.end_growth / hosts, 1),
+        "workers_rss_mib": round(memory.end_total / 1024, 1),
+        "instances": instances,
     }
+
+
+def _kinds(tallies: list[dict[str, Any]]) -> str:
+    """Errors by exception class, ``Deadlock:3;ConnectionLost:1`` (empty: none)."""
+    kinds: Counter[str] = Counter()
+    for tally in tallies:
+        kinds.update(tally["error_kinds"])
+    return ";".join(f"{name}:{count}" for name, count in sorted(kinds.items()))
 
 
 def _nth_replica(window: _Window, *, index: int) -> dict[str, float | None]:
@@ -321,8 +353,30 @@ class Sweep:
 
     rows: list[dict[str, Any]]
     tasks: dict[int, dict[str, dict[str, tuple[float | None, float | None]]]]
-    rss_end: dict[int, float]
-    seeded: tuple[int, float]
+    #: host count -> (instances it added, seconds to seed them and see them replicated)
+    seeded: dict[int, tuple[int, float]] = dataclasses.field(default_factory=dict)
+
+
+def _grow(scratch: Scratch, params: FleetParams, have: int, want: int) -> tuple[int, float]:
+    """Seed hosts ``have + 1`` .. ``want``, ``seed_block`` per transaction; wait for the replicas.
+
+    Returns the instances added and the seconds it took, replication included.
+    """
+    began = time.monotonic()
+    added = 0
+    with scratch.database() as db:
+        for first in range(have, want, params.seed_block):
+            count = min(params.seed_block, want - first)
+            summary = seed(
+                db,
+                instances=count * params.instances_per_host,
+                hosts=count,
+                seed=params.seed + first,  # other uuids for every block
+                first_host=first,
+            )
+            added += summary.instances
+        db.wait_for_replicas(timeout=600)
+    return added, time.monotonic() - began
 
 
 def sweep(
@@ -331,37 +385,53 @@ def sweep(
     progress: Callable[[str], None],
     on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Sweep:
-    """Seed a scratch database for the largest count, then each host count's windows.
+    """Each host count in turn: seed the hosts it adds, then its windows.
 
     ``on_rows`` gets the rows so far after each host count (a long sweep keeps them).
     """
     if not params.hosts or min(params.hosts) < 1:
         raise ConfigError("host counts must be positive", hint="e.g. --hosts 10,50,200")
-    result = Sweep([], {}, {}, (0, 0.0))
+    result = Sweep([], {})
     with Scratch(servers, "fleet") as scratch:
-        largest = max(params.hosts)
-        began = time.monotonic()
-        summary = scratch.seed(largest * params.instances_per_host, largest)
-        result.seeded = (summary.instances, time.monotonic() - began)
-        progress(
-            f"fleet: seeded {summary.instances:,} instances over {largest} hosts, "
-            f"replicated, in {result.seeded[1]:.1f} s"
-        )
+        seeded_hosts = instances = 0
         for hosts in sorted(set(params.hosts)):
-            windows, growth, end_growth = _point(params, scratch, servers, hosts, progress)
-            result.rss_end[hosts] = end_growth / hosts
+            added, seconds = _grow(scratch, params, seeded_hosts, hosts)
+            seeded_hosts, instances = hosts, instances + added
+            result.seeded[hosts] = (added, seconds)
+            progress(
+                f"fleet: seeded {added:,} instances for hosts up to {hosts} "
+                f"({instances:,} in all), replicated, in {seconds:.1f} s"
+            )
+            windows, memory = _point(params, scratch, servers, hosts, progress)
             result.tasks[hosts] = {c: _per_task(windows, c) for c in ("replica", "primary")}
             for config in ("replica", "primary"):
-                result.rows.append(_row(hosts, config, params, windows, sum(growth) / hosts))
+                result.rows.append(_row(hosts, config, params, windows, memory, instances))
             if on_rows is not None:
                 on_rows(result.rows)
     return result
+
+
+def _size_buffer_pools(servers: Servers, size: int) -> None:
+    """Every server's buffer pool at least ``size`` bytes (set at run time; resized in place).
+
+    A database server holds its working set in memory; the testbed's 128 MiB would make a
+    large fleet's seeding and reads go to disk.  Only the sweep's own testbed is resized.
+    """
+    for engine in [servers.admin_engine(), *servers.replica_admin_engines()]:
+        try:
+            with engine.connect() as conn:
+                current = int(conn.execute(text("SELECT @@innodb_buffer_pool_size")).scalar_one())
+                if current < size:
+                    conn.execute(text(f"SET GLOBAL innodb_buffer_pool_size = {int(size)}"))
+        finally:
+            engine.dispose()
 
 
 def run_fleet(
     params: FleetParams, out: Path, progress: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """Run the sweep on a testbed of its own; write fleet.csv, fleet.md, fleet.png in ``out``."""
+    load_before = os.getloadavg()[0]
     directory = Path(tempfile.mkdtemp(prefix="offload-fleet-"))
     topology = NativeTopology(directory, port=0, replicas=params.replicas, bind_to_parent=True)
     started = time.monotonic()
@@ -369,6 +439,9 @@ def run_fleet(
         info = topology.up()
         servers = Servers.from_testbed(info)
         progress(f"fleet: testbed up ({info.server}, {params.replicas} replica(s), free ports)")
+        pool = buffer_pool_bytes(max(params.hosts) * params.instances_per_host)
+        _size_buffer_pools(servers, pool)
+        progress(f"fleet: InnoDB buffer pools of {pool // 2**20} MiB, for the largest count's data")
         out.mkdir(parents=True, exist_ok=True)
         result = sweep(
             params, servers, progress, on_rows=lambda rows: write_csv(out / "fleet.csv", rows)
@@ -379,7 +452,14 @@ def run_fleet(
     elapsed = time.monotonic() - started
     from offload.fleet.report import write_outputs  # noqa: PLC0415 - matplotlib only here
 
-    write_outputs(out, result, params, server=info.server, seconds=elapsed)
+    write_outputs(
+        out,
+        result,
+        params,
+        server=info.server,
+        seconds=elapsed,
+        load=(load_before, os.getloadavg()[0]),
+    )
     progress(f"fleet: {elapsed:.0f} s in all; fleet.csv, fleet.md, fleet.png in {out}")
     return result.rows
 

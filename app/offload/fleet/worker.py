@@ -32,6 +32,7 @@ from offload.compute.manager import ComputeManager
 from offload.compute.notifier import NullNotifier
 from offload.config import Settings
 from offload.db import Database
+from offload.dberrors import error_code
 from offload.fleet.stats import scaled_spacing
 
 __all__ = ["WorkerPlan", "die_with_parent", "rss_kib", "run_worker"]
@@ -75,6 +76,8 @@ class _Tally:
     runs: int = 0
     overruns: int = 0
     errors: int = 0
+    #: errors by exception class (a lock wait timeout is a Deadlock)
+    error_kinds: dict[str, int] = dataclasses.field(default_factory=lambda: defaultdict(int))
     rejected: int = 0
     skipped: int = 0
     #: runs queued for a free thread when the window ended: never started (also overruns)
@@ -86,10 +89,19 @@ class _Tally:
             "runs": self.runs,
             "overruns": self.overruns,
             "errors": self.errors,
+            "error_kinds": dict(self.error_kinds),
             "rejected": self.rejected,
             "skipped": self.skipped,
             "missed": self.missed,
         }
+
+
+def _kind(exc: BaseException) -> str:
+    """The exception's class, with the server's error number when it carries one."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        code = error_code(getattr(exc, "orig", None) or exc)
+    return type(exc).__name__ + (f"({code})" if code is not None else "")
 
 
 def _fallbacks(db: Database) -> int:
@@ -167,9 +179,10 @@ def _run_window(
         began = time.perf_counter()
         try:
             report = managers[index].run(name)
-        except Exception:  # noqa: BLE001 - counted: a fleet run goes on, as nova-compute does
+        except Exception as exc:  # noqa: BLE001 - counted: a fleet run goes on, as nova-compute does
             with lock:
                 tally.errors += 1
+                tally.error_kinds[_kind(exc)] += 1
             return
         finally:
             with lock:

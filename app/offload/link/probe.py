@@ -20,6 +20,7 @@ import pymysql
 from sqlalchemy import URL
 
 from offload.errors import ReplicationError
+from offload.urls import tls_connect_args
 from offload.waiting import Deadline, wait_for
 
 __all__ = ["PROBE_TABLE", "Probe", "median"]
@@ -40,6 +41,7 @@ def _connect(url: URL) -> Any:
         password=url.password or "",
         autocommit=True,
         connect_timeout=5,
+        **tls_connect_args(url),
     )
 
 

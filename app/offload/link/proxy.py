@@ -10,6 +10,9 @@ published on the host's 127.0.0.1 only).  Control API, JSON bodies:
                          (the fields given replace those in force)
     POST /cut            {"seconds": 5}: reset every connection, refuse new ones meanwhile
     POST /clear          no toxic, the gate open
+    POST /upstream       {"host": "127.0.0.1", "port": 33062}: relay new connections there
+                         (a cut link opens again), reset every connection open to the old
+                         one (a moved endpoint)
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Link:
     connections_total: int = 0
     refused: int = 0
     resets: int = 0
+    retargets: int = 0
     _active: set[_Connection] = field(default_factory=set)
     _flowing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -97,6 +101,18 @@ class Link:
             connection.reset()
             self.resets += 1
 
+    def retarget(self, host: str, port: int) -> None:
+        """Relay new connections to ``host:port`` (a cut link opens again); reset the open
+        ones (no client keeps a session on the server the endpoint left)."""
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is out of range")
+        self.upstream_host, self.upstream_port = host, port
+        self.gate.reopen()
+        self.retargets += 1
+        for connection in list(self._active):
+            connection.reset()
+            self.resets += 1
+
     def clear(self) -> None:
         self.gate.reopen()
         self.set_toxics(Toxics().as_dict())
@@ -112,6 +128,7 @@ class Link:
             "connections_total": self.connections_total,
             "refused": self.refused,
             "resets": self.resets,
+            "retargets": self.retargets,
         }
 
     # --- relay --------------------------------------------------------------
@@ -123,14 +140,19 @@ class Link:
             _reset(writer)
             await _closed(writer)
             return
+        target = (self.upstream_host, self.upstream_port)
         try:
-            up_reader, up_writer = await asyncio.open_connection(
-                self.upstream_host, self.upstream_port
-            )
+            up_reader, up_writer = await asyncio.open_connection(*target)
         except OSError:
             self.refused += 1
             _reset(writer)
             await _closed(writer)
+            return
+        if (self.upstream_host, self.upstream_port) != target:  # retargeted meanwhile
+            self.refused += 1
+            _reset(writer)
+            _reset(up_writer)
+            await _closed(writer, up_writer)
             return
         connection = _Connection(writer, up_writer)
         self._active.add(connection)
@@ -228,6 +250,10 @@ async def _control(link: Link, reader: asyncio.StreamReader, writer: asyncio.Str
             link.set_toxics(body)
         elif (method, path) == ("POST", "/cut") and isinstance(body, dict):
             link.cut(float(body.get("seconds", 0)))
+        elif (method, path) == ("POST", "/upstream") and isinstance(body, dict):
+            if "port" not in body:
+                raise ValueError("POST /upstream needs a port")
+            link.retarget(str(body.get("host", link.upstream_host)), int(body["port"]))
         elif (method, path) == ("POST", "/clear"):
             link.clear()
         else:

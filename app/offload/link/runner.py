@@ -44,21 +44,28 @@ class LinkRecord:
     upstream_port: int
     pid: int | None = None
 
-    def command(self) -> list[str]:
+    def identity(self) -> list[str]:
+        """The command line without the interpreter and the upstream: what a running
+        proxy of this link shows whatever it was retargeted to since it started."""
         return [
-            sys.executable,
             "-m",
             "offload.link.proxy",
             "--name",
             self.name,
             "--listen-port",
             str(self.listen_port),
+            "--control-port",
+            str(self.control_port),
+        ]
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            *self.identity(),
             "--upstream-host",
             self.upstream_host,
             "--upstream-port",
             str(self.upstream_port),
-            "--control-port",
-            str(self.control_port),
         ]
 
 
@@ -167,7 +174,8 @@ class LinkRunner:
 
     @staticmethod
     def is_ours(record: LinkRecord, pid: int) -> bool:
-        return pid_alive(pid) and cmdline(pid)[1:] == record.command()[1:]
+        identity = record.identity()
+        return pid_alive(pid) and cmdline(pid)[1 : 1 + len(identity)] == identity
 
     def running(self, record: LinkRecord) -> bool:
         return record.pid is not None and self.is_ours(record, record.pid)
@@ -225,6 +233,17 @@ class LinkRunner:
         """Stop every link's proxy; the records stay for the next ``up``."""
         for name in self.records():
             self.stop(name, forget=False)
+
+    def retarget(self, name: str, host: str, port: int) -> LinkRecord:
+        """Point ``name``'s proxy at ``host:port`` (its open connections are reset) and
+        record it, so a restarted proxy relays there too."""
+        record = self.record(name)
+        request(record.control_port, "POST", "/upstream", {"host": host, "port": port})
+        moved = replace(record, upstream_host=host, upstream_port=port)
+        records = self.records()
+        records[name] = moved
+        self._save(records)
+        return moved
 
     def control(
         self, name: str, method: str, path: str, body: dict[str, Any] | None = None

@@ -207,11 +207,14 @@ def native_testbed(
     flavor: str | FlavorSpec | None = None,
     directory: str | Path | None = None,
     scope: Scope = "session",
+    endpoints: bool = False,
 ) -> FixtureDefinition:
     """A native testbed of the fixture's own, always: an :class:`OwnTestbed` that is up.
 
     For tests that kill and restart servers (``.topology.kill("replica0")``);
     ``testbed(name)`` gives its :class:`TestbedInfo` to the fixtures built on a testbed.
+    ``endpoints``: clients reach the servers through endpoints that a switchover or
+    failover moves (``offload.testbed.roles``).
     """
 
     @pytest.fixture(scope=scope)
@@ -222,7 +225,10 @@ def native_testbed(
         run = RunOptions.of(request.config)
         where = _directory(request, tmp_path_factory, directory, run, of_the_run=False)
         with OwnTestbed(
-            replicas=replicas or run.replicas, flavor=_flavor(flavor, run), directory=where
+            replicas=replicas or run.replicas,
+            flavor=_flavor(flavor, run),
+            directory=where,
+            endpoints=endpoints,
         ) as own:
             yield own
 

@@ -14,10 +14,12 @@ value stops the run with one line) into :class:`RunOptions`.
 - ``--testbed-schema`` / ``offload_testbed_schema``: what makes a native testbed's
   ``nova`` database, offload's tables or Nova's migrations (default
   ``$OFFLOAD_SCHEMA``, else offload);
+- ``--testbed-tls`` / ``offload_testbed_tls``: on (default) or off: the native testbeds'
+  servers require verified TLS (default ``$OFFLOAD_TLS``, else on);
 - ``--primary-url`` / ``offload_primary_url``, ``--replica-url`` (repeatable) /
   ``offload_replica_url`` (one per line): the external testbed's privileged URLs.
 
-The flavor's and the schema's order is option, environment variable, ini: ``make test
+The flavor's, the schema's and TLS's order is option, environment variable, ini: ``make test
 FLAVOR=mysql SCHEMA=nova`` sets the variables, and they name the server and schema of
 that run.  An ini
 path is relative to the ini file's directory.
@@ -26,14 +28,17 @@ path is relative to the ini file's directory.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from offload.errors import OffloadError
 from offload.testbed.nova import SCHEMA_VARIABLE, parse_schema
 from offload.testbed.servers import FLAVOR_VARIABLE, FlavorSpec
+from offload.testbed.tls import TLS_VARIABLE, parse_tls
 
 __all__ = ["BACKENDS", "OPTIONS", "RunOptions", "remember_server", "server_ran"]
 
@@ -45,10 +50,12 @@ OPTIONS = {
     "--testbed-replicas": "offload_testbed_replicas",
     "--testbed-flavor": "offload_testbed_flavor",
     "--testbed-schema": "offload_testbed_schema",
+    "--testbed-tls": "offload_testbed_tls",
     "--primary-url": "offload_primary_url",
     "--replica-url": "offload_replica_url",
 }
 
+T = TypeVar("T")
 _KEY = pytest.StashKey["RunOptions"]()
 _SERVER_KEY = pytest.StashKey[str]()
 
@@ -68,6 +75,22 @@ def _string(config: pytest.Config, option: str) -> tuple[str | None, str]:
     return (text or None), f"{ini} (ini)"
 
 
+def _variable_first(
+    config: pytest.Config, option: str, variable: str, parse: Callable[[str], T]
+) -> T | None:
+    """The option, else ``$variable``, else the ini twin, parsed (None: none is given);
+    ``pytest.UsageError`` naming where a bad value came from."""
+    text, source = _string(config, option)
+    if config.getoption(_dest(option), default=None) is None and os.environ.get(variable):
+        text, source = os.environ[variable], f"${variable}"
+    if not text:
+        return None
+    try:
+        return parse(text)
+    except OffloadError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     """Where the run's testbed comes from, as the options (or the ini file) say."""
@@ -78,6 +101,8 @@ class RunOptions:
     flavor: FlavorSpec | None = None
     #: offload | nova; None: $OFFLOAD_SCHEMA or offload's, as every testbed decides
     schema: str | None = None
+    #: TLS on or off; None: $OFFLOAD_TLS or on, as every testbed decides
+    tls: bool | None = None
     primary_url: str | None = None
     replica_urls: tuple[str, ...] = ()
 
@@ -113,28 +138,9 @@ class RunOptions:
                 raise pytest.UsageError(
                     f"{source}: {replicas_text!r} is not a number of replicas; use 1 or more"
                 )
-        flavor_text, source = _string(config, "--testbed-flavor")
-        if config.getoption("testbed_flavor", default=None) is None and os.environ.get(
-            FLAVOR_VARIABLE
-        ):
-            flavor_text, source = os.environ[FLAVOR_VARIABLE], f"${FLAVOR_VARIABLE}"
-        flavor = None
-        if flavor_text:
-            try:
-                flavor = FlavorSpec.parse(flavor_text)
-            except OffloadError as exc:
-                raise pytest.UsageError(f"{source}: {exc}") from None
-        schema_text, source = _string(config, "--testbed-schema")
-        if config.getoption("testbed_schema", default=None) is None and os.environ.get(
-            SCHEMA_VARIABLE
-        ):
-            schema_text, source = os.environ[SCHEMA_VARIABLE], f"${SCHEMA_VARIABLE}"
-        schema = None
-        if schema_text:
-            try:
-                schema = parse_schema(schema_text)
-            except OffloadError as exc:
-                raise pytest.UsageError(f"{source}: {exc}") from None
+        flavor = _variable_first(config, "--testbed-flavor", FLAVOR_VARIABLE, FlavorSpec.parse)
+        schema = _variable_first(config, "--testbed-schema", SCHEMA_VARIABLE, parse_schema)
+        tls = _variable_first(config, "--testbed-tls", TLS_VARIABLE, parse_tls)
         primary, _ = _string(config, "--primary-url")
         replicas_given = config.getoption("replica_url", default=None) or [
             line.strip() for line in config.getini("offload_replica_url") or [] if line.strip()
@@ -145,6 +151,7 @@ class RunOptions:
             replicas=replicas,
             flavor=flavor,
             schema=schema,
+            tls=tls,
             primary_url=primary,
             replica_urls=tuple(replicas_given),
         )

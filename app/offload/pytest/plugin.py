@@ -27,6 +27,7 @@ from offload.pytest import factories
 from offload.pytest.options import BACKENDS, OPTIONS, RunOptions, server_ran
 from offload.testbed.nova import SCHEMA_VARIABLE
 from offload.testbed.servers import FLAVOR_VARIABLE
+from offload.testbed.tls import TLS_VARIABLE
 
 __all__ = [
     "offload_compute_factory",
@@ -57,6 +58,8 @@ _HELP = {
     "--testbed-schema": "what makes a native testbed's nova database: offload (its own "
     "tables, default) or nova (Nova's migrations in a side environment; "
     "$OFFLOAD_SCHEMA)",
+    "--testbed-tls": "on (default) or off: the native testbeds' servers require TLS and "
+    "every client verifies their certificate against the testbed's own CA ($OFFLOAD_TLS)",
     "--primary-url": "external: privileged URL of the primary",
     "--replica-url": "external: privileged URL of a replica (repeatable)",
 }
@@ -69,6 +72,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--testbed-replicas", default=None, help=_HELP["--testbed-replicas"])
     group.addoption("--testbed-flavor", default=None, help=_HELP["--testbed-flavor"])
     group.addoption("--testbed-schema", default=None, help=_HELP["--testbed-schema"])
+    group.addoption(
+        "--testbed-tls", choices=["on", "off"], default=None, help=_HELP["--testbed-tls"]
+    )
     group.addoption("--primary-url", default=None, help=_HELP["--primary-url"])
     group.addoption("--replica-url", action="append", default=None, help=_HELP["--replica-url"])
     for option, ini in OPTIONS.items():
@@ -85,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[FLAVOR_VARIABLE] = str(run.flavor)
     if run.schema is not None:
         os.environ[SCHEMA_VARIABLE] = run.schema  # the same for the nova database's schema
+    if run.tls is not None:
+        os.environ[TLS_VARIABLE] = "on" if run.tls else "off"  # and for TLS
     if run.backend != "compose":
         return
     if not config.pluginmanager.hasplugin("docker"):

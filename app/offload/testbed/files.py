@@ -73,6 +73,7 @@ class NativeState:
     #: the flavor asked for ("" when none was)
     spec: str = ""
     host: str = LOOPBACK
+    #: the ports clients use: the endpoints' when there are endpoints, else the servers'
     primary_port: int
     replica_ports: tuple[int, ...]
     service_port: int = 0
@@ -83,6 +84,36 @@ class NativeState:
     schema: str = "offload"
     #: schema nova: set once nova-manage db sync made the nova database
     nova_schema: NovaSchemaRecord | None = None
+    #: the servers require TLS and clients verify them (testbed/tls.py); False in files
+    #: written before TLS existed
+    tls: bool = False
+    #: the server acting as primary (a switchover or failover moves it)
+    primary: str = "primary"
+    #: primaries a failover left: they rejoin as replicas when they run again
+    departed: tuple[str, ...] = ()
+    #: servers that hold transactions the primary lacks: kept out, never rejoined silently
+    diverged: tuple[str, ...] = ()
+    #: True when clients reach the servers through the testbed's endpoints (link proxies
+    #: ``primary-endpoint``, ``replicaN-endpoint``) that a role change moves
+    endpoints: bool = False
+
+    @property
+    def source_port(self) -> int:
+        """The acting primary's own port (what replicas replicate from)."""
+        return self.servers[self.primary].port
+
+    def replicas(self) -> list[str]:
+        """The servers acting as replicas, in name order (neither primary nor diverged)."""
+        out = (self.primary, *self.departed, *self.diverged)
+        return [n for n in self.servers if n not in out]
+
+    def role(self, name: str) -> str:
+        """primary | replica | departed | diverged."""
+        if name == self.primary:
+            return "primary"
+        if name in self.departed:
+            return "departed"
+        return "diverged" if name in self.diverged else "replica"
 
     def with_pid(self, name: str, pid: int | None) -> NativeState:
         servers = dict(self.servers)
@@ -160,6 +191,11 @@ def _native(data: Mapping[str, Any]) -> NativeState:
             if data.get("nova_schema")
             else None
         ),
+        tls=bool(data.get("tls", False)),
+        primary=str(data.get("primary") or "primary"),
+        departed=tuple(str(n) for n in data.get("departed", ())),
+        diverged=tuple(str(n) for n in data.get("diverged", ())),
+        endpoints=bool(data.get("endpoints", False)),
     )
 
 

@@ -20,6 +20,7 @@ from offload.errors import TestbedError
 from offload.flavor import Flavor, describe_server, detect_flavor
 from offload.testbed.rootfs import Log, stderr_log
 from offload.testbed.servers import FlavorSpec, cache_dir, provided_for
+from offload.testbed.tls import TlsFiles
 
 __all__ = [
     "ServerProgram",
@@ -310,8 +311,10 @@ def write_defaults_file(
     server_id: int,
     port: int,
     host: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
 ) -> Path:
-    """The instance's my.cnf: the shared files from mysql/conf plus its own paths and ids."""
+    """The instance's my.cnf: the shared files from mysql/conf plus its own paths and ids
+    (and, with ``tls``, the certificate it presents and TLS required of every client)."""
     home = path.parent
     conf = mysql_dir / "conf"
     text = "\n".join(
@@ -330,6 +333,7 @@ def write_defaults_file(
             f"log_error     = {home / 'error.log'}",
             f"tmpdir        = {home / 'tmp'}",
             f"general_log_file = {home / 'general.log'}",
+            *(tls.server_options() if tls is not None else []),
             "",
         ]
     )

@@ -7,7 +7,9 @@ No Docker needed — the embedded default.  Layout of the testbed directory::
     DIR/offload.conf        the config every later command reads (0600)
     DIR/primary/            my.cnf, data/, error.log, mysqld.sock (unless too long a path)
     DIR/replica0/ ...
-    DIR/links.json          the replicas' shaped links (`offload link`), restarted by up()
+    DIR/links.json          the replicas' shaped links (`offload link`) and, with endpoints,
+                            the clients' endpoints (primary-endpoint, replicaN-endpoint):
+                            link proxies a role change retargets (testbed/roles.py)
 
 ``up()`` is idempotent: a running, healthy testbed is left alone; stale
 processes of an earlier run (a crashed launcher) are swept first; data dirs are
@@ -22,16 +24,17 @@ import os
 import shutil
 import signal
 import socket
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, text
+from sqlalchemy import URL, Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from offload import replication
-from offload.errors import OffloadError, TestbedError
+from offload.errors import OffloadError, ServerDiverged, TestbedError
 from offload.link.runner import LinkRecord, LinkRunner
 from offload.testbed.files import (
     LOOPBACK,
@@ -56,6 +59,12 @@ from offload.testbed.mysqld import (
 from offload.testbed.nova import default_schema, parse_schema, sync_testbed
 from offload.testbed.process import ServerProcess, cmdline, pid_alive, stop_process_group
 from offload.testbed.servers import FlavorSpec, default_flavor
+from offload.testbed.tls import (
+    TlsFiles,
+    default_tls,
+    ensure_certificates,
+    replica_tls_placeholders,
+)
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -65,11 +74,34 @@ from offload.testbed.topology import (
 )
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["DEFAULT_PORT", "NativeTopology", "free_ports"]
+__all__ = [
+    "DEFAULT_PORT",
+    "NO_REPLICA_CUT",
+    "NativeTopology",
+    "endpoint_name",
+    "free_ports",
+    "is_replica_endpoint",
+]
 
 DEFAULT_PORT = 33061
 #: the compute service listens on the primary's port + 19 (33080 by default)
 SERVICE_PORT_OFFSET = 19
+#: with endpoints on the well-known ports, the servers listen from the primary's + 20 (33081)
+SERVER_PORT_OFFSET = 20
+
+
+#: a replica endpoint with no replica to lead to stays cut this long (until a rejoin)
+NO_REPLICA_CUT = 10 * 365 * 86400.0
+
+
+def endpoint_name(slot: str) -> str:
+    """The link proxy that is the clients' endpoint of ``slot`` (primary, replicaN)."""
+    return f"{slot}-endpoint"
+
+
+def is_replica_endpoint(link: str) -> bool:
+    """Whether the link named ``link`` is a replica slot's endpoint."""
+    return link.startswith("replica") and link.endswith("-endpoint")
 
 
 def free_ports(count: int) -> list[int]:
@@ -100,6 +132,8 @@ class NativeTopology:
         start_timeout: float = 60.0,
         knobs: ApplierKnobs | None = None,
         schema: str | None = None,
+        tls: bool | None = None,
+        endpoints: bool = False,
     ) -> None:
         if replicas < 1:
             raise TestbedError(
@@ -108,7 +142,7 @@ class NativeTopology:
             )
         if replicas >= SERVICE_PORT_OFFSET:
             raise TestbedError(f"at most {SERVICE_PORT_OFFSET - 1} replicas, asked for {replicas}")
-        if not 0 <= port <= 65535 - SERVICE_PORT_OFFSET:
+        if not 0 <= port <= 65535 - SERVER_PORT_OFFSET - SERVICE_PORT_OFFSET:
             raise TestbedError(
                 f"port {port} is out of range", hint="use 1024-65000, or 0 for free ports"
             )
@@ -124,7 +158,14 @@ class NativeTopology:
         #: None: the existing testbed's, else offload (or $OFFLOAD_SCHEMA)
         self.schema_asked = parse_schema(schema) if schema is not None else default_schema()
         self.schema = self.schema_asked or "offload"
+        #: TLS required by the servers and verified by clients (testbed/tls.py);
+        #: None: $OFFLOAD_TLS, else the existing testbed's, else on
+        self.tls_asked = tls if tls is not None else default_tls()
+        self.tls = True if self.tls_asked is None else self.tls_asked
         self.servers: dict[str, ServerProcess] = {}
+        #: a new testbed's clients reach the servers through endpoints a role change moves
+        #: (an existing testbed keeps what it was made with)
+        self.endpoints = endpoints
 
     # --- state --------------------------------------------------------------
 
@@ -148,6 +189,17 @@ class NativeTopology:
     def _save_state(self, state: NativeState) -> None:
         save_state(self.dir, state)
 
+    def state(self) -> NativeState:
+        """The state of this initialised testbed (one line when it is not up)."""
+        return self._require_state()
+
+    def save(self, state: NativeState) -> None:
+        """Record ``state`` (a role change's new roles)."""
+        self._save_state(state)
+
+    def credentials(self) -> Credentials:
+        return self._credentials()
+
     def _credentials(self) -> Credentials:
         return load_credentials(self.dir)
 
@@ -168,9 +220,12 @@ class NativeTopology:
 
     def _running(self, state: NativeState) -> bool:
         servers = state.servers
-        return bool(servers) and all(
-            r.pid is not None and self._is_ours(r.pid, r.defaults_file) for r in servers.values()
-        )
+        return bool(servers) and all(self.running(name, state) for name in servers)
+
+    def running(self, name: str, state: NativeState | None = None) -> bool:
+        """Whether server ``name``'s recorded process runs (and is that server's)."""
+        record = (state or self._require_state()).servers[name]
+        return record.pid is not None and self._is_ours(record.pid, record.defaults_file)
 
     # --- admin connections (root over the Unix socket) ----------------------
 
@@ -200,6 +255,16 @@ class NativeTopology:
             return False
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
+        finally:
+            engine.dispose()
+
+    @contextlib.contextmanager
+    def connect(self, name: str) -> Iterator[Connection]:
+        """An autocommit root connection to server ``name`` (over its Unix socket)."""
+        engine = self._root_engine(name)
+        try:
+            with engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
         finally:
             engine.dispose()
 
@@ -264,14 +329,20 @@ class NativeTopology:
                     hint=f"remove {self.dir} (`make clean`) to change the topology",
                 )
             return state
-        # the servers' ports, then the compute service's HTTP port
+        # the servers' ports, then the compute service's HTTP port; with endpoints, the
+        # endpoints take the well-known ports (33061: the primary, whichever server it is)
+        # and the servers the ones after the service's
+        count = self.replicas + 1
+        first_server = self.port + (SERVER_PORT_OFFSET if self.endpoints else 0)
+        endpoint_ports = (
+            (free_ports(count) if self.port == 0 else [self.port + i for i in range(count)])
+            if self.endpoints
+            else []
+        )
         ports = (
-            free_ports(self.replicas + 2)
+            free_ports(count + 1)
             if self.port == 0
-            else [
-                *(self.port + i for i in range(self.replicas + 1)),
-                self.port + SERVICE_PORT_OFFSET,
-            ]
+            else [*(first_server + i for i in range(count)), self.port + SERVICE_PORT_OFFSET]
         )
         return NativeState(
             flavor=program.flavor.value,
@@ -279,11 +350,13 @@ class NativeTopology:
             server=str(program.path),
             spec=str(self.flavor) if self.flavor is not None else "",
             host=LOOPBACK,
-            primary_port=ports[0],
-            replica_ports=tuple(ports[1:-1]),
+            primary_port=(endpoint_ports or ports)[0],
+            replica_ports=tuple((endpoint_ports or ports[:-1])[1:]),
             service_port=ports[-1],
+            endpoints=self.endpoints,
             initialised=False,
             schema=self.schema,
+            tls=self.tls,
             servers={
                 name: ServerRecord(
                     port=port, server_id=index + 1, defaults_file=str(self.dir / name / "my.cnf")
@@ -292,21 +365,25 @@ class NativeTopology:
             },
         )
 
+    def _tls_files(self, state: NativeState) -> TlsFiles | None:
+        return TlsFiles.in_dir(self.dir) if state.tls else None
+
     def _info(self, state: NativeState, creds: Credentials) -> TestbedInfo:
-        host, replica_ports = state.host, state.replica_ports
+        host, replica_ports, tls = state.host, state.replica_ports, self._tls_files(state)
+
+        def url(user: str, password: str, port: int, database: str | None) -> URL:
+            return loopback_url(user, password, port, database, host, tls=tls)
 
         def urls(user: str, password: str, database: str | None) -> tuple[URL, ...]:
-            return tuple(
-                loopback_url(user, password, port, database, host) for port in replica_ports
-            )
+            return tuple(url(user, password, port, database) for port in replica_ports)
 
         return TestbedInfo(
             backend=self.backend,
             dir=self.dir,
             flavor=replication.Flavor(state.flavor),
-            primary=loopback_url("nova", creds.nova, state.primary_port, NOVA_DATABASE, host),
+            primary=url("nova", creds.nova, state.primary_port, NOVA_DATABASE),
             replicas=urls("nova_ro", creds.nova_ro, NOVA_DATABASE),
-            admin=loopback_url("offload_admin", creds.admin, state.primary_port, None, host),
+            admin=url("offload_admin", creds.admin, state.primary_port, None),
             replica_admins=urls("offload_admin", creds.admin, None),
             service_port=state.service_port,
             version=state.version,
@@ -328,32 +405,38 @@ class NativeTopology:
                     f"asked for {self.schema}",
                     hint=f"remove {self.dir} (`make clean`) to start afresh",
                 )
+            if self.tls_asked is None:
+                self.tls = state.tls
+            if state.tls != self.tls:
+                made, asked = ("on" if v else "off" for v in (state.tls, self.tls))
+                raise TestbedError(
+                    f"the testbed in {self.dir} was made with TLS {made}, asked for TLS {asked}",
+                    hint=f"remove {self.dir} (`make clean`) to start afresh",
+                )
         if state is not None and state.initialised and self._running(state):
-            info = self._info(state, creds)
-            self.links().start_recorded()
-            self._apply_knobs(state)
-            self._await_replication(state)
-            self._nova_schema(state, info)
-            write_config(info, self.config_path)
-            return info
+            return self._resume(state, creds)
         if state is not None:
             state = self._sweep(state)
         program = self._program(state)
         state = self._plan(state, program)
+        if state.tls:
+            ensure_certificates(self.dir)
         self._save_state(state)
         try:
+            self._ensure_endpoints(state)  # first: a busy endpoint port stops nothing started
             state = self._start_all(state, program)
             if not state.initialised:
                 self._bootstrap(state, program, creds)
                 state = replace(state, initialised=True)
                 self._save_state(state)
-            self.links().start_recorded()
+            self._start_links(state)
             self._apply_knobs(state)
             self._await_replication(state)
             state = self._nova_schema(state, self._info(state, creds))
         except BaseException:
             # the file holds every pid recorded so far, even of a start that failed midway
             self._stop_all(self._load_state() or state)
+            self._links().stop_all()
             if not state.initialised:
                 # a half-bootstrapped data dir cannot be trusted: start afresh next time
                 # (the logs stay: the error names them)
@@ -362,7 +445,39 @@ class NativeTopology:
             raise
         info = self._info(state, creds)
         write_config(info, self.config_path)
+        self._rejoin_departed()
         return info
+
+    def _start_links(self, state: NativeState) -> None:
+        """Every link and endpoint runs; a replica endpoint with no replica behind it (it
+        leads to the primary) refuses connections until a rejoin moves it."""
+        self._ensure_endpoints(state)
+        runner = self._links()
+        runner.start_recorded()
+        for name, record in runner.records().items():
+            if is_replica_endpoint(name) and record.upstream_port == state.source_port:
+                runner.control(name, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
+
+    def _resume(self, state: NativeState, creds: Credentials) -> TestbedInfo:
+        """A testbed whose servers all run: links, knobs, replication, config (and rejoins)."""
+        info = self._info(state, creds)
+        self._start_links(state)
+        self._apply_knobs(state)
+        self._await_replication(state)
+        self._nova_schema(state, info)
+        write_config(info, self.config_path)
+        self._rejoin_departed()
+        return info
+
+    def _rejoin_departed(self) -> None:
+        """A primary that a failover left, running again: it rejoins as a replica, or is
+        recorded as diverged (kept out) when it holds transactions the primary lacks."""
+        from offload.testbed import roles  # noqa: PLC0415 - roles builds on this module
+
+        state = self._require_state()
+        for name in state.departed:
+            with contextlib.suppress(ServerDiverged):  # recorded: `testbed status` shows it
+                roles.rejoin(self, name)
 
     def _nova_schema(self, state: NativeState, info: TestbedInfo) -> NativeState:
         """schema nova: Nova's migrations make the nova database once, then it replicates."""
@@ -395,30 +510,41 @@ class NativeTopology:
     def start(self, name: str) -> None:
         """Start one stopped server of an initialised testbed again, on its data."""
         state = self._require_state()
-        self._start_all(state, self._program(state), only=name)
+        program = self._program(state)
+        self._write_role(state, name, program.flavor)
+        self._start_all(state, program, only=name)
+
+    def _write_role(self, state: NativeState, name: str, flavor: replication.Flavor) -> None:
+        """``name``'s my.cnf for the role it has now (a replica starts read-only)."""
+        record = state.servers[name]
+        write_defaults_file(
+            Path(record.defaults_file),
+            mysql_dir=find_mysql_dir(),
+            flavor=flavor,
+            role="primary" if name == state.primary else "replica",
+            server_id=record.server_id,
+            port=record.port,
+            host=state.host,
+            tls=self._tls_files(state),
+        )
+
+    def write_roles(self, state: NativeState) -> None:
+        """Every server's my.cnf for its role in ``state`` (after a role change)."""
+        flavor = replication.Flavor(state.flavor)
+        for name in state.servers:
+            self._write_role(state, name, flavor)
 
     def _start_all(
         self, state: NativeState, program: ServerProgram, *, only: str | None = None
     ) -> NativeState:
         """Start the servers (or ``only`` one); the state with their pids, saved at each."""
-        mysql_dir = find_mysql_dir()
         for name, record in state.servers.items():
             if only is not None and name != only:
                 continue
             home = self.dir / name
-            defaults = (
-                write_defaults_file(
-                    Path(record.defaults_file),
-                    mysql_dir=mysql_dir,
-                    flavor=program.flavor,
-                    role="primary" if name == "primary" else "replica",
-                    server_id=record.server_id,
-                    port=record.port,
-                    host=state.host,
-                )
-                if not state.initialised or not Path(record.defaults_file).exists()
-                else Path(record.defaults_file)
-            )
+            defaults = Path(record.defaults_file)
+            if not state.initialised or not defaults.exists():
+                self._write_role(state, name, program.flavor)
             if not (home / "data").exists():
                 program.initialise(home / "data", home / "init.log")
             server = ServerProcess(
@@ -440,17 +566,22 @@ class NativeTopology:
     def _bootstrap(self, state: NativeState, program: ServerProgram, creds: Credentials) -> None:
         mysql_dir = find_mysql_dir() / "bootstrap"
         values = creds.placeholders()
-        self._run_script("primary", mysql_dir / "primary.sql", values)
-        replica_values = {
-            **values,
+        self._run_script(state.primary, mysql_dir / "primary.sql", values)
+        for name in state.replicas():
+            self.replicate(name, state)
+
+    def replicate(self, name: str, state: NativeState) -> None:
+        """Make ``name`` replicate from the acting primary by GTID auto-position
+        (``replica-<flavor>.sql``: MASTER_USE_GTID=slave_pos / SOURCE_AUTO_POSITION=1)."""
+        values = {
+            **self._credentials().placeholders(),
             "PRIMARY_HOST": state.host,
-            "PRIMARY_PORT": str(state.primary_port),
+            "PRIMARY_PORT": str(state.source_port),
+            # the channel over TLS verified against the testbed's CA (when it has TLS)
+            **replica_tls_placeholders(self._tls_files(state)),
         }
-        for name in state.servers:
-            if name != "primary":
-                self._run_script(
-                    name, mysql_dir / f"replica-{program.flavor.value}.sql", replica_values
-                )
+        template = find_mysql_dir() / "bootstrap" / f"replica-{state.flavor}.sql"
+        self._run_script(name, template, values)
 
     def _apply_knobs(self, state: NativeState) -> None:
         """The servers' own applier and semi-sync settings (testbed/knobs.py), if asked."""
@@ -461,25 +592,27 @@ class NativeTopology:
             engine = self._root_engine(name)
             try:
                 with engine.connect() as conn:
-                    if name == "primary":
+                    if name == state.primary:
                         apply_to_primary(conn, flavor, self.knobs)
                     else:
                         apply_to_replica(conn, flavor, self.knobs)
             finally:
                 engine.dispose()
 
+    def await_replication(self, state: NativeState) -> None:
+        """Every replica of ``state`` replicates and has the primary's position."""
+        self._await_replication(state)
+
     def _await_replication(self, state: NativeState) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
         flavor = replication.Flavor(state.flavor)
-        primary = self._root_engine("primary")
+        primary = self._root_engine(state.primary)
         try:
             with primary.connect() as conn:
                 position = replication.gtid_position(conn, flavor)
         finally:
             primary.dispose()
-        for name in state.servers:
-            if name == "primary":
-                continue
+        for name in state.replicas():
             engine = self._root_engine(name)
             try:
                 with engine.connect() as conn:
@@ -519,13 +652,45 @@ class NativeTopology:
     def down(self) -> None:
         """Stop every server this testbed started (data dirs are kept), then their links."""
         self._stop_all(self._load_state())
-        self.links().stop_all()
+        self._links().stop_all()
 
     # --- shaped links (offload.link) ----------------------------------------
 
-    def links(self) -> LinkRunner:
-        """The links of this testbed (``links.json``), their proxies bound as the servers."""
+    def _links(self) -> LinkRunner:
         return LinkRunner(self.dir, bind_to_parent=self.bind_to_parent)
+
+    def links(self) -> LinkRunner:
+        """The testbed's link proxies: shaped replication links and the endpoints."""
+        return self._links()
+
+    def _ensure_endpoints(self, state: NativeState) -> None:
+        """Start the endpoints a testbed with endpoints lacks (a new testbed's first up):
+        ``primary-endpoint`` to the acting primary, ``replicaN-endpoint`` to the Nth replica."""
+        if not state.endpoints:
+            return
+        runner = self._links()
+        known = runner.records()
+        replicas = state.replicas()
+        slots = [
+            (endpoint_name("primary"), state.primary_port, state.primary),
+            *(
+                (endpoint_name(f"replica{i}"), port, replicas[i] if i < len(replicas) else "")
+                for i, port in enumerate(state.replica_ports)
+            ),
+        ]
+        for link, listen, server in slots:
+            if link in known or not server:
+                continue
+            (control,) = free_ports(1)
+            runner.start(
+                LinkRecord(
+                    name=link,
+                    listen_port=listen,
+                    control_port=control,
+                    upstream_host=state.host,
+                    upstream_port=state.servers[server].port,
+                )
+            )
 
     def _point(self, name: str, port: int) -> None:
         state = self._require_state()
@@ -540,10 +705,10 @@ class NativeTopology:
         """Put a link proxy in ``name``'s replication path (started, and the replica's
         source pointed at it); a link already there is left alone."""
         state = self._require_state()
-        if name == "primary" or name not in state.servers:
-            replicas = ", ".join(n for n in state.servers if n != "primary")
+        if name not in state.replicas():
+            replicas = ", ".join(state.replicas())
             raise TestbedError(f"there is no replica {name!r}", hint=f"name one of: {replicas}")
-        runner = self.links()
+        runner = self._links()
         known = runner.records().get(name)
         listen, control = (
             (known.listen_port, known.control_port) if known is not None else free_ports(2)
@@ -554,7 +719,7 @@ class NativeTopology:
                 listen_port=listen,
                 control_port=control,
                 upstream_host=state.host,
-                upstream_port=state.primary_port,
+                upstream_port=state.source_port,
             )
         )
         if known is None:
@@ -565,18 +730,18 @@ class NativeTopology:
         """Point ``name`` at its link (attached before) or straight at the primary; the
         link keeps running either way (the bench compares the two on one replica)."""
         port = (
-            self.links().record(name).listen_port
+            self._links().record(name).listen_port
             if through_link
-            else self._require_state().primary_port
+            else self._require_state().source_port
         )
         self._point(name, port)
 
     def detach_link(self, name: str) -> None:
         """Point ``name`` at the primary again and stop its link."""
-        runner = self.links()
+        runner = self._links()
         if name not in runner.records():
             return
-        self._point(name, self._require_state().primary_port)
+        self._point(name, self._require_state().source_port)
         runner.stop(name, forget=True)
 
     def __enter__(self) -> TestbedInfo:

@@ -41,8 +41,11 @@ class OwnTestbed:
         directory: Path | None = None,
         prefix: str = "offload-testbed-",
         start_timeout: float = 60.0,
+        endpoints: bool = False,
     ) -> None:
         self.replicas = replicas
+        #: clients through endpoints a role change moves (testbed/roles.py)
+        self.endpoints = endpoints
         self.flavor = flavor
         self.directory = directory
         self.prefix = prefix
@@ -77,6 +80,7 @@ class OwnTestbed:
                 flavor=self.flavor,
                 bind_to_parent=True,
                 start_timeout=self.start_timeout,
+                endpoints=self.endpoints,
             )
             self._topology = topology
             self._info = topology.up()  # stops what it started before it raises

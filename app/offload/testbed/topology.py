@@ -6,7 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import URL
 
@@ -14,7 +14,11 @@ from offload.config import Settings, TestbedSettings
 from offload.flavor import Flavor, describe_server
 from offload.urls import with_database
 
+if TYPE_CHECKING:
+    from offload.testbed.tls import TlsFiles
+
 __all__ = [
+    "PLAIN_QUERY",
     "Credentials",
     "TestbedInfo",
     "Topology",
@@ -24,6 +28,8 @@ __all__ = [
 ]
 
 NOVA_DATABASE = "nova"
+#: the query of a testbed URL without TLS (``--tls off``)
+PLAIN_QUERY = {"ssl_disabled": "true"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +56,25 @@ class Credentials:
 
 
 def loopback_url(
-    user: str, password: str, port: int, database: str | None, host: str = "127.0.0.1"
+    user: str,
+    password: str,
+    port: int,
+    database: str | None,
+    host: str = "127.0.0.1",
+    *,
+    tls: TlsFiles | None = None,
 ) -> URL:
-    """A PyMySQL URL for one account on one testbed server."""
+    """A PyMySQL URL for one account on one testbed server: verified TLS with ``tls``,
+    else plain TCP (``ssl_disabled``: PyMySQL would otherwise try TLS unverified wherever
+    the server offers it, as MySQL 8.4+ and MariaDB 11.4+ do with certificates of their own)."""
     return URL.create(
-        "mysql+pymysql", username=user, password=password, host=host, port=port, database=database
+        "mysql+pymysql",
+        username=user,
+        password=password,
+        host=host,
+        port=port,
+        database=database,
+        query=tls.url_query() if tls is not None else PLAIN_QUERY,
     )
 
 
