@@ -48,7 +48,7 @@ from offload.liveness import install_liveness_check
 from offload.routes import ROUTE_OPTION, Route
 from offload.sqlverbs import classify
 from offload.staleness import RoutingStats, StalenessGuard
-from offload.tracing import Tracer, current_task, server_identity
+from offload.tracing import Tracer, current_task, server_identity, set_route
 
 __all__ = [
     "Database",
@@ -296,7 +296,7 @@ class Database:
     # --- sessions ---------------------------------------------------------
 
     def _open(self, route: Route, target: Target, conn: Connection) -> Session:
-        conn.execution_options(**{ROUTE_OPTION: route.value})
+        set_route(conn, route.value)
         factory = self._writer_factory if route.writes else self._reader_factory
         session = factory(bind=conn)
         session.info["offload_route"] = route
@@ -335,7 +335,7 @@ class Database:
         """
         flavor = self.flavor  # first: its own lookup must not need a second connection
         with self.primary.engine.connect() as conn:
-            conn.execution_options(**{ROUTE_OPTION: Route.CAUSAL.value})
+            set_route(conn, Route.CAUSAL.value)
             gtid = replication.gtid_position(conn, flavor)
         _last_write.set((run, gtid))
         return gtid
@@ -364,7 +364,7 @@ class Database:
             return target, conn
         try:
             gtid = last[1] if last[1] is not None else self._causal_gtid(task.run)
-            conn.execution_options(**{ROUTE_OPTION: Route.READ_REPLICA.value})
+            set_route(conn, Route.READ_REPLICA.value)
             reached, waited = replication.try_wait_for_gtid(
                 conn, gtid, self.settings.replica.causal_timeout, self.flavor
             )

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
+import pymysql
+import pymysql.cursors
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -44,9 +46,11 @@ __all__ = [
     "ServerIdentity",
     "StatementRecord",
     "TaskContext",
+    "TracedCursor",
     "Tracer",
     "current_task",
     "server_identity",
+    "set_route",
     "tables_in",
     "tag_for",
     "tagged",
@@ -248,6 +252,93 @@ class JsonLinesSink:
             self._handle.close()
 
 
+class _Traced:
+    """What a traced DBAPI connection's cursors need: where to report, and the route."""
+
+    __slots__ = ("guard", "route", "server", "target", "tracer")
+
+    def __init__(
+        self, tracer: Tracer, target: str, guard: Guard | None, server: ServerIdentity
+    ) -> None:
+        self.tracer = tracer
+        self.target = target
+        self.guard = guard
+        self.server = server
+        #: the route of the session using the connection now (None between sessions)
+        self.route: str | None = None
+
+
+class TracedCursor(pymysql.cursors.Cursor):
+    """PyMySQL's cursor, tagging each statement and handing its record to the tracer."""
+
+    _offload_many = False
+
+    def execute(self, query: str, args: Any = None) -> int:
+        traced: _Traced | None = getattr(self.connection, "offload_traced", None)
+        if traced is None or self._offload_many:  # an executemany's rows: tagged already
+            return super().execute(query, args)
+        route = traced.route
+        if traced.guard is not None:
+            traced.guard(route, query)
+        task = _current.get()
+        started = time.perf_counter()
+        result = super().execute(tag_for(route, task) + query, args)
+        _report(traced, task, route, query, started)
+        return result
+
+    def executemany(self, query: str, args: Any) -> int | None:
+        traced: _Traced | None = getattr(self.connection, "offload_traced", None)
+        if traced is None:
+            return super().executemany(query, args)
+        route = traced.route
+        if traced.guard is not None:
+            traced.guard(route, query)
+        task = _current.get()
+        started = time.perf_counter()
+        self._offload_many = True
+        try:
+            result = super().executemany(
+                tagged(query, tag_for(route, task), executemany=True), args
+            )
+        finally:
+            self._offload_many = False
+        _report(traced, task, route, query, started)
+        return result
+
+
+def _report(
+    traced: _Traced, task: TaskContext | None, route: str | None, query: str, started: float
+) -> None:
+    """The statement's record to the tracer's sinks (nothing to build when there are none)."""
+    tracer = traced.tracer
+    if not tracer._sinks:
+        return
+    verb, tables = _facts(query)
+    # positional: a named tuple built from keywords costs several times more
+    tracer._emit(
+        StatementRecord(
+            task.task if task else None,
+            task.run if task else None,
+            route,
+            traced.target,
+            traced.server,
+            verb,
+            tables,
+            time.perf_counter() - started,
+            time.time(),
+        )
+    )
+
+
+def set_route(conn: Connection, route: str) -> None:
+    """Give ``conn`` (checked out) the route its statements are tagged, guarded and
+    recorded with: SQLAlchemy's execution option and the traced DBAPI connection's."""
+    conn.execution_options(**{ROUTE_OPTION: route})
+    traced = getattr(conn.connection.dbapi_connection, "offload_traced", None)
+    if traced is not None:
+        traced.route = route
+
+
 class Tracer:
     """Tags statements on the engines it is installed on and feeds records to sinks."""
 
@@ -280,10 +371,14 @@ class Tracer:
     def install(self, engine: Engine, *, target: str, guard: Guard | None = None) -> None:
         """Tag and record every statement ``engine`` runs; ``target`` names the server.
 
-        ``guard(route, statement, verb, read_only)`` runs first in the same hook
-        (the write guard: one hook instead of two); the statement's verb, whether
-        it is read-only and its tables are computed once per distinct text.
+        The work is done by the DBAPI cursor (``TracedCursor``), not by SQLAlchemy's
+        ``before/after_cursor_execute`` events: any listener of those makes SQLAlchemy
+        take its event path at every statement, which cost more than the tagging and the
+        record themselves (`make bench`, 200-statement session).  ``guard(route,
+        statement)`` runs first and raises before the server sees a write; the
+        statement's verb and tables are computed once per distinct text.
         """
+        tracer = self
 
         @event.listens_for(engine, "connect")
         def _identify(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -293,53 +388,13 @@ class Tracer:
                 server_id, hostname, port, version = cursor.fetchone()
             finally:
                 cursor.close()
-            record.info[_SERVER_KEY] = ServerIdentity(
-                int(server_id), str(hostname), int(port), str(version)
-            )
+            identity = ServerIdentity(int(server_id), str(hostname), int(port), str(version))
+            record.info[_SERVER_KEY] = identity
+            dbapi_connection.offload_traced = _Traced(tracer, target, guard, identity)
+            dbapi_connection.cursorclass = TracedCursor
 
-        @event.listens_for(engine, "before_cursor_execute", retval=True)
-        def _tag(
-            conn: Connection,
-            cursor: Any,
-            statement: str,
-            parameters: Any,
-            context: Any,
-            executemany: bool,
-        ) -> tuple[str, Any]:
-            route = conn.get_execution_options().get(ROUTE_OPTION)
-            if guard is not None:
-                guard(route, statement)
-            if context is not None:
-                context.offload_started = time.perf_counter()
-            return tagged(
-                statement, tag_for(route, _current.get()), executemany=executemany
-            ), parameters
-
-        @event.listens_for(engine, "after_cursor_execute")
-        def _record(
-            conn: Connection,
-            cursor: Any,
-            statement: str,
-            parameters: Any,
-            context: Any,
-            executemany: bool,
-        ) -> None:
-            if not self._sinks:
-                return
-            started = getattr(context, "offload_started", None)
-            task = _current.get()
-            verb, tables = _facts(statement)
-            # positional: a named tuple built from keywords costs several times more
-            self._emit(
-                StatementRecord(
-                    task.task if task else None,
-                    task.run if task else None,
-                    conn.get_execution_options().get(ROUTE_OPTION),
-                    target,
-                    server_identity(conn),
-                    verb,
-                    tables,
-                    time.perf_counter() - started if started is not None else 0.0,
-                    time.time(),
-                )
-            )
+        @event.listens_for(engine, "checkin")
+        def _forget_route(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+            traced = getattr(dbapi_connection, "offload_traced", None)
+            if traced is not None:
+                traced.route = None
