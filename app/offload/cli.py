@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from offload import __version__
+from offload.argtypes import SECONDS, above_zero, positive_int
 from offload.config import DEFAULT_TESTBED_CONFIG, Settings, find_config_file, load_settings
 from offload.errors import ConfigError, OffloadError, TestbedError
 from offload.testbed.backend import BACKENDS
@@ -47,26 +48,6 @@ log = logging.getLogger("offload")
 
 def _out(line: str = "") -> None:
     sys.stdout.write(line + "\n")
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {value}")
-    return number
 
 
 def _flavor(value: str) -> str:
@@ -102,7 +83,7 @@ def _delay(value: str) -> int:
 def _compute_scale(value: str) -> int:
     from offload.testbed.compose import SERVICE_PORT_RANGE  # noqa: PLC0415
 
-    number = _positive(value)
+    number = positive_int(value)
     if number > SERVICE_PORT_RANGE:
         raise argparse.ArgumentTypeError(f"use 1-{SERVICE_PORT_RANGE}, got {number}")
     return number
@@ -836,12 +817,14 @@ def _add_role_changes(testbed_commands: Any) -> None:
         "primary, p50 (failover: SIGKILL, semi-sync on, then the old primary rejoins)",
     )
     drill.add_argument("kind", choices=["switchover", "failover"])
-    drill.add_argument("--times", type=_positive, default=5, help="role changes (5)")
-    drill.add_argument("--rate", type=_seconds, default=50.0, help="writes a second (50)")
+    drill.add_argument("--times", type=positive_int, default=5, help="role changes (5)")
+    drill.add_argument(
+        "--rate", type=above_zero("writes a second"), default=50.0, help="writes a second (50)"
+    )
     for sub in (switch, fail, back, remake, drill):
         sub.add_argument("--dir", help="testbed directory (default .testbed)")
         sub.add_argument(
-            "--timeout", type=_seconds, default=30.0, help="seconds to wait for GTIDs (30)"
+            "--timeout", type=SECONDS, default=30.0, help="seconds to wait for GTIDs (30)"
         )
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.set_defaults(handler=cmd_testbed_role)
@@ -861,7 +844,7 @@ def _add_testbed(commands: Any) -> None:
         "answers; else native",
     )
     up.add_argument("--dir", help="testbed directory (default .testbed)")
-    up.add_argument("--replicas", type=_positive, default=1, help="number of replicas")
+    up.add_argument("--replicas", type=positive_int, default=1, help="number of replicas")
     up.add_argument(
         "--port",
         type=_port,
@@ -950,7 +933,7 @@ def _add_testbed(commands: Any) -> None:
     built.set_defaults(handler=cmd_testbed_images)
     logs = testbed_commands.add_parser("logs", help="the compose testbed's container logs")
     logs.add_argument("--dir", help="testbed directory (default .testbed)")
-    logs.add_argument("--tail", type=_positive, default=30, help="lines per container (30)")
+    logs.add_argument("--tail", type=positive_int, default=30, help="lines per container (30)")
     logs.set_defaults(handler=cmd_testbed_logs)
     status = testbed_commands.add_parser("status", help="replication state of every server")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -974,8 +957,8 @@ def _add_data(commands: Any) -> None:
     )
     sync.set_defaults(handler=cmd_db_sync)
     seeding = commands.add_parser("seed", help="write a realistic data set on the primary")
-    seeding.add_argument("--instances", type=_positive, default=1000)
-    seeding.add_argument("--hosts", type=_positive, default=2, help="hosts compute-1..H")
+    seeding.add_argument("--instances", type=positive_int, default=1000)
+    seeding.add_argument("--hosts", type=positive_int, default=2, help="hosts compute-1..H")
     seeding.add_argument("--seed", type=_whole, default=0, help="random seed (deterministic)")
     seeding.add_argument(
         "--if-empty", action="store_true", help="write nothing when instances exist already"
@@ -1085,7 +1068,7 @@ def _add_knobs(parser: argparse.ArgumentParser, *, where: str) -> None:
     """The servers' own knobs (testbed/knobs.py): testbed up, lag run."""
     parser.add_argument(
         "--replica-workers",
-        type=_positive,
+        type=positive_int,
         metavar="N",
         help=f"{where}N parallel appliers per replica (MariaDB slave_parallel_threads, "
         "optimistic; MySQL replica_parallel_workers); 1: one applier",
@@ -1160,13 +1143,13 @@ def _add_matrix(lag_commands: Any) -> None:
     )
     grid.add_argument(
         "--task-interval",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="S",
         help="every task runs every S seconds (default 1)",
     )
     grid.add_argument(
-        "--instances", type=_positive, default=200, help="instances seeded (default 200)"
+        "--instances", type=positive_int, default=200, help="instances seeded (default 200)"
     )
     grid.set_defaults(handler=matrix)
 
@@ -1234,20 +1217,20 @@ def _add_lag(commands: Any) -> None:
     )
     experiment.add_argument(
         "--replicas",
-        type=_positive,
+        type=positive_int,
         default=1,
         help="replicas of the testbed it starts (default 1)",
     )
     experiment.add_argument(
         "--task-interval",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="S",
         help="every task runs every S seconds (default 1)",
     )
     experiment.add_argument(
         "--instances",
-        type=_positive,
+        type=positive_int,
         default=400,
         help="instances seeded over compute-1/2 (default 400)",
     )

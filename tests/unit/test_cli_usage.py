@@ -288,9 +288,10 @@ BAD_VALUES = [
     (["lag", "compare", "no-such-dir"], "no-such-dir does not exist"),
     (["fleet", "--hosts", "0"], "positive host counts"),
     (["fleet", "--hosts", "ten"], "positive host counts"),
-    (["fleet", "--time-factor", "-1"], "above 0"),
-    (["fleet", "--replicas", "0"], "at least 1"),
-    (["fleet", "--write-rate", "-2"], "0 (no API writes) or more"),
+    (["fleet", "--time-factor", "-1"], "must be more than 0 (a time factor), got -1"),
+    (["fleet", "--replicas", "0"], "must be 1 or more, got 0"),
+    (["fleet", "--write-rate", "-2"], "must be 0 or more writes a second, got -2"),
+    (["testbed", "drill", "switchover", "--rate", "x"], "expected writes a second, got 'x'"),
     (["fleet", "--out", "a-file"], "a-file is not a directory"),
 ]
 

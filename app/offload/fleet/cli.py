@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from offload.argtypes import SECONDS, above_zero, at_least_zero, positive_int
 from offload.fleet.params import FleetParams
 
 __all__ = ["add_fleet"]
@@ -21,36 +22,10 @@ def _counts(value: str) -> tuple[int, ...]:
     return counts
 
 
-def _number(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a number above 0")
-    return number
-
-
-def _rate(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: give 0 (no API writes) or more per second")
-    return number
-
-
 def _directory(value: str) -> str:
     if Path(value).exists() and not Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"{value} is not a directory: name a directory")
     return value
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number of at least 1")
-    return int(value)
 
 
 def _command(args: argparse.Namespace, _settings: Any) -> int:
@@ -87,28 +62,38 @@ def add_fleet(commands: Any) -> None:
     add("--hosts", type=_counts, default=d.hosts, help=f"host counts (default {hosts})")
     add(
         "--instances-per-host",
-        type=_count,
+        type=positive_int,
         default=d.instances_per_host,
         help=f"seeded per host (default {d.instances_per_host})",
     )
     add(
         "--time-factor",
-        type=_number,
+        type=above_zero("(a time factor)"),
         default=d.time_factor,
         help=f"Nova's intervals / this (default {d.time_factor:g})",
     )
-    add("--window", type=_number, default=d.window, help=f"s per window (default {d.window:g})")
-    add("--pairs", type=_count, default=d.pairs, help=f"windows per config (default {d.pairs})")
-    add("--warmup", type=_number, default=d.warmup, help=f"first window (default {d.warmup:g} s)")
-    add("--processes", type=_count, default=d.processes, help=f"workers (default {d.processes})")
-    add("--threads", type=_count, default=d.threads, help=f"per worker (default {d.threads})")
+    add("--window", type=SECONDS, default=d.window, help=f"s per window (default {d.window:g})")
+    add(
+        "--pairs",
+        type=positive_int,
+        default=d.pairs,
+        help=f"windows per config (default {d.pairs})",
+    )
+    add("--warmup", type=SECONDS, default=d.warmup, help=f"first window (default {d.warmup:g} s)")
+    add(
+        "--processes",
+        type=positive_int,
+        default=d.processes,
+        help=f"workers (default {d.processes})",
+    )
+    add("--threads", type=positive_int, default=d.threads, help=f"per worker (default {d.threads})")
     add(
         "--write-rate",
-        type=_rate,
+        type=at_least_zero("writes a second"),
         default=d.write_rate,
         help=f"API boots+deletes per s (default {d.write_rate:g})",
     )
-    add("--replicas", type=_count, default=d.replicas, help="replicas (native; default 1)")
-    add("--max-lag", type=_number, default=d.max_lag, help="[replica] max_lag, the knee's line")
+    add("--replicas", type=positive_int, default=d.replicas, help="replicas (native; default 1)")
+    add("--max-lag", type=SECONDS, default=d.max_lag, help="[replica] max_lag, the knee's line")
     add("--out", type=_directory, default="fleet-results", help="directory for fleet.csv/.md/.png")
     fleet.set_defaults(handler=_command)
