@@ -29,10 +29,8 @@ import pytest
 from sqlalchemy import Connection, Engine
 
 from offload import attach
-from offload.config import Settings
-from offload.db import Database
 from offload.errors import TestbedError
-from offload.pytest import DbFactory, RunOptions, WaitForReplication
+from offload.pytest import RunOptions, WaitForReplication, factories
 from offload.schema import NOVA_TABLES, OFFLOAD_TABLES
 from offload.testbed import TestbedInfo
 from offload.testbed.janitor import DatabaseJanitor, SchemaStep
@@ -151,31 +149,13 @@ def _nova_tables_then_offloads(template: NovaTemplate) -> SchemaStep:
 
 
 @pytest.fixture
-def offload_db_factory(
-    nova_testbed: TestbedInfo, nova_tracer: Tracer, nova_template: NovaTemplate
-) -> Iterator[DbFactory]:
-    """The plugin's ``offload_db_factory`` on Nova's tables: ``make(with_replica=True)``.
+def nova_then_offload_schema(nova_template: NovaTemplate) -> SchemaStep:
+    """Nova's task tables as nova-manage made them, then what ``offload db sync`` adds
+    (the heartbeat): the scratch databases of ``offload_db_factory`` here."""
+    return _nova_tables_then_offloads(nova_template)
 
-    Nova's tables as nova-manage made them, then what ``offload db sync`` adds (the
-    heartbeat), replicated before the test starts.
-    """
-    created: list[Database] = []
-    with DatabaseJanitor(
-        nova_testbed.settings(), prefix="nova_t", schema=_nova_tables_then_offloads(nova_template)
-    ) as janitor:
 
-        def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
-            database = Database(
-                nova_testbed.settings(
-                    database=janitor.name, with_replica=with_replica, base=settings
-                ),
-                tracer=nova_tracer,
-            )
-            created.append(database)
-            return database
-
-        try:
-            yield make
-        finally:
-            for database in created:
-                database.dispose()
+#: the plugin's ``offload_db_factory`` on Nova's tables: ``make(with_replica=True)``
+offload_db_factory = factories.database_factory(
+    "nova_testbed", tracer="nova_tracer", schema="nova_then_offload_schema", prefix="nova_t"
+)

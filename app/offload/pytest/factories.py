@@ -47,7 +47,7 @@ from offload.dberrors import unpooled_engine
 from offload.errors import OffloadError
 from offload.pytest.options import RunOptions, remember_server
 from offload.replication import detect_flavor
-from offload.testbed.janitor import DatabaseJanitor
+from offload.testbed.janitor import DatabaseJanitor, nova_schema
 from offload.testbed.own import OwnTestbed
 from offload.testbed.servers import FlavorSpec
 from offload.testbed.topology import TestbedInfo
@@ -321,9 +321,15 @@ def database_factory(
     testbed: str = "offload_testbed",
     *,
     tracer: str = "offload_tracer",
+    schema: str | None = None,
+    prefix: str = DATABASE_PREFIX,
     scope: Scope = "function",
 ) -> FixtureDefinition:
-    """``make(with_replica=True, settings=None)`` → Databases on one scratch database."""
+    """``make(with_replica=True, settings=None)`` → Databases on one scratch database.
+
+    ``schema`` names a fixture giving the ``SchemaStep`` that fills the scratch database
+    (default: offload's tables, ``janitor.nova_schema``); ``prefix`` its name's start.
+    """
 
     @pytest.fixture(scope=scope)
     def offload_db_factory(request: pytest.FixtureRequest) -> Iterator[DbFactory]:
@@ -331,8 +337,11 @@ def database_factory(
         test's own scratch database (created, schema'd, replicated; dropped afterwards)."""
         info = _value(request, testbed, TestbedInfo)
         shared = _value(request, tracer, Tracer)
+        step = nova_schema if schema is None else request.getfixturevalue(schema)
+        if not callable(step):
+            pytest.fail(f"fixture {schema!r} gives no schema step (a callable)", pytrace=False)
         created: list[Database] = []
-        with DatabaseJanitor(info.settings(), prefix=DATABASE_PREFIX) as janitor:
+        with DatabaseJanitor(info.settings(), prefix=prefix, schema=step) as janitor:
 
             def make(*, with_replica: bool = True, settings: Settings | None = None) -> Database:
                 database = Database(
