@@ -36,11 +36,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pymysql
 from sqlalchemy import Connection, Engine, MetaData, Table, literal_column, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 
-from offload.errors import ConnectionLost, MissingTable, OffloadError
+from offload.dberrors import translate
+from offload.errors import ConnectionLost, DatabaseError, MissingTable, OffloadError
 from offload.schema import Heartbeat
 from offload.waiting import Clock
 
@@ -272,6 +274,7 @@ class LagProbe:
         self._compiled: tuple[int | None, str] | None = None
         self._conn: Connection | None = None
         self._conn_lock = threading.Lock()
+        self._where = f"{name} {engine.url.host}:{engine.url.port or 3306}"
 
     def _sql(self, server_id: int | None, dialect: Dialect) -> str:
         """The probe's SELECT, compiled once per primary server id (one round trip a read):
@@ -288,7 +291,9 @@ class LagProbe:
 
     def _applied(self, server_id: int | None) -> tuple[object, object]:
         """The newest applied ts and the answering server's id, on a long-lived autocommit
-        connection: no ping, no rollback.
+        connection: no ping, no rollback, and the SELECT sent straight on the DBAPI
+        connection (SQLAlchemy's execution context and result cost the refresher as much
+        CPU as the round trip's own parsing; every read path pays for it under the GIL).
 
         A connection that died while idle (the replica restarted) is replaced and
         the read made once more on the fresh one.
@@ -300,14 +305,14 @@ class LagProbe:
                     self._conn = self.engine.connect().execution_options(
                         isolation_level="AUTOCOMMIT"
                     )
-                assert self._conn is not None
+                conn = self._conn
+                assert conn is not None
                 try:
-                    sql = self._sql(server_id, self._conn.dialect)
-                    row = self._conn.exec_driver_sql(sql).one()
-                    return row[0], row[1]
+                    return self._select(conn, self._sql(server_id, conn.dialect))
                 except MissingTable:  # the server answered: the connection is fine
                     raise
                 except ConnectionLost:
+                    conn.invalidate()
                     self._close_conn()
                     if fresh or attempt == 2:
                         raise
@@ -315,6 +320,21 @@ class LagProbe:
                     self._close_conn()
                     raise
             raise AssertionError("unreachable")
+
+    def _select(self, conn: Connection, sql: str) -> tuple[object, object]:
+        """One row of ``sql`` through ``conn``'s DBAPI cursor, driver errors translated."""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql)
+            row = cursor.fetchone()
+        except pymysql.Error as exc:
+            translated = translate(exc, self._where)
+            raise (translated or DatabaseError(f"{self._where}: {exc}")) from exc
+        finally:
+            cursor.close()
+        if row is None:
+            raise DatabaseError(f"{self._where}: the lag probe's SELECT returned no row")
+        return row[0], row[1]
 
     def _close_conn(self) -> None:
         conn, self._conn = self._conn, None

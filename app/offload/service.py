@@ -29,7 +29,7 @@ from offload.db import Database, make_engine
 from offload.metrics import Figures, exposition, registry_of
 from offload.periodic import Scheduler, install_signal_handlers
 from offload.statusdoc import StatusDocument, TaskView
-from offload.tracing import JsonLinesSink, StatementRecord
+from offload.tracing import JsonLinesSink, StatementCounter
 from offload.urls import masked
 
 __all__ = ["Service", "StatementCounter"]
@@ -37,23 +37,6 @@ __all__ = ["Service", "StatementCounter"]
 log = logging.getLogger("offload.service")
 #: seconds a status document's TLS figures serve /metrics before they are read again
 TLS_FIGURES_AGE = 60.0
-
-
-class StatementCounter:
-    """A tracer sink counting statements by (task, route, target, verb)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[tuple[str, str, str, str]] = Counter()
-        self._lock = threading.Lock()
-
-    def __call__(self, record: StatementRecord) -> None:
-        key = (record.task or "-", record.route or "none", record.target, record.verb)
-        with self._lock:
-            self.counts[key] += 1
-
-    def snapshot(self) -> Counter[tuple[str, str, str, str]]:
-        with self._lock:
-            return Counter(self.counts)
 
 
 class Service:

@@ -44,6 +44,7 @@ __all__ = [
     "JsonLinesSink",
     "QueryTrace",
     "ServerIdentity",
+    "StatementCounter",
     "StatementRecord",
     "TaskContext",
     "TracedCursor",
@@ -133,9 +134,10 @@ def tables_in(statement: str) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _facts(statement: str) -> tuple[str, tuple[str, ...]]:
-    """(verb, tables) of a statement: one cache lookup per statement on the read path."""
-    return classify(statement)[0], tables_in(statement)
+def _facts(statement: str) -> tuple[str, bool, tuple[str, ...]]:
+    """(verb, read-only, tables) of a statement: one cache lookup per statement."""
+    verb, read_only = classify(statement)
+    return verb, read_only, tables_in(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +254,45 @@ class JsonLinesSink:
             self._handle.close()
 
 
-class _Traced:
-    """What a traced DBAPI connection's cursors need: where to report, and the route."""
+class StatementCounter:
+    """A tracer sink counting statements by (task, route, target, verb).
 
-    __slots__ = ("guard", "route", "server", "target", "tracer")
+    Counting is the tracer's cheap path: no ``StatementRecord`` is built for it, and
+    the key of each (task, route, verb) is made once per session (see ``_Traced``).
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, key: tuple[str, str, str, str]) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def __call__(self, record: StatementRecord) -> None:
+        self.add((record.task or "-", record.route or "none", record.target, record.verb))
+
+    def snapshot(self) -> Counter[tuple[str, str, str, str]]:
+        with self._lock:
+            return Counter(self.counts)
+
+
+class _Traced:
+    """What a traced DBAPI connection's cursors need: where to report, the route, and
+    what is made once per (route, task) rather than per statement: the tag and the
+    counters' keys."""
+
+    __slots__ = (
+        "guard",
+        "keys",
+        "route",
+        "server",
+        "tag",
+        "tag_route",
+        "tag_task",
+        "target",
+        "tracer",
+    )
 
     def __init__(
         self, tracer: Tracer, target: str, guard: Guard | None, server: ServerIdentity
@@ -266,6 +303,26 @@ class _Traced:
         self.server = server
         #: the route of the session using the connection now (None between sessions)
         self.route: str | None = None
+        self.tag_task: TaskContext | None = None
+        self.tag_route: str | None = None
+        self.tag = tag_for(None, None)
+        #: verb -> the counters' key, for (tag_task, tag_route)
+        self.keys: dict[str, tuple[str, str, str, str]] = {}
+
+    def retag(self, route: str | None, task: TaskContext | None) -> None:
+        """A new (route, task): its tag, and no counter key of the previous one."""
+        self.tag_task, self.tag_route = task, route
+        self.tag = tag_for(route, task)
+        self.keys = {}
+
+    def count(self, verb: str) -> None:
+        key = self.keys.get(verb)
+        if key is None:
+            task = self.tag_task
+            key = (task.task if task else "-", self.tag_route or "none", self.target, verb)
+            self.keys[verb] = key
+        for counter in self.tracer._counters:
+            counter.add(key)
 
 
 class TracedCursor(pymysql.cursors.Cursor):
@@ -278,12 +335,21 @@ class TracedCursor(pymysql.cursors.Cursor):
         if traced is None or self._offload_many:  # an executemany's rows: tagged already
             return super().execute(query, args)
         route = traced.route
-        if traced.guard is not None:
+        facts = _facts(query)
+        if not facts[1] and traced.guard is not None:
             traced.guard(route, query)
         task = _current.get()
-        started = time.perf_counter()
-        result = super().execute(tag_for(route, task) + query, args)
-        _report(traced, task, route, query, started)
+        if task is not traced.tag_task or route != traced.tag_route:
+            traced.retag(route, task)
+        tracer = traced.tracer
+        if tracer._sinks:
+            started = time.perf_counter()
+            result = super().execute(traced.tag + query, args)
+            _report(traced, task, route, facts, started)
+        else:
+            result = super().execute(traced.tag + query, args)
+        if tracer._counters:
+            traced.count(facts[0])
         return result
 
     def executemany(self, query: str, args: Any) -> int | None:
@@ -291,39 +357,43 @@ class TracedCursor(pymysql.cursors.Cursor):
         if traced is None:
             return super().executemany(query, args)
         route = traced.route
-        if traced.guard is not None:
+        facts = _facts(query)
+        if not facts[1] and traced.guard is not None:
             traced.guard(route, query)
         task = _current.get()
+        if task is not traced.tag_task or route != traced.tag_route:
+            traced.retag(route, task)
         started = time.perf_counter()
         self._offload_many = True
         try:
-            result = super().executemany(
-                tagged(query, tag_for(route, task), executemany=True), args
-            )
+            result = super().executemany(tagged(query, traced.tag, executemany=True), args)
         finally:
             self._offload_many = False
-        _report(traced, task, route, query, started)
+        if traced.tracer._sinks:
+            _report(traced, task, route, facts, started)
+        if traced.tracer._counters:
+            traced.count(facts[0])
         return result
 
 
 def _report(
-    traced: _Traced, task: TaskContext | None, route: str | None, query: str, started: float
+    traced: _Traced,
+    task: TaskContext | None,
+    route: str | None,
+    facts: tuple[str, bool, tuple[str, ...]],
+    started: float,
 ) -> None:
-    """The statement's record to the tracer's sinks (nothing to build when there are none)."""
-    tracer = traced.tracer
-    if not tracer._sinks:
-        return
-    verb, tables = _facts(query)
+    """The statement's record to the tracer's record sinks."""
     # positional: a named tuple built from keywords costs several times more
-    tracer._emit(
+    traced.tracer._emit(
         StatementRecord(
             task.task if task else None,
             task.run if task else None,
             route,
             traced.target,
             traced.server,
-            verb,
-            tables,
+            facts[0],
+            facts[2],
             time.perf_counter() - started,
             time.time(),
         )
@@ -343,16 +413,23 @@ class Tracer:
     """Tags statements on the engines it is installed on and feeds records to sinks."""
 
     def __init__(self) -> None:
+        #: sinks given each statement's record; counters, given its key only
         self._sinks: list[Sink] = []
+        self._counters: list[StatementCounter] = []
         self._lock = threading.Lock()
 
     def add_sink(self, sink: Sink) -> None:
+        """Hand ``sink`` every statement (a ``StatementCounter`` counts without a record)."""
         with self._lock:
-            self._sinks = [*self._sinks, sink]
+            if isinstance(sink, StatementCounter):
+                self._counters = [*self._counters, sink]
+            else:
+                self._sinks = [*self._sinks, sink]
 
     def remove_sink(self, sink: Sink) -> None:
         with self._lock:
             self._sinks = [s for s in self._sinks if s is not sink]
+            self._counters = [c for c in self._counters if c is not sink]
 
     @contextmanager
     def recording(self) -> Iterator[QueryTrace]:
