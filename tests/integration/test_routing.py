@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.pool import NullPool
@@ -13,6 +15,7 @@ from offload.pytest import DbFactory, WaitForReplication
 from offload.routes import Route
 from offload.schema import Instance
 from offload.testbed import TestbedInfo
+from offload.tracing import StatementCounter, task_scope
 
 from .conftest import count_instances, new_instance, primary_server_id, server_id
 
@@ -135,3 +138,30 @@ def test_replica_refuses_writes_even_from_a_user_with_write_grants(
         conn.execute(insert(Instance).values(uuid="u-rw", host="compute-1"))
     engine.dispose()
     assert count_instances(offload_db) == 0
+
+
+def test_counts_match_the_records_across_tasks_and_routes_on_one_connection(
+    offload_db_factory: DbFactory,
+) -> None:
+    """The counter's keys are made once per (route, task) on each connection: they
+    must follow a connection from one task and route to the next exactly as the
+    records do (sessions one after another: each engine's pool hands back the same connection)."""
+    db = offload_db_factory()
+    counter = StatementCounter()
+    db.tracer.add_sink(counter)
+    with db.tracer.recording() as trace:
+        for task in ("task_a", "task_b", "task_a"):
+            with task_scope(task):
+                for allow in (True, False, True):
+                    with db.reader(allow_replica=allow) as session:
+                        session.execute(text("SELECT 1")).scalar_one()
+                        session.execute(text("SELECT @@server_id")).scalar_one()
+                with db.writer() as session:
+                    session.execute(text("SELECT 1")).scalar_one()
+        with db.reader(allow_replica=True) as session:  # no task
+            session.execute(text("SELECT 1")).scalar_one()
+    expected = Counter((r.task or "-", r.route or "none", r.target, r.verb) for r in trace.records)
+    assert counter.snapshot() == expected
+    assert expected[("task_a", "replica", "replica0", "SELECT")] == 8
+    assert expected[("task_b", "write", "primary", "SELECT")] == 1
+    assert expected[("-", "replica", "replica0", "SELECT")] == 1
