@@ -45,7 +45,7 @@ from offload.errors import (
     WriteInReaderSession,
 )
 from offload.liveness import install_liveness_check
-from offload.routes import ROUTE_OPTION, Route
+from offload.routes import Route
 from offload.sqlverbs import classify
 from offload.staleness import RoutingStats, StalenessGuard
 from offload.tracing import Tracer, current_task, server_identity, set_route
@@ -75,14 +75,12 @@ class Target:
         return self.name != "primary"
 
 
-def make_engine(
-    url: URL, options: DatabaseSettings, *, name: str, write_guard: bool = True
-) -> Engine:
+def make_engine(url: URL, options: DatabaseSettings, *, name: str) -> Engine:
     """An engine with oslo.db-like pool settings, translated errors, and a checkout check
     that pings only a connection that may be dead (``offload.liveness``; no pre-ping).
 
-    ``write_guard=False`` leaves the write guard to the caller (``Database`` runs it
-    inside the tracer's one statement hook).
+    The write guard is not the engine's: ``Database`` runs it inside the tracer's one
+    statement hook, on the route its sessions set (``refuse_writes``).
     """
     mode = options.mysql_sql_mode.strip().upper()
     if mode and not set(mode) <= _SQL_MODE_CHARS:
@@ -103,20 +101,7 @@ def make_engine(
     )
     install_translation(engine, name=name)
     install_liveness_check(engine)
-    if write_guard:
-        event.listen(engine, "before_cursor_execute", _refuse_writes_on_read_routes)
     return engine
-
-
-def _refuse_writes_on_read_routes(
-    conn: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: Any,
-    executemany: bool,
-) -> None:
-    refuse_writes(conn.get_execution_options().get(ROUTE_OPTION), statement)
 
 
 _WRITE_ROUTE = Route.WRITE.value
@@ -251,7 +236,7 @@ class Database:
         self._sync_locks: dict[str, threading.Lock] = {}
 
     def _target(self, name: str, url: URL) -> Target:
-        engine = make_engine(url, self.settings.database, name=name, write_guard=False)
+        engine = make_engine(url, self.settings.database, name=name)
         self.tracer.install(engine, target=name, guard=refuse_writes)
         return Target(name, engine)
 

@@ -6,19 +6,16 @@ one statement that is not a session's: the GTID lookup right after a writer comm
 writer's connection, that later replica reads of the same task run wait for (causal reads).
 It reads no data, so proofs count it neither as a read nor as a write of a task.
 
-Each connection carries its route in the execution option ``ROUTE_OPTION``: the write guard,
-the statement tags and the traces all read it from there.
+Each traced DBAPI connection carries the route of the session using it
+(``tracing.set_route``, forgotten at check-in): the write guard, the statement tags and the
+traces all read it from there.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
 
-__all__ = ["ROUTE_OPTION", "Route"]
-
-#: the connection execution option that holds a connection's route (its value)
-ROUTE_OPTION: Final = "offload_route"
+__all__ = ["Route"]
 
 
 class Route(StrEnum):

@@ -37,7 +37,6 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from offload.routes import ROUTE_OPTION
 from offload.sqlverbs import classify
 
 __all__ = [
@@ -402,8 +401,8 @@ def _report(
 
 def set_route(conn: Connection, route: str) -> None:
     """Give ``conn`` (checked out) the route its statements are tagged, guarded and
-    recorded with: SQLAlchemy's execution option and the traced DBAPI connection's."""
-    conn.execution_options(**{ROUTE_OPTION: route})
+    recorded with, on its traced DBAPI connection (not as a SQLAlchemy execution option:
+    a connection with options merges them at every statement, which ``make bench`` sees)."""
     traced = getattr(conn.connection.dbapi_connection, "offload_traced", None)
     if traced is not None:
         traced.route = route
