@@ -191,11 +191,6 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         if args.group_commit_delay is not None
         else None,
     )
-    if backend == "compose" and args.tls == "on":
-        raise TestbedError(
-            "--tls on: the compose testbed has no TLS yet (its servers run plain TCP)",
-            hint="use --backend native (TLS is its default), or --tls off",
-        )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
             "--replica-workers, --semi-sync and --group-commit-delay are set on native "
@@ -214,6 +209,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             compute_scale=args.compute_scale,
             start_compute=False,
+            tls=None if args.tls is None else args.tls == "on",
         )
     else:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
@@ -264,7 +260,7 @@ def _tls_line(info: TestbedInfo) -> str:
     """What ``testbed up`` says of TLS: the CA clients verify with and the certificate's end."""
     ca = info.primary.query.get("ssl_ca")
     if not isinstance(ca, str) or info.dir is None:
-        return "off: plain TCP (`--tls on` on a native testbed requires verified TLS)"
+        return "off: plain TCP (`--tls on`, the default, makes the servers require verified TLS)"
     from offload.testbed.tls import TlsFiles, certificate_not_after  # noqa: PLC0415
 
     until = certificate_not_after(TlsFiles.in_dir(info.dir).cert)

@@ -30,6 +30,16 @@ The compute container: ``up()`` starts it with the servers unless
 native backend starts its service, so that the service's first look at the
 hypervisor sees the seeded instances and the seed does not race its first runs.
 
+TLS (on by default, as natively; ``tls=False``, ``--tls off``, ``$OFFLOAD_TLS=off``):
+``_prepare`` makes the testbed's CA and server certificate (:mod:`offload.testbed.tls`),
+valid for 127.0.0.1/localhost (the host's URLs) and the service names ``primary``,
+``replica`` and ``link`` (the name the replica dials), and ``DIR/tls/server.cnf``, the
+servers' TLS options.  ``DIR/tls`` is mounted read-only into the DB containers, whose
+entrypoint copies it to ``/run/offload/tls`` owned by the mysql user (the host's files
+stay 0600); the compute container gets the CA certificate (public) base64-encoded in
+its environment.  The host's URLs in offload.conf and the compute container's carry the
+CA and verify the certificate and its name.
+
 Images: the DB image is ``$OFFLOAD_DB_IMAGE`` (default ``mysql:8.4`` from a
 registry).  Offline (``offline=True``, ``$OFFLOAD_OFFLINE=1``, or automatically
 when the local ``offload-mariadb`` image exists) the DB and compute images are
@@ -38,6 +48,7 @@ the local ones of :mod:`offload.testbed.images`, built first when missing.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -50,7 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import URL, text
 
 from offload import replication
 from offload.dberrors import unpooled_engine
@@ -65,6 +76,14 @@ from offload.testbed.files import (
     write_private,
 )
 from offload.testbed.servers import FlavorSpec, default_flavor
+from offload.testbed.tls import (
+    DEFAULT_SERVER_NAMES,
+    TLS_DIR,
+    TlsFiles,
+    default_tls,
+    ensure_certificates,
+    replica_tls_placeholders,
+)
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -99,6 +118,13 @@ SERVICE_HTTP_PORT = 8080
 LINK_CONTROL_PORT = 8081
 #: what offload calls the compose replica (``offload link set replica0``), as natively
 REPLICA_NAME = "replica0"
+#: the compose services the server certificate is valid for (a client in the network
+#: dials them by name; the replica dials its ``link``)
+TLS_SERVICE_NAMES = ("primary", "replica", "link")
+#: where the DB containers' servers read DIR/tls (mysql/entrypoint.sh copies it there)
+CONTAINER_TLS_DIR = Path("/run/offload/tls")
+#: DIR/tls/server.cnf: the servers' TLS options, included by mysql/entrypoint.sh
+SERVER_TLS_INCLUDE = "server.cnf"
 #: what docker-compose.yml interpolates; never taken from the caller's environment
 _OWN_VARIABLES = (
     "NOVA_PASSWORD",
@@ -114,6 +140,10 @@ _OWN_VARIABLES = (
     "OFFLOAD_LINK_PORT",
     "OFFLOAD_SERVICE_PORTS",
     "OFFLOAD_COMPUTE_HOST",
+    "OFFLOAD_TLS_DIR",
+    "OFFLOAD_TLS_ON",
+    "OFFLOAD_TLS_CA",
+    "OFFLOAD_TLS_CA_PEM",
 )
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -206,6 +236,7 @@ class ComposeTopology:
         compose_file: Path | None = None,
         environ: Mapping[str, str] | None = None,
         flavor: FlavorSpec | None = None,
+        tls: bool | None = None,
     ) -> None:
         if replicas != 1:
             raise TestbedError(
@@ -235,6 +266,10 @@ class ComposeTopology:
         self.compose_file = compose_file
         self.environ = dict(os.environ if environ is None else environ)
         self.flavor = flavor if flavor is not None else default_flavor()
+        #: TLS required by the servers and verified by clients (testbed/tls.py);
+        #: None: $OFFLOAD_TLS, else the existing testbed's, else on
+        self.tls_asked = tls if tls is not None else default_tls()
+        self.tls = True if self.tls_asked is None else self.tls_asked
 
     # --- files --------------------------------------------------------------
 
@@ -350,12 +385,48 @@ class ComposeTopology:
             "OFFLOAD_SERVICE_PORTS": service,
         }
 
+    def _tls_files(self, state: ComposeState) -> TlsFiles | None:
+        return TlsFiles.in_dir(self.dir) if state.tls else None
+
+    def _tls_env(self, state: ComposeState) -> dict[str, str]:
+        """What docker-compose.yml interpolates for TLS: the directory the DB containers
+        mount, the replica's channel (``${TLS_ON}``/``${TLS_CA}`` as it sees the CA) and
+        the CA for the compute container (a public certificate, base64: one line)."""
+        files = self._tls_files(state)
+        placeholders = replica_tls_placeholders(files, CONTAINER_TLS_DIR)
+        return {
+            "OFFLOAD_TLS_DIR": str(self.dir / TLS_DIR),
+            "OFFLOAD_TLS_ON": placeholders["TLS_ON"],
+            "OFFLOAD_TLS_CA": placeholders["TLS_CA"],
+            "OFFLOAD_TLS_CA_PEM": base64.b64encode(files.ca.read_bytes()).decode()
+            if files is not None and files.ca.is_file()
+            else "",
+        }
+
+    def _ensure_tls(self, state: ComposeState) -> None:
+        """DIR/tls (mounted even when empty): with TLS, the certificates and server.cnf."""
+        home = self.dir / TLS_DIR
+        home.mkdir(mode=0o700, exist_ok=True)
+        files = self._tls_files(state)
+        if files is None:
+            return
+        ensure_certificates(self.dir, names=(*DEFAULT_SERVER_NAMES, *TLS_SERVICE_NAMES))
+        lines = [
+            "# Written by `offload testbed up --backend compose`: the servers' TLS, as they",
+            f"# see the files ({CONTAINER_TLS_DIR}: mysql/entrypoint.sh copies them there).",
+            "[mysqld]",
+            *files.server_options(CONTAINER_TLS_DIR),
+            "",
+        ]
+        write_private(home / SERVER_TLS_INCLUDE, "\n".join(lines))
+
     def _write_env(self, state: ComposeState, creds: Credentials) -> None:
         values = {
             **creds.placeholders(),
             **state.images,
             **self._ports(state.port, state.compute_scale),
             "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", ""),
+            **self._tls_env(state),
         }
         lines = [
             "# Written by `offload testbed up --backend compose`: what docker-compose.yml",
@@ -384,6 +455,16 @@ class ComposeTopology:
                 f"the compose testbed in {self.dir} runs on port {old.port}, asked for {self.port}",
                 hint="take it down first (`make down`) to change its ports",
             )
+        if old is not None and old.initialised:
+            if self.tls_asked is None:
+                self.tls = old.tls  # not asked for: the testbed's own
+            if old.tls != self.tls:
+                made, asked = ("on" if v else "off" for v in (old.tls, self.tls))
+                raise TestbedError(
+                    f"the compose testbed in {self.dir} was made with TLS {made}, "
+                    f"asked for TLS {asked}",
+                    hint="take it down first (`make down`) to change TLS",
+                )
         creds = self._credentials()
         project = self.project or (old.project if old else "") or project_name(self.dir)
         compose_file = str(
@@ -399,6 +480,7 @@ class ComposeTopology:
             port=self.port,
             compute_scale=self.compute_scale,
             images=self._images(),
+            tls=self.tls,
         )
         state = (
             fresh
@@ -412,9 +494,11 @@ class ComposeTopology:
                 port=fresh.port,
                 compute_scale=fresh.compute_scale,
                 images=fresh.images,
+                tls=fresh.tls,
             )
         )
         state = dataclasses.replace(state, compute=state.compute or self.start_compute_now)
+        self._ensure_tls(state)
         self._write_env(state, creds)
         self._save_state(state)
         if not state.images["OFFLOAD_WHEELHOUSE"]:
@@ -590,8 +674,12 @@ class ComposeTopology:
         )
 
     def _info(self, state: ComposeState, creds: Credentials) -> TestbedInfo:
-        primary, replica = state.primary_port, state.replica_port
-        admin = loopback_url("offload_admin", creds.admin, primary, None)
+        primary, replica, tls = state.primary_port, state.replica_port, self._tls_files(state)
+
+        def url(user: str, password: str, port: int, database: str | None) -> URL:
+            return loopback_url(user, password, port, database, tls=tls)
+
+        admin = url("offload_admin", creds.admin, primary, None)
         engine = unpooled_engine(admin, name="primary")
         try:
             with engine.connect() as conn:
@@ -602,10 +690,10 @@ class ComposeTopology:
             backend=self.backend,
             dir=self.dir,
             flavor=replication.detect_flavor(version),
-            primary=loopback_url("nova", creds.nova, primary, NOVA_DATABASE),
-            replicas=(loopback_url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
+            primary=url("nova", creds.nova, primary, NOVA_DATABASE),
+            replicas=(url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
             admin=admin,
-            replica_admins=(loopback_url("offload_admin", creds.admin, replica, None),),
+            replica_admins=(url("offload_admin", creds.admin, replica, None),),
             service_port=state.service_port,
             version=version,
         )

@@ -149,6 +149,9 @@ class ComposeState:
     service_port: int = 0
     #: the control API of the replica's link (the ``link`` service)
     link_port: int = 0
+    #: the servers require TLS and clients verify them (testbed/tls.py); False in files
+    #: written before the compose testbed had TLS
+    tls: bool = False
 
 
 def _parsed(path: Path, parse: Callable[[], T]) -> T:
@@ -215,6 +218,7 @@ def _compose(data: Mapping[str, Any]) -> ComposeState:
         replica_port=int(data.get("replica_port", 0)),
         service_port=int(data.get("service_port", 0)),
         link_port=int(data.get("link_port", 0)),
+        tls=bool(data.get("tls", False)),
     )
 
 
