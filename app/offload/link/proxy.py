@@ -38,6 +38,10 @@ __all__ = ["Link", "main", "serve"]
 LOOPBACK: Final = "127.0.0.1"
 _CHUNK: Final = 16384
 _MAX_BODY: Final = 65536
+#: how long a client's connection waits for the upstream's (seconds): a server that is
+#: gone without a reset (a killed container's address: no RST) must not hold the client
+#: longer than a live one answers, nor past the endpoint's move to another server
+UPSTREAM_CONNECT_TIMEOUT: Final = 2.0
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -142,8 +146,10 @@ class Link:
             return
         target = (self.upstream_host, self.upstream_port)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*target)
-        except OSError:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(*target), UPSTREAM_CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError):
             self.refused += 1
             _reset(writer)
             await _closed(writer)

@@ -85,7 +85,8 @@ class CountingWriter:
             pool_pre_ping=True,
             pool_size=1,
             pool_reset_on_return=None,
-            connect_args={"connect_timeout": 2},
+            # a server gone silent fails the attempt (then retried), never hangs the writer
+            connect_args={"connect_timeout": 2, "read_timeout": 10, "write_timeout": 10},
         )
         install_translation(self.engine, name="drill writer")
         #: the seqs confirmed, in order, with (monotonic time of the commit, @@server_id)
