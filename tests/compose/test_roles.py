@@ -39,6 +39,7 @@ def home(topology: ComposeTopology) -> Iterator[None]:
         roles.failover(topology)
     for name in topology.state().departed:
         roles.rejoin(topology, name)
+    topology.await_replicas()  # a semi-sync change restarts the IO thread: running again
     if topology.state().primary != "primary":
         roles.switchover(topology, to="primary")
     topology.await_replicas()

@@ -169,6 +169,10 @@ def test_ports_fixed_scaled_and_picked_by_docker() -> None:
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
         "OFFLOAD_LINK_PORT": "34063",
+        "OFFLOAD_ENDPOINT_PORT": "34064",
+        "OFFLOAD_REPLICA_ENDPOINT_PORT": "34065",
+        "OFFLOAD_PRIMARY_SERVER_PORT": "34066",
+        "OFFLOAD_REPLICA_SERVER_PORT": "34067",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
     scaled = ComposeTopology._ports(34061, 3)
@@ -255,7 +259,7 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     # primary, replica, the replica's link (its control API), compute
-    assert published_hosts(result.stdout) == ["127.0.0.1"] * 4
+    assert published_hosts(result.stdout) == ["127.0.0.1"] * 8
     assert "condition: service_healthy" in result.stdout
     assert "container_name" not in result.stdout
 

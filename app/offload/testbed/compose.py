@@ -935,9 +935,21 @@ class ComposeTopology:
         flavor = replication.Flavor(state.flavor)
         with self.connect(state.primary) as conn:
             position = replication.gtid_position(conn, flavor)
+        deadline = Deadline(self.start_timeout)
         for name in state.replicas():
             with self.connect(name) as conn:
-                replication.wait_for_gtid(conn, position, self.start_timeout, flavor, replica=name)
+                last: list[replication.ReplicaStatus | None] = [None]
+
+                def threads_run(c: Connection = conn, box: list[Any] = last) -> bool:
+                    box[0] = replication.replica_status(c, flavor)
+                    return box[0] is not None and box[0].threads_running
+
+                if not wait_for(threads_run, deadline, interval=0.05):
+                    status = last[0].describe() if last[0] else "not configured as a replica"
+                    raise TestbedError(f"replication on {name} does not run ({status})")
+                replication.wait_for_gtid(
+                    conn, position, max(deadline.remaining(), 1.0), flavor, replica=name
+                )
 
     def _endpoints(self, state: ComposeState) -> PublishedLinks:
         return PublishedLinks(dict(state.endpoint_ports))
