@@ -414,8 +414,8 @@ def _follow(
     caught_up = wait_for(settled, Deadline(timeout), interval=0.05)
     status = seen[0]
     if status is not None and status.last_io_errno == _GTID_NOT_IN_BINLOG:
-        with topology.connect(name) as conn:
-            replication.stop_replica(conn, flavor)
+        with topology.connect(name) as conn:  # kept out: read-only, no source
+            replication.prepare_to_replicate(conn, flavor)
         raise _diverge(
             topology,
             name,
