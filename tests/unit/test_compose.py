@@ -289,3 +289,30 @@ def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
     assert topology.command_line() == (
         f"docker compose -p offload-1234abcd --env-file {tmp_path.resolve()}/compose.env"
     )
+
+
+def test_the_roles_are_recorded_and_a_stack_made_before_them_loads(tmp_path: Path) -> None:
+    from offload.testbed.files import read_state, save_state  # noqa: PLC0415
+
+    state = ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file="compose.env",
+        port=0,
+        endpoint_ports={"primary-endpoint": 40001, "replica0-endpoint": 40002},
+        primary="replica",
+        departed=("primary",),
+    )
+    assert state.replicas() == [] and state.role("primary") == "departed"
+    assert state.role("replica") == "primary"
+    save_state(tmp_path, state)
+    assert read_state(tmp_path) == state
+    older = json.loads((tmp_path / "state.json").read_text())
+    for key in ("endpoint_ports", "primary", "departed", "diverged"):
+        del older[key]
+    (tmp_path / "state.json").write_text(json.dumps(older))
+    loaded = read_state(tmp_path)
+    assert isinstance(loaded, ComposeState)
+    assert loaded.primary == "primary" and loaded.replicas() == ["replica"]
+    assert not loaded.endpoint_ports  # its roles cannot move (ComposeTopology.movable)

@@ -33,7 +33,7 @@ from typing import Any, Final
 from offload.errors import OffloadError
 from offload.link.toxics import Gate, Pace, Toxics
 
-__all__ = ["Link", "main", "serve"]
+__all__ = ["UPSTREAM_CONNECT_TIMEOUT", "Link", "main", "serve"]
 
 LOOPBACK: Final = "127.0.0.1"
 _CHUNK: Final = 16384

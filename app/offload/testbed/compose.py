@@ -973,7 +973,8 @@ class ComposeTopology:
         return f"`{self.command_line()} logs {name}`"
 
     def down(self) -> None:
-        """Remove the stack's containers, network and volumes (credentials are kept)."""
+        """Remove the stack's containers, network and volumes (credentials are kept; the
+        roles start afresh)."""
         state = self._load_state()
         if state is None:
             return
@@ -982,7 +983,12 @@ class ComposeTopology:
         self._compose(
             state, "down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300
         )
-        self._save_state(dataclasses.replace(state, initialised=False, compute=False))
+        # the volumes went with it: the next stack starts with its services' own roles
+        self._save_state(
+            dataclasses.replace(
+                state, initialised=False, compute=False, primary="primary", departed=(), diverged=()
+            )
+        )
 
     def __enter__(self) -> TestbedInfo:
         return self.up()
