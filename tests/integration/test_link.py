@@ -215,6 +215,15 @@ def test_proxy_stall_holds_bytes_and_cut_resets_then_refuses() -> None:
     asyncio.run(_stall_and_cut())
 
 
+async def _waits_for_upstream(link: Link) -> bool:
+    deadline = Deadline(5)
+    while not link._connecting:
+        if deadline.expired():
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
 async def _silent_upstream() -> None:
     # an upstream that never completes a connect (a killed container's address sends no
     # reset): a listener whose accept queue is full drops further SYNs
@@ -234,8 +243,20 @@ async def _silent_upstream() -> None:
                 await asyncio.wait_for(reader.readexactly(1), UPSTREAM_CONNECT_TIMEOUT + 5)
             waited = time.monotonic() - started
             await _closed(writer)
-        assert link.refused == 1
-        assert UPSTREAM_CONNECT_TIMEOUT <= waited < UPSTREAM_CONNECT_TIMEOUT + 5, waited
+            assert link.refused == 1
+            assert UPSTREAM_CONNECT_TIMEOUT <= waited < UPSTREAM_CONNECT_TIMEOUT + 5, waited
+            # a move refuses at once a client still waiting for the old upstream
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", relay.sockets[0].getsockname()[1]
+            )
+            assert await _waits_for_upstream(link)
+            moved = time.monotonic()
+            link.retarget("127.0.0.1", port)
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(reader.readexactly(1), UPSTREAM_CONNECT_TIMEOUT)
+            assert time.monotonic() - moved < UPSTREAM_CONNECT_TIMEOUT / 2
+            await _closed(writer)
+            assert link.refused == 2
 
 
 def test_a_client_waits_for_a_silent_upstream_only_so_long() -> None:

@@ -58,6 +58,11 @@ async def _closed(*writers: asyncio.StreamWriter) -> None:
     await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
 
 
+async def _open_upstream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    # a coroutine of its own: cancelled before it runs, it leaves no un-awaited one behind
+    return await asyncio.wait_for(asyncio.open_connection(host, port), UPSTREAM_CONNECT_TIMEOUT)
+
+
 @dataclass(eq=False)  # hashed by identity: the set of open connections
 class _Connection:
     client: asyncio.StreamWriter
@@ -85,6 +90,10 @@ class Link:
     resets: int = 0
     retargets: int = 0
     _active: set[_Connection] = field(default_factory=set)
+    #: upstream connects in progress: a move or a cut abandons them
+    _connecting: set[asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = field(
+        default_factory=set
+    )
     _flowing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -101,6 +110,7 @@ class Link:
 
     def cut(self, seconds: float) -> None:
         self.gate.cut(self.clock(), seconds)
+        self._abandon_connects()
         for connection in list(self._active):
             connection.reset()
             self.resets += 1
@@ -113,9 +123,16 @@ class Link:
         self.upstream_host, self.upstream_port = host, port
         self.gate.reopen()
         self.retargets += 1
+        self._abandon_connects()
         for connection in list(self._active):
             connection.reset()
             self.resets += 1
+
+    def _abandon_connects(self) -> None:
+        """A client still waiting for the old upstream (gone silent) is refused now, not
+        when its connect gives up."""
+        for connect in list(self._connecting):
+            connect.cancel()
 
     def clear(self) -> None:
         self.gate.reopen()
@@ -145,10 +162,19 @@ class Link:
             await _closed(writer)
             return
         target = (self.upstream_host, self.upstream_port)
+        connect = asyncio.ensure_future(_open_upstream(*target))
+        self._connecting.add(connect)
+        connect.add_done_callback(self._connecting.discard)
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*target), UPSTREAM_CONNECT_TIMEOUT
-            )
+            up_reader, up_writer = await connect
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the proxy stops: not a refusal
+            self.refused += 1  # abandoned by a move or a cut
+            _reset(writer)
+            await _closed(writer)
+            return
         except (OSError, TimeoutError):
             self.refused += 1
             _reset(writer)

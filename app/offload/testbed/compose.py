@@ -117,6 +117,8 @@ ENDPOINT_SERVICES = {
     endpoint_name("primary"): "endpoint",
     endpoint_name(REPLICA_NAME): "replica-endpoint",
 }
+#: the services that run without the compute containers
+SERVERS_AND_PROXIES = ("primary", "link", "replica", *ENDPOINT_SERVICES.values())
 _PORT_VARIABLES = {
     endpoint_name("primary"): "OFFLOAD_ENDPOINT_PORT",
     endpoint_name(REPLICA_NAME): "OFFLOAD_REPLICA_ENDPOINT_PORT",
@@ -465,7 +467,7 @@ class ComposeTopology:
         """Start (or find running) the stack; return when it is healthy and replicating."""
         state = self._prepare()
         deadline = Deadline(self.start_timeout)
-        services = [] if state.compute else ["primary", "link", "replica"]
+        services = [] if state.compute else [*SERVERS_AND_PROXIES]
         try:
             scale = self._scale_args(state) if state.compute else []
             result = self._compose(
@@ -544,7 +546,7 @@ class ComposeTopology:
         return str(state.get("Health", {}).get("Status", "running"))
 
     def _await_healthy(self, state: ComposeState, deadline: Deadline) -> list[dict[str, Any]]:
-        wanted = {"primary": 1, "link": 1, "replica": 1, "endpoint": 1, "replica-endpoint": 1}
+        wanted = dict.fromkeys(SERVERS_AND_PROXIES, 1)
         if state.compute:
             wanted["compute"] = state.compute_scale
         last: list[list[dict[str, Any]]] = [[]]
