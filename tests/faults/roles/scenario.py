@@ -132,7 +132,9 @@ def _rows_and_checksums(topology: roles.RoleTopology, database: str, tables: lis
     return seen
 
 
-def consistent(topology: roles.RoleTopology, database: str, tables: list[str]) -> Seen:
+def consistent(
+    topology: roles.RoleTopology, database: str, tables: list[str], *, servers: int = 2
+) -> Seen:
     """Replication caught up: the same checksums and GTID position on every server."""
     topology.await_replicas()
     last: list[Seen] = [{}]
@@ -140,7 +142,7 @@ def consistent(topology: roles.RoleTopology, database: str, tables: list[str]) -
     def same() -> bool:
         last[0] = seen = _rows_and_checksums(topology, database, tables)
         values = list(seen.values())
-        return len(values) > 1 and all(v == values[0] for v in values)
+        return len(values) >= servers and all(v == values[0] for v in values)
 
     assert wait_for(same, Deadline(30), interval=0.1), last[0]
     return last[0]
@@ -205,11 +207,13 @@ def role_change_under_load(
     topology: roles.RoleTopology,
     offload_trace: QueryTrace,
     *,
-    on_diverged: Callable[[str], object],
+    on_diverged: Callable[[str], bool],
 ) -> None:
     """``kind`` (switchover | failover, then the old primary's rejoin) while the service
     runs and a writer commits; ``on_diverged(old)`` when the rejoin finds the old primary
-    diverged (killed between a commit and its shipping)."""
+    diverged (killed between a commit and its shipping): True when it made it a replica
+    again (native: rebuilt), False when it stays out (compose: no rebuild; the checks
+    then cover the new primary alone)."""
     manager = offload_compute_factory(db, options=ALL_ON)
     driver = _VolumeDriver()
     manager.compute.driver = driver
@@ -226,6 +230,7 @@ def role_change_under_load(
     if kind == "failover":  # lossless: a commit the writer saw is on the replica too
         semi_sync(topology)
     old = topology.state().primary
+    back = True  # the old primary replicates at the end
     try:
         writer.create()
         writer.start()
@@ -249,7 +254,7 @@ def role_change_under_load(
                     # killed between a commit and its shipping: that commit, never confirmed
                     # to its client, is only on the old primary (kept out); the checks below
                     # still find every confirmed write on every server once it is rebuilt
-                    on_diverged(old)
+                    back = on_diverged(old)
             # the service goes on: every task runs again after the change (and the rejoin)
             assert wait_for(
                 lambda: len(service.reports) >= seen + 2 * len(SERVICE_TASKS),
@@ -264,13 +269,14 @@ def role_change_under_load(
         assert writer.errors, "the change cost the writer nothing: it did not happen under it"
         # the old primary, a replica now, replicates over verified TLS (a TLS testbed's)
         state = topology.state()
-        if isinstance(state, NativeState) and state.tls:
+        if back and isinstance(state, NativeState) and state.tls:
             with topology.connect(old) as conn:
                 channel = replication.replica_status(conn, replication.Flavor(state.flavor))
             assert channel is not None and channel.replicates_over_tls, channel
 
         # nothing lost, nothing doubled: the writer's own count is every server's row count
-        seen_now = consistent(topology, database, [writer.table.name, "bw_usage_cache"])
+        tables = [writer.table.name, "bw_usage_cache"]
+        seen_now = consistent(topology, database, tables, servers=2 if back else 1)
         for name in seen_now:
             with topology.connect(name) as conn:
                 table = f"`{database}`.`{writer.table.name}`"
@@ -288,7 +294,14 @@ def role_change_under_load(
                 ("replica0", roles.server_id(topology, old))
             }
 
-        assert wait_for(replica_read, Deadline(30), interval=0.1)
+        if back:
+            assert wait_for(replica_read, Deadline(30), interval=0.1)
+        else:  # kept out: diverged, read-only, no source, no replica endpoint leads to it
+            assert topology.state().diverged == (old,) and not topology.state().replicas()
+            with topology.connect(old) as conn:
+                assert replication.replica_status(conn, replication.Flavor(state.flavor)) is None
+                assert conn.execute(text("SELECT @@read_only")).scalar() == 1
+            assert old not in topology.endpoint_targets().values()
     finally:
         writer.close()
         if kind == "failover":

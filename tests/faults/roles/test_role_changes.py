@@ -49,7 +49,7 @@ def test_a_role_change_under_load_loses_and_doubles_nothing(
         offload_compute_factory,
         topology,
         offload_trace,
-        on_diverged=lambda old: roles.rebuild(topology, old),
+        on_diverged=lambda old: bool(roles.rebuild(topology, old)),
     )
 
 
