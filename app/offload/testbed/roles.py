@@ -21,8 +21,8 @@ a server whose role changed) and records the new roles in ``state.json``:
   primary, unless it holds transactions the primary lacks (GTID sets compared,
   ``gtid.missing_from``; MariaDB's refusal of the start position, error 1236): then
   it is recorded as *diverged* and kept out, never silently rejoined.
-* **rebuild**: a diverged server, asked for by name, made again from the primary (a
-  fresh data dir replicating the primary's whole binary log).
+* **rebuild** (native): a diverged server, asked for by name, made again from the
+  primary (a fresh data dir replicating the primary's whole binary log).
 
 While a replica endpoint has no replica to go to (a failover with one replica), it
 refuses connections until a rejoin or rebuild (reads fall back as ``unreachable``).
