@@ -291,7 +291,7 @@ def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
     )
 
 
-def test_the_roles_are_recorded_and_a_stack_made_before_them_loads(tmp_path: Path) -> None:
+def test_the_compose_roles_are_recorded(tmp_path: Path) -> None:
     from offload.testbed.files import read_state, save_state  # noqa: PLC0415
 
     state = ComposeState(
@@ -308,11 +308,3 @@ def test_the_roles_are_recorded_and_a_stack_made_before_them_loads(tmp_path: Pat
     assert state.role("replica") == "primary"
     save_state(tmp_path, state)
     assert read_state(tmp_path) == state
-    older = json.loads((tmp_path / "state.json").read_text())
-    for key in ("endpoint_ports", "primary", "departed", "diverged"):
-        del older[key]
-    (tmp_path / "state.json").write_text(json.dumps(older))
-    loaded = read_state(tmp_path)
-    assert isinstance(loaded, ComposeState)
-    assert loaded.primary == "primary" and loaded.replicas() == ["replica"]
-    assert not loaded.endpoint_ports  # its roles cannot move (ComposeTopology.movable)
