@@ -180,6 +180,10 @@ def test_ports_fixed_scaled_and_picked_by_docker() -> None:
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
         "OFFLOAD_LINK_PORT": "34063",
+        "OFFLOAD_ENDPOINT_PORT": "34064",
+        "OFFLOAD_REPLICA_ENDPOINT_PORT": "34065",
+        "OFFLOAD_PRIMARY_SERVER_PORT": "34066",
+        "OFFLOAD_REPLICA_SERVER_PORT": "34067",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
     scaled = ComposeTopology._ports(34061, 3)
@@ -267,7 +271,7 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     # primary, replica, the replica's link (its control API), compute
-    assert published_hosts(result.stdout) == ["127.0.0.1"] * 4
+    assert published_hosts(result.stdout) == ["127.0.0.1"] * 8
     assert "condition: service_healthy" in result.stdout
     assert "container_name" not in result.stdout
     assert f"{tmp_path / 'tls'}:/etc/offload/tls:ro" in result.stdout  # the DB containers'
@@ -335,7 +339,7 @@ def test_with_tls_the_env_file_mounts_the_files_and_carries_the_ca(tmp_path: Pat
     assert "require_secure_transport = ON" in include
     cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert {"primary", "replica", "link", "localhost"} <= set(
+    assert {"primary", "replica", "link", "endpoint", "replica-endpoint", "localhost"} <= set(
         names.get_values_for_type(x509.DNSName)
     )
     assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
@@ -393,3 +397,22 @@ def test_tls_cannot_change_on_a_made_testbed(tmp_path: Path) -> None:
     made._save_state(dataclasses.replace(_state(made, tls=True), initialised=True))
     with pytest.raises(TestbedError, match="made with TLS on, asked for TLS off"):
         ComposeTopology(tmp_path, port=34061, tls=False)._prepare()
+
+
+def test_the_compose_roles_are_recorded(tmp_path: Path) -> None:
+    from offload.testbed.files import read_state, save_state  # noqa: PLC0415
+
+    state = ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file="compose.env",
+        port=0,
+        endpoint_ports={"primary-endpoint": 40001, "replica0-endpoint": 40002},
+        primary="replica",
+        departed=("primary",),
+    )
+    assert state.replicas() == [] and state.role("primary") == "departed"
+    assert state.role("replica") == "primary"
+    save_state(tmp_path, state)
+    assert read_state(tmp_path) == state
