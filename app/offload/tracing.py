@@ -308,20 +308,35 @@ class _Traced:
         #: verb -> the counters' key, for (tag_task, tag_route)
         self.keys: dict[str, tuple[str, str, str, str]] = {}
 
-    def retag(self, route: str | None, task: TaskContext | None) -> None:
-        """A new (route, task): its tag, and no counter key of the previous one."""
-        self.tag_task, self.tag_route = task, route
-        self.tag = tag_for(route, task)
-        self.keys = {}
+    def before(self, query: str) -> tuple[TaskContext | None, tuple[str, bool, tuple[str, ...]]]:
+        """The statement's task and facts; the write guard run for one that is not
+        read-only; the tag made anew when the (route, task) changed."""
+        facts = _facts(query)
+        route = self.route
+        if not facts[1] and self.guard is not None:
+            self.guard(route, query)
+        task = _current.get()
+        if task is not self.tag_task or route != self.tag_route:
+            self.tag_task, self.tag_route = task, route
+            self.tag = tag_for(route, task)
+            self.keys = {}  # the counters' keys were the previous (route, task)'s
+        return task, facts
 
-    def count(self, verb: str) -> None:
-        key = self.keys.get(verb)
-        if key is None:
-            task = self.tag_task
-            key = (task.task if task else "-", self.tag_route or "none", self.target, verb)
-            self.keys[verb] = key
-        for counter in self.tracer._counters:
-            counter.add(key)
+    def after(
+        self, task: TaskContext | None, facts: tuple[str, bool, tuple[str, ...]], started: float
+    ) -> None:
+        """The statement's record to the record sinks, its key to the counters."""
+        tracer = self.tracer
+        if tracer._sinks:
+            _report(self, task, self.route, facts, started)
+        if tracer._counters:
+            verb = facts[0]
+            key = self.keys.get(verb)
+            if key is None:
+                key = (task.task if task else "-", self.tag_route or "none", self.target, verb)
+                self.keys[verb] = key
+            for counter in tracer._counters:
+                counter.add(key)
 
 
 class TracedCursor(pymysql.cursors.Cursor):
@@ -333,45 +348,24 @@ class TracedCursor(pymysql.cursors.Cursor):
         traced: _Traced | None = getattr(self.connection, "offload_traced", None)
         if traced is None or self._offload_many:  # an executemany's rows: tagged already
             return super().execute(query, args)
-        route = traced.route
-        facts = _facts(query)
-        if not facts[1] and traced.guard is not None:
-            traced.guard(route, query)
-        task = _current.get()
-        if task is not traced.tag_task or route != traced.tag_route:
-            traced.retag(route, task)
-        tracer = traced.tracer
-        if tracer._sinks:
-            started = time.perf_counter()
-            result = super().execute(traced.tag + query, args)
-            _report(traced, task, route, facts, started)
-        else:
-            result = super().execute(traced.tag + query, args)
-        if tracer._counters:
-            traced.count(facts[0])
+        task, facts = traced.before(query)
+        started = time.perf_counter()
+        result = super().execute(traced.tag + query, args)
+        traced.after(task, facts, started)
         return result
 
     def executemany(self, query: str, args: Any) -> int | None:
         traced: _Traced | None = getattr(self.connection, "offload_traced", None)
         if traced is None:
             return super().executemany(query, args)
-        route = traced.route
-        facts = _facts(query)
-        if not facts[1] and traced.guard is not None:
-            traced.guard(route, query)
-        task = _current.get()
-        if task is not traced.tag_task or route != traced.tag_route:
-            traced.retag(route, task)
+        task, facts = traced.before(query)
         started = time.perf_counter()
         self._offload_many = True
         try:
             result = super().executemany(tagged(query, traced.tag, executemany=True), args)
         finally:
             self._offload_many = False
-        if traced.tracer._sinks:
-            _report(traced, task, route, facts, started)
-        if traced.tracer._counters:
-            traced.count(facts[0])
+        traced.after(task, facts, started)
         return result
 
 
