@@ -91,8 +91,9 @@ def _status(port: int) -> dict[str, Any]:
 def test_the_compute_container_verifies_both_servers_and_sees_the_channel(
     offload_testbed: TestbedInfo,
 ) -> None:
-    """/status of the container: its sessions to ``primary`` and ``replica`` are TLS, the
-    certificate's days are counted, and the replica's channel is shown verified."""
+    """/status of the container: its sessions through ``endpoint`` and ``replica-endpoint``
+    are TLS, verified against the endpoints' names, the certificate's days are counted,
+    and the replica's channel is shown verified."""
     last: dict[str, Any] = {}
 
     def reported() -> bool:
@@ -106,7 +107,9 @@ def test_the_compute_container_verifies_both_servers_and_sees_the_channel(
     assert [r["replication_tls"] for r in last["replicas"]] == [
         {"ssl": True, "verify_server_cert": True}
     ]
-    assert [r["url"].split("@", 1)[1].split(":")[0] for r in last["replicas"]] == ["replica"]
+    assert [r["url"].split("@", 1)[1].split(":")[0] for r in last["replicas"]] == [
+        "replica-endpoint"
+    ]
 
 
 def test_the_key_stays_private_on_the_host_and_in_the_containers(

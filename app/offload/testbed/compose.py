@@ -935,7 +935,9 @@ class ComposeTopology:
         restarted container may have another one: asked of Docker each time)."""
         state = self._require_up()
         port = self._host_port(self._server(state, name), DB_PORT)
-        url = loopback_url("offload_admin", self._credentials().admin, port, None)
+        url = loopback_url(
+            "offload_admin", self._credentials().admin, port, None, tls=self._tls_files(state)
+        )
         admin = unpooled_engine(url, name=name, connect_timeout=2)
         try:
             with admin.connect() as conn:
