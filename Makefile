@@ -25,7 +25,7 @@ ifneq ($(SCHEMA),)
 export OFFLOAD_SCHEMA := $(SCHEMA)
 endif
 NOVA_ENV    := $(if $(filter nova,$(SCHEMA)),nova-env)
-# on (empty: the default) | off: the native testbeds' servers require verified TLS
+# on (empty: the default) | off: the testbeds' servers (native and compose) require verified TLS
 # (docs/testbed.md); OFFLOAD_TLS carries it to every testbed of a target
 TLS         ?=
 ifneq ($(TLS),)

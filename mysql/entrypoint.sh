@@ -11,9 +11,11 @@
 # foreground (exec: it is PID 1 and gets docker's SIGTERM).
 #
 # Environment: SERVER_ID; primary: NOVA_PASSWORD NOVA_RO_PASSWORD REPL_PASSWORD
-# ADMIN_PASSWORD; replica: PRIMARY_HOST PRIMARY_PORT REPL_PASSWORD, and TLS_ON (1: the
-# channel over TLS verified against TLS_CA; default 0, plain: the compose testbed has no
-# TLS of its own yet).
+# ADMIN_PASSWORD; replica: PRIMARY_HOST PRIMARY_PORT REPL_PASSWORD.  TLS_ON (default 0,
+# plain TCP): 1 copies the testbed's TLS files (mounted read-only at /etc/offload/tls,
+# 0600 on the host) to /run/offload/tls owned by the mysql user and includes their
+# server.cnf (the certificate, require_secure_transport = ON); a replica's channel then
+# runs over TLS verified against TLS_CA (the CA as the container sees it).
 set -eu
 
 ROLE=${1:-${OFFLOAD_ROLE:-}}
@@ -95,6 +97,20 @@ pid_file      = $RUNDIR/mysqld.pid
 user          = mysql
 EOF
 chmod 0644 "$CNF"
+
+# --- TLS: the testbed's files, for the mysql user (server.cnf names them there) ---
+if [ "${TLS_ON:-0}" = 1 ]; then
+  TLS_FROM=/etc/offload/tls TLS_HOME=$RUNDIR/tls
+  mkdir -p "$TLS_HOME"
+  for file in ca.pem server-cert.pem server-key.pem server.cnf; do
+    [ -f "$TLS_FROM/$file" ] || { say "TLS_ON=1 but $TLS_FROM/$file is missing"; exit 1; }
+    cp "$TLS_FROM/$file" "$TLS_HOME/$file"
+    chmod 0600 "$TLS_HOME/$file"
+  done
+  chown -R mysql:mysql "$TLS_HOME"
+  chmod 0700 "$TLS_HOME"
+  echo "!include $TLS_HOME/server.cnf" >> "$CNF"
+fi
 
 # --- a new data dir: initialise and bootstrap ---------------------------------
 if [ ! -f "$MARKER" ]; then

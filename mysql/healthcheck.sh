@@ -1,7 +1,8 @@
 #!/bin/sh
 # Healthcheck of the compose testbed's DB containers: `healthcheck.sh primary|replica`.
-# primary: the server (the real one, after the bootstrap) answers SELECT 1.
-# replica: it answers AND its replication IO and SQL threads both run.
+# The server (the real one, after the bootstrap) answers SELECT 1, AND, when it has a
+# source (a replica, or the old primary after a switchover), its replication IO and SQL
+# threads both run.  A replica a role change promoted has no source: answering is enough.
 # `-v` prints the replica's status (what `offload testbed up` shows on a timeout).
 set -eu
 ROLE=${1:-${OFFLOAD_ROLE:-}}
@@ -14,12 +15,12 @@ ask() { "$CLIENT" --no-defaults --protocol=socket -S "$SOCKET" -uroot "$@"; }
 
 [ -f "$DATADIR/.offload-bootstrapped" ] || { echo "bootstrap not finished"; exit 1; }
 ask -N -e 'SELECT 1' >/dev/null
-[ "$ROLE" = replica ] || exit 0
 
 # SHOW REPLICA STATUS: MySQL 8.0.22+ (Replica_* columns), MariaDB 10.5.1+ (Slave_*);
 # -E (vertical) rather than \G, which MySQL 9's client refuses in batch mode
 status=$(ask -E -e 'SHOW REPLICA STATUS')
 [ "$VERBOSE" = -v ] && printf '%s\n' "$status"
+[ -n "$status" ] || exit 0  # no source: a primary
 io=no sql=no
 case "$status" in *"_IO_Running: Yes"*) io=yes ;; esac
 case "$status" in *"_SQL_Running: Yes"*) sql=yes ;; esac

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from offload.compute.context import RunReport
     from offload.testbed.compose import ComposeTopology
     from offload.testbed.native import NativeTopology
+    from offload.testbed.roles import RoleTopology
     from offload.testbed.service import ServiceRunner
     from offload.testbed.topology import TestbedInfo
 
@@ -191,11 +192,6 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
         if args.group_commit_delay is not None
         else None,
     )
-    if backend == "compose" and args.tls == "on":
-        raise TestbedError(
-            "--tls on: the compose testbed has no TLS yet (its servers run plain TCP)",
-            hint="use --backend native (TLS is its default), or --tls off",
-        )
     if backend == "compose" and not knobs.empty:
         raise TestbedError(
             "--replica-workers, --semi-sync and --group-commit-delay are set on native "
@@ -214,6 +210,7 @@ def cmd_testbed_up(args: argparse.Namespace, settings: Settings) -> int:
             flavor=flavor,
             compute_scale=args.compute_scale,
             start_compute=False,
+            tls=None if args.tls is None else args.tls == "on",
         )
     else:
         from offload.testbed.native import NativeTopology  # noqa: PLC0415
@@ -264,7 +261,7 @@ def _tls_line(info: TestbedInfo) -> str:
     """What ``testbed up`` says of TLS: the CA clients verify with and the certificate's end."""
     ca = info.primary.query.get("ssl_ca")
     if not isinstance(ca, str) or info.dir is None:
-        return "off: plain TCP (`--tls on` on a native testbed requires verified TLS)"
+        return "off: plain TCP (`--tls on`, the default, makes the servers require verified TLS)"
     from offload.testbed.tls import TlsFiles, certificate_not_after  # noqa: PLC0415
 
     until = certificate_not_after(TlsFiles.in_dir(info.dir).cert)
@@ -328,20 +325,30 @@ def cmd_testbed_logs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
-    from offload.testbed import roles  # noqa: PLC0415
+def _role_topology(directory: Path) -> RoleTopology:
+    """The testbed in ``directory`` whose roles a role change moves (native or compose)."""
     from offload.testbed.backend import recorded_backend  # noqa: PLC0415
-    from offload.testbed.native import NativeTopology  # noqa: PLC0415
 
-    directory = _testbed_dir(args, settings)
     backend = recorded_backend(directory)
+    if backend == "compose":
+        from offload.testbed.compose import ComposeTopology  # noqa: PLC0415
+
+        return ComposeTopology(directory)
     if backend != "native":
         raise TestbedError(
-            f"{directory} holds {f'a {backend}' if backend else 'no'} testbed: "
-            f"`testbed {args.testbed_command}` moves the roles of a native one",
-            hint="`offload testbed up --backend native` makes one",
+            f"{directory} holds no testbed: a role change moves the roles of a running one",
+            hint="`offload testbed up` makes one",
         )
-    topology = NativeTopology(directory, flavor=None)
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    return NativeTopology(directory, flavor=None)
+
+
+def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
+    from offload.testbed import roles  # noqa: PLC0415
+    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+
+    topology = _role_topology(_testbed_dir(args, settings))
     if args.testbed_command == "drill":
         from offload.testbed.drill import drill  # noqa: PLC0415
 
@@ -371,6 +378,12 @@ def cmd_testbed_role(args: argparse.Namespace, settings: Settings) -> int:
     elif args.testbed_command == "failover":
         change = roles.failover(topology, kill=args.kill, timeout=args.timeout)
     elif args.testbed_command == "rebuild":
+        if not isinstance(topology, NativeTopology):
+            raise TestbedError(
+                "`testbed rebuild` makes a native testbed's server again; a compose "
+                "stack's diverged server is made again with the stack",
+                hint="`make down && make up` (or inspect its binary log first)",
+            )
         change = roles.rebuild(topology, args.name, timeout=args.timeout)
     else:
         change = roles.rejoin(topology, args.name, timeout=args.timeout)
@@ -385,7 +398,7 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _out(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
-        roles = _native_roles(settings)
+        roles = _testbed_roles(settings)
         from offload.views import print_view, roles_view, servers_view  # noqa: PLC0415
 
         print_view(*servers_view(reports), *([roles_view(roles)] if roles else []))
@@ -395,36 +408,37 @@ def cmd_testbed_status(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if broken else 0
 
 
-def _native_roles(settings: Settings) -> list[dict[str, Any]]:
-    """A native testbed's servers with their roles and the endpoints on each (state.json);
-    none for a testbed without endpoints (its roles never change)."""
+def _testbed_roles(settings: Settings) -> list[dict[str, Any]]:
+    """A testbed's servers with their roles and the endpoints leading to each (state.json,
+    the endpoints' proxies); none for a testbed without endpoints (its roles never move)."""
     if not settings.testbed.dir:
         return []
-    from offload.testbed.files import NativeState, read_state  # noqa: PLC0415
-    from offload.testbed.native import NativeTopology  # noqa: PLC0415
+    from offload.testbed.files import read_state  # noqa: PLC0415
+    from offload.testbed.roles import server_id  # noqa: PLC0415
 
     directory = Path(settings.testbed.dir)
     state = read_state(directory)
-    if not isinstance(state, NativeState) or not state.initialised or not state.endpoints:
+    if state is None or not state.initialised:
         return []
-    topology = NativeTopology(directory, flavor=None)
-    endpoints: dict[int, list[str]] = {}
-    for name, record in topology.links().records().items():
-        if name.endswith("-endpoint"):
-            endpoints.setdefault(record.upstream_port, []).append(
-                f"{name.removesuffix('-endpoint')} :{record.listen_port}"
-            )
-    return [
-        {
-            "server": name,
-            "port": record.port,
-            "server_id": record.server_id,
-            "role": state.role(name),
-            "running": topology.running(name, state),
-            "endpoints": endpoints.get(record.port, []),
-        }
-        for name, record in state.servers.items()
-    ]
+    if (state.backend == "native" and not state.endpoints) or (
+        state.backend == "compose" and not state.endpoint_ports
+    ):
+        return []
+    topology = _role_topology(directory)
+    targets = topology.endpoint_targets()
+    rows = []
+    for name in state.server_names():
+        running = topology.running(name)
+        rows.append(
+            {
+                "server": name,
+                "server_id": server_id(topology, name) if running else "-",
+                "role": state.role(name),
+                "running": running,
+                "endpoints": [e.removesuffix("-endpoint") for e, s in targets.items() if s == name],
+            }
+        )
+    return rows
 
 
 # --- db ---------------------------------------------------------------------

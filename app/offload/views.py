@@ -168,12 +168,11 @@ def servers_view(reports: Sequence[ServerReport]) -> list[RenderableType]:
 
 
 def roles_view(roles: Sequence[dict[str, Any]]) -> Table:
-    """A native testbed's servers by role (state.json) and the endpoints that lead to each."""
-    table = _table("server", "port", "id", "role", "running", "endpoints", right=("port", "id"))
+    """A testbed's servers by role (state.json) and the endpoints that lead to each."""
+    table = _table("server", "id", "role", "running", "endpoints", right=("id",))
     for row in roles:
         table.add_row(
             str(row["server"]),
-            str(row["port"]),
             str(row["server_id"]),
             str(row["role"]),
             "yes" if row["running"] else "no",

@@ -65,7 +65,7 @@ def test_the_compose_file_validates_and_publishes_on_loopback_only(
 ) -> None:
     assert compose.run("config", "-q").returncode == 0
     rendered = compose.run("config").stdout
-    assert published_hosts(rendered) == ["127.0.0.1"] * 4, rendered
+    assert published_hosts(rendered) == ["127.0.0.1"] * 8, rendered
     assert "container_name" not in rendered  # `--scale compute=N` needs generated names
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from offload.experiments.records import read_events
 from offload.experiments.runner import ExperimentPlan, run_experiment
 from offload.experiments.scenarios import parse_scenario
 from offload.link.probe import Probe, median
-from offload.link.proxy import Link
+from offload.link.proxy import UPSTREAM_CONNECT_TIMEOUT, Link
 from offload.link.runner import LinkRunner, Links
 from offload.link.toxics import Toxics
 from offload.testbed import TestbedInfo
@@ -212,6 +213,54 @@ async def _stall_and_cut() -> None:
 
 def test_proxy_stall_holds_bytes_and_cut_resets_then_refuses() -> None:
     asyncio.run(_stall_and_cut())
+
+
+async def _waits_for_upstream(link: Link) -> bool:
+    deadline = Deadline(5)
+    while not link._connecting:
+        if deadline.expired():
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def _silent_upstream() -> None:
+    # an upstream that never completes a connect (a killed container's address sends no
+    # reset): a listener whose accept queue is full drops further SYNs
+    with socket.socket() as silent, socket.socket() as filler:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        port = silent.getsockname()[1]
+        filler.connect(("127.0.0.1", port))  # fills the queue: it is never accepted
+        link = Link("127.0.0.1", port)
+        relay = await asyncio.start_server(link.handle, "127.0.0.1", 0)
+        async with relay:
+            started = time.monotonic()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", relay.sockets[0].getsockname()[1]
+            )
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(reader.readexactly(1), UPSTREAM_CONNECT_TIMEOUT + 5)
+            waited = time.monotonic() - started
+            await _closed(writer)
+            assert link.refused == 1
+            assert UPSTREAM_CONNECT_TIMEOUT <= waited < UPSTREAM_CONNECT_TIMEOUT + 5, waited
+            # a move refuses at once a client still waiting for the old upstream
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", relay.sockets[0].getsockname()[1]
+            )
+            assert await _waits_for_upstream(link)
+            moved = time.monotonic()
+            link.retarget("127.0.0.1", port)
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(reader.readexactly(1), UPSTREAM_CONNECT_TIMEOUT)
+            assert time.monotonic() - moved < UPSTREAM_CONNECT_TIMEOUT / 2
+            await _closed(writer)
+            assert link.refused == 2
+
+
+def test_a_client_waits_for_a_silent_upstream_only_so_long() -> None:
+    asyncio.run(_silent_upstream())
 
 
 # --- the servers' own knobs: parallel appliers, semi-sync (testbed up) -------

@@ -28,7 +28,7 @@ TLS_KEYS = ("ssl_ca", "ssl_check_hostname")
 @pytest.fixture(autouse=True)
 def _tls_testbed(offload_testbed: TestbedInfo) -> None:
     if "ssl_ca" not in offload_testbed.primary.query:
-        pytest.skip("the run's testbed has no TLS (--testbed-tls off, compose or external)")
+        pytest.skip("the run's testbed has no TLS (--testbed-tls off, or external)")
 
 
 def _servers(testbed: TestbedInfo) -> list[tuple[str, URL]]:

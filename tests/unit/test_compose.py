@@ -8,6 +8,8 @@ here can run.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import shutil
 import struct
@@ -15,14 +17,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from sqlalchemy import make_url
 
 from offload.errors import TestbedError
 from offload.testbed import compose as compose_module
 from offload.testbed import images as images_module
 from offload.testbed.compose import ComposeTopology, offline_wanted, project_name
-from offload.testbed.container import compute_host, parse_ptr_answer, ptr_query, render_config
+from offload.testbed.container import (
+    compute_host,
+    parse_ptr_answer,
+    ptr_query,
+    render_config,
+    tls_from_environ,
+)
 from offload.testbed.files import ComposeState
 from offload.testbed.mysqld import find_mysql_dir, render_sql, split_sql
+from offload.testbed.tls import TlsFiles, ensure_certificates
 from offload.testbed.topology import TESTBED_COMPUTE_OPTIONS, Credentials
 
 MYSQL_DIR = find_mysql_dir()
@@ -169,6 +180,10 @@ def test_ports_fixed_scaled_and_picked_by_docker() -> None:
         "OFFLOAD_PRIMARY_PORT": "34061",
         "OFFLOAD_REPLICA_PORT": "34062",
         "OFFLOAD_LINK_PORT": "34063",
+        "OFFLOAD_ENDPOINT_PORT": "34064",
+        "OFFLOAD_REPLICA_ENDPOINT_PORT": "34065",
+        "OFFLOAD_PRIMARY_SERVER_PORT": "34066",
+        "OFFLOAD_REPLICA_SERVER_PORT": "34067",
         "OFFLOAD_SERVICE_PORTS": "34080",
     }
     scaled = ComposeTopology._ports(34061, 3)
@@ -232,7 +247,8 @@ def _no_flavor_from_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_the_compose_file_validates(tmp_path: Path) -> None:
     env = tmp_path / "compose.env"
-    env.write_text("\n".join(f"{k}={v}" for k, v in VALUES.items()) + "\n")
+    values = {**VALUES, "OFFLOAD_TLS_DIR": str(tmp_path / "tls")}
+    env.write_text("\n".join(f"{k}={v}" for k, v in values.items()) + "\n")
     try:
         command = compose_module.compose_command()
     except TestbedError:
@@ -255,9 +271,10 @@ def test_the_compose_file_validates(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     # primary, replica, the replica's link (its control API), compute
-    assert published_hosts(result.stdout) == ["127.0.0.1"] * 4
+    assert published_hosts(result.stdout) == ["127.0.0.1"] * 8
     assert "condition: service_healthy" in result.stdout
     assert "container_name" not in result.stdout
+    assert f"{tmp_path / 'tls'}:/etc/offload/tls:ro" in result.stdout  # the DB containers'
 
 
 def test_a_new_directory_is_no_other_backends_testbed(tmp_path: Path) -> None:
@@ -285,3 +302,117 @@ def test_the_command_line_a_person_runs_by_hand(tmp_path: Path) -> None:
     assert topology.command_line() == (
         f"docker compose -p offload-1234abcd --env-file {tmp_path.resolve()}/compose.env"
     )
+
+
+def _state(topology: ComposeTopology, *, tls: bool) -> ComposeState:
+    return ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file=str(topology.env_path),
+        port=34061,
+        images={"OFFLOAD_DB_IMAGE": "mariadb:11.4"},
+        tls=tls,
+    )
+
+
+def test_with_tls_the_env_file_mounts_the_files_and_carries_the_ca(tmp_path: Path) -> None:
+    topology = ComposeTopology(tmp_path, port=34061, tls=True)
+    state = _state(topology, tls=True)
+    topology._ensure_tls(state)
+    topology._write_env(state, Credentials("a", "b", "c", "d"))
+    env = dict(
+        line.split("=", 1) for line in topology.env_path.read_text().splitlines()[2:] if line
+    )
+    files = TlsFiles.in_dir(tmp_path)
+    assert env["OFFLOAD_TLS_DIR"] == str(tmp_path.resolve() / "tls")
+    assert (env["OFFLOAD_TLS_ON"], env["OFFLOAD_TLS_CA"]) == ("1", "/run/offload/tls/ca.pem")
+    assert base64.b64decode(env["OFFLOAD_TLS_CA_PEM"]) == files.ca.read_bytes()
+    # every file private on the host; the servers' options name the container's copies
+    tls_dir = tmp_path / "tls"
+    assert {p.name: p.stat().st_mode & 0o777 for p in tls_dir.iterdir()} == dict.fromkeys(
+        ("ca.pem", "ca-key.pem", "server-cert.pem", "server-key.pem", "server.cnf"), 0o600
+    )
+    include = (tls_dir / "server.cnf").read_text().splitlines()
+    assert "[mysqld]" in include
+    assert "ssl_key       = /run/offload/tls/server-key.pem" in include
+    assert "require_secure_transport = ON" in include
+    cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"primary", "replica", "link", "endpoint", "replica-endpoint", "localhost"} <= set(
+        names.get_values_for_type(x509.DNSName)
+    )
+    assert [str(a) for a in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+
+
+def test_without_tls_the_env_file_says_plain_and_the_mount_is_empty(tmp_path: Path) -> None:
+    topology = ComposeTopology(tmp_path, port=34061, tls=False)
+    state = _state(topology, tls=False)
+    topology._ensure_tls(state)
+    topology._write_env(state, Credentials("a", "b", "c", "d"))
+    lines = topology.env_path.read_text().splitlines()
+    assert {"OFFLOAD_TLS_ON=0", "OFFLOAD_TLS_CA=", "OFFLOAD_TLS_CA_PEM="} <= set(lines)
+    assert list((tmp_path / "tls").iterdir()) == []
+
+
+def test_the_compute_container_verifies_with_the_ca_it_is_given(tmp_path: Path) -> None:
+    ca = ensure_certificates(tmp_path / "testbed").ca
+    environ = {
+        "NOVA_PASSWORD": "pw1",
+        "NOVA_RO_PASSWORD": "pw2",
+        "OFFLOAD_TESTBED_CA": base64.b64encode(ca.read_bytes()).decode(),
+    }
+    tls = tls_from_environ(environ, tmp_path / "container")
+    assert tls is not None and tls.ca.read_bytes() == ca.read_bytes()
+    assert tls.ca.stat().st_mode & 0o777 == 0o600
+    text = render_config(environ, "compute-1", tls)
+    options = dict(line.split(" = ", 1) for line in text.splitlines() if " = " in line)
+    urls = [make_url(options[key]) for key in ("connection", "slave_connection")]
+    assert [u.host for u in urls] == ["primary", "replica"]  # the names the certificate holds
+    for url in urls:
+        assert dict(url.query) == {"ssl_ca": str(tls.ca), "ssl_check_hostname": "true"}
+    assert "[testbed]" not in text  # no privileged account given
+    admin = render_config({**environ, "ADMIN_PASSWORD": "pw3"}, "compute-1", tls)
+    options = dict(line.split(" = ", 1) for line in admin.splitlines() if " = " in line)
+    admins = [make_url(options[k]) for k in ("admin_connection", "replica_admin_connections")]
+    assert [(u.username, u.host, u.database) for u in admins] == [
+        ("offload_admin", "primary", None),
+        ("offload_admin", "replica", None),
+    ]
+    assert all(u.query["ssl_ca"] == str(tls.ca) for u in admins)
+    assert tls_from_environ({"OFFLOAD_TESTBED_CA": ""}, tmp_path / "none") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("not base64!", "not base64"), (base64.b64encode(b"hello").decode(), "not a PEM")],
+)
+def test_a_bad_ca_variable_is_one_line(value: str, says: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=says):
+        tls_from_environ({"OFFLOAD_TESTBED_CA": value}, tmp_path)
+
+
+def test_tls_cannot_change_on_a_made_testbed(tmp_path: Path) -> None:
+    made = ComposeTopology(tmp_path, port=34061, tls=True)
+    made._save_state(dataclasses.replace(_state(made, tls=True), initialised=True))
+    with pytest.raises(TestbedError, match="made with TLS on, asked for TLS off"):
+        ComposeTopology(tmp_path, port=34061, tls=False)._prepare()
+
+
+def test_the_compose_roles_are_recorded(tmp_path: Path) -> None:
+    from offload.testbed.files import read_state, save_state  # noqa: PLC0415
+
+    state = ComposeState(
+        project="p",
+        compose=("docker-compose",),
+        compose_file="docker-compose.yml",
+        env_file="compose.env",
+        port=0,
+        endpoint_ports={"primary-endpoint": 40001, "replica0-endpoint": 40002},
+        primary="replica",
+        departed=("primary",),
+    )
+    assert state.replicas() == [] and state.role("primary") == "departed"
+    assert state.role("replica") == "primary"
+    save_state(tmp_path, state)
+    assert read_state(tmp_path) == state

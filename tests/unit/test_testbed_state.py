@@ -118,7 +118,17 @@ def test_a_compose_state_of_the_previous_version_loads_and_round_trips(tmp_path:
     assert (state.primary_port, state.replica_port, state.service_port) == (33061, 33062, 33080)
     assert state.link_port == 0  # made before the link service
     save_state(tmp_path, state)
-    assert json.loads((tmp_path / "state.json").read_text()) == {**COMPOSE_BEFORE, "link_port": 0}
+    # written again with the keys it lacked at their defaults (its roles never moved)
+    assert json.loads((tmp_path / "state.json").read_text()) == {
+        **COMPOSE_BEFORE,
+        "link_port": 0,
+        "tls": False,
+        "endpoint_ports": {},
+        "primary": "primary",
+        "departed": [],
+        "diverged": [],
+    }
+    assert state.replicas() == ["replica"]
     # the link's port, once known, is kept
     save_state(tmp_path, dataclasses.replace(state, link_port=33063))
     reloaded = read_state(tmp_path)

@@ -33,11 +33,15 @@ from typing import Any, Final
 from offload.errors import OffloadError
 from offload.link.toxics import Gate, Pace, Toxics
 
-__all__ = ["Link", "main", "serve"]
+__all__ = ["UPSTREAM_CONNECT_TIMEOUT", "Link", "main", "serve"]
 
 LOOPBACK: Final = "127.0.0.1"
 _CHUNK: Final = 16384
 _MAX_BODY: Final = 65536
+#: how long a client's connection waits for the upstream's (seconds): a server that is
+#: gone without a reset (a killed container's address: no RST) must not hold the client
+#: longer than a live one answers, nor past the endpoint's move to another server
+UPSTREAM_CONNECT_TIMEOUT: Final = 2.0
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -52,6 +56,11 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 async def _closed(*writers: asyncio.StreamWriter) -> None:
     """Until each stream's transport has let go of its socket (no socket left for the GC)."""
     await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
+
+
+async def _open_upstream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    # a coroutine of its own: cancelled before it runs, it leaves no un-awaited one behind
+    return await asyncio.wait_for(asyncio.open_connection(host, port), UPSTREAM_CONNECT_TIMEOUT)
 
 
 @dataclass(eq=False)  # hashed by identity: the set of open connections
@@ -81,6 +90,10 @@ class Link:
     resets: int = 0
     retargets: int = 0
     _active: set[_Connection] = field(default_factory=set)
+    #: upstream connects in progress: a move or a cut abandons them
+    _connecting: set[asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = field(
+        default_factory=set
+    )
     _flowing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -97,6 +110,7 @@ class Link:
 
     def cut(self, seconds: float) -> None:
         self.gate.cut(self.clock(), seconds)
+        self._abandon_connects()
         for connection in list(self._active):
             connection.reset()
             self.resets += 1
@@ -109,9 +123,16 @@ class Link:
         self.upstream_host, self.upstream_port = host, port
         self.gate.reopen()
         self.retargets += 1
+        self._abandon_connects()
         for connection in list(self._active):
             connection.reset()
             self.resets += 1
+
+    def _abandon_connects(self) -> None:
+        """A client still waiting for the old upstream (gone silent) is refused now, not
+        when its connect gives up."""
+        for connect in list(self._connecting):
+            connect.cancel()
 
     def clear(self) -> None:
         self.gate.reopen()
@@ -141,9 +162,20 @@ class Link:
             await _closed(writer)
             return
         target = (self.upstream_host, self.upstream_port)
+        connect = asyncio.ensure_future(_open_upstream(*target))
+        self._connecting.add(connect)
+        connect.add_done_callback(self._connecting.discard)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*target)
-        except OSError:
+            up_reader, up_writer = await connect
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the proxy stops: not a refusal
+            self.refused += 1  # abandoned by a move or a cut
+            _reset(writer)
+            await _closed(writer)
+            return
+        except (OSError, TimeoutError):
             self.refused += 1
             _reset(writer)
             await _closed(writer)

@@ -14,7 +14,7 @@ value stops the run with one line) into :class:`RunOptions`.
 - ``--testbed-schema`` / ``offload_testbed_schema``: what makes a native testbed's
   ``nova`` database, offload's tables or Nova's migrations (default
   ``$OFFLOAD_SCHEMA``, else offload);
-- ``--testbed-tls`` / ``offload_testbed_tls``: on (default) or off: the native testbeds'
+- ``--testbed-tls`` / ``offload_testbed_tls``: on (default) or off: the testbeds' (native, compose)
   servers require verified TLS (default ``$OFFLOAD_TLS``, else on);
 - ``--primary-url`` / ``offload_primary_url``, ``--replica-url`` (repeatable) /
   ``offload_replica_url`` (one per line): the external testbed's privileged URLs.

@@ -58,7 +58,7 @@ _HELP = {
     "--testbed-schema": "what makes a native testbed's nova database: offload (its own "
     "tables, default) or nova (Nova's migrations in a side environment; "
     "$OFFLOAD_SCHEMA)",
-    "--testbed-tls": "on (default) or off: the native testbeds' servers require TLS and "
+    "--testbed-tls": "on (default) or off: the testbeds' servers (native, compose) require TLS and "
     "every client verifies their certificate against the testbed's own CA ($OFFLOAD_TLS)",
     "--primary-url": "external: privileged URL of the primary",
     "--replica-url": "external: privileged URL of a replica (repeatable)",

@@ -24,11 +24,29 @@ The replica replicates through its link (the ``link`` service: offload's proxy,
 :mod:`offload.link.proxy`, run from the compute image), always; :meth:`links` gives its
 control API, published on the host's 127.0.0.1, to ``offload link`` and the injector.
 
+Clients (the compute service, the host's primary and replica ports, so offload.conf's
+URLs) reach the servers through two endpoints, the same proxy: the ``endpoint`` service
+leads to the acting primary, ``replica-endpoint`` to the acting replica.  The servers
+keep their service names (``primary``, ``replica``) whatever role they have; a role
+change (:mod:`offload.testbed.roles`, through the ``RoleTopology`` methods below)
+moves the endpoints and the link's upstream, and records the roles in ``state.json``.
+Admin work reaches each server on its own published port.
+
 The compute container: ``up()`` starts it with the servers unless
 ``start_compute=False`` — ``make up`` starts it after the seed
 (``offload service start`` → :meth:`ComposeTopology.start_compute`), as the
 native backend starts its service, so that the service's first look at the
 hypervisor sees the seeded instances and the seed does not race its first runs.
+
+TLS (on by default, as natively; ``tls=False``, ``--tls off``, ``$OFFLOAD_TLS=off``):
+``_prepare`` makes the testbed's CA and server certificate (:mod:`offload.testbed.tls`),
+valid for 127.0.0.1/localhost (the host's URLs) and the service names ``primary``,
+``replica`` and ``link`` (the name the replica dials), and ``DIR/tls/server.cnf``, the
+servers' TLS options.  ``DIR/tls`` is mounted read-only into the DB containers, whose
+entrypoint copies it to ``/run/offload/tls`` owned by the mysql user (the host's files
+stay 0600); the compute container gets the CA certificate (public) base64-encoded in
+its environment.  The host's URLs in offload.conf and the compute container's carry the
+CA and verify the certificate and its name.
 
 Images: the DB image is ``$OFFLOAD_DB_IMAGE`` (default ``mysql:8.4`` from a
 registry).  Offline (``offline=True``, ``$OFFLOAD_OFFLINE=1``, or automatically
@@ -38,6 +56,7 @@ the local ones of :mod:`offload.testbed.images`, built first when missing.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -45,12 +64,12 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import URL, Connection, text
 
 from offload import replication
 from offload.dberrors import unpooled_engine
@@ -64,7 +83,17 @@ from offload.testbed.files import (
     save_state,
     write_private,
 )
+from offload.testbed.mysqld import find_mysql_dir, render_sql, split_sql
+from offload.testbed.native import NO_REPLICA_CUT, endpoint_name
 from offload.testbed.servers import FlavorSpec, default_flavor
+from offload.testbed.tls import (
+    DEFAULT_SERVER_NAMES,
+    TLS_DIR,
+    TlsFiles,
+    default_tls,
+    ensure_certificates,
+    replica_tls_placeholders,
+)
 from offload.testbed.topology import (
     NOVA_DATABASE,
     Credentials,
@@ -99,6 +128,29 @@ SERVICE_HTTP_PORT = 8080
 LINK_CONTROL_PORT = 8081
 #: what offload calls the compose replica (``offload link set replica0``), as natively
 REPLICA_NAME = "replica0"
+#: the compose services the server certificate is valid for (a client in the network
+#: dials them by name: the compute service its endpoints, the replica its ``link``)
+TLS_SERVICE_NAMES = ("primary", "replica", "link", "endpoint", "replica-endpoint")
+#: where the DB containers' servers read DIR/tls (mysql/entrypoint.sh copies it there)
+CONTAINER_TLS_DIR = Path("/run/offload/tls")
+#: DIR/tls/server.cnf: the servers' TLS options, included by mysql/entrypoint.sh
+SERVER_TLS_INCLUDE = "server.cnf"
+#: the endpoints' control APIs on the host: port + 3, + 4; the servers' own ports: + 5, + 6
+ENDPOINT_PORT_OFFSETS = {endpoint_name("primary"): 3, endpoint_name(REPLICA_NAME): 4}
+SERVER_PORT_OFFSETS = {"primary": 5, "replica": 6}
+#: the compose service of each endpoint
+ENDPOINT_SERVICES = {
+    endpoint_name("primary"): "endpoint",
+    endpoint_name(REPLICA_NAME): "replica-endpoint",
+}
+#: the services that run without the compute containers
+SERVERS_AND_PROXIES = ("primary", "link", "replica", *ENDPOINT_SERVICES.values())
+_PORT_VARIABLES = {
+    endpoint_name("primary"): "OFFLOAD_ENDPOINT_PORT",
+    endpoint_name(REPLICA_NAME): "OFFLOAD_REPLICA_ENDPOINT_PORT",
+    "primary": "OFFLOAD_PRIMARY_SERVER_PORT",
+    "replica": "OFFLOAD_REPLICA_SERVER_PORT",
+}
 #: what docker-compose.yml interpolates; never taken from the caller's environment
 _OWN_VARIABLES = (
     "NOVA_PASSWORD",
@@ -112,8 +164,16 @@ _OWN_VARIABLES = (
     "OFFLOAD_PRIMARY_PORT",
     "OFFLOAD_REPLICA_PORT",
     "OFFLOAD_LINK_PORT",
+    "OFFLOAD_ENDPOINT_PORT",
+    "OFFLOAD_REPLICA_ENDPOINT_PORT",
+    "OFFLOAD_PRIMARY_SERVER_PORT",
+    "OFFLOAD_REPLICA_SERVER_PORT",
     "OFFLOAD_SERVICE_PORTS",
     "OFFLOAD_COMPUTE_HOST",
+    "OFFLOAD_TLS_DIR",
+    "OFFLOAD_TLS_ON",
+    "OFFLOAD_TLS_CA",
+    "OFFLOAD_TLS_CA_PEM",
 )
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -206,6 +266,7 @@ class ComposeTopology:
         compose_file: Path | None = None,
         environ: Mapping[str, str] | None = None,
         flavor: FlavorSpec | None = None,
+        tls: bool | None = None,
     ) -> None:
         if replicas != 1:
             raise TestbedError(
@@ -235,6 +296,10 @@ class ComposeTopology:
         self.compose_file = compose_file
         self.environ = dict(os.environ if environ is None else environ)
         self.flavor = flavor if flavor is not None else default_flavor()
+        #: TLS required by the servers and verified by clients (testbed/tls.py);
+        #: None: $OFFLOAD_TLS, else the existing testbed's, else on
+        self.tls_asked = tls if tls is not None else default_tls()
+        self.tls = True if self.tls_asked is None else self.tls_asked
 
     # --- files --------------------------------------------------------------
 
@@ -338,6 +403,7 @@ class ComposeTopology:
                 "OFFLOAD_PRIMARY_PORT": "0",
                 "OFFLOAD_REPLICA_PORT": "0",
                 "OFFLOAD_LINK_PORT": "0",
+                **{variable: "0" for variable in _PORT_VARIABLES.values()},
                 "OFFLOAD_SERVICE_PORTS": "0",
             }
         first = port + SERVICE_PORT_OFFSET
@@ -347,8 +413,47 @@ class ComposeTopology:
             "OFFLOAD_PRIMARY_PORT": str(port),
             "OFFLOAD_REPLICA_PORT": str(port + 1),
             "OFFLOAD_LINK_PORT": str(port + LINK_PORT_OFFSET),
+            **{
+                _PORT_VARIABLES[name]: str(port + offset)
+                for name, offset in {**ENDPOINT_PORT_OFFSETS, **SERVER_PORT_OFFSETS}.items()
+            },
             "OFFLOAD_SERVICE_PORTS": service,
         }
+
+    def _tls_files(self, state: ComposeState) -> TlsFiles | None:
+        return TlsFiles.in_dir(self.dir) if state.tls else None
+
+    def _tls_env(self, state: ComposeState) -> dict[str, str]:
+        """What docker-compose.yml interpolates for TLS: the directory the DB containers
+        mount, the replica's channel (``${TLS_ON}``/``${TLS_CA}`` as it sees the CA) and
+        the CA for the compute container (a public certificate, base64: one line)."""
+        files = self._tls_files(state)
+        placeholders = replica_tls_placeholders(files, CONTAINER_TLS_DIR)
+        return {
+            "OFFLOAD_TLS_DIR": str(self.dir / TLS_DIR),
+            "OFFLOAD_TLS_ON": placeholders["TLS_ON"],
+            "OFFLOAD_TLS_CA": placeholders["TLS_CA"],
+            "OFFLOAD_TLS_CA_PEM": base64.b64encode(files.ca.read_bytes()).decode()
+            if files is not None and files.ca.is_file()
+            else "",
+        }
+
+    def _ensure_tls(self, state: ComposeState) -> None:
+        """DIR/tls (mounted even when empty): with TLS, the certificates and server.cnf."""
+        home = self.dir / TLS_DIR
+        home.mkdir(mode=0o700, exist_ok=True)
+        files = self._tls_files(state)
+        if files is None:
+            return
+        ensure_certificates(self.dir, names=(*DEFAULT_SERVER_NAMES, *TLS_SERVICE_NAMES))
+        lines = [
+            "# Written by `offload testbed up --backend compose`: the servers' TLS, as they",
+            f"# see the files ({CONTAINER_TLS_DIR}: mysql/entrypoint.sh copies them there).",
+            "[mysqld]",
+            *files.server_options(CONTAINER_TLS_DIR),
+            "",
+        ]
+        write_private(home / SERVER_TLS_INCLUDE, "\n".join(lines))
 
     def _write_env(self, state: ComposeState, creds: Credentials) -> None:
         values = {
@@ -356,6 +461,7 @@ class ComposeTopology:
             **state.images,
             **self._ports(state.port, state.compute_scale),
             "OFFLOAD_COMPUTE_HOST": self.environ.get("OFFLOAD_COMPUTE_HOST", ""),
+            **self._tls_env(state),
         }
         lines = [
             "# Written by `offload testbed up --backend compose`: what docker-compose.yml",
@@ -378,12 +484,22 @@ class ComposeTopology:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
         old = self._load_state()
-        _require_engine()
         if old is not None and old.initialised and old.port != self.port:
             raise TestbedError(
                 f"the compose testbed in {self.dir} runs on port {old.port}, asked for {self.port}",
                 hint="take it down first (`make down`) to change its ports",
             )
+        if old is not None and old.initialised:
+            if self.tls_asked is None:
+                self.tls = old.tls  # not asked for: the testbed's own
+            if old.tls != self.tls:
+                made, asked = ("on" if v else "off" for v in (old.tls, self.tls))
+                raise TestbedError(
+                    f"the compose testbed in {self.dir} was made with TLS {made}, "
+                    f"asked for TLS {asked}",
+                    hint="take it down first (`make down`) to change TLS",
+                )
+        _require_engine()  # after the checks of what was asked against what was made
         creds = self._credentials()
         project = self.project or (old.project if old else "") or project_name(self.dir)
         compose_file = str(
@@ -399,6 +515,7 @@ class ComposeTopology:
             port=self.port,
             compute_scale=self.compute_scale,
             images=self._images(),
+            tls=self.tls,
         )
         state = (
             fresh
@@ -412,9 +529,11 @@ class ComposeTopology:
                 port=fresh.port,
                 compute_scale=fresh.compute_scale,
                 images=fresh.images,
+                tls=fresh.tls,
             )
         )
         state = dataclasses.replace(state, compute=state.compute or self.start_compute_now)
+        self._ensure_tls(state)
         self._write_env(state, creds)
         self._save_state(state)
         if not state.images["OFFLOAD_WHEELHOUSE"]:
@@ -432,7 +551,7 @@ class ComposeTopology:
         """Start (or find running) the stack; return when it is healthy and replicating."""
         state = self._prepare()
         deadline = Deadline(self.start_timeout)
-        services = [] if state.compute else ["primary", "link", "replica"]
+        services = [] if state.compute else [*SERVERS_AND_PROXIES]
         try:
             scale = self._scale_args(state) if state.compute else []
             result = self._compose(
@@ -511,7 +630,7 @@ class ComposeTopology:
         return str(state.get("Health", {}).get("Status", "running"))
 
     def _await_healthy(self, state: ComposeState, deadline: Deadline) -> list[dict[str, Any]]:
-        wanted = {"primary": 1, "link": 1, "replica": 1}
+        wanted = dict.fromkeys(SERVERS_AND_PROXIES, 1)
         if state.compute:
             wanted["compute"] = state.compute_scale
         last: list[list[dict[str, Any]]] = [[]]
@@ -570,9 +689,11 @@ class ComposeTopology:
 
         ports = {}
         for key, service, port in (
-            ("primary_port", "primary", DB_PORT),
-            ("replica_port", "replica", DB_PORT),
+            # clients' ports: the endpoints'
+            ("primary_port", "endpoint", DB_PORT),
+            ("replica_port", "replica-endpoint", DB_PORT),
             ("link_port", "link", LINK_CONTROL_PORT),
+            *((name, service, LINK_CONTROL_PORT) for name, service in ENDPOINT_SERVICES.items()),
             ("service_port", "compute", SERVICE_HTTP_PORT),
         ):
             container = first(service)
@@ -587,11 +708,16 @@ class ComposeTopology:
             replica_port=ports.get("replica_port", state.replica_port),
             link_port=ports.get("link_port", state.link_port),
             service_port=ports["service_port"],
+            endpoint_ports={name: ports[name] for name in ENDPOINT_SERVICES if name in ports},
         )
 
     def _info(self, state: ComposeState, creds: Credentials) -> TestbedInfo:
-        primary, replica = state.primary_port, state.replica_port
-        admin = loopback_url("offload_admin", creds.admin, primary, None)
+        primary, replica, tls = state.primary_port, state.replica_port, self._tls_files(state)
+
+        def url(user: str, password: str, port: int, database: str | None) -> URL:
+            return loopback_url(user, password, port, database, tls=tls)
+
+        admin = url("offload_admin", creds.admin, primary, None)
         engine = unpooled_engine(admin, name="primary")
         try:
             with engine.connect() as conn:
@@ -602,10 +728,10 @@ class ComposeTopology:
             backend=self.backend,
             dir=self.dir,
             flavor=replication.detect_flavor(version),
-            primary=loopback_url("nova", creds.nova, primary, NOVA_DATABASE),
-            replicas=(loopback_url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
+            primary=url("nova", creds.nova, primary, NOVA_DATABASE),
+            replicas=(url("nova_ro", creds.nova_ro, replica, NOVA_DATABASE),),
             admin=admin,
-            replica_admins=(loopback_url("offload_admin", creds.admin, replica, None),),
+            replica_admins=(url("offload_admin", creds.admin, replica, None),),
             service_port=state.service_port,
             version=version,
         )
@@ -741,8 +867,12 @@ class ComposeTopology:
             engine.stop_container(container["Id"], timeout=timeout)
 
     def start(self, service: str) -> None:
-        """Start the stopped containers of a compose service again (same containers)."""
+        """Start the stopped containers of a compose service again (same containers); a
+        DB server's in its recorded role, once it answers (:meth:`_start_server`)."""
         state = self._require_up()
+        if service in state.server_names():
+            self._start_server(state, service)
+            return
         for container in self._containers(state, service):
             engine.start_container(container["Id"])
 
@@ -768,8 +898,175 @@ class ComposeTopology:
             "at once); use a native testbed to compare with a direct link",
         )
 
+    # --- role changes (testbed/roles.py's RoleTopology) -------------------------
+
+    def state(self) -> ComposeState:
+        """The state of this stack, up (one line when it is not)."""
+        return self._require_up()
+
+    def movable(self) -> ComposeState:
+        state = self._require_up()
+        if not state.endpoint_ports:
+            raise TestbedError(
+                f"the compose testbed in {self.dir} was made without endpoints: its clients "
+                "hold the servers' own ports, which a role change cannot move",
+                hint="make it again: `make down && make up`",
+            )
+        return state
+
+    def _server(self, state: ComposeState, name: str) -> dict[str, Any]:
+        if name not in state.server_names():
+            raise TestbedError(
+                f"there is no server {name!r}", hint=f"one of: {', '.join(state.server_names())}"
+            )
+        found = self._containers(state, name)
+        if not found:
+            raise TestbedError(
+                f"the {name} container is gone", hint="`make down && make up` makes the stack again"
+            )
+        return found[0]
+
+    def running(self, name: str) -> bool:
+        return self._health(self._server(self._require_up(), name)) not in _STOPPED
+
+    @contextlib.contextmanager
+    def connect(self, name: str) -> Iterator[Connection]:
+        """An autocommit admin connection to server ``name`` on its own published port (a
+        restarted container may have another one: asked of Docker each time)."""
+        state = self._require_up()
+        port = self._host_port(self._server(state, name), DB_PORT)
+        url = loopback_url(
+            "offload_admin", self._credentials().admin, port, None, tls=self._tls_files(state)
+        )
+        admin = unpooled_engine(url, name=name, connect_timeout=2)
+        try:
+            with admin.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            admin.dispose()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL server ``name``'s container (``docker kill``), then wait until it stopped."""
+        state = self._require_up()
+        engine.kill_container(self._server(state, name)["Id"])
+        if not wait_for(lambda: not self.running(name), Deadline(30), interval=0.05):
+            raise TestbedError(f"the {name} container still runs 30s after SIGKILL")
+
+    def _start_server(self, state: ComposeState, name: str) -> None:
+        """Start server ``name``'s stopped container, in its recorded role: the entrypoint
+        starts it as its compose service says (``primary`` writable), so anything but the
+        acting primary is set read-only as soon as it answers."""
+        engine.start_container(self._server(state, name)["Id"])
+        deadline = Deadline(self.start_timeout)
+
+        def answers() -> bool:
+            try:
+                with self.connect(name) as conn:
+                    conn.execute(text("SELECT 1"))
+            except OffloadError:
+                return False
+            return True
+
+        if not wait_for(answers, deadline, interval=0.2):
+            raise TestbedError(
+                f"the {name} container did not answer within {deadline.seconds:.0f}s\n"
+                f"{self.diagnostics(state)}"
+            )
+        with self.connect(name) as conn:
+            replication.set_read_only(
+                conn, replication.Flavor(state.flavor), on=name != state.primary
+            )
+
+    def record_roles(
+        self,
+        *,
+        primary: str | None = None,
+        departed: tuple[str, ...] | None = None,
+        diverged: tuple[str, ...] | None = None,
+    ) -> ComposeState:
+        state = self._require_up()
+        state = dataclasses.replace(
+            state,
+            primary=state.primary if primary is None else primary,
+            departed=state.departed if departed is None else departed,
+            diverged=state.diverged if diverged is None else diverged,
+        )
+        self._save_state(state)
+        return state
+
+    def _relay_to_primary(self, state: ComposeState) -> None:
+        """The replica's link relays to the acting primary (its connections reset)."""
+        self.links().control(
+            REPLICA_NAME, "POST", "/upstream", {"host": state.primary, "port": DB_PORT}
+        )
+
+    def follow(self, name: str) -> None:
+        """``name`` replicates from the acting primary through the link, by GTID (its
+        flavor's bootstrap, replica-<flavor>.sql, as the replica's first start runs it)."""
+        state = self._require_up()
+        self._relay_to_primary(state)
+        values = {
+            **self._credentials().placeholders(),
+            "PRIMARY_HOST": "link",
+            "PRIMARY_PORT": str(DB_PORT),
+            # over TLS as the replica's first start: the primary verified as `link`
+            **replica_tls_placeholders(self._tls_files(state), CONTAINER_TLS_DIR),
+        }
+        template = find_mysql_dir() / "bootstrap" / f"replica-{state.flavor}.sql"
+        with self.connect(name) as conn:
+            cursor = conn.connection.cursor()
+            for statement in split_sql(render_sql(template, values)):
+                cursor.execute(statement)  # no parameters: '%' is literal
+
+    def repoint(self, name: str) -> None:
+        """A replica replicates through the link: the link moves, not its source."""
+        self._relay_to_primary(self._require_up())
+
+    def await_replicas(self) -> None:
+        state = self._require_up()
+        flavor = replication.Flavor(state.flavor)
+        with self.connect(state.primary) as conn:
+            position = replication.gtid_position(conn, flavor)
+        deadline = Deadline(self.start_timeout)
+        for name in state.replicas():
+            with self.connect(name) as conn:
+                last: list[replication.ReplicaStatus | None] = [None]
+
+                def threads_run(c: Connection = conn, box: list[Any] = last) -> bool:
+                    box[0] = replication.replica_status(c, flavor)
+                    return box[0] is not None and box[0].threads_running
+
+                if not wait_for(threads_run, deadline, interval=0.05):
+                    status = last[0].describe() if last[0] else "not configured as a replica"
+                    raise TestbedError(f"replication on {name} does not run ({status})")
+                replication.wait_for_gtid(
+                    conn, position, max(deadline.remaining(), 1.0), flavor, replica=name
+                )
+
+    def _endpoints(self, state: ComposeState) -> PublishedLinks:
+        return PublishedLinks(dict(state.endpoint_ports))
+
+    def endpoint_targets(self) -> dict[str, str]:
+        state = self._require_up()
+        endpoints = self._endpoints(state)
+        return {
+            name: str(endpoints.control(name, "GET", "/link")["upstream"]).rpartition(":")[0]
+            for name in endpoints.names()
+        }
+
+    def move_endpoint(self, endpoint: str, server: str | None) -> None:
+        endpoints = self._endpoints(self._require_up())
+        if server is None:
+            endpoints.control(endpoint, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
+        else:
+            endpoints.control(endpoint, "POST", "/upstream", {"host": server, "port": DB_PORT})
+
+    def server_log(self, name: str) -> str:
+        return f"`{self.command_line()} logs {name}`"
+
     def down(self) -> None:
-        """Remove the stack's containers, network and volumes (credentials are kept)."""
+        """Remove the stack's containers, network and volumes (credentials are kept; the
+        roles start afresh)."""
         state = self._load_state()
         if state is None:
             return
@@ -778,7 +1075,12 @@ class ComposeTopology:
         self._compose(
             state, "down", "--volumes", "--remove-orphans", "--timeout", "30", timeout=300
         )
-        self._save_state(dataclasses.replace(state, initialised=False, compute=False))
+        # the volumes went with it: the next stack starts with its services' own roles
+        self._save_state(
+            dataclasses.replace(
+                state, initialised=False, compute=False, primary="primary", departed=(), diverged=()
+            )
+        )
 
     def __enter__(self) -> TestbedInfo:
         return self.up()

@@ -8,18 +8,26 @@ directly).  ``health`` is the container's healthcheck: ``/healthz`` answers.
 Environment (docker-compose.yml sets it):
 
 ``NOVA_PASSWORD``, ``NOVA_RO_PASSWORD``  the service's accounts (SELECT-only on the replica)
+``ADMIN_PASSWORD``                     the testbed's privileged account, for ``/status``'s
+                                       thread states and replication TLS (as natively,
+                                       where the service reads the testbed's offload.conf)
 ``OFFLOAD_PRIMARY_HOST``               the primary's host name (``primary``)
 ``OFFLOAD_REPLICA_HOSTS``              comma-separated replica host names (``replica``)
 ``OFFLOAD_DB_PORT``                    the servers' port inside the network (3306)
 ``OFFLOAD_HTTP_PORT``                  the service's HTTP port in the container (8080)
 ``OFFLOAD_COMPUTE_HOST``               the compute host to act for; unset: from the
                                        container's name (see :func:`compute_host`)
+``OFFLOAD_TESTBED_CA``                 the testbed's CA certificate, base64; set: the URLs
+                                       verify the servers' certificates against it (written
+                                       to the container's private tmp); empty: plain TCP
 
 ``OFFLOAD_<SECTION>__<KEY>`` variables still override single options, as everywhere.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import socket
@@ -29,12 +37,23 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from offload.testbed.tls import TlsFiles
 from offload.testbed.topology import NOVA_DATABASE, TESTBED_COMPUTE_OPTIONS, loopback_url
 from offload.waiting import Deadline, wait_for
 
-__all__ = ["compute_host", "main", "parse_ptr_answer", "ptr_query", "render_config"]
+__all__ = [
+    "compute_host",
+    "main",
+    "parse_ptr_answer",
+    "ptr_query",
+    "render_config",
+    "tls_from_environ",
+]
 
 CONFIG_PATH = Path("/tmp/offload.conf")  # noqa: S108 - the container's own, private tmp
+#: where the container keeps the testbed's CA (``TlsFiles.in_dir``: its ``tls/ca.pem``)
+TLS_HOME = Path("/tmp/offload")  # noqa: S108 - the container's own, private tmp
+CA_VARIABLE = "OFFLOAD_TESTBED_CA"
 #: ``offload_compute_2.offload_default`` (compose v1), ``offload-compute-2.net`` (v2)
 _SCALED_NAME = re.compile(r"^(?:.*[-_])?(?P<service>[a-z][a-z0-9]*)[-_](?P<index>\d+)(?:\.|$)")
 
@@ -136,19 +155,45 @@ def _reverse_name(timeout: float = 2.0) -> str | None:
         return None
 
 
-def render_config(environ: Mapping[str, str], host: str) -> str:
-    """The container's offload.conf: the servers by service name, the testbed's intervals."""
+def tls_from_environ(environ: Mapping[str, str], home: Path = TLS_HOME) -> TlsFiles | None:
+    """The testbed's CA from ``$OFFLOAD_TESTBED_CA`` written under ``home`` (None: unset,
+    plain TCP); SystemExit with one line when it is not a base64 PEM certificate."""
+    encoded = environ.get(CA_VARIABLE, "").strip()
+    if not encoded:
+        return None
+    try:
+        pem = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise SystemExit(f"offload: {CA_VARIABLE} is not base64") from None
+    if not pem.startswith(b"-----BEGIN CERTIFICATE-----"):
+        raise SystemExit(f"offload: {CA_VARIABLE} is not a PEM certificate")
+    files = TlsFiles.in_dir(home)
+    files.ca.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _write_private(files.ca, pem.decode("ascii"))
+    return files
+
+
+def render_config(environ: Mapping[str, str], host: str, tls: TlsFiles | None = None) -> str:
+    """The container's offload.conf: the servers by service name, the testbed's intervals;
+    with ``tls``, URLs verifying the servers' certificates (for their service names)."""
     port = int(environ.get("OFFLOAD_DB_PORT", "3306"))
     primary = environ.get("OFFLOAD_PRIMARY_HOST", "primary")
     replicas = [
         h.strip() for h in environ.get("OFFLOAD_REPLICA_HOSTS", "replica").split(",") if h.strip()
     ]
-    writer = loopback_url("nova", environ["NOVA_PASSWORD"], port, NOVA_DATABASE, primary)
+    writer = loopback_url("nova", environ["NOVA_PASSWORD"], port, NOVA_DATABASE, primary, tls=tls)
     readers = [
-        loopback_url("nova_ro", environ["NOVA_RO_PASSWORD"], port, NOVA_DATABASE, h)
+        loopback_url("nova_ro", environ["NOVA_RO_PASSWORD"], port, NOVA_DATABASE, h, tls=tls)
         for h in replicas
     ]
     plain = [u.render_as_string(hide_password=False) for u in (writer, *readers)]
+    admin = environ.get("ADMIN_PASSWORD", "")
+    admins = [
+        loopback_url("offload_admin", admin, port, None, h, tls=tls).render_as_string(
+            hide_password=False
+        )
+        for h in (primary, *replicas)
+    ]
     lines = [
         "# Written by the compute container at start (offload.testbed.container).",
         "[DEFAULT]",
@@ -158,6 +203,16 @@ def render_config(environ: Mapping[str, str], host: str) -> str:
         f"connection = {plain[0]}",
         f"slave_connection = {', '.join(plain[1:])}",
         "",
+        *(
+            [
+                "[testbed]",
+                f"admin_connection = {admins[0]}",
+                f"replica_admin_connections = {', '.join(admins[1:])}",
+                "",
+            ]
+            if admin
+            else []
+        ),
         "[compute]",
         *(f"{key} = {value}" for key, value in TESTBED_COMPUTE_OPTIONS.items()),
         "",
@@ -226,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("usage: python -m offload.testbed.container serve|health\n")
         return 2
     host = compute_host(os.environ, reverse_name=_reverse_name())
-    _write_private(CONFIG_PATH, render_config(os.environ, host))
+    _write_private(CONFIG_PATH, render_config(os.environ, host, tls_from_environ(os.environ)))
     _sync_schema(CONFIG_PATH, float(os.environ.get("OFFLOAD_START_TIMEOUT", "120")))
     sys.stderr.write(f"offload: compute service for host {host}\n")
     command = [

@@ -11,7 +11,7 @@ on every server afterwards — a lost or doubled write shows.  Each commit notes
 from the writer's own record, not assumed.
 
 ``drill`` runs ``times`` switchovers (or failovers, each followed by the old primary's
-rejoin) back and forth on a native testbed with endpoints, the writer committing
+rejoin) back and forth on a testbed with endpoints (native or compose), the writer committing
 throughout, and returns each change's time to the first write (``offload testbed
 drill``).  Figures measured on a loaded machine are upper bounds.
 """
@@ -46,7 +46,6 @@ from offload.dberrors import DUPLICATE_KEY, error_code, install_translation
 from offload.errors import OffloadError, TestbedError
 from offload.testbed import roles
 from offload.testbed.knobs import ApplierKnobs, apply_to_primary, apply_to_replica
-from offload.testbed.native import NativeTopology
 from offload.waiting import Clock, Deadline, wait_for
 
 __all__ = ["DRILL_TABLE", "CountingWriter", "DrillResult", "drill"]
@@ -86,7 +85,8 @@ class CountingWriter:
             pool_pre_ping=True,
             pool_size=1,
             pool_reset_on_return=None,
-            connect_args={"connect_timeout": 2},
+            # a server gone silent fails the attempt (then retried), never hangs the writer
+            connect_args={"connect_timeout": 2, "read_timeout": 10, "write_timeout": 10},
         )
         install_translation(self.engine, name="drill writer")
         #: the seqs confirmed, in order, with (monotonic time of the commit, @@server_id)
@@ -212,7 +212,7 @@ class DrillResult:
         }
 
 
-def semi_sync(topology: NativeTopology, *, on: bool = True) -> None:
+def semi_sync(topology: roles.RoleTopology, *, on: bool = True) -> None:
     """Semi-synchronous replication on (or off) for the roles the servers have now: with
     it on, a failover loses no write the writer saw committed.  A replica's own source
     side is switched off (it was a primary before a role change)."""
@@ -227,12 +227,8 @@ def semi_sync(topology: NativeTopology, *, on: bool = True) -> None:
             apply_to_replica(conn, flavor, knobs)
 
 
-def _server_id(topology: NativeTopology, name: str) -> int:
-    return topology.state().servers[name].server_id
-
-
 def drill(
-    topology: NativeTopology,
+    topology: roles.RoleTopology,
     url: URL,
     kind: Literal["switchover", "failover"],
     *,
@@ -259,7 +255,8 @@ def drill(
                 change = roles.switchover(topology, timeout=timeout)
             else:
                 change = roles.failover(topology, kill=True, timeout=timeout)
-            took = writer.wait_for_commit_on(_server_id(topology, change.new), started, timeout)
+            new_id = roles.server_id(topology, change.new)
+            took = writer.wait_for_commit_on(new_id, started, timeout)
             seconds.append(took)
             changes.append(change)
             if progress is not None:

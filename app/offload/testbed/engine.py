@@ -164,6 +164,12 @@ def stop_container(container: str, *, timeout: int = 30) -> None:
         client(timeout=DEFAULT_TIMEOUT + timeout).containers.get(container).stop(timeout=timeout)
 
 
+def kill_container(container: str) -> None:
+    """SIGKILL a container's main process (``docker kill``): no clean shutdown."""
+    with _translated(f"killing {container[:12]}"):
+        client().containers.get(container).kill()
+
+
 def start_container(container: str) -> None:
     with _translated(f"starting {container[:12]}"):
         client().containers.get(container).start()

@@ -40,6 +40,23 @@ LOOPBACK = "127.0.0.1"
 T = TypeVar("T")
 
 
+def _replicas(
+    names: list[str], primary: str, departed: tuple[str, ...], diverged: tuple[str, ...]
+) -> list[str]:
+    """The servers acting as replicas, in order: neither primary, departed nor diverged."""
+    out = (primary, *departed, *diverged)
+    return [n for n in names if n not in out]
+
+
+def _role(name: str, primary: str, departed: tuple[str, ...], diverged: tuple[str, ...]) -> str:
+    """primary | replica | departed | diverged."""
+    if name == primary:
+        return "primary"
+    if name in departed:
+        return "departed"
+    return "diverged" if name in diverged else "replica"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerRecord:
     """One server process of a native testbed."""
@@ -102,18 +119,16 @@ class NativeState:
         """The acting primary's own port (what replicas replicate from)."""
         return self.servers[self.primary].port
 
+    def server_names(self) -> list[str]:
+        return list(self.servers)
+
     def replicas(self) -> list[str]:
         """The servers acting as replicas, in name order (neither primary nor diverged)."""
-        out = (self.primary, *self.departed, *self.diverged)
-        return [n for n in self.servers if n not in out]
+        return _replicas(self.server_names(), self.primary, self.departed, self.diverged)
 
     def role(self, name: str) -> str:
         """primary | replica | departed | diverged."""
-        if name == self.primary:
-            return "primary"
-        if name in self.departed:
-            return "departed"
-        return "diverged" if name in self.diverged else "replica"
+        return _role(name, self.primary, self.departed, self.diverged)
 
     def with_pid(self, name: str, pid: int | None) -> NativeState:
         servers = dict(self.servers)
@@ -149,6 +164,28 @@ class ComposeState:
     service_port: int = 0
     #: the control API of the replica's link (the ``link`` service)
     link_port: int = 0
+    #: the servers require TLS and clients verify them (testbed/tls.py); False in files
+    #: written before the compose testbed had TLS
+    tls: bool = False
+    #: the control APIs of the clients' endpoints (``primary-endpoint``:
+    #: the ``endpoint`` service, ``replica0-endpoint``: ``replica-endpoint``); empty in
+    #: a stack made before endpoints (its roles cannot move)
+    endpoint_ports: Mapping[str, int] = field(default_factory=dict)
+    #: the compose service acting as primary (a switchover or failover moves it)
+    primary: str = "primary"
+    #: as NativeState's: left by a failover / kept out
+    departed: tuple[str, ...] = ()
+    diverged: tuple[str, ...] = ()
+
+    def server_names(self) -> list[str]:
+        """The DB services (the servers keep their service names whatever their role)."""
+        return ["primary", "replica"]
+
+    def replicas(self) -> list[str]:
+        return _replicas(self.server_names(), self.primary, self.departed, self.diverged)
+
+    def role(self, name: str) -> str:
+        return _role(name, self.primary, self.departed, self.diverged)
 
 
 def _parsed(path: Path, parse: Callable[[], T]) -> T:
@@ -215,6 +252,11 @@ def _compose(data: Mapping[str, Any]) -> ComposeState:
         replica_port=int(data.get("replica_port", 0)),
         service_port=int(data.get("service_port", 0)),
         link_port=int(data.get("link_port", 0)),
+        tls=bool(data.get("tls", False)),
+        endpoint_ports={str(k): int(v) for k, v in data.get("endpoint_ports", {}).items()},
+        primary=str(data.get("primary") or "primary"),
+        departed=tuple(str(n) for n in data.get("departed", ())),
+        diverged=tuple(str(n) for n in data.get("diverged", ())),
     )
 
 

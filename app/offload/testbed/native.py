@@ -599,10 +599,6 @@ class NativeTopology:
             finally:
                 engine.dispose()
 
-    def await_replication(self, state: NativeState) -> None:
-        """Every replica of ``state`` replicates and has the primary's position."""
-        self._await_replication(state)
-
     def _await_replication(self, state: NativeState) -> None:
         """Every replica's IO and SQL threads run and it applied the primary's position."""
         flavor = replication.Flavor(state.flavor)
@@ -743,6 +739,75 @@ class NativeTopology:
             return
         self._point(name, self._require_state().source_port)
         runner.stop(name, forget=True)
+
+    # --- role changes (testbed/roles.py's RoleTopology) ----------------------
+
+    def movable(self) -> NativeState:
+        """The state, if its clients' endpoints can be moved and nothing else is in the way."""
+        state = self._require_state()
+        if not state.endpoints:
+            raise TestbedError(
+                f"the testbed in {self.dir} has no endpoints: its clients hold the servers' "
+                "own ports, which a role change cannot move",
+                hint="make one with endpoints (`offload testbed up`, not --no-endpoint) after "
+                "`make clean`",
+            )
+        shaped = sorted(n for n in self._links().records() if not n.endswith("-endpoint"))
+        if shaped:
+            raise TestbedError(
+                f"{', '.join(shaped)} replicates through a shaped link (`offload link`)",
+                hint=f"remove it first: `offload link remove {shaped[0]}`",
+            )
+        return state
+
+    def record_roles(
+        self,
+        *,
+        primary: str | None = None,
+        departed: tuple[str, ...] | None = None,
+        diverged: tuple[str, ...] | None = None,
+    ) -> NativeState:
+        """Record the roles given; every my.cnf rewritten, so a restarted server comes
+        back in its new role."""
+        state = self._require_state()
+        state = replace(
+            state,
+            primary=state.primary if primary is None else primary,
+            departed=state.departed if departed is None else departed,
+            diverged=state.diverged if diverged is None else diverged,
+        )
+        self._save_state(state)
+        self.write_roles(state)
+        return state
+
+    def follow(self, name: str) -> None:
+        self.replicate(name, self._require_state())
+
+    def repoint(self, name: str) -> None:
+        self._point(name, self._require_state().source_port)
+
+    def await_replicas(self) -> None:
+        """Every replica replicates and has the primary's position."""
+        self._await_replication(self._require_state())
+
+    def endpoint_targets(self) -> dict[str, str]:
+        by_port = {r.port: n for n, r in self._require_state().servers.items()}
+        return {
+            name: by_port.get(record.upstream_port, "")
+            for name, record in self._links().records().items()
+            if name.endswith("-endpoint")
+        }
+
+    def move_endpoint(self, endpoint: str, server: str | None) -> None:
+        links = self._links()
+        if server is None:
+            links.control(endpoint, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
+        else:
+            state = self._require_state()
+            links.retarget(endpoint, state.host, state.servers[server].port)
+
+    def server_log(self, name: str) -> str:
+        return str(self.dir / name / "error.log")
 
     def __enter__(self) -> TestbedInfo:
         return self.up()

@@ -1,10 +1,13 @@
-"""Role changes of a native testbed: switchover (planned), failover (unplanned), rejoin.
+"""Role changes of a testbed: switchover (planned), failover (unplanned), rejoin.
 
-Clients reach the servers through the testbed's endpoints (link proxies, see
-``NativeTopology``): ``primary-endpoint`` and one ``replicaN-endpoint`` per replica
-slot.  A role change promotes a replica, then retargets the endpoints (the proxy resets
-every connection it relayed, so no client keeps a session on a server whose role
-changed) and records the new roles in ``state.json``:
+Clients reach the servers through the testbed's endpoints (link proxies: natively
+processes, see ``NativeTopology``; on compose the ``endpoint`` and ``replica-endpoint``
+services, see ``ComposeTopology``): ``primary-endpoint`` and one ``replicaN-endpoint``
+per replica slot.  The logic here is the backends' one: it asks a topology only what
+:class:`RoleTopology` says (SQL on a server as admin, kill/start a server, move an
+endpoint, record the roles).  A role change promotes a replica, then retargets the
+endpoints (the proxy resets every connection it relayed, so no client keeps a session on
+a server whose role changed) and records the new roles in ``state.json``:
 
 * **switchover**: the primary read-only (MySQL: super_read_only), the replica waits
   for its GTID position, is promoted (replication stopped, RESET SLAVE ALL / RESET
@@ -18,8 +21,8 @@ changed) and records the new roles in ``state.json``:
   primary, unless it holds transactions the primary lacks (GTID sets compared,
   ``gtid.missing_from``; MariaDB's refusal of the start position, error 1236): then
   it is recorded as *diverged* and kept out, never silently rejoined.
-* **rebuild**: a diverged server, asked for by name, made again from the primary (a
-  fresh data dir replicating the primary's whole binary log).
+* **rebuild** (native): a diverged server, asked for by name, made again from the
+  primary (a fresh data dir replicating the primary's whole binary log).
 
 While a replica endpoint has no replica to go to (a failover with one replica), it
 refuses connections until a rejoin or rebuild (reads fall back as ``unreachable``).
@@ -32,22 +35,29 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, text
 
 from offload import replication
 from offload.errors import ServerDiverged, TestbedError
 from offload.gtid import gtid_distance, missing_from
-from offload.testbed.files import NativeState
-from offload.testbed.native import (
-    NO_REPLICA_CUT,
-    NativeTopology,
-    endpoint_name,
-    is_replica_endpoint,
-)
+from offload.testbed.native import NativeTopology, endpoint_name, is_replica_endpoint
 from offload.waiting import Clock, Deadline, wait_for
 
-__all__ = ["RoleChange", "failover", "rebuild", "rejoin", "switchover"]
+__all__ = [
+    "RoleChange",
+    "RoleState",
+    "RoleTopology",
+    "failover",
+    "rebuild",
+    "rejoin",
+    "server_id",
+    "switchover",
+]
 
 #: MariaDB's "the start position is not in the source's binlog" (a forked history)
 _GTID_NOT_IN_BINLOG = 1236
@@ -89,26 +99,98 @@ class RoleChange:
         return {"kind": self.kind, "old": self.old, "new": self.new, "steps": dict(self.steps)}
 
 
+# --- what a topology offers -----------------------------------------------------
+
+
+class RoleState(Protocol):
+    """The roles a testbed's state records (NativeState, ComposeState)."""
+
+    @property
+    def flavor(self) -> str: ...
+    @property
+    def primary(self) -> str: ...
+    @property
+    def departed(self) -> tuple[str, ...]: ...
+    @property
+    def diverged(self) -> tuple[str, ...]: ...
+    def server_names(self) -> list[str]: ...
+    def replicas(self) -> list[str]: ...
+    def role(self, name: str) -> str: ...
+
+
+class RoleTopology(Protocol):
+    """What a role change needs of a testbed (NativeTopology, ComposeTopology)."""
+
+    @property
+    def dir(self) -> Path: ...
+
+    def state(self) -> RoleState:
+        """The recorded roles of the running testbed."""
+        ...
+
+    def movable(self) -> RoleState:
+        """The state, if the clients' endpoints can move (one line if not)."""
+        ...
+
+    def running(self, name: str) -> bool: ...
+
+    def connect(self, name: str) -> AbstractContextManager[Connection]:
+        """An autocommit admin connection to server ``name`` itself (no endpoint)."""
+        ...
+
+    def kill(self, name: str) -> None:
+        """SIGKILL server ``name`` (no clean shutdown)."""
+        ...
+
+    def start(self, name: str) -> None:
+        """Start a stopped server on its data, in its recorded role (read-only unless
+        primary), and return once it answers."""
+        ...
+
+    def record_roles(
+        self,
+        *,
+        primary: str | None = None,
+        departed: tuple[str, ...] | None = None,
+        diverged: tuple[str, ...] | None = None,
+    ) -> RoleState:
+        """Record the roles given (the others kept); the new state."""
+        ...
+
+    def follow(self, name: str) -> None:
+        """Make ``name`` (prepared: read-only, no source) replicate from the acting
+        primary by GTID auto-position."""
+        ...
+
+    def repoint(self, name: str) -> None:
+        """A replicating ``name`` replicates from the acting primary (position kept)."""
+        ...
+
+    def await_replicas(self) -> None:
+        """Every replica replicates and applied the primary's position."""
+        ...
+
+    def endpoint_targets(self) -> dict[str, str]:
+        """Endpoint name -> the server it leads to (a cut one: where it led)."""
+        ...
+
+    def move_endpoint(self, endpoint: str, server: str | None) -> None:
+        """Lead ``endpoint`` to ``server`` (and open it), or cut it (None): its
+        connections are reset either way."""
+        ...
+
+    def server_log(self, name: str) -> str:
+        """Where to read server ``name``'s error log (a hint)."""
+        ...
+
+
+def server_id(topology: RoleTopology, name: str) -> int:
+    """``@@server_id`` of server ``name``, asked of it."""
+    with topology.connect(name) as conn:
+        return int(conn.execute(text("SELECT @@server_id")).scalar_one())
+
+
 # --- checks -------------------------------------------------------------------
-
-
-def _movable(topology: NativeTopology) -> NativeState:
-    """The state, if its clients' endpoints can be moved and nothing else is in the way."""
-    state = topology.state()
-    if not state.endpoints:
-        raise TestbedError(
-            f"the testbed in {topology.dir} has no endpoints: its clients hold the servers' "
-            "own ports, which a role change cannot move",
-            hint="make one with endpoints (`offload testbed up`, not --no-endpoint) after "
-            "`make clean`",
-        )
-    shaped = sorted(n for n in topology.links().records() if not n.endswith("-endpoint"))
-    if shaped:
-        raise TestbedError(
-            f"{', '.join(shaped)} replicates through a shaped link (`offload link`)",
-            hint=f"remove it first: `offload link remove {shaped[0]}`",
-        )
-    return state
 
 
 def _broken(status: replication.ReplicaStatus | None, *, source_down: bool) -> str | None:
@@ -122,7 +204,7 @@ def _broken(status: replication.ReplicaStatus | None, *, source_down: bool) -> s
     return None
 
 
-def _status(topology: NativeTopology, name: str, flavor: replication.Flavor) -> Any:
+def _status(topology: RoleTopology, name: str, flavor: replication.Flavor) -> Any:
     with topology.connect(name) as conn:
         return replication.replica_status(conn, flavor)
 
@@ -130,48 +212,28 @@ def _status(topology: NativeTopology, name: str, flavor: replication.Flavor) -> 
 # --- moves --------------------------------------------------------------------
 
 
-def _replica_endpoints_off(
-    topology: NativeTopology, state: NativeState, leaving: str, replacement: str | None
-) -> None:
+def _replica_endpoints_off(topology: RoleTopology, leaving: str, replacement: str | None) -> None:
     """Before ``leaving`` is promoted: the replica endpoints on it lead to ``replacement``
     (caught up and read-only), or, with none, refuse connections until a rejoin (reads
     fall back to the primary as ``unreachable``).  No replica read ever reaches a server
     that takes writes through its replica endpoint."""
-    links = topology.links()
-    for name, record in links.records().items():
-        if not is_replica_endpoint(name) or record.upstream_port != state.servers[leaving].port:
-            continue
-        if replacement is not None:
-            links.retarget(name, state.host, state.servers[replacement].port)
-        else:
-            links.control(name, "POST", "/cut", {"seconds": NO_REPLICA_CUT})
+    for endpoint, server in topology.endpoint_targets().items():
+        if is_replica_endpoint(endpoint) and server == leaving:
+            topology.move_endpoint(endpoint, replacement)
 
 
-def _primary_endpoint_to(topology: NativeTopology, state: NativeState, new: str) -> None:
-    topology.links().retarget(endpoint_name("primary"), state.host, state.servers[new].port)
-
-
-def _record(topology: NativeTopology, state: NativeState) -> NativeState:
-    topology.save(state)
-    topology.write_roles(state)  # a restarted server comes back in its new role
-    return state
-
-
-def _repoint_others(
-    topology: NativeTopology, state: NativeState, skip: str, flavor: replication.Flavor
-) -> None:
+def _repoint_others(topology: RoleTopology, state: RoleState, skip: str) -> None:
     """Every other running replica replicates from the new primary (auto-position kept)."""
     for name in state.replicas():
-        if name != skip and topology.running(name, state):
-            with topology.connect(name) as conn:
-                replication.point_at(conn, flavor, state.host, state.source_port)
+        if name != skip and topology.running(name):
+            topology.repoint(name)
 
 
 # --- the three changes --------------------------------------------------------
 
 
 def switchover(
-    topology: NativeTopology,
+    topology: RoleTopology,
     *,
     to: str | None = None,
     timeout: float = 30.0,
@@ -179,15 +241,15 @@ def switchover(
 ) -> RoleChange:
     """Planned: the primary read-only, ``to`` (default: the first replica) caught up by
     GTID and promoted, the endpoints moved, the old primary its replica."""
-    state = _movable(topology)
+    state = topology.movable()
     flavor = replication.Flavor(state.flavor)
     old = state.primary
-    if not topology.running(old, state):
+    if not topology.running(old):
         raise TestbedError(
             f"the primary {old} is down: nothing to switch over from",
             hint="`offload testbed failover` promotes a replica when the primary is lost",
         )
-    candidates = [n for n in state.replicas() if topology.running(n, state)]
+    candidates = [n for n in state.replicas() if topology.running(n)]
     if to is not None and to not in candidates:
         raise TestbedError(
             f"{to} is not a running replica",
@@ -215,26 +277,26 @@ def switchover(
                 replication.wait_for_gtid(conn, position, timeout, flavor, replica=new)
                 steps.mark("caught up")
                 # the old primary, read-only and caught up, serves the replica reads now
-                _replica_endpoints_off(topology, state, new, replacement=old)
+                _replica_endpoints_off(topology, new, replacement=old)
                 replication.promote(conn, flavor)
             steps.mark("promoted")
         except BaseException:
             # the primary endpoint did not move: the old primary takes writes again
             replication.set_read_only(old_conn, flavor, on=False)
             raise
-        state = _record(topology, replace(state, primary=new))
-        _primary_endpoint_to(topology, state, new)
+        state = topology.record_roles(primary=new)
+        topology.move_endpoint(endpoint_name("primary"), new)
         steps.mark("endpoints moved")
         replication.prepare_to_replicate(old_conn, flavor)
-    topology.replicate(old, state)
-    _repoint_others(topology, state, old, flavor)
-    topology.await_replication(state)
+    topology.follow(old)
+    _repoint_others(topology, state, old)
+    topology.await_replicas()
     steps.mark("replicating")
     return RoleChange("switchover", old, new, tuple(steps.done))
 
 
 def failover(
-    topology: NativeTopology,
+    topology: RoleTopology,
     *,
     kill: bool = False,
     timeout: float = 30.0,
@@ -242,11 +304,11 @@ def failover(
 ) -> RoleChange:
     """Unplanned: the primary is lost (``kill``: SIGKILL it first); the most advanced
     unbroken replica applies what it received and is promoted; the endpoints move."""
-    state = _movable(topology)
+    state = topology.movable()
     flavor = replication.Flavor(state.flavor)
     old = state.primary
     steps = _Steps(clock)
-    if topology.running(old, state):
+    if topology.running(old):
         if not kill:
             raise TestbedError(
                 f"the primary {old} is running: a failover promotes a replica only once "
@@ -259,7 +321,7 @@ def failover(
     ready: dict[str, str] = {}  # name -> received GTIDs
     refused: list[str] = []
     for name in state.replicas():
-        if not topology.running(name, state):
+        if not topology.running(name):
             refused.append(f"{name}: down")
             continue
         status = _status(topology, name, flavor)
@@ -284,25 +346,21 @@ def failover(
         )
         steps.mark("relay log applied" if applied else "relay log applied but a partial trx")
         others = [n for n in ready if n != new]
-        _replica_endpoints_off(topology, state, new, replacement=others[0] if others else None)
+        _replica_endpoints_off(topology, new, replacement=others[0] if others else None)
         replication.promote(conn, flavor)
     steps.mark("promoted")
-    state = _record(topology, replace(state, primary=new, departed=(*state.departed, old)))
-    _primary_endpoint_to(topology, state, new)
+    state = topology.record_roles(primary=new, departed=(*state.departed, old))
+    topology.move_endpoint(endpoint_name("primary"), new)
     steps.mark("endpoints moved")
-    _repoint_others(topology, state, "", flavor)
+    _repoint_others(topology, state, "")
     return RoleChange("failover", old, new, tuple(steps.done))
 
 
-def _diverge(topology: NativeTopology, name: str, why: str) -> ServerDiverged:
+def _diverge(topology: RoleTopology, name: str, why: str) -> ServerDiverged:
     state = topology.state()
-    _record(
-        topology,
-        replace(
-            state,
-            departed=tuple(n for n in state.departed if n != name),
-            diverged=tuple(sorted({*state.diverged, name})),
-        ),
+    topology.record_roles(
+        departed=tuple(n for n in state.departed if n != name),
+        diverged=tuple(sorted({*state.diverged, name})),
     )
     return ServerDiverged(
         f"server {name} diverged: {why}; it is kept out of replication (read-only, no source)",
@@ -311,7 +369,7 @@ def _diverge(topology: NativeTopology, name: str, why: str) -> ServerDiverged:
     )
 
 
-def _departed(state: NativeState, name: str | None) -> str:
+def _departed(state: RoleState, name: str | None) -> str:
     """The departed primary to rejoin: ``name``, else the first one (one line if none)."""
     if name is None:
         if not state.departed:
@@ -320,9 +378,9 @@ def _departed(state: NativeState, name: str | None) -> str:
                 hint="only a primary that a failover left rejoins (`offload testbed status`)",
             )
         return state.departed[0]
-    if name not in state.servers:
+    if name not in state.server_names():
         raise TestbedError(
-            f"there is no server {name!r}", hint=f"one of: {', '.join(state.servers)}"
+            f"there is no server {name!r}", hint=f"one of: {', '.join(state.server_names())}"
         )
     if name in state.diverged:
         raise TestbedError(
@@ -338,7 +396,7 @@ def _departed(state: NativeState, name: str | None) -> str:
 
 
 def _follow(
-    topology: NativeTopology, name: str, theirs: str, flavor: replication.Flavor, timeout: float
+    topology: RoleTopology, name: str, theirs: str, flavor: replication.Flavor, timeout: float
 ) -> None:
     """Wait until ``name`` replicates and has ``theirs``; ServerDiverged if the primary's
     binlog refused its start position (MariaDB 1236), TestbedError on the deadline."""
@@ -356,8 +414,8 @@ def _follow(
     caught_up = wait_for(settled, Deadline(timeout), interval=0.05)
     status = seen[0]
     if status is not None and status.last_io_errno == _GTID_NOT_IN_BINLOG:
-        with topology.connect(name) as conn:
-            replication.stop_replica(conn, flavor)
+        with topology.connect(name) as conn:  # kept out: read-only, no source
+            replication.prepare_to_replicate(conn, flavor)
         raise _diverge(
             topology,
             name,
@@ -368,12 +426,12 @@ def _follow(
         shown = status.describe() if status is not None else "not replicating"
         raise TestbedError(
             f"{name} did not rejoin within {timeout:.0f}s ({shown})",
-            hint=f"see {topology.dir / name / 'error.log'}",
+            hint=f"see {topology.server_log(name)}",
         )
 
 
 def rejoin(
-    topology: NativeTopology,
+    topology: RoleTopology,
     name: str | None = None,
     *,
     timeout: float = 30.0,
@@ -385,8 +443,8 @@ def rejoin(
     flavor = replication.Flavor(state.flavor)
     name = _departed(state, name)
     steps = _Steps(clock)
-    if not topology.running(name, state):
-        topology.start(name)  # its my.cnf is a replica's now: it starts read-only
+    if not topology.running(name):
+        topology.start(name)  # in its recorded role: read-only
         steps.mark("started")
     with topology.connect(name) as conn:
         replication.set_read_only(conn, flavor, on=True)
@@ -404,24 +462,21 @@ def rejoin(
         )
     with topology.connect(name) as conn:
         replication.prepare_to_replicate(conn, flavor)
-    topology.replicate(name, state)
+    topology.follow(name)
     _follow(topology, name, theirs, flavor, timeout)
     steps.mark("caught up")
     state = topology.state()
-    departed = tuple(n for n in state.departed if n != name)
-    state = _record(topology, replace(state, departed=departed))
+    state = topology.record_roles(departed=tuple(n for n in state.departed if n != name))
     _replica_endpoints_back(topology, state, name)
     steps.mark("endpoints moved")
     return RoleChange("rejoin", name, state.primary, tuple(steps.done))
 
 
-def _replica_endpoints_back(topology: NativeTopology, state: NativeState, name: str) -> None:
+def _replica_endpoints_back(topology: RoleTopology, state: RoleState, name: str) -> None:
     """A replica endpoint cut for want of a replica leads to ``name`` (and opens) again."""
-    links = topology.links()
-    primary_port = state.servers[state.primary].port
-    for link, record in links.records().items():
-        if is_replica_endpoint(link) and record.upstream_port == primary_port:
-            links.retarget(link, state.host, state.servers[name].port)
+    for endpoint, server in topology.endpoint_targets().items():
+        if is_replica_endpoint(endpoint) and server == state.primary:
+            topology.move_endpoint(endpoint, name)
 
 
 def rebuild(
@@ -431,10 +486,11 @@ def rebuild(
     timeout: float = 60.0,
     clock: Clock = time.monotonic,
 ) -> RoleChange:
-    """A diverged server made again from the primary: stopped, its data dir discarded (a
-    fresh one from the pristine copy), started read-only, and replicating the primary's
-    whole binary log by GTID (the testbed never purges it).  Its extra transactions are
-    gone: look at them first (docs/operations.md)."""
+    """A diverged server of a native testbed made again from the primary: stopped, its
+    data dir discarded (a fresh one from the pristine copy), started read-only, and
+    replicating the primary's whole binary log by GTID (the testbed never purges it).  Its
+    extra transactions are gone: look at them first (docs/operations.md).  (Compose: make
+    the stack again.)"""
     state = topology.state()
     flavor = replication.Flavor(state.flavor)
     if name not in state.diverged:
@@ -458,13 +514,11 @@ def rebuild(
         theirs = replication.gtid_position(conn, flavor)
     with topology.connect(name) as conn:
         replication.prepare_to_replicate(conn, flavor)
-    topology.replicate(name, state)
+    topology.follow(name)
     _follow(topology, name, theirs, flavor, timeout)
     steps.mark("caught up")
     state = topology.state()
-    state = _record(
-        topology, replace(state, diverged=tuple(n for n in state.diverged if n != name))
-    )
-    _replica_endpoints_back(topology, state, name)
+    new_state = topology.record_roles(diverged=tuple(n for n in state.diverged if n != name))
+    _replica_endpoints_back(topology, new_state, name)
     steps.mark("endpoints moved")
     return RoleChange("rebuild", name, state.primary, tuple(steps.done))
