@@ -165,3 +165,24 @@ def test_counts_match_the_records_across_tasks_and_routes_on_one_connection(
     assert expected[("task_a", "replica", "replica0", "SELECT")] == 8
     assert expected[("task_b", "write", "primary", "SELECT")] == 1
     assert expected[("-", "replica", "replica0", "SELECT")] == 1
+
+
+def test_a_session_counts_when_it_ends_also_on_a_connection_that_died(
+    offload_db_factory: DbFactory,
+) -> None:
+    """Counting is per connection until the session ends (check-in), or until the pool
+    drops the connection: an invalidated connection's statements are counted too."""
+    db = offload_db_factory()
+    counter = StatementCounter()
+    db.tracer.add_sink(counter)
+    key = ("task_c", "replica", "replica0", "SELECT")
+    with task_scope("task_c"):
+        with db.reader(allow_replica=True) as session:
+            session.execute(text("SELECT 1")).scalar_one()
+            session.execute(text("SELECT 2")).scalar_one()
+            assert counter.snapshot()[key] == 0  # the session is still open
+        assert counter.snapshot()[key] == 2
+        with db.reader(allow_replica=True) as session:
+            session.execute(text("SELECT 3")).scalar_one()
+            session.connection().invalidate()  # closed by the pool, never checked in
+    assert counter.snapshot()[key] == 3
