@@ -8,7 +8,7 @@ from sqlalchemy import select, update
 
 from offload.db import Database
 from offload.pytest import ComputeFactory, DbFactory, WaitForReplication
-from offload.schema import ComputeNode, Instance
+from offload.schema import ComputeNode, Instance, Migration
 
 from .conftest import ALL_ON, PausedApplier, RunOnReplica, RunWithoutReplica, new_instance
 
@@ -88,3 +88,51 @@ def test_usage_from_a_stale_replica_is_refused(
     report = manager.run(TASK)  # caught up: the next run corrects the record
     assert report.written == 1 and report.rejected == 0
     assert _node(offload_db).memory_mb_used == 8192 + ALL_ON.reserved_host_memory_mb
+
+
+def test_in_progress_migrations_from_and_to_the_node_count_once(
+    offload_db: Database,
+    offload_wait_for_replication: WaitForReplication,
+    offload_compute_factory: ComputeFactory,
+    run_on_replica: RunOnReplica,
+) -> None:
+    """Both sides of Nova's condition (the query is a UNION of them): an incoming and an
+    outgoing migration each read once, a resize on the same node once, not twice; finished,
+    deleted and other nodes' migrations not at all.  Incoming ones of instances not
+    listed here yet are the node's workload."""
+
+    instances: list[Instance] = []
+
+    def migration(source: str, dest: str, **fields: object) -> Migration:
+        # its instance listed on no node of compute-1 yet
+        instances.append(new_instance(host="compute-9"))
+        values: dict[str, object] = {
+            "instance_uuid": instances[-1].uuid,
+            "source_compute": source,
+            "dest_compute": dest,
+            "source_node": f"{source}.node",
+            "dest_node": f"{dest}.node",
+            "status": "migrating",
+        }
+        values.update(fields)
+        return Migration(**values)
+
+    _seed(offload_db)
+    migrations = [
+        migration("compute-2", "compute-1"),  # incoming: workload
+        migration("compute-1", "compute-2"),  # outgoing
+        migration("compute-1", "compute-1", status="post-migrating"),  # both sides
+        migration("compute-2", "compute-1", status="confirmed"),  # finished
+        migration("compute-2", "compute-1", deleted=1),  # deleted
+        migration("compute-2", "compute-3"),  # another node's
+    ]
+    with offload_db.writer() as session:
+        session.add_all(instances)
+        session.flush()
+        session.add_all(migrations)
+    manager = offload_compute_factory(offload_db, options=ALL_ON)
+    run_on_replica(manager, TASK)  # creates the node record
+    offload_wait_for_replication(offload_db)
+    run = run_on_replica(manager, TASK)
+    assert run.report.items == 2 + 3  # compute-1's instances + its migrations in progress
+    assert _node(offload_db).current_workload == 2  # incoming, and the same-node resize

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, union, update
+from sqlalchemy.orm import Session
 
 from offload.compute.context import Compute, RunReport, insert_unless
 from offload.schema import ComputeNode, Instance, Migration, soft_delete_values
@@ -65,6 +66,28 @@ def _usage(
     }
 
 
+def _in_progress_migrations(session: Session, host: str, node: str) -> list[Migration]:
+    """The migrations in progress from or to ``host``'s ``node``: Nova's condition
+    (``deleted = 0``, status not finished, (source host and node) OR (dest host and
+    node)) as a UNION of its two sides, each a range of its own index
+    (``migrations_by_src_host_nodes_and_status_idx``, ``..._by_dest_...``).  Written with
+    the OR, MySQL 9.7 reads every undeleted migration through the ``deleted`` prefix (1,000
+    rows examined at 25,000 instances, growing with the table; `make bench` scaling);
+    MariaDB merges the two indexes itself."""
+    sides = (
+        and_(Migration.source_compute == host, Migration.source_node == node),
+        and_(Migration.dest_compute == host, Migration.dest_node == node),
+    )
+    sides_selects = [
+        select(Migration).where(
+            Migration.deleted == 0, Migration.status.not_in(IN_PROGRESS_EXCLUDED), side
+        )
+        for side in sides
+    ]
+    statement = select(Migration).from_statement(union(*sides_selects))
+    return list(session.scalars(statement))
+
+
 def update_available_resource(c: Compute, report: RunReport) -> None:
     nodes = c.driver.get_available_nodes()
     report.driver_calls += 1
@@ -84,18 +107,7 @@ def update_available_resource(c: Compute, report: RunReport) -> None:
                     )
                 )
             )
-            migrations = list(
-                session.scalars(
-                    select(Migration).where(
-                        Migration.deleted == 0,
-                        Migration.status.not_in(IN_PROGRESS_EXCLUDED),
-                        or_(
-                            and_(Migration.source_compute == c.host, Migration.source_node == node),
-                            and_(Migration.dest_compute == c.host, Migration.dest_node == node),
-                        ),
-                    )
-                )
-            )
+            migrations = _in_progress_migrations(session, c.host, node)
             per_node[node] = (instances, migrations)
 
     reserved_mb = c.options.reserved_host_memory_mb
