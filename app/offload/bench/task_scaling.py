@@ -48,6 +48,8 @@ GROWTH_LIMIT = 1.25
 #: a task's rows examined at the largest size / at the second: above this, no index
 EXAMINED_LIMIT = 1.5
 _HOST = "compute-1"
+#: rows a run may examine on one host by index ranges of the host's own rows alone
+_HOST_BOUND = EXAMINED_LIMIT * INSTANCES_PER_HOST
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,9 +247,14 @@ def _result(params: Params, sizes: list[_Size], seconds: float) -> BenchResult:
     reference = sizes[1] if len(sizes) > 2 else smallest
     growing = []
     for spec in TASKS:
-        grown = ratio(median(largest.examined[spec.name]), median(reference.examined[spec.name]))
-        if grown is not None and grown > EXAMINED_LIMIT:
-            growing.append(f"{spec.name} {grown:.1f}x")
+        at_largest = median(largest.examined[spec.name])
+        grown = ratio(at_largest, median(reference.examined[spec.name]))
+        # a plan bounded by the host (its index range of the host's rows) may replace a
+        # cheaper one as the table grows, as MySQL's does for _poll_rebooting_instances
+        # (task_state's range while the table has fewer rebooting rows than the host
+        # has instances): growth counts only beyond what a host-bounded plan reads
+        if grown is not None and grown > EXAMINED_LIMIT and at_largest > _HOST_BOUND:
+            growing.append(f"{spec.name} {grown:.1f}x ({at_largest:,.0f} rows)")
     skipped = [f"{s.instances:,}" for s in sizes if not s.all_hosts]
     summary = (
         f"Hosts of {INSTANCES_PER_HOST} instances; {_HOST} has the same instances at "
@@ -317,7 +324,9 @@ def _result(params: Params, sizes: list[_Size], seconds: float) -> BenchResult:
                 "scaling",
                 f"no task's rows examined (one host) grow from "
                 f"{reference.instances:,} to {largest.instances:,} instances "
-                f"by more than {EXAMINED_LIMIT}x (threshold of this bench)",
+                f"by more than {EXAMINED_LIMIT}x beyond {_HOST_BOUND:,.0f} rows, what "
+                f"a plan bounded by the host's {INSTANCES_PER_HOST} instances reads "
+                f"(threshold of this bench)",
                 ", ".join(growing) or "none grew",
                 not growing,
             ),
